@@ -1,0 +1,56 @@
+package protocol
+
+import "testing"
+
+// TestWireConstants pins every on-wire value. Changing one is a protocol
+// break: bump ProtocolVersion and update spec.md, then this test.
+func TestWireConstants(t *testing.T) {
+	if Magic != [8]byte{0x00, 0xD5, 0x9C, 0x1E, 0xA7, 0x3B, 0xF0, 0x0D} {
+		t.Errorf("Magic = % x", Magic)
+	}
+	ints := []struct {
+		name      string
+		got, want int
+	}{
+		{"ProtocolVersion", ProtocolVersion, 1},
+		{"MinProtocolVersion", MinProtocolVersion, 1},
+		{"HeaderSize", HeaderSize, 5},
+		{"MaxPayload", MaxPayload, 1048576},
+		{"MaxControlPayload", MaxControlPayload, 65536},
+		{"DataChunk", DataChunk, 32768},
+		{"MaxNoise", MaxNoise, 65536},
+		{"MaxArgs", MaxArgs, 4096},
+		{"MaxEnv", MaxEnv, 4096},
+		{"MaxIDLen", MaxIDLen, 128},
+		{"MaxRing", MaxRing, 67108864},
+		{"DefaultRing", DefaultRing, 1048576},
+		{"MaxGraceMs", MaxGraceMs, 86400000},
+	}
+	for _, c := range ints {
+		if c.got != c.want {
+			t.Errorf("%s = %d, want %d", c.name, c.got, c.want)
+		}
+	}
+	frames := map[FrameType]uint8{
+		FrameInvalid: 0x00, FrameHello: 0x01, FrameError: 0x02,
+		FrameExecStart: 0x10, FrameExecAttach: 0x11, FrameInfo: 0x12, FrameExecList: 0x13,
+		FrameExecStarted: 0x80, FrameStdin: 0x81, FrameStdinEOF: 0x82, FrameStdout: 0x83,
+		FrameStderr: 0x84, FrameSignal: 0x85, FrameResize: 0x86, FrameExit: 0x87,
+		FrameDetach: 0x88, FrameInfoReply: 0x89, FrameExecListReply: 0x8A,
+	}
+	for ft, want := range frames {
+		if uint8(ft) != want {
+			t.Errorf("%s = 0x%02x, want 0x%02x", ft, uint8(ft), want)
+		}
+	}
+	codes := map[string]string{
+		CodeBadRequest: "bad_request", CodeNotFound: "not_found", CodeCannotInvoke: "cannot_invoke",
+		CodeNoProcess: "no_process", CodeBusy: "busy", CodeUnsupported: "unsupported",
+		CodeLimit: "limit", CodeInternal: "internal",
+	}
+	for got, want := range codes {
+		if got != want {
+			t.Errorf("code %q, want %q", got, want)
+		}
+	}
+}
