@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"fmt"
 	"io"
 	"time"
 
@@ -33,6 +34,9 @@ func Handshake(rw io.ReadWriter, local Hello) (remote Hello, version int, err er
 	}
 	if err := <-werr; err != nil {
 		return remote, 0, err
+	}
+	if remote.Role == local.Role {
+		return remote, 0, fmt.Errorf("%w: peer is also a %s", ErrBadFrame, remote.Role)
 	}
 	version, err = Negotiate(local, remote)
 	if err != nil {

@@ -1,0 +1,91 @@
+# DarkShell build. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO        ?= go
+BIN       := bin
+PKG       := github.com/bohica-labs/darkshell
+# The build version names both binaries of one build (scripts/version.sh).
+VERSION   ?= $(shell ./scripts/version.sh)
+LDFLAGS   := -s -w -X $(PKG)/protocol.BuildVersion=$(VERSION)
+ARCHES    := amd64 arm64
+AGENTBIN  := controller/agentbin/bin
+FUZZTIME  ?= 10s
+STATICCHECK_VERSION := v0.8.2
+
+export CGO_ENABLED := 0
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the system packages tests and the demo need (openssh-server, rsync)
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync; do \
+	  [ -x "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
+	if [ -n "$$need" ]; then \
+	  echo "installing$$need"; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q $$need >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$need >/dev/null; }; \
+	fi
+	@mkdir -p /run/sshd 2>/dev/null || true
+
+.PHONY: build
+build: sandboxd darkshell ## Build sandboxd (static, amd64+arm64) and darkshell with both embedded
+
+.PHONY: sandboxd
+sandboxd:
+	@mkdir -p $(BIN) $(AGENTBIN)
+	@for a in $(ARCHES); do \
+	  GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/sandboxd-linux-$$a ./cmd/sandboxd || exit 1; \
+	  $(GO) run ./controller/agentbin/gen -in $(BIN)/sandboxd-linux-$$a -out $(AGENTBIN)/sandboxd-linux-$$a.zst || exit 1; \
+	done
+	@cp $(BIN)/sandboxd-linux-$$($(GO) env GOARCH) $(BIN)/sandboxd
+
+.PHONY: darkshell
+darkshell: sandboxd
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell ./cmd/darkshell
+	@echo "built $(BIN)/darkshell and $(BIN)/sandboxd, version $(VERSION)"
+
+.PHONY: demo
+demo: deps build ## The main job: a sandbox on a loopback sshd this starts itself, then exec
+	./scripts/demo.sh
+
+.PHONY: test
+test: deps build lint test-unit test-fuzz test-integration ## Everything CI runs: lint, unit, fuzz, integration
+	@echo "all tests passed"
+
+.PHONY: test-short
+test-short: ## Fast inner loop: unit tests only, no real sshd
+	$(GO) test -short ./...
+
+.PHONY: test-unit
+test-unit: build
+	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+.PHONY: test-integration
+test-integration: build ## End-to-end tests against a real sshd on loopback
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./integration/...
+
+.PHONY: test-fuzz
+test-fuzz: ## Run every fuzz target for FUZZTIME (default 10s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | cut -c6-); do \
+	    echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 1x $$pkg; exit 1; }; \
+	  done; done
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go' ; git ls-files -o --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+.PHONY: bench-exec
+bench-exec: deps build ## Exec latency: daemon API, fresh CLI, fresh ssh, ssh ControlMaster
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkExec -benchtime 400x -timeout 20m ./integration/
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN) $(AGENTBIN)/sandboxd-*

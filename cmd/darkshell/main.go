@@ -1,0 +1,9 @@
+// Command darkshell is the DarkShell host controller and CLI.
+package main
+
+import (
+	"github.com/bohica-labs/darkshell/controller/cli"
+	_ "github.com/bohica-labs/darkshell/controller/driver/sshdriver"
+)
+
+func main() { cli.Main() }

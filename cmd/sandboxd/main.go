@@ -1,0 +1,196 @@
+// Command sandboxd is DarkShell's in-sandbox helper. It is started by the
+// darkshell controller and speaks a binary protocol on stdin/stdout; it is
+// not meant to be run by humans. Logs go to stderr (SANDBOXD_DEBUG=1 for
+// debug logs); SANDBOXD_RUNTIME_DIR overrides where the agent socket lives and
+// SANDBOXD_AGENT_IDLE (a Go duration) how long an agent serve starts stays idle.
+//
+//	sandboxd serve [--no-agent] [--workdir DIR]   serve the protocol on stdin/stdout
+//	sandboxd agent --socket PATH [--idle D]       the persistent agent behind serve
+//	sandboxd version [--json]                     print the build (for the controller)
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/bohica-labs/darkshell/protocol"
+	"github.com/bohica-labs/darkshell/sandboxd"
+	"github.com/bohica-labs/darkshell/sandboxd/agent"
+)
+
+const usage = `sandboxd is DarkShell's in-sandbox helper. It speaks a binary protocol on
+stdin/stdout for the darkshell controller and is not meant to be run by humans.
+
+Usage:
+  sandboxd serve [--no-agent] [--workdir DIR]
+  sandboxd agent --socket PATH [--idle DURATION]
+  sandboxd version [--json]
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	level := slog.LevelInfo
+	if os.Getenv("SANDBOXD_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(ctx, log, os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "sandboxd: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, args []string) error {
+	if len(args) == 0 {
+		args = []string{"serve"}
+	}
+	switch args[0] {
+	case "serve":
+		fs := newFlags("serve")
+		noAgent := fs.Bool("no-agent", false, "serve in this process instead of relaying to the persistent agent")
+		workdir := fs.String("workdir", "", "default working directory for exec (default $HOME)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return serve(ctx, log, *noAgent, *workdir)
+	case "agent":
+		fs := newFlags("agent")
+		socket := fs.String("socket", "", "unix socket to listen on (required)")
+		idle := fs.Duration("idle", agent.DefaultIdle, "exit after this long without connections or processes")
+		workdir := fs.String("workdir", "", "default working directory for exec (default $HOME)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *socket == "" {
+			return errors.New("agent: --socket is required")
+		}
+		srv := sandboxd.New(sandboxd.Options{DefaultDir: *workdir, Logger: log})
+		return agent.Run(ctx, agent.Options{Socket: *socket, Idle: *idle, Server: srv, Logger: log})
+	case "version":
+		fs := newFlags("version")
+		asJSON := fs.Bool("json", false, "print JSON including the executable's sha256")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return version(os.Stdout, *asJSON)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(os.Stderr, usage)
+		return nil
+	}
+	fmt.Fprint(os.Stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	return fs
+}
+
+// stdio is the protocol carrier of serve: stdin and stdout.
+type stdio struct{}
+
+func (stdio) Read(p []byte) (int, error)  { return os.Stdin.Read(p) }
+func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
+func (stdio) Close() error {
+	return errors.Join(os.Stdin.Close(), os.Stdout.Close())
+}
+
+// serve relays stdin/stdout to the agent (starting it if needed), or serves
+// in this process with noAgent or when no agent can be started.
+func serve(ctx context.Context, log *slog.Logger, noAgent bool, workdir string) error {
+	if !noAgent {
+		err := relay(ctx, log, workdir)
+		if err == nil || !errors.Is(err, errNoAgent) {
+			return err
+		}
+		log.Warn("serving without the persistent agent: durable processes will not survive this connection", "err", err)
+	}
+	srv := sandboxd.New(sandboxd.Options{DefaultDir: workdir, Logger: log})
+	err := srv.ServeConn(ctx, stdio{})
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, srv.Close(cctx))
+}
+
+var errNoAgent = errors.New("no agent")
+
+func relay(ctx context.Context, log *slog.Logger, workdir string) error {
+	socket, err := agent.SocketPath(protocol.BuildVersion)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNoAgent, err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNoAgent, err)
+	}
+	var extra []string
+	if workdir != "" {
+		extra = append(extra, "--workdir", workdir)
+	}
+	if idle := os.Getenv("SANDBOXD_AGENT_IDLE"); idle != "" {
+		extra = append(extra, "--idle", idle)
+	}
+	conn, err := agent.Dial(ctx, socket, agent.Spawner(exe, socket, extra...))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNoAgent, err)
+	}
+	log.Debug("relaying to agent", "socket", socket)
+	return agent.Relay(ctx, conn, os.Stdin, os.Stdout)
+}
+
+func version(w io.Writer, asJSON bool) error {
+	if !asJSON {
+		_, err := fmt.Fprintf(w, "sandboxd %s protocol %d..%d %s/%s\n", protocol.BuildVersion,
+			protocol.MinProtocolVersion, protocol.ProtocolVersion, runtime.GOOS, runtime.GOARCH)
+		return err
+	}
+	sum, err := selfSHA256()
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(w).Encode(map[string]any{
+		"build_version": protocol.BuildVersion,
+		"protocol_min":  protocol.MinProtocolVersion,
+		"protocol_max":  protocol.ProtocolVersion,
+		"os":            runtime.GOOS,
+		"arch":          runtime.GOARCH,
+		"sha256":        sum,
+	})
+}
+
+// selfSHA256 hashes the running executable.
+func selfSHA256() (string, error) {
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		exe, eerr := os.Executable()
+		if eerr != nil {
+			return "", fmt.Errorf("unable to open own executable: %w", err)
+		}
+		if f, err = os.Open(exe); err != nil {
+			return "", fmt.Errorf("unable to open own executable: %w", err)
+		}
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("unable to hash own executable: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

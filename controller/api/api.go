@@ -1,0 +1,115 @@
+// Package api holds the types of the controller daemon's control API
+// (HTTP/1.1 + JSON on a unix socket), shared by the daemon and its Go client.
+// docs/api.md documents the endpoints.
+package api
+
+import (
+	"time"
+
+	"github.com/bohica-labs/darkshell/controller/state"
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// Version headers and upgrade token.
+const (
+	// HeaderVersion is set on every response to the daemon's build version.
+	HeaderVersion = "Darkshell-Version"
+	// UpgradeStream is the Upgrade token for a raw exec stream: after
+	// "101 Switching Protocols" the connection carries exec frames exactly as
+	// protocol/spec.md describes, starting with the client's exec-start or
+	// exec-attach frame.
+	UpgradeStream = "darkshell-stream"
+)
+
+// Error codes in Error.Code.
+const (
+	CodeNotFound    = "not_found"    // no such sandbox
+	CodeExists      = "exists"       // name taken
+	CodeBadRequest  = "bad_request"  // malformed or invalid request
+	CodeUnavailable = "unavailable"  // the sandbox cannot be reached now
+	CodeInternal    = "internal"     // the daemon failed
+	CodeUnsupported = "unsupported"  // the driver or sandboxd cannot do it
+	CodeRemote      = "remote_error" // sandboxd refused (see Detail)
+)
+
+// Error is the body of every non-2xx response: {"error": {...}}.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Remote is the sandboxd error code when Code is remote_error (e.g. not_found for a missing command).
+	Remote string `json:"remote,omitempty"`
+}
+
+// ErrorBody wraps Error on the wire.
+type ErrorBody struct {
+	Error Error `json:"error"`
+}
+
+// Version answers GET /v1/version.
+type Version struct {
+	Version  string `json:"version"`
+	Protocol int    `json:"protocol"`
+	PID      int    `json:"pid"`
+	Started  time.Time
+}
+
+// CreateRequest is the body of POST /v1/sandboxes.
+type CreateRequest struct {
+	Name   string           `json:"name"`
+	Driver string           `json:"driver"`
+	SSH    *state.SSHTarget `json:"ssh,omitempty"`
+	Env    []string         `json:"env,omitempty"`
+}
+
+// Sandbox is a sandbox as the API shows it.
+type Sandbox struct {
+	state.Sandbox
+	// Connected is true while the daemon holds a live session.
+	Connected bool `json:"connected"`
+	// Remote is sandboxd's hello from the live session, when connected.
+	Remote *protocol.Hello `json:"remote,omitempty"`
+	// LastError is the last connection failure, if the last attempt failed.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// ExecRequest is the body of a non-upgraded POST /v1/sandboxes/{name}/exec.
+// The response is NDJSON ExecEvents, or with ?wait=1 one ExecResult.
+type ExecRequest struct {
+	protocol.ExecStart
+	// StdinData is sent to the process's stdin, then EOF (implies stdin).
+	StdinData []byte `json:"stdin_data,omitempty"`
+}
+
+// ExecEvent is one NDJSON line of an exec response.
+type ExecEvent struct {
+	// Type is started, stdout, stderr, exit or error.
+	Type  string            `json:"type"`
+	ID    string            `json:"id,omitempty"`
+	PID   int               `json:"pid,omitempty"`
+	Data  []byte            `json:"data,omitempty"` // base64 in JSON
+	Exit  *protocol.ExitMsg `json:"exit,omitempty"`
+	Error *Error            `json:"error,omitempty"`
+}
+
+// ExecResult is the ?wait=1 response.
+type ExecResult struct {
+	ID     string            `json:"id"`
+	PID    int               `json:"pid"`
+	Stdout []byte            `json:"stdout"`
+	Stderr []byte            `json:"stderr"`
+	Exit   *protocol.ExitMsg `json:"exit,omitempty"`
+	// Status is the shell-style status: code, or 128+signal.
+	Status int    `json:"status"`
+	Error  *Error `json:"error,omitempty"`
+}
+
+// DaemonStatus answers GET /v1/daemon.
+type DaemonStatus struct {
+	Version  string    `json:"version"`
+	PID      int       `json:"pid"`
+	Started  time.Time `json:"started"`
+	Socket   string    `json:"socket"`
+	Home     string    `json:"home"`
+	Sessions []string  `json:"sessions"`
+	Streams  int       `json:"streams"`
+}

@@ -1,0 +1,265 @@
+package cli
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bohica-labs/darkshell/controller/api"
+	"github.com/bohica-labs/darkshell/controller/state"
+)
+
+func (a *app) createCmd() *cobra.Command {
+	var (
+		drv, sshTarget, identity, proxy string
+		env                             []string
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create a sandbox, or register one reachable by SSH",
+		Long: `Create a sandbox.
+
+With --driver ssh, NAME is registered for a host or container that already
+runs an OpenSSH server: darkshell connects once, pins the host key (trust on
+first use), and pushes its own sandboxd there if it is missing.`,
+		Example: `  darkshell sandbox create dev --driver ssh --ssh agent@10.0.0.5:2222 --identity ~/.ssh/id_ed25519
+  darkshell sandbox create box --driver ssh --ssh sandbox@box --proxy-command 'openshell ssh-proxy --gateway-name g --name box --workspace default'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &api.CreateRequest{Name: args[0], Driver: drv, Env: env}
+			if err := state.ValidName(req.Name); err != nil {
+				return usagef("%v", err)
+			}
+			for _, e := range env {
+				if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+					return usagef("--env %q is not KEY=VALUE", e)
+				}
+			}
+			switch drv {
+			case "ssh":
+				if sshTarget == "" {
+					return usagef("--driver ssh needs --ssh user@host[:port]")
+				}
+				t, err := parseSSHTarget(sshTarget)
+				if err != nil {
+					return usagef("--ssh: %v", err)
+				}
+				t.Identity, t.ProxyCommand = identity, proxy
+				req.SSH = t
+			default:
+				if sshTarget != "" {
+					return usagef("--ssh only applies to --driver ssh")
+				}
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			sb, err := c.Create(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return a.printJSON(sb)
+			}
+			fmt.Fprintf(a.stdout, "sandbox %s created (driver %s)\n", sb.Name, sb.Driver)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&drv, "driver", "ssh", "where the sandbox runs: ssh")
+	f.StringVar(&sshTarget, "ssh", "", "user@host[:port] of the SSH server (driver ssh)")
+	f.StringVar(&identity, "identity", "", "private key file for SSH authentication")
+	f.StringVar(&proxy, "proxy-command", "", "command whose stdin/stdout reach the SSH server (as OpenSSH's ProxyCommand; %h %p %r expand)")
+	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set for every command in the sandbox (repeatable; not for secrets)")
+	return cmd
+}
+
+// parseSSHTarget parses user@host[:port], [v6]:port, or unix:/path.
+func parseSSHTarget(s string) (*state.SSHTarget, error) {
+	t := &state.SSHTarget{}
+	if u, rest, ok := strings.Cut(s, "@"); ok {
+		if u == "" {
+			return nil, fmt.Errorf("empty user in %q", s)
+		}
+		t.User, s = u, rest
+	}
+	if p, ok := strings.CutPrefix(s, "unix:"); ok {
+		t.UnixSocket = p
+		return t, nil
+	}
+	host, port := s, ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return nil, fmt.Errorf("unclosed [ in %q", s)
+		}
+		host, port = s[1:end], strings.TrimPrefix(s[end+1:], ":")
+	} else if h, p, ok := strings.Cut(s, ":"); ok {
+		host, port = h, p
+	}
+	if host == "" {
+		return nil, fmt.Errorf("no host in %q", s)
+	}
+	t.Host, t.Port = host, 22
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("bad port %q", port)
+		}
+		t.Port = n
+	}
+	return t, nil
+}
+
+func (a *app) listCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List sandboxes",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			l, err := c.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return a.printJSON(l)
+			}
+			var rows [][]string
+			for _, sb := range l {
+				rows = append(rows, []string{sb.Name, sb.Driver, target(sb), connState(sb), age(sb.Created)})
+			}
+			a.table("NAME\tDRIVER\tTARGET\tSESSION\tAGE", rows)
+			return nil
+		},
+	}
+}
+
+func target(sb api.Sandbox) string {
+	if sb.SSH == nil {
+		return "-"
+	}
+	if sb.SSH.UnixSocket != "" {
+		return "unix:" + sb.SSH.UnixSocket
+	}
+	return fmt.Sprintf("%s@%s:%d", sb.SSH.User, sb.SSH.Host, sb.SSH.Port)
+}
+
+func connState(sb api.Sandbox) string {
+	switch {
+	case sb.Connected:
+		return "warm"
+	case sb.LastError != "":
+		return "failing"
+	}
+	return "idle"
+}
+
+func age(t time.Time) string {
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+func (a *app) getCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show one sandbox",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			sb, err := c.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return a.printJSON(sb)
+			}
+			fmt.Fprintf(a.stdout, "Name:     %s\nDriver:   %s\nTarget:   %s\nCreated:  %s\nSession:  %s\n",
+				sb.Name, sb.Driver, target(*sb), sb.Created.Format(time.RFC3339), connState(*sb))
+			if sb.Remote != nil {
+				fmt.Fprintf(a.stdout, "Sandboxd: %s (%s/%s), caps %s\n", sb.Remote.BuildVersion, sb.Remote.OS, sb.Remote.Arch, strings.Join(sb.Remote.Caps, ","))
+			}
+			if sb.LastError != "" {
+				fmt.Fprintf(a.stdout, "Error:    %s\n", sb.LastError)
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) deleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete NAME...",
+		Aliases: []string{"rm"},
+		Short:   "Delete sandboxes (an ssh sandbox is only forgotten)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			for _, n := range args {
+				if err := c.Delete(cmd.Context(), n); err != nil {
+					return err
+				}
+				if !a.json() {
+					fmt.Fprintf(a.stdout, "sandbox %s deleted\n", n)
+				}
+			}
+			if a.json() {
+				return a.printJSON(map[string]any{"deleted": args})
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) psCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ps NAME",
+		Short: "List the processes sandboxd tracks in a sandbox (running and recently finished durable ones)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			l, err := c.Processes(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return a.printJSON(l)
+			}
+			var rows [][]string
+			for _, p := range l.Processes {
+				st := "running"
+				if !p.Running && p.Exit != nil {
+					st = fmt.Sprintf("exited %d", p.Exit.Status())
+				}
+				rows = append(rows, []string{p.ID, strconv.Itoa(p.PID), st, strconv.FormatBool(p.Attached), strings.Join(p.Argv, " ")})
+			}
+			a.table("ID\tPID\tSTATE\tATTACHED\tCOMMAND", rows)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,346 @@
+// Package client is the Go client of the controller daemon's control API.
+// Programs use it to create sandboxes and run commands in them; the darkshell
+// CLI is built on it. The daemon is started on demand, like ssh's
+// ControlPersist: the first call finds no socket and starts one.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bohica-labs/darkshell/controller/api"
+	"github.com/bohica-labs/darkshell/controller/state"
+	"github.com/bohica-labs/darkshell/controller/stream"
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Home is the installation's state dir; empty means state.DefaultDir().
+	Home string
+	// NoAutoStart disables starting the daemon when none answers.
+	NoAutoStart bool
+	// Darkshell is the darkshell binary used to start the daemon; empty
+	// means this executable if it is darkshell, else `darkshell` on $PATH.
+	Darkshell string
+	// StartTimeout bounds waiting for a started daemon (default 5 s).
+	StartTimeout time.Duration
+}
+
+// Client talks to one installation's daemon.
+type Client struct {
+	home *state.Home
+	opts Options
+	http *http.Client
+}
+
+// ErrDaemon wraps failures to reach or start the daemon.
+var ErrDaemon = errors.New("controller daemon unavailable")
+
+// New returns a client; it does not connect yet.
+func New(opts Options) (*Client, error) {
+	dir := opts.Home
+	if dir == "" {
+		var err error
+		if dir, err = state.DefaultDir(); err != nil {
+			return nil, err
+		}
+	}
+	h, err := state.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 5 * time.Second
+	}
+	c := &Client{home: h, opts: opts}
+	tr := &http.Transport{
+		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return c.dial(ctx) },
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	c.http = &http.Client{Transport: tr}
+	return c, nil
+}
+
+// Home is the installation the client talks to.
+func (c *Client) Home() *state.Home { return c.home }
+
+// dial connects to the daemon socket, starting the daemon if needed.
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.home.Socket())
+	if err == nil || c.opts.NoAutoStart {
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v (start it with `darkshell daemon run`)", ErrDaemon, err)
+		}
+		return conn, nil
+	}
+	if err := c.startDaemon(ctx); err != nil {
+		return nil, err
+	}
+	return d.DialContext(ctx, "unix", c.home.Socket())
+}
+
+func (c *Client) startDaemon(ctx context.Context) error {
+	lock, err := os.OpenFile(filepath.Join(c.home.Dir, "daemon.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrDaemon, err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("%w: lock: %v", ErrDaemon, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if conn, err := net.Dial("unix", c.home.Socket()); err == nil {
+		conn.Close()
+		return nil // another client started it meanwhile
+	}
+	bin, err := c.darkshell()
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(c.home.LogDir(), "daemon.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrDaemon, err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "daemon", "run", "--idle-timeout", "30m")
+	cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+c.home.Dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%w: start %s daemon run: %v", ErrDaemon, bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(c.opts.StartTimeout)
+	for delay := time.Millisecond; time.Now().Before(deadline); delay = min(delay*2, 50*time.Millisecond) {
+		if conn, err := net.Dial("unix", c.home.Socket()); err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("%w: daemon exited at start (%v); see %s", ErrDaemon, err, logf.Name())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+	return fmt.Errorf("%w: daemon did not answer within %s; see %s", ErrDaemon, c.opts.StartTimeout, logf.Name())
+}
+
+func (c *Client) darkshell() (string, error) {
+	if c.opts.Darkshell != "" {
+		return c.opts.Darkshell, nil
+	}
+	if exe, err := os.Executable(); err == nil && strings.HasPrefix(filepath.Base(exe), "darkshell") {
+		return exe, nil
+	}
+	p, err := exec.LookPath("darkshell")
+	if err != nil {
+		return "", fmt.Errorf("%w: no darkshell binary to start it (set Options.Darkshell or put darkshell on $PATH)", ErrDaemon)
+	}
+	return p, nil
+}
+
+// APIError is an error response from the daemon.
+type APIError struct {
+	Status  int
+	Code    string // api.Code*
+	Remote  string // sandboxd's error code for api.CodeRemote
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://darkshell"+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, ErrDaemon) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", ErrDaemon, err)
+	}
+	defer resp.Body.Close()
+	return decode(resp, out)
+}
+
+func decode(resp *http.Response, out any) error {
+	if resp.StatusCode >= 300 {
+		var eb api.ErrorBody
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if json.Unmarshal(b, &eb) != nil || eb.Error.Message == "" {
+			return &APIError{Status: resp.StatusCode, Code: api.CodeInternal, Message: fmt.Sprintf("daemon answered %s: %s", resp.Status, strings.TrimSpace(string(b)))}
+		}
+		return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Remote: eb.Error.Remote, Message: eb.Error.Message}
+	}
+	if out == nil {
+		io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode daemon response: %w", err)
+	}
+	return nil
+}
+
+// Version returns the daemon's version.
+func (c *Client) Version(ctx context.Context) (*api.Version, error) {
+	var v api.Version
+	return &v, c.do(ctx, "GET", "/v1/version", nil, &v)
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (*api.DaemonStatus, error) {
+	var v api.DaemonStatus
+	return &v, c.do(ctx, "GET", "/v1/daemon", nil, &v)
+}
+
+// StopDaemon asks the daemon to exit.
+func (c *Client) StopDaemon(ctx context.Context) error {
+	return c.do(ctx, "POST", "/v1/daemon/stop", nil, nil)
+}
+
+// Create creates (or registers) a sandbox.
+func (c *Client) Create(ctx context.Context, req *api.CreateRequest) (*api.Sandbox, error) {
+	var sb api.Sandbox
+	return &sb, c.do(ctx, "POST", "/v1/sandboxes", req, &sb)
+}
+
+// List lists sandboxes.
+func (c *Client) List(ctx context.Context) ([]api.Sandbox, error) {
+	var l []api.Sandbox
+	return l, c.do(ctx, "GET", "/v1/sandboxes", nil, &l)
+}
+
+// Get returns one sandbox.
+func (c *Client) Get(ctx context.Context, name string) (*api.Sandbox, error) {
+	var sb api.Sandbox
+	return &sb, c.do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(name), nil, &sb)
+}
+
+// Delete deletes a sandbox.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	return c.do(ctx, "DELETE", "/v1/sandboxes/"+url.PathEscape(name), nil, nil)
+}
+
+// Info asks the sandbox's sandboxd about itself.
+func (c *Client) Info(ctx context.Context, name string) (*protocol.Info, error) {
+	var v protocol.Info
+	return &v, c.do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(name)+"/info", nil, &v)
+}
+
+// Processes lists the processes sandboxd tracks.
+func (c *Client) Processes(ctx context.Context, name string) (*protocol.ExecList, error) {
+	var v protocol.ExecList
+	return &v, c.do(ctx, "GET", "/v1/sandboxes/"+url.PathEscape(name)+"/processes", nil, &v)
+}
+
+// ExecWait runs a command and returns its whole output and status.
+func (c *Client) ExecWait(ctx context.Context, name string, req *api.ExecRequest) (*api.ExecResult, error) {
+	var res api.ExecResult
+	return &res, c.do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(name)+"/exec?wait=1", req, &res)
+}
+
+// Exec starts a process over an upgraded connection; the returned Proc
+// streams output, stdin, signals and resizes, exactly as over a session.
+func (c *Client) Exec(ctx context.Context, name string, req *protocol.ExecStart) (*stream.Proc, error) {
+	conn, err := c.upgrade(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return stream.Start(ctx, conn, req)
+}
+
+// Attach re-attaches to a durable process.
+func (c *Client) Attach(ctx context.Context, name string, req *protocol.ExecAttach) (*stream.Proc, error) {
+	conn, err := c.upgrade(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return stream.Attach(ctx, conn, req)
+}
+
+// upgrade opens a raw exec stream through the daemon. A daemon that dies
+// before answering (nothing was sent to the sandbox yet) is retried once
+// with a fresh daemon.
+func (c *Client) upgrade(ctx context.Context, name string) (net.Conn, error) {
+	conn, err := c.upgradeOnce(ctx, name)
+	if err != nil && errors.Is(err, errNoAnswer) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		conn, err = c.upgradeOnce(ctx, name)
+	}
+	return conn, err
+}
+
+var errNoAnswer = errors.New("daemon closed the connection without answering")
+
+func (c *Client) upgradeOnce(ctx context.Context, name string) (net.Conn, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	req := "POST /v1/sandboxes/" + url.PathEscape(name) + "/exec HTTP/1.1\r\nHost: darkshell\r\nConnection: Upgrade\r\nUpgrade: " +
+		api.UpgradeStream + "\r\nContent-Length: 0\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %v", ErrDaemon, err)
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+			return nil, fmt.Errorf("%w: %w: %v", ErrDaemon, errNoAnswer, err)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrDaemon, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		if err := decode(resp, nil); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: daemon answered %s to an upgrade", ErrDaemon, resp.Status)
+	}
+	return &bufConn{Conn: conn, r: br}, nil
+}
+
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }

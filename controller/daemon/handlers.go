@@ -1,0 +1,419 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bohica-labs/darkshell/controller/api"
+	"github.com/bohica-labs/darkshell/controller/driver"
+	"github.com/bohica-labs/darkshell/controller/session"
+	"github.com/bohica-labs/darkshell/controller/state"
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+func (d *Daemon) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/version", d.version)
+	mux.HandleFunc("GET /v1/daemon", d.status)
+	mux.HandleFunc("POST /v1/daemon/stop", d.stopHandler)
+	mux.HandleFunc("GET /v1/sandboxes", d.list)
+	mux.HandleFunc("POST /v1/sandboxes", d.create)
+	mux.HandleFunc("GET /v1/sandboxes/{name}", d.get)
+	mux.HandleFunc("DELETE /v1/sandboxes/{name}", d.delete)
+	mux.HandleFunc("GET /v1/sandboxes/{name}/info", d.info)
+	mux.HandleFunc("GET /v1/sandboxes/{name}/processes", d.processes)
+	mux.HandleFunc("POST /v1/sandboxes/{name}/exec", d.exec)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		done := d.track()
+		defer done()
+		w.Header().Set(api.HeaderVersion, protocol.BuildVersion)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	code, e := httpError(err)
+	writeJSON(w, code, api.ErrorBody{Error: e})
+}
+
+// httpError classifies an error for the API.
+func httpError(err error) (int, api.Error) {
+	var re *protocol.RemoteError
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: err.Error()}
+	case errors.Is(err, state.ErrExists):
+		return http.StatusConflict, api.Error{Code: api.CodeExists, Message: err.Error()}
+	case errors.As(err, &re):
+		return http.StatusUnprocessableEntity, api.Error{Code: api.CodeRemote, Remote: re.Code, Message: re.Message}
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest, api.Error{Code: api.CodeBadRequest, Message: err.Error()}
+	case errors.Is(err, errConnect):
+		return http.StatusBadGateway, api.Error{Code: api.CodeUnavailable, Message: err.Error()}
+	}
+	return http.StatusInternalServerError, api.Error{Code: api.CodeInternal, Message: err.Error()}
+}
+
+var (
+	errBadRequest = errors.New("bad request")
+	errConnect    = errors.New("sandbox unreachable")
+)
+
+func (d *Daemon) version(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, api.Version{Version: protocol.BuildVersion, Protocol: protocol.ProtocolVersion, PID: os.Getpid(), Started: d.started})
+}
+
+func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, api.DaemonStatus{
+		Version: protocol.BuildVersion, PID: os.Getpid(), Started: d.started,
+		Socket: d.opts.Home.Socket(), Home: d.opts.Home.Dir, Sessions: d.pool.names(),
+		Streams: int(d.active.Load()) - 1,
+	})
+}
+
+func (d *Daemon) stopHandler(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, map[string]bool{"stopping": true})
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		d.Stop()
+	}()
+}
+
+func (d *Daemon) view(sb *state.Sandbox) api.Sandbox {
+	v := api.Sandbox{Sandbox: *sb}
+	connected, s, lastErr := d.pool.status(sb.Name)
+	v.Connected = connected
+	if s != nil {
+		h := s.Remote()
+		v.Remote = &h
+	}
+	if lastErr != nil {
+		v.LastError = lastErr.Error()
+	}
+	return v
+}
+
+func (d *Daemon) list(w http.ResponseWriter, r *http.Request) {
+	sbs, err := d.opts.Home.List()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := make([]api.Sandbox, 0, len(sbs))
+	for _, sb := range sbs {
+		out = append(out, d.view(sb))
+	}
+	writeJSON(w, 200, out)
+}
+
+func (d *Daemon) get(w http.ResponseWriter, r *http.Request) {
+	sb, err := d.opts.Home.Get(r.PathValue("name"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 200, d.view(sb))
+}
+
+func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: create body: %v", errBadRequest, err))
+		return
+	}
+	if err := state.ValidName(req.Name); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	drv, err := driver.Get(req.Driver)
+	if err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	if _, err := d.opts.Home.Get(req.Name); err == nil {
+		writeErr(w, fmt.Errorf("%w: %s", state.ErrExists, req.Name))
+		return
+	}
+	sb := &state.Sandbox{Name: req.Name, Driver: req.Driver, Created: time.Now().UTC(), SSH: req.SSH, Env: req.Env}
+	if err := d.opts.Home.Create(sb); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if err := drv.Create(r.Context(), d.opts.Home, sb); err != nil {
+		d.opts.Home.Delete(sb.Name)
+		writeErr(w, fmt.Errorf("%w: create sandbox %s: %v", errConnect, sb.Name, err))
+		return
+	}
+	if err := d.opts.Home.Save(sb); err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, d.view(sb))
+}
+
+func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {
+	sb, err := d.opts.Home.Get(r.PathValue("name"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	d.pool.drop(sb.Name)
+	if drv, err := driver.Get(sb.Driver); err == nil {
+		if err := drv.Delete(r.Context(), d.opts.Home, sb); err != nil {
+			writeErr(w, fmt.Errorf("delete sandbox %s: %w", sb.Name, err))
+			return
+		}
+	}
+	if err := d.opts.Home.Delete(sb.Name); err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// session finds the sandbox and returns its warm session.
+func (d *Daemon) session(ctx context.Context, name string) (*session.Session, error) {
+	sb, err := d.opts.Home.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	s, err := d.pool.get(ctx, sb)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errConnect, err)
+	}
+	return s, nil
+}
+
+func (d *Daemon) info(w http.ResponseWriter, r *http.Request) {
+	s, err := d.session(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	info, err := s.Info(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 200, info)
+}
+
+func (d *Daemon) processes(w http.ResponseWriter, r *http.Request) {
+	s, err := d.session(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	l, err := s.Processes(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 200, l)
+}
+
+func (d *Daemon) exec(w http.ResponseWriter, r *http.Request) {
+	if strings.EqualFold(r.Header.Get("Upgrade"), api.UpgradeStream) {
+		d.execUpgrade(w, r)
+		return
+	}
+	var req api.ExecRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, protocol.MaxPayload+protocol.MaxPayload/2)).Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: exec body: %v", errBadRequest, err))
+		return
+	}
+	if req.StdinData != nil {
+		req.Stdin = true
+	}
+	if err := req.ExecStart.Validate(); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	s, err := d.session(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	p, err := s.Exec(r.Context(), &req.ExecStart)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer p.Close()
+	stop := context.AfterFunc(r.Context(), func() { p.Close() })
+	defer stop()
+	if req.Stdin {
+		go func() {
+			if len(req.StdinData) > 0 {
+				p.Write(req.StdinData)
+			}
+			p.CloseStdin()
+		}()
+	}
+	if r.URL.Query().Get("wait") != "" {
+		var out, errb limitedBuffer
+		out.max, errb.max = 64<<20, 64<<20
+		res := api.ExecResult{ID: p.Started.ID, PID: p.Started.PID}
+		exit, err := p.Wait(&out, &errb)
+		res.Stdout, res.Stderr = out.b, errb.b
+		if err != nil {
+			_, e := httpError(err)
+			res.Error = &e
+			res.Status = 125
+		} else {
+			res.Exit, res.Status = exit, exit.Status()
+		}
+		writeJSON(w, 200, res)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(200)
+	ew := &eventWriter{enc: json.NewEncoder(w), fl: w.(http.Flusher)}
+	ew.emit(api.ExecEvent{Type: "started", ID: p.Started.ID, PID: p.Started.PID})
+	exit, err := p.Wait(ew.data("stdout"), ew.data("stderr"))
+	if err != nil {
+		_, e := httpError(err)
+		ew.emit(api.ExecEvent{Type: "error", Error: &e})
+		return
+	}
+	ew.emit(api.ExecEvent{Type: "exit", Exit: exit})
+}
+
+type eventWriter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+	fl  http.Flusher
+}
+
+func (e *eventWriter) emit(ev api.ExecEvent) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.enc.Encode(ev); err != nil {
+		return err
+	}
+	e.fl.Flush()
+	return nil
+}
+
+type eventData struct {
+	e   *eventWriter
+	typ string
+}
+
+func (d eventData) Write(p []byte) (int, error) {
+	if err := d.e.emit(api.ExecEvent{Type: d.typ, Data: p}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (e *eventWriter) data(typ string) io.Writer { return eventData{e, typ} }
+
+type limitedBuffer struct {
+	b   []byte
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if len(l.b)+len(p) > l.max {
+		return 0, fmt.Errorf("output over %d bytes: use the streaming API", l.max)
+	}
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+// execUpgrade switches the connection to raw exec frames and splices it to a
+// new stream on the sandbox's session. The daemon reads and validates only
+// the opening request frame.
+func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
+	s, err := d.session(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeErr(w, errors.New("connection cannot be upgraded"))
+		return
+	}
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream + "\r\nConnection: Upgrade\r\n" +
+		api.HeaderVersion + ": " + protocol.BuildVersion + "\r\n\r\n")
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	fw := protocol.NewWriter(conn)
+	f, err := protocol.ReadFrame(brw, protocol.MaxPayload)
+	if err != nil {
+		code := protocol.CodeBadRequest
+		if errors.Is(err, protocol.ErrFrameTooLarge) {
+			code = protocol.CodeLimit
+		}
+		fw.Error(code, "exec stream: %v", err)
+		return
+	}
+	switch f.Type {
+	case protocol.FrameExecStart:
+		var m protocol.ExecStart
+		err = protocol.DecodeMsg(f, f.Type, &m)
+	case protocol.FrameExecAttach:
+		var m protocol.ExecAttach
+		err = protocol.DecodeMsg(f, f.Type, &m)
+	default:
+		err = fmt.Errorf("%w: %s cannot open an exec stream", protocol.ErrUnexpectedFrame, f.Type)
+	}
+	if err != nil {
+		fw.Error(protocol.CodeBadRequest, "%v", err)
+		return
+	}
+	st, err := s.Open(r.Context())
+	if err != nil {
+		fw.Error(protocol.CodeInternal, "sandbox %s: %v", r.PathValue("name"), err)
+		return
+	}
+	defer st.Close()
+	if err := protocol.WriteFrame(st, f.Type, f.Payload); err != nil {
+		fw.Error(protocol.CodeInternal, "sandbox %s: %v", r.PathValue("name"), err)
+		return
+	}
+	splice(conn, brw.Reader, st)
+}
+
+// splice copies both ways until either side ends, then closes both.
+func splice(client net.Conn, clientR *bufio.Reader, remote net.Conn) {
+	done := make(chan struct{}, 2)
+	go func() {
+		buf := make([]byte, 64<<10)
+		io.CopyBuffer(remote, clientR, buf)
+		done <- struct{}{}
+	}()
+	go func() {
+		buf := make([]byte, 64<<10)
+		io.CopyBuffer(client, remote, buf)
+		done <- struct{}{}
+	}()
+	<-done
+	client.Close()
+	remote.Close()
+	<-done
+}

@@ -1,0 +1,430 @@
+package process
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// Process is one command started by a Manager, with its output ring and at
+// most one attached client.
+type Process struct {
+	m        *Manager
+	id       string
+	key      string
+	argv     []string
+	grace    time.Duration
+	hasStdin bool
+	log      *slog.Logger
+
+	cmd     *exec.Cmd
+	pid     int
+	started time.Time
+	master  *os.File   // pty master, nil without a pty
+	stdin   *os.File   // write end of the stdin pipe, or master; nil without stdin
+	outputs []*os.File // read ends: stdout, stderr (or the master)
+	timeout *time.Timer
+	readers sync.WaitGroup // output readers
+
+	// exitAt is the main process's exit time in unix nanoseconds (0: running);
+	// readers use it for the post-exit drain deadline.
+	exitAt atomic.Int64
+
+	stdinClosed atomic.Bool
+
+	mu        sync.Mutex
+	cond      sync.Cond // on mu: output appended, client moved or left, process finished
+	ring      *ring
+	client    *client
+	durable   bool
+	finished  bool // exited and output drained: exit is final
+	exit      protocol.ExitMsg
+	timedOut  bool
+	abandoned bool // killed because its client left; forgotten once finished
+	forgotten bool
+	timer     *time.Timer // grace (running) or retention (finished) timer
+	timerGen  uint64
+}
+
+// launch starts the command. On error nothing is left behind.
+func (p *Process) launch(path string, argv, env []string, dir string, tty *protocol.PTY) error {
+	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Dir: dir}
+	var childEnds []*os.File
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			_ = f.Close()
+		}
+	}
+	var parentEnds []*os.File
+	if tty != nil {
+		master, slave, err := pty.Open()
+		if err != nil {
+			return errorf(protocol.CodeInternal, err, "unable to open a pseudo-terminal")
+		}
+		if err := pty.Setsize(slave, &pty.Winsize{Rows: tty.Rows, Cols: tty.Cols}); err != nil {
+			closeAll([]*os.File{master, slave})
+			return errorf(protocol.CodeInternal, err, "unable to size the pseudo-terminal")
+		}
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Pdeathsig: syscall.SIGKILL}
+		childEnds = append(childEnds, slave)
+		parentEnds = append(parentEnds, master)
+		p.master = master
+		p.outputs = []*os.File{master}
+		if p.hasStdin {
+			p.stdin = master
+		}
+	} else {
+		// Pdeathsig: a command does not outlive a killed sandboxd.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if p.hasStdin {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return errorf(protocol.CodeInternal, err, "unable to create the stdin pipe")
+			}
+			cmd.Stdin = r
+			childEnds = append(childEnds, r)
+			parentEnds = append(parentEnds, w)
+			p.stdin = w
+		}
+		for _, dst := range []*io.Writer{&cmd.Stdout, &cmd.Stderr} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				closeAll(childEnds)
+				closeAll(parentEnds)
+				return errorf(protocol.CodeInternal, err, "unable to create an output pipe")
+			}
+			*dst = w
+			childEnds = append(childEnds, w)
+			parentEnds = append(parentEnds, r)
+			p.outputs = append(p.outputs, r)
+		}
+	}
+	p.started = time.Now()
+	err := cmd.Start()
+	closeAll(childEnds)
+	if err != nil {
+		closeAll(parentEnds)
+		return startError(argv[0], err)
+	}
+	p.cmd = cmd
+	p.pid = cmd.Process.Pid
+	for i, f := range p.outputs {
+		p.readers.Add(1)
+		go p.read(f, i == 1)
+	}
+	return nil
+}
+
+// read copies one output file into the ring until EOF, or until the output
+// stays idle for drainIdle after the main process exited (time spent waiting
+// for a slow client does not count).
+func (p *Process) read(f *os.File, stderr bool) {
+	defer p.readers.Done()
+	defer func() { _ = f.Close() }()
+	buf := make([]byte, chunkSize)
+	var waited time.Duration
+	for {
+		if at := p.exitAt.Load(); at != 0 {
+			_ = f.SetReadDeadline(time.Unix(0, at).Add(drainIdle + waited))
+		}
+		n, err := f.Read(buf)
+		if n > 0 {
+			waited += p.append(stderr, buf[:n])
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, syscall.EIO) {
+				p.log.Debug("output read ended", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// append adds b to the ring. While a client is attached it never drops
+// bytes that client has not sent yet: it waits for the client instead
+// (back-pressure on the process). It returns how long it waited after the
+// main process had exited.
+func (p *Process) append(stderr bool, b []byte) (waited time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(b) > 0 {
+		n := min(len(b), p.ring.limit)
+		if c := p.client; c != nil {
+			free := p.ring.free(c.off)
+			if free <= 0 {
+				start := time.Now()
+				p.cond.Wait()
+				if at := p.exitAt.Load(); at != 0 {
+					if e := time.Unix(0, at); e.After(start) {
+						start = e
+					}
+					if d := time.Since(start); d > 0 {
+						waited += d
+					}
+				}
+				continue
+			}
+			n = min(n, free)
+		}
+		p.ring.write(stderr, b[:n])
+		b = b[n:]
+		p.cond.Broadcast()
+	}
+	return waited
+}
+
+// wait reaps the main process, drains its output and records the exit.
+func (p *Process) wait() {
+	defer p.m.wg.Done()
+	werr := p.cmd.Wait()
+	now := time.Now()
+	p.exitAt.Store(now.UnixNano())
+	deadlines := true
+	for _, f := range p.outputs {
+		if err := f.SetReadDeadline(now.Add(drainIdle)); err != nil && !errors.Is(err, os.ErrClosed) {
+			deadlines = false
+		}
+	}
+	drained := make(chan struct{})
+	go func() { p.readers.Wait(); close(drained) }()
+	if deadlines {
+		<-drained
+	} else {
+		select {
+		case <-drained:
+		case <-time.After(drainIdle):
+		}
+	}
+	if p.timeout != nil {
+		p.timeout.Stop()
+	}
+	if p.master == nil {
+		p.closeStdin()
+	}
+
+	exit := exitStatus(p.cmd.ProcessState, werr)
+	exit.DurationMs = now.Sub(p.started).Milliseconds()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	exit.TimedOut = p.timedOut
+	p.exit = exit
+	p.finished = true
+	p.cond.Broadcast()
+	p.log.Debug("exited", "code", exit.Code, "signal", exit.Signal, "timed_out", exit.TimedOut, "output_bytes", p.ring.end)
+	switch {
+	case p.abandoned:
+		p.forgetLocked()
+	case p.client != nil:
+		// The sender delivers the exit; leave decides about retention.
+	case p.durable:
+		p.scheduleLocked(p.grace)
+	default:
+		p.forgetLocked()
+	}
+}
+
+// exitStatus converts a reaped process state to an ExitMsg.
+func exitStatus(st *os.ProcessState, werr error) protocol.ExitMsg {
+	if st == nil {
+		return protocol.ExitMsg{Code: 255}
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return protocol.ExitMsg{Code: -1, Signal: int(ws.Signal())}
+	}
+	code := st.ExitCode()
+	if code < 0 || code > 255 {
+		code = 255
+	}
+	return protocol.ExitMsg{Code: code}
+}
+
+// expire handles TimeoutMs: SIGTERM to the group, SIGKILL KillDelay later.
+func (p *Process) expire() {
+	p.mu.Lock()
+	if p.finished {
+		p.mu.Unlock()
+		return
+	}
+	p.timedOut = true
+	p.mu.Unlock()
+	p.log.Info("timeout expired: terminating the process group", "pid", p.pid)
+	p.signalGroup(syscall.SIGTERM)
+	time.AfterFunc(KillDelay, func() { p.signalGroup(syscall.SIGKILL) })
+}
+
+// signalGroup sends sig to the process group (with a pty: also to the
+// terminal's foreground group, which an interactive shell moves jobs into).
+func (p *Process) signalGroup(sig syscall.Signal) {
+	if err := syscall.Kill(-p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		p.log.Debug("kill", "pgid", p.pid, "signal", sig, "err", err)
+	}
+	if p.master == nil {
+		return
+	}
+	rc, err := p.master.SyscallConn()
+	if err != nil {
+		return
+	}
+	pg := 0
+	_ = rc.Control(func(fd uintptr) { pg, _ = unix.IoctlGetInt(int(fd), unix.TIOCGPGRP) })
+	if pg > 0 && pg != p.pid {
+		_ = syscall.Kill(-pg, sig)
+	}
+}
+
+// signal forwards a client's signal while the process runs.
+func (p *Process) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	fin := p.finished
+	p.mu.Unlock()
+	if !fin {
+		p.signalGroup(sig)
+	}
+}
+
+// resize sets the pty window size. It uses the raw descriptor so that the
+// master stays in non-blocking mode (pty.Setsize would switch it to blocking
+// and lose read deadlines).
+func (p *Process) resize(rows, cols uint16) error {
+	if p.master == nil {
+		return errors.New("process has no pty")
+	}
+	rc, err := p.master.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("unable to resize pty: %w", err)
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		ierr = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	}); err != nil {
+		return fmt.Errorf("unable to resize pty: %w", err)
+	}
+	if ierr != nil {
+		return fmt.Errorf("unable to resize pty: %w", ierr)
+	}
+	return nil
+}
+
+// writeStdin writes b to the process's stdin. Errors (the process closed its
+// stdin or exited) are not the client's fault and are only logged.
+func (p *Process) writeStdin(b []byte) {
+	if p.stdin == nil || p.stdinClosed.Load() {
+		return
+	}
+	if _, err := p.stdin.Write(b); err != nil {
+		p.log.Debug("stdin write", "err", err)
+	}
+}
+
+// closeStdin ends the process's input: closes the pipe, or sends the EOF
+// character (^D) on a pty.
+func (p *Process) closeStdin() {
+	if p.stdin == nil {
+		return
+	}
+	if p.master != nil {
+		_, _ = p.master.Write([]byte{0x04})
+		return
+	}
+	if p.stdinClosed.CompareAndSwap(false, true) {
+		_ = p.stdin.Close()
+	}
+}
+
+// scheduleLocked (re)arms the grace/retention timer. Called with mu held.
+func (p *Process) scheduleLocked(d time.Duration) {
+	p.stopTimerLocked()
+	gen := p.timerGen
+	p.timer = time.AfterFunc(d, func() { p.timerFired(gen) })
+}
+
+func (p *Process) stopTimerLocked() {
+	p.timerGen++
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+}
+
+// timerFired ends the grace period: a finished process is forgotten, a
+// running one that nobody re-attached to is killed.
+func (p *Process) timerFired(gen uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if gen != p.timerGen || p.client != nil || p.forgotten {
+		return
+	}
+	if p.finished {
+		p.forgetLocked()
+		return
+	}
+	p.log.Info("grace period expired without a client: killing the process group", "pid", p.pid)
+	p.abandoned = true
+	p.signalGroup(syscall.SIGKILL)
+}
+
+func (p *Process) forgetLocked() {
+	if p.forgotten {
+		return
+	}
+	p.forgotten = true
+	p.stopTimerLocked()
+	p.m.forget(p)
+}
+
+// shutdown kills the process group and disconnects the client (Manager.Close).
+func (p *Process) shutdown() {
+	p.mu.Lock()
+	c := p.client
+	p.client = nil
+	if c != nil {
+		c.gone = true
+	}
+	p.abandoned = true
+	p.stopTimerLocked()
+	if p.finished {
+		p.forgetLocked()
+	}
+	fin := p.finished
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	if c != nil {
+		c.kick()
+	}
+	if !fin {
+		p.signalGroup(syscall.SIGKILL)
+	}
+}
+
+// state describes the process for ExecList.
+func (p *Process) state() protocol.ProcState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := protocol.ProcState{
+		ID:             p.id,
+		PID:            p.pid,
+		Argv:           p.argv,
+		IdempotencyKey: p.key,
+		Running:        !p.finished,
+		Attached:       p.client != nil,
+		OutputBytes:    p.ring.end,
+	}
+	if p.finished {
+		e := p.exit
+		s.Exit = &e
+	}
+	return s
+}

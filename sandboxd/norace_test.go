@@ -1,0 +1,5 @@
+//go:build !race
+
+package sandboxd_test
+
+const raceEnabled = false

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The README's main command (`make demo`): starts a private OpenSSH sshd on
+# loopback, registers it as a sandbox with the ssh driver, and runs commands
+# through the controller daemon. Everything lives in a temp dir that is
+# removed at the end; nothing of the user's own ssh setup is touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DS="$PWD/bin/darkshell"
+work=$(mktemp -d /tmp/darkshell-demo.XXXXXX)
+export DARKSHELL_HOME="$work/home"
+sshd_pid=""
+cleanup() {
+  "$DS" daemon stop >/dev/null 2>&1 || true
+  [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "start a private sshd on loopback"
+mkdir -p /run/sshd 2>/dev/null || true
+ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$work/client_key"
+cp "$work/client_key.pub" "$work/authorized_keys"
+mkdir -p "$work/sandbox-home"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/sshd_config" <<CFG
+ListenAddress 127.0.0.1
+Port $port
+HostKey $work/host_key
+AuthorizedKeysFile $work/authorized_keys
+PidFile $work/sshd.pid
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+SetEnv HOME=$work/sandbox-home
+LogLevel ERROR
+CFG
+/usr/sbin/sshd -D -e -f "$work/sshd_config" 2>"$work/sshd.log" &
+sshd_pid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+echo "sshd on 127.0.0.1:$port (home $work/sandbox-home)"
+
+step "darkshell sandbox create demo --driver ssh (pins the host key, pushes sandboxd)"
+"$DS" sandbox create demo --driver ssh --ssh "$(id -un)@127.0.0.1:$port" --identity "$work/client_key"
+ls -l "$work/sandbox-home/.cache/darkshell/sandboxd/"*/sandboxd
+
+step "darkshell sandbox list"
+"$DS" sandbox list
+
+step "darkshell version demo"
+"$DS" version demo
+
+step "darkshell exec demo -- uname -srm"
+"$DS" exec demo -- uname -srm
+
+step "stdin, stderr and exit codes"
+echo "piped through the sandbox" | "$DS" exec demo -i -- tr a-z A-Z
+"$DS" exec demo --sh -- 'echo to-stderr >&2; exit 3' && rc=0 || rc=$?
+echo "exit status: $rc"
+"$DS" exec demo -- no-such-command 2>&1 && rc=0 || rc=$?
+echo "exit status: $rc"
+
+step "200 execs, each a fresh darkshell process"
+start=$(date +%s%N)
+for _ in $(seq 200); do "$DS" exec demo -- true; done
+end=$(date +%s%N)
+echo "mean $(( (end - start) / 200 / 1000 )) µs per 'darkshell exec demo -- true'"
+
+step "darkshell -o json sandbox get demo"
+"$DS" -o json sandbox get demo
+
+step "done; cleaning up"
