@@ -1,11 +1,11 @@
 package integration
 
 import (
-	"net"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
