@@ -61,6 +61,8 @@ func TestVersionUpgrade(t *testing.T) {
 	e.ds("daemon", "stop")
 	e.cleanupAgents()
 	// An "old build": a script that answers like a sandboxd that is not ours.
+	// (Replace the file rather than overwrite it: an exiting agent may still map it.)
+	os.Remove(bins[0])
 	if err := os.WriteFile(bins[0], []byte("#!/bin/sh\necho 'sandboxd 0.0.1-old'; exit 3\n"), 0o700); err != nil {
 		t.Fatal(err)
 	}
