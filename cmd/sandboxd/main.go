@@ -151,6 +151,12 @@ func relay(ctx context.Context, log *slog.Logger, workdir string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errNoAgent, err)
 	}
+	// Hand the channel's pipes to the agent so it reads and writes them
+	// directly; relay byte by byte only when they cannot be passed.
+	if os.Getenv("SANDBOXD_RELAY") == "" {
+		log.Debug("handing stdio to agent", "socket", socket)
+		return agent.Handoff(conn, os.Stdin, os.Stdout)
+	}
 	log.Debug("relaying to agent", "socket", socket)
 	return agent.Relay(ctx, conn, os.Stdin, os.Stdout)
 }

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -292,55 +293,49 @@ func (c *Client) Attach(ctx context.Context, name string, req *protocol.ExecAtta
 	return stream.Attach(ctx, conn, req)
 }
 
-// upgrade opens a raw exec stream through the daemon. A daemon that dies
-// before answering (nothing was sent to the sandbox yet) is retried once
-// with a fresh daemon.
+// upgrade opens a raw exec stream through the daemon. It does not wait for
+// the daemon's answer: the caller's request frame follows the HTTP request at
+// once, and the first Read consumes the "101 Switching Protocols" (or turns an
+// error response into an error), saving a round trip per exec.
 func (c *Client) upgrade(ctx context.Context, name string) (net.Conn, error) {
-	conn, err := c.upgradeOnce(ctx, name)
-	if err != nil && errors.Is(err, errNoAnswer) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
-		conn, err = c.upgradeOnce(ctx, name)
-	}
-	return conn, err
-}
-
-var errNoAnswer = errors.New("daemon closed the connection without answering")
-
-func (c *Client) upgradeOnce(ctx context.Context, name string) (net.Conn, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 	req := "POST /v1/sandboxes/" + url.PathEscape(name) + "/exec HTTP/1.1\r\nHost: darkshell\r\nConnection: Upgrade\r\nUpgrade: " +
 		api.UpgradeStream + "\r\nContent-Length: 0\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: %v", ErrDaemon, err)
 	}
-	br := bufio.NewReaderSize(conn, 64<<10)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		conn.Close()
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
-			return nil, fmt.Errorf("%w: %w: %v", ErrDaemon, errNoAnswer, err)
-		}
-		return nil, fmt.Errorf("%w: %v", ErrDaemon, err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		defer conn.Close()
-		if err := decode(resp, nil); err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: daemon answered %s to an upgrade", ErrDaemon, resp.Status)
-	}
-	return &bufConn{Conn: conn, r: br}, nil
+	return &upgradeConn{Conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}, nil
 }
 
-type bufConn struct {
+// upgradeConn reads the upgrade response before the first byte of the stream.
+type upgradeConn struct {
 	net.Conn
-	r *bufio.Reader
+	r    *bufio.Reader
+	once sync.Once
+	err  error
 }
 
-func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (u *upgradeConn) Read(p []byte) (int, error) {
+	u.once.Do(func() {
+		resp, err := http.ReadResponse(u.r, nil)
+		if err != nil {
+			u.err = fmt.Errorf("%w: no answer to the exec request: %v", ErrDaemon, err)
+			return
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			if err := decode(resp, nil); err != nil {
+				u.err = err
+			} else {
+				u.err = fmt.Errorf("%w: daemon answered %s to an upgrade", ErrDaemon, resp.Status)
+			}
+		}
+	})
+	if u.err != nil {
+		return 0, u.err
+	}
+	return u.r.Read(p)
+}

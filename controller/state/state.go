@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"time"
 )
@@ -83,11 +82,15 @@ type Sandbox struct {
 	Extra json.RawMessage `json:"extra,omitempty"`
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
-// ValidName checks a sandbox name: lower-case letters, digits and '-', 1-63 chars.
+// ValidName checks a sandbox name: lower-case letters, digits and '-', 1-63
+// chars, starting and ending with a letter or digit (a DNS label).
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
+	ok := len(name) >= 1 && len(name) <= 63 && name[0] != '-' && name[len(name)-1] != '-'
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
+	}
+	if !ok {
 		return fmt.Errorf("invalid sandbox name %q: use 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit", name)
 	}
 	return nil

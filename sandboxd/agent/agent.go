@@ -111,7 +111,10 @@ func Run(ctx context.Context, opts Options) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := opts.Server.ServeConn(ctx, conn); err != nil {
+			if c, err := carrier(conn); err != nil {
+				conn.Close()
+				log.Warn("connection refused", "err", err)
+			} else if err := opts.Server.ServeConn(ctx, c); err != nil {
 				log.Warn("connection ended", "err", err)
 			}
 			mu.Lock()
