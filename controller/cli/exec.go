@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"os"
 	"os/signal"
@@ -107,9 +109,78 @@ func (a *app) runExec(ctx context.Context, name string, argv []string, f execFla
 	}
 	p, err := c.Exec(ctx, name, req)
 	if err != nil {
+		if a.json() {
+			a.printJSON(execJSON{Error: err.Error(), Status: exitStatusOf(execFailure(name, err))})
+		}
 		return execFailure(name, err)
 	}
+	if a.json() {
+		return a.execJSON(ctx, p, req.Stdin)
+	}
 	return a.drive(ctx, p, req.Stdin, req.PTY != nil)
+}
+
+// execJSON is `exec -o json`'s one document.
+type execJSON struct {
+	ID     string `json:"id,omitempty"`
+	PID    int    `json:"pid,omitempty"`
+	Stdout string `json:"stdout"`
+	Stderr string `json:"stderr"`
+	// Binary output that is not UTF-8 is given base64-encoded instead.
+	StdoutBase64 []byte `json:"stdout_base64,omitempty"`
+	StderrBase64 []byte `json:"stderr_base64,omitempty"`
+	ExitCode     int    `json:"exit_code"`
+	Signal       int    `json:"signal,omitempty"`
+	TimedOut     bool   `json:"timed_out,omitempty"`
+	DurationMs   int64  `json:"duration_ms"`
+	// Status is what the process exit status of this command is.
+	Status int    `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// execJSON collects the whole output and prints one JSON document.
+func (a *app) execJSON(ctx context.Context, p *stream.Proc, stdin bool) error {
+	defer p.Close()
+	if stdin {
+		go p.CopyStdin(a.stdin)
+	}
+	var out, errb bytes.Buffer
+	res := execJSON{ID: p.Started.ID, PID: p.Started.PID}
+	exit, err := p.Wait(&out, &errb)
+	setText := func(b []byte, s *string, raw *[]byte) {
+		if utf8.Valid(b) {
+			*s = string(b)
+		} else {
+			*raw = b
+		}
+	}
+	setText(out.Bytes(), &res.Stdout, &res.StdoutBase64)
+	setText(errb.Bytes(), &res.Stderr, &res.StderrBase64)
+	var ret error
+	if err != nil {
+		ret = execFailure("", err)
+		res.Error, res.Status = err.Error(), exitStatusOf(ret)
+	} else {
+		res.ExitCode, res.Signal, res.TimedOut, res.DurationMs, res.Status = exit.Code, exit.Signal, exit.TimedOut, exit.DurationMs, exit.Status()
+		if res.Status != 0 {
+			ret = &exitError{code: res.Status}
+		}
+	}
+	if perr := a.printJSON(res); perr != nil {
+		return perr
+	}
+	if ee, ok := ret.(*exitError); ok {
+		ee.msg = "" // the document says it all
+	}
+	return ret
+}
+
+func exitStatusOf(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return ExitExecFailed
 }
 
 // drive pumps stdin, signals and window changes into p and output out of it.
