@@ -27,7 +27,7 @@ func BenchmarkExec(b *testing.B) {
 	e := newEnv(b)
 	e.create("s")
 	ctx := context.Background()
-	n := max(b.N, 50)
+	n := benchRuns()
 	sshArgs := []string{"-F", "/dev/null", "-i", e.sshd.ClientKey, "-p", strconv.Itoa(e.sshd.Port),
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
 		"-o", "BatchMode=yes", e.sshd.User + "@127.0.0.1"}
@@ -102,3 +102,11 @@ func pct(ds []time.Duration, p int) time.Duration {
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+// benchRuns is how many execs each mode measures (DARKSHELL_BENCH_RUNS, default 300).
+func benchRuns() int {
+	if v, err := strconv.Atoi(os.Getenv("DARKSHELL_BENCH_RUNS")); err == nil && v > 0 {
+		return v
+	}
+	return 300
+}
