@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	flag.Parse() // testing.Short needs parsed flags
 	binDir = os.Getenv("DARKSHELL_BIN_DIR")
 	if binDir == "" && !testing.Short() {
 		root, err := exec.Command("go", "env", "GOMOD").Output()
@@ -221,3 +223,74 @@ type readConn struct {
 }
 
 func (c *readConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// requireLocal skips (or, with DARKSHELL_REQUIRE_ALL=1, fails) t when the
+// local driver cannot run here: it needs root, Landlock, seccomp and the
+// namespaces.
+func requireLocal(t testing.TB) {
+	t.Helper()
+	requireIntegration(t)
+	why := ""
+	st, _ := os.ReadFile("/proc/self/status")
+	abi, _, errno := syscall.Syscall(444 /* landlock_create_ruleset */, 0, 0, 1 /* LANDLOCK_CREATE_RULESET_VERSION */)
+	switch {
+	case os.Geteuid() != 0:
+		why = "the local driver needs root (the user-namespace mode is not implemented yet)"
+	case errno != 0 || int(abi) < 1:
+		why = fmt.Sprintf("the kernel has no Landlock (landlock_create_ruleset: %v)", errno)
+	case !strings.Contains(string(st), "\nSeccomp:"):
+		why = "the kernel has no seccomp"
+	}
+	for _, ns := range []string{"mnt", "pid", "net", "uts", "ipc", "cgroup"} {
+		if _, err := os.Stat("/proc/self/ns/" + ns); why == "" && err != nil {
+			why = "the kernel lacks the " + ns + " namespace"
+		}
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("DARKSHELL_REQUIRE_ALL") == "1" {
+		t.Fatal("DARKSHELL_REQUIRE_ALL=1 but " + why)
+	}
+	t.Skip("SKIPPING: " + why)
+}
+
+// requireFeature skips t because this machine lacks what, or fails it
+// under DARKSHELL_REQUIRE_ALL=1.
+func requireFeature(t testing.TB, what string) {
+	t.Helper()
+	if os.Getenv("DARKSHELL_REQUIRE_ALL") == "1" {
+		t.Fatal("DARKSHELL_REQUIRE_ALL=1 but this machine lacks " + what)
+	}
+	t.Skip("SKIPPING: this machine lacks " + what)
+}
+
+// newLocalEnv is an installation without sshd, for local-driver sandboxes.
+// Sandboxes left at the end are deleted before the daemon stops.
+func newLocalEnv(t testing.TB) *env {
+	t.Helper()
+	requireLocal(t)
+	e := &env{t: t, home: t.TempDir()}
+	c, err := client.New(client.Options{Home: e.home, Darkshell: filepath.Join(binDir, "darkshell")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c = c
+	t.Cleanup(e.cleanup) // stops the daemon: runs after the deletes below
+	t.Cleanup(func() {
+		ents, _ := os.ReadDir(filepath.Join(e.home, "sandboxes"))
+		for _, d := range ents {
+			e.c.Delete(context.Background(), d.Name())
+		}
+	})
+	return e
+}
+
+// createLocal creates a local-driver sandbox through the CLI.
+func (e *env) createLocal(name string, args ...string) {
+	e.t.Helper()
+	out, errOut, code := e.ds(append([]string{"sandbox", "create", name}, args...)...)
+	if code != 0 {
+		e.t.Fatalf("create %s: exit %d\nstdout: %s\nstderr: %s", name, code, out, errOut)
+	}
+}

@@ -105,4 +105,3 @@ func TestInteractiveNotStarved(t *testing.T) {
 		t.Fatal("bulk stream stalled")
 	}
 }
-

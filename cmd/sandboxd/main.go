@@ -7,6 +7,7 @@
 //	sandboxd serve [--no-agent] [--workdir DIR]   serve the protocol on stdin/stdout
 //	sandboxd agent --socket PATH [--idle D]       the persistent agent behind serve
 //	sandboxd version [--json]                     print the build (for the controller)
+//	sandboxd init --name N --workspace DIR ...     PID 1 of a local-driver sandbox (see sandboxd/localinit)
 package main
 
 import (
@@ -22,12 +23,14 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/sandboxd"
 	"github.com/bohica-labs/darkshell/sandboxd/agent"
+	"github.com/bohica-labs/darkshell/sandboxd/localinit"
 )
 
 const usage = `sandboxd is DarkShell's in-sandbox helper. It speaks a binary protocol on
@@ -37,6 +40,8 @@ Usage:
   sandboxd serve [--no-agent] [--workdir DIR]
   sandboxd agent --socket PATH [--idle DURATION]
   sandboxd version [--json]
+  sandboxd init --name N --workspace DIR --root-dir DIR --socket PATH
+                --host-key FILE --authorized-key FILE [--uid N] [--gid N]
 `
 
 func main() {
@@ -82,6 +87,8 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		}
 		srv := sandboxd.New(sandboxd.Options{DefaultDir: *workdir, Logger: log})
 		return agent.Run(ctx, agent.Options{Socket: *socket, Idle: *idle, Server: srv, Logger: log})
+	case "init":
+		return runInit(ctx, log, args[1:])
 	case "version":
 		fs := newFlags("version")
 		asJSON := fs.Bool("json", false, "print JSON including the executable's sha256")
@@ -199,4 +206,45 @@ func selfSHA256() (string, error) {
 		return "", fmt.Errorf("unable to hash own executable: %w", err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func runInit(ctx context.Context, log *slog.Logger, args []string) error {
+	fs := newFlags("init")
+	var o localinit.Options
+	var extra string
+	fs.StringVar(&o.Name, "name", "", "sandbox name (the hostname)")
+	fs.StringVar(&o.Workspace, "workspace", "", "host directory bound at /sandbox")
+	fs.StringVar(&o.RootDir, "root-dir", "", "host directory the new root is mounted on")
+	fs.StringVar(&o.Socket, "socket", "", "host path of the SSH unix socket")
+	fs.StringVar(&o.HostKey, "host-key", "", "SSH host private key")
+	fs.StringVar(&o.AuthorizedKey, "authorized-key", "", "the one authorized client public key")
+	fs.IntVar(&o.UID, "uid", 65000, "uid the sandbox runs as")
+	fs.IntVar(&o.GID, "gid", 65000, "gid the sandbox runs as")
+	fs.BoolVar(&o.Unconfined, "unconfined", false, "development only: no Landlock, no seccomp")
+	fs.BoolVar(&o.UserNS, "userns", false, "started in a user namespace")
+	fs.StringVar(&extra, "report", "", "comma-separated confinements applied by the controller (e.g. cgroups)")
+	// The local driver passes the options as JSON in SANDBOXD_INIT, so that
+	// host paths do not show in the sandbox's /proc/1/cmdline (environ of a
+	// non-dumpable PID 1 is not readable by sandbox processes; they never
+	// inherit it). Flags override it.
+	if j := os.Getenv("SANDBOXD_INIT"); j != "" {
+		if err := json.Unmarshal([]byte(j), &o); err != nil {
+			return fmt.Errorf("init: SANDBOXD_INIT: %w", err)
+		}
+		os.Unsetenv("SANDBOXD_INIT")
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, v string }{{"name", o.Name}, {"workspace", o.Workspace}, {"root-dir", o.RootDir},
+		{"socket", o.Socket}, {"host-key", o.HostKey}, {"authorized-key", o.AuthorizedKey}} {
+		if f.v == "" {
+			return fmt.Errorf("init: --%s is required", f.name)
+		}
+	}
+	if extra != "" {
+		o.Extra = strings.Split(extra, ",")
+	}
+	o.Logger = log
+	return localinit.Run(ctx, o)
 }

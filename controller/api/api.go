@@ -6,6 +6,7 @@ package api
 import (
 	"time"
 
+	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/state"
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -59,6 +60,8 @@ type CreateRequest struct {
 	Driver string           `json:"driver"`
 	SSH    *state.SSHTarget `json:"ssh,omitempty"`
 	Env    []string         `json:"env,omitempty"`
+	// Options for drivers that create sandboxes (local): workspace, limits, unconfined.
+	driver.CreateOptions
 }
 
 // Sandbox is a sandbox as the API shows it.

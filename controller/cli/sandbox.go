@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bohica-labs/darkshell/controller/api"
+	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/state"
 )
 
@@ -16,20 +18,31 @@ func (a *app) createCmd() *cobra.Command {
 	var (
 		drv, sshTarget, identity, proxy string
 		env                             []string
+		opts                            driver.CreateOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a sandbox, or register one reachable by SSH",
 		Long: `Create a sandbox.
 
+With --driver local (the default), the sandbox is a process tree on this
+machine confined by the kernel: new namespaces (no network but loopback), the
+host's system directories read-only, /sandbox the only writable workspace,
+an unprivileged uid, Landlock and seccomp. No container engine is needed.
+
 With --driver ssh, NAME is registered for a host or container that already
 runs an OpenSSH server: darkshell connects once, pins the host key (trust on
 first use), and pushes its own sandboxd there if it is missing.`,
-		Example: `  darkshell sandbox create dev --driver ssh --ssh agent@10.0.0.5:2222 --identity ~/.ssh/id_ed25519
+		Example: `  darkshell sandbox create dev
+  darkshell sandbox create dev --workspace /srv/project
+  darkshell sandbox create dev --driver ssh --ssh agent@10.0.0.5:2222 --identity ~/.ssh/id_ed25519
   darkshell sandbox create box --driver ssh --ssh sandbox@box --proxy-command 'openshell ssh-proxy --gateway-name g --name box --workspace default'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &api.CreateRequest{Name: args[0], Driver: drv, Env: env}
+			if sshTarget != "" && !cmd.Flags().Changed("driver") {
+				drv = "ssh"
+			}
+			req := &api.CreateRequest{Name: args[0], Driver: drv, Env: env, CreateOptions: opts}
 			if err := state.ValidName(req.Name); err != nil {
 				return usagef("%v", err)
 			}
@@ -54,6 +67,17 @@ first use), and pushes its own sandboxd there if it is missing.`,
 					return usagef("--ssh only applies to --driver ssh")
 				}
 			}
+			if opts.Workspace != "" {
+				abs, err := filepath.Abs(opts.Workspace)
+				if err != nil {
+					return usagef("--workspace: %v", err)
+				}
+				opts.Workspace = abs
+				req.Workspace = abs
+			}
+			if opts.Unconfined {
+				fmt.Fprintf(a.stderr, "WARNING: --unconfined: sandbox %s runs WITHOUT Landlock and seccomp; for development only, never for untrusted code\n", req.Name)
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -70,7 +94,12 @@ first use), and pushes its own sandboxd there if it is missing.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&drv, "driver", "ssh", "where the sandbox runs: ssh")
+	f.StringVar(&drv, "driver", "local", "where the sandbox runs: local (kernel-confined, on this machine) or ssh")
+	f.StringVar(&opts.Workspace, "workspace", "", "existing host directory to use as /sandbox, writable by the sandbox uid 65000 (driver local; default: a new dir in the sandbox's state, kept until delete)")
+	f.Int64Var(&opts.PidsLimit, "pids-limit", 0, "maximum number of processes (driver local)")
+	f.StringVar(&opts.MemoryLimit, "memory-limit", "", "memory limit, e.g. 512M (driver local)")
+	f.StringVar(&opts.CPULimit, "cpu-limit", "", "CPU limit in CPUs, e.g. 1.5 (driver local)")
+	f.BoolVar(&opts.Unconfined, "unconfined", false, "DEVELOPMENT ONLY: no Landlock, no seccomp (driver local; prints a warning)")
 	f.StringVar(&sshTarget, "ssh", "", "user@host[:port] of the SSH server (driver ssh)")
 	f.StringVar(&identity, "identity", "", "private key file for SSH authentication")
 	f.StringVar(&proxy, "proxy-command", "", "command whose stdin/stdout reach the SSH server (as OpenSSH's ProxyCommand; %h %p %r expand)")
@@ -197,6 +226,9 @@ func (a *app) getCmd() *cobra.Command {
 				sb.Name, sb.Driver, target(*sb), sb.Created.Format(time.RFC3339), connState(*sb))
 			if sb.Remote != nil {
 				fmt.Fprintf(a.stdout, "Sandboxd: %s (%s/%s), caps %s\n", sb.Remote.BuildVersion, sb.Remote.OS, sb.Remote.Arch, strings.Join(sb.Remote.Caps, ","))
+				if len(sb.Remote.Confined) > 0 {
+					fmt.Fprintf(a.stdout, "Landlock: ABI %d\nConfined: %s\n", sb.Remote.LandlockABI, strings.Join(sb.Remote.Confined, ", "))
+				}
 			}
 			if sb.LastError != "" {
 				fmt.Fprintf(a.stdout, "Error:    %s\n", sb.LastError)

@@ -151,6 +151,13 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sb := &state.Sandbox{Name: req.Name, Driver: req.Driver, Created: time.Now().UTC(), SSH: req.SSH, Env: req.Env}
+	if !req.CreateOptions.IsZero() {
+		if _, ok := drv.(driver.OptionsDriver); !ok {
+			writeErr(w, fmt.Errorf("%w: driver %s does not support --workspace, limits or --unconfined", errBadRequest, req.Driver))
+			return
+		}
+		sb.Extra, _ = json.Marshal(req.CreateOptions)
+	}
 	if err := d.opts.Home.Create(sb); err != nil {
 		writeErr(w, err)
 		return

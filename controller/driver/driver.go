@@ -64,3 +64,27 @@ func namesLocked() []string {
 	sort.Strings(n)
 	return n
 }
+
+// CreateOptions are the create settings a driver may support beyond the
+// record's common fields. The daemon stores them as the record's Extra
+// (JSON) before calling Create; a driver that does not implement
+// [OptionsDriver] gets a request with any of them set refused.
+type CreateOptions struct {
+	// Workspace is an existing host directory used as the sandbox's workspace.
+	Workspace string `json:"workspace,omitempty"`
+	// PidsLimit, MemoryLimit (e.g. "512M") and CPULimit (CPUs, e.g. "1.5") are cgroup limits.
+	PidsLimit   int64  `json:"pids_limit,omitempty"`
+	MemoryLimit string `json:"memory_limit,omitempty"`
+	CPULimit    string `json:"cpu_limit,omitempty"`
+	// Unconfined disables Landlock and seccomp (development only).
+	Unconfined bool `json:"unconfined,omitempty"`
+}
+
+// IsZero reports whether no option is set.
+func (o CreateOptions) IsZero() bool { return o == CreateOptions{} }
+
+// OptionsDriver is a driver that reads CreateOptions from the record's Extra.
+type OptionsDriver interface {
+	Driver
+	AcceptsCreateOptions()
+}

@@ -113,7 +113,7 @@ func (p *Process) launch(path string, argv, env []string, dir string, tty *proto
 		}
 	}
 	p.started = time.Now()
-	err := cmd.Start()
+	err := startOwned(cmd)
 	closeAll(childEnds)
 	if err != nil {
 		closeAll(parentEnds)
@@ -190,6 +190,7 @@ func (p *Process) append(stderr bool, b []byte) (waited time.Duration) {
 func (p *Process) wait() {
 	defer p.m.wg.Done()
 	werr := p.cmd.Wait()
+	disown(p.cmd.Process.Pid)
 	now := time.Now()
 	p.exitAt.Store(now.UnixNano())
 	deadlines := true

@@ -1,0 +1,407 @@
+// Package localdriver is the local driver, DarkShell's embedded default: a
+// sandbox is a process tree on this machine, confined by the kernel alone
+// (namespaces, a read-only system root, Landlock, seccomp, an unprivileged
+// uid) with no container engine. The controller's embedded sandboxd runs as
+// PID 1 of the sandbox (`sandboxd init`, see sandboxd/localinit), serves SSH
+// on a unix socket in the sandbox's state dir, and outlives the CLI and the
+// daemon.
+//
+// State dir layout (h.SandboxDir(name)):
+//
+//	sandbox.json        the record (pid and start time of init in Extra)
+//	keys/host, keys/client   per-sandbox ed25519 keys (private: 0600)
+//	known_hosts         the pinned host key (written at create: no TOFU)
+//	workspace/          /sandbox (unless --workspace names a host dir)
+//	run/ssh.sock        the SSH socket sandboxd listens on
+//	rootfs/             mount point of the sandbox's root (in its own mount ns only)
+//	sandboxd.log        sandboxd's log
+package localdriver
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/bohica-labs/darkshell/controller/agentbin"
+	"github.com/bohica-labs/darkshell/controller/driver"
+	"github.com/bohica-labs/darkshell/controller/inject"
+	"github.com/bohica-labs/darkshell/controller/session"
+	"github.com/bohica-labs/darkshell/controller/sshx"
+	"github.com/bohica-labs/darkshell/controller/state"
+)
+
+func init() { driver.Register(Driver{}) }
+
+// Defaults.
+const (
+	// DefaultUID and DefaultGID are the ids sandbox processes run as: a
+	// dedicated high id that owns no file on the host.
+	DefaultUID = 65000
+	DefaultGID = 65000
+	// ReadyTimeout bounds waiting for a new sandbox's sandboxd.
+	ReadyTimeout = 5 * time.Second
+	// StopGrace separates SIGTERM and SIGKILL at delete.
+	StopGrace = 2 * time.Second
+)
+
+// Extra is the driver's part of the record.
+type Extra struct {
+	driver.CreateOptions
+	UID int `json:"uid"`
+	GID int `json:"gid"`
+	// PID is init's pid on the host; StartTime its start time in clock
+	// ticks (/proc/PID/stat field 22), so a later daemon can tell it is
+	// still the same process.
+	PID       int    `json:"pid,omitempty"`
+	StartTime uint64 `json:"start_time,omitempty"`
+	// Cgroups are the sandbox's cgroup dirs (removed at delete); Limits
+	// the limits applied through them.
+	Cgroups []string `json:"cgroups,omitempty"`
+	Limits  []string `json:"limits,omitempty"`
+}
+
+// Driver implements driver.Driver for local sandboxes.
+type Driver struct{}
+
+// Name implements driver.Driver.
+func (Driver) Name() string { return "local" }
+
+// AcceptsCreateOptions implements driver.OptionsDriver.
+func (Driver) AcceptsCreateOptions() {}
+
+type paths struct{ dir string }
+
+func (p paths) keys() string          { return filepath.Join(p.dir, "keys") }
+func (p paths) hostKey() string       { return filepath.Join(p.dir, "keys", "host") }
+func (p paths) clientKey() string     { return filepath.Join(p.dir, "keys", "client") }
+func (p paths) knownHosts() string    { return filepath.Join(p.dir, "known_hosts") }
+func (p paths) workspace() string     { return filepath.Join(p.dir, "workspace") }
+func (p paths) runDir() string        { return filepath.Join(p.dir, "run") }
+func (p paths) socket() string        { return filepath.Join(p.dir, "run", "ssh.sock") }
+func (p paths) rootDir() string       { return filepath.Join(p.dir, "rootfs") }
+func (p paths) log() string           { return filepath.Join(p.dir, "sandboxd.log") }
+func hostKeyAlias(name string) string { return "darkshell-local-" + name }
+
+func readExtra(sb *state.Sandbox) (Extra, error) {
+	x := Extra{UID: DefaultUID, GID: DefaultGID}
+	if len(sb.Extra) > 0 {
+		if err := json.Unmarshal(sb.Extra, &x); err != nil {
+			return x, fmt.Errorf("sandbox %s: bad driver data: %w", sb.Name, err)
+		}
+	}
+	return x, nil
+}
+
+// Create makes the sandbox's keys and dirs, starts its init and waits until
+// sandboxd is confined and serving.
+func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) error {
+	x, err := readExtra(sb)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the local driver needs root for now: the unprivileged (user namespace) mode is not implemented yet")
+	}
+	p := paths{h.SandboxDir(sb.Name)}
+	ws := x.Workspace
+	if ws == "" {
+		ws = p.workspace()
+		if err := os.Mkdir(ws, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		if err := os.Chown(ws, x.UID, x.GID); err != nil {
+			return fmt.Errorf("chown workspace: %w", err)
+		}
+	} else {
+		if !filepath.IsAbs(ws) {
+			return fmt.Errorf("--workspace %q must be an absolute path", ws)
+		}
+		if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--workspace %s is not an existing directory", ws)
+		}
+	}
+	if err := os.Mkdir(p.runDir(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if _, _, err := sshx.GenerateKey(p.keys(), "host"); err != nil {
+		return err
+	}
+	if _, _, err := sshx.GenerateKey(p.keys(), "client"); err != nil {
+		return err
+	}
+	if err := pinHostKey(p, sb.Name); err != nil {
+		return err
+	}
+	bin, err := sandboxdBinary(h)
+	if err != nil {
+		return err
+	}
+	cg, err := makeCgroups(h.Dir, sb.Name, x.CreateOptions)
+	if err != nil {
+		return err
+	}
+	pid, st, err := start(ctx, bin, p, sb.Name, ws, x, cg)
+	if err != nil {
+		if rerr := cg.remove(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return err
+	}
+	x.PID, x.StartTime = pid, st
+	x.Cgroups, x.Limits = cg.dirs(), cg.Applied
+	if sb.Extra, err = json.Marshal(x); err != nil {
+		return err
+	}
+	sb.SSH = &state.SSHTarget{User: "sandbox", UnixSocket: p.socket(), Identity: p.clientKey()}
+	return nil
+}
+
+// pinHostKey writes the known_hosts line for the host key generated above.
+func pinHostKey(p paths, name string) error {
+	b, err := os.ReadFile(p.hostKey() + ".pub")
+	if err != nil {
+		return err
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(b)
+	if err != nil {
+		return err
+	}
+	line := knownhosts.Line([]string{knownhosts.Normalize(hostKeyAlias(name) + ":22")}, pub) + "\n"
+	return state.WriteFileAtomic(p.knownHosts(), []byte(line), 0o600)
+}
+
+var binMu sync.Mutex
+
+// sandboxdBinary writes the embedded sandboxd for this machine to
+// $DARKSHELL_HOME/bin/sandboxd-<sha256 prefix> once and returns its path.
+func sandboxdBinary(h *state.Home) (string, error) {
+	b, err := agentbin.Binary(runtime.GOARCH)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	path := filepath.Join(h.Dir, "bin", "sandboxd-"+hex.EncodeToString(sum[:8]))
+	binMu.Lock()
+	defer binMu.Unlock()
+	if fi, err := os.Stat(path); err == nil && fi.Size() == int64(len(b)) {
+		return path, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := state.WriteFileAtomic(path, b, 0o755); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// initConfig is sandboxd's localinit.Options on the wire (SANDBOXD_INIT).
+type initConfig struct {
+	Name          string   `json:"name"`
+	Workspace     string   `json:"workspace"`
+	RootDir       string   `json:"root_dir"`
+	Socket        string   `json:"socket"`
+	HostKey       string   `json:"host_key"`
+	AuthorizedKey string   `json:"authorized_key"`
+	UID           int      `json:"uid"`
+	GID           int      `json:"gid"`
+	Unconfined    bool     `json:"unconfined"`
+	Report        []string `json:"report,omitempty"`
+	// WorkloadCgroups: v1 cgroup dirs each command is born in.
+	WorkloadCgroups []string `json:"workload_cgroups,omitempty"`
+}
+
+// start runs `sandboxd init` in new namespaces, detached, and waits for it
+// to report ready on a pipe (fd 3), or to fail.
+func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, cg *cgroups) (pid int, startTime uint64, err error) {
+	logf, err := os.OpenFile(p.log(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer logf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer r.Close()
+	cfg, err := json.Marshal(initConfig{
+		Name: name, Workspace: ws, RootDir: p.rootDir(), Socket: p.socket(),
+		HostKey: p.hostKey(), AuthorizedKey: p.clientKey() + ".pub",
+		UID: x.UID, GID: x.GID, Unconfined: x.Unconfined, Report: cg.report(),
+		WorkloadCgroups: cg.Workload,
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	cmd := &exec.Cmd{Path: bin, Args: []string{"sandboxd", "init"}, Dir: "/"}
+	// Nothing of the controller's environment enters the sandbox. The
+	// options travel in the environment, not argv: /proc/1/cmdline is
+	// readable inside the sandbox, a non-dumpable PID 1's environ is not.
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SANDBOXD_INIT=" + string(cfg)}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setsid: true,
+		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET |
+			syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWCGROUP,
+	}
+	if cg.V2 != "" {
+		// Join the unified cgroup atomically at clone (CLONE_INTO_CGROUP),
+		// so the sandbox's cgroup namespace is rooted there.
+		fd, err := os.Open(cg.V2)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer fd.Close()
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(fd.Fd())
+	}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return 0, 0, fmt.Errorf("start sandboxd init: %w", err)
+	}
+	pid = cmd.Process.Pid
+	// v1 limits apply before init starts any workload: it only serves
+	// after it reported ready, which is read below.
+	if err := cg.join(pid); err != nil {
+		syscall.Kill(pid, syscall.SIGKILL)
+		cmd.Wait()
+		return 0, 0, err
+	}
+	startTime, _ = procStartTime(pid)
+	// The sandbox outlives this process; the goroutine only reaps it (no
+	// zombie) if it ends while this process still runs.
+	go cmd.Wait()
+
+	deadline := time.Now().Add(ReadyTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	r.SetReadDeadline(deadline)
+	line, rerr := bufio.NewReader(r).ReadString('\n')
+	if strings.TrimSpace(line) == "ready" {
+		return pid, startTime, nil
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	why := "exited before it was ready"
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		why = "did not get ready in time"
+	}
+	time.Sleep(50 * time.Millisecond) // let the log reach the file
+	return 0, 0, fmt.Errorf("sandboxd init %s; its log (%s) ends with:\n%s", why, p.log(), logTail(p.log()))
+}
+
+func logTail(path string) string {
+	b, _ := os.ReadFile(path)
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = "..." + s[len(s)-2000:]
+	}
+	return s
+}
+
+// procStartTime is field 22 of /proc/PID/stat.
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("bad stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, errors.New("bad stat")
+	}
+	if f[0] == "Z" || f[0] == "X" {
+		return 0, errors.New("zombie")
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// running reports whether the recorded init still runs (same pid and start time).
+func running(x Extra) bool {
+	if x.PID <= 0 {
+		return false
+	}
+	st, err := procStartTime(x.PID)
+	return err == nil && st == x.StartTime
+}
+
+// Delete stops the sandbox: SIGTERM to init (its PID 1), SIGKILL after
+// StopGrace. The kernel kills every other process of the pid namespace when
+// init ends, and its mounts go with its mount namespace. The caller removes
+// the state dir.
+func (Driver) Delete(ctx context.Context, h *state.Home, sb *state.Sandbox) error {
+	x, err := readExtra(sb)
+	if err != nil {
+		return err
+	}
+	if running(x) {
+		syscall.Kill(x.PID, syscall.SIGTERM)
+		if !waitGone(ctx, x, StopGrace) {
+			syscall.Kill(x.PID, syscall.SIGKILL)
+			if !waitGone(ctx, x, StopGrace) {
+				return fmt.Errorf("sandbox %s: init (pid %d) did not exit after SIGKILL", sb.Name, x.PID)
+			}
+		}
+	}
+	return removeCgroups(x.Cgroups)
+}
+
+func waitGone(ctx context.Context, x Extra, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for running(x) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// Connect dials the sandbox's SSH socket with its own keys (host key pinned
+// at create) and starts `sandboxd serve`, which sandboxd serves in process.
+func (Driver) Connect(ctx context.Context, h *state.Home, sb *state.Sandbox) (*session.Session, error) {
+	x, err := readExtra(sb)
+	if err != nil {
+		return nil, err
+	}
+	if !running(x) {
+		return nil, fmt.Errorf("sandbox %s is not running (init pid %d is gone); see %s", sb.Name, x.PID, paths{h.SandboxDir(sb.Name)}.log())
+	}
+	p := paths{h.SandboxDir(sb.Name)}
+	t := sshx.Target{
+		UnixSocket: p.socket(), User: "sandbox", IdentityFiles: []string{p.clientKey()},
+		KnownHostsFile: p.knownHosts(), HostKeyAlias: hostKeyAlias(sb.Name),
+	}
+	cl, err := sshx.Dial(ctx, t, sshx.Options{})
+	if err != nil {
+		return nil, err
+	}
+	res, err := inject.Open(ctx, inject.SSHRunner(cl), inject.Options{NoInject: true})
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return session.New(res.Carrier, res.Remote, res.Version, io.Closer(cl))
+}

@@ -1,0 +1,50 @@
+package localdriver
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/bohica-labs/darkshell/sandboxd/localinit"
+)
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"64M": 64 << 20, "64m": 64 << 20, "64MiB": 64 << 20, "1.5G": 3 << 29, "2Gi": 2 << 30,
+		"1T": 1 << 40, "4194304": 4 << 20, "512KB": -1, "lots": -1, "": -1, "-1G": -1, "0": -1, "1M": -1,
+	} {
+		got, err := parseSize(in)
+		if want < 0 {
+			if err == nil {
+				t.Errorf("parseSize(%q) = %d, want an error", in, got)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+}
+
+// TestInitConfigWire: the controller's initConfig decodes into sandboxd's
+// localinit.Options field for field.
+func TestInitConfigWire(t *testing.T) {
+	in := initConfig{Name: "n", Workspace: "/w", RootDir: "/r", Socket: "/s", HostKey: "/h",
+		AuthorizedKey: "/a", UID: 7, GID: 8, Unconfined: true, Report: []string{"cgroup-v2"}, WorkloadCgroups: []string{"/c"}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o localinit.Options
+	if err := json.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	want := localinit.Options{Name: "n", Workspace: "/w", RootDir: "/r", Socket: "/s", HostKey: "/h",
+		AuthorizedKey: "/a", UID: 7, GID: 8, Unconfined: true, Extra: []string{"cgroup-v2"}, WorkloadCgroups: []string{"/c"}}
+	if !reflect.DeepEqual(o, want) {
+		t.Fatalf("decoded %+v, want %+v", o, want)
+	}
+	if n := reflect.TypeOf(initConfig{}).NumField(); n != reflect.TypeOf(localinit.Options{}).NumField()-2 {
+		t.Fatalf("initConfig has %d fields; localinit.Options has others (besides UserNS and Logger): keep them in step", n)
+	}
+}

@@ -1,0 +1,93 @@
+package process
+
+import (
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// owned is the set of pids this package started and will reap itself. A
+// PID 1 reaper (ReapOrphans) must leave them alone, or cmd.Wait would lose
+// their exit status. The lock is held across fork and registration, so a
+// child that exits at once is never mistaken for an orphan.
+var owned = struct {
+	sync.Mutex
+	pids map[int]struct{}
+}{pids: map[int]struct{}{}}
+
+// startWrapper, if set, wraps every start (see SetStartWrapper).
+var startWrapper func(start func() error) error
+
+// SetStartWrapper makes every command start through f, which must call
+// start (the fork and exec, done on the calling goroutine's thread) and
+// return its error. The local driver uses it to fork from a thread that is
+// in the workload cgroup, so the child is born there. Call it before serving.
+func SetStartWrapper(f func(start func() error) error) { startWrapper = f }
+
+// startOwned starts cmd and registers its pid as owned.
+func startOwned(cmd *exec.Cmd) error {
+	owned.Lock()
+	defer owned.Unlock()
+	var err error
+	if startWrapper != nil {
+		err = startWrapper(cmd.Start)
+	} else {
+		err = cmd.Start()
+	}
+	if err != nil {
+		return err
+	}
+	owned.pids[cmd.Process.Pid] = struct{}{}
+	return nil
+}
+
+// disown forgets pid once it was reaped by its owner.
+func disown(pid int) {
+	owned.Lock()
+	delete(owned.pids, pid)
+	owned.Unlock()
+}
+
+// ReapOrphans reaps zombie children of this process that this package did
+// not start: processes re-parented to sandboxd when it runs as PID 1 of a
+// sandbox. It returns how many it reaped. Call it on SIGCHLD.
+func ReapOrphans() int {
+	owned.Lock()
+	defer owned.Unlock()
+	self := os.Getpid()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		if _, ok := owned.pids[pid]; ok {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 || f[0] != "Z" || f[1] != strconv.Itoa(self) {
+			continue
+		}
+		var ws syscall.WaitStatus
+		if p, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); p == pid {
+			n++
+		}
+	}
+	return n
+}
