@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The README's main command (`make demo`): starts a private OpenSSH sshd on
-# loopback, registers it as a sandbox with the ssh driver, and runs commands
-# through the controller daemon. Everything lives in a temp dir that is
-# removed at the end; nothing of the user's own ssh setup is touched.
+# The README's main command (`make demo`). Part 1 runs the embedded default,
+# the local driver: a kernel-confined sandbox on this machine (namespaces,
+# read-only system dirs, Landlock, seccomp), created and used through the
+# controller daemon. Part 2 starts a private OpenSSH sshd on loopback and uses
+# it as a sandbox with the ssh driver (sandboxd is pushed in on first contact).
+# Everything lives in a temp dir that is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DS="$PWD/bin/darkshell"
@@ -18,7 +20,24 @@ trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "start a private sshd on loopback"
+step "local driver: darkshell sandbox create box (timed)"
+start=$(date +%s%N)
+"$DS" sandbox create box --pids-limit 256
+"$DS" exec box -- true
+echo "create to first exec completed: $(( ($(date +%s%N) - start) / 1000000 )) ms"
+
+step "darkshell version box (confinement sandboxd reports)"
+"$DS" version box
+
+step "inside: who, where, what is visible"
+"$DS" exec box --sh -- 'id; hostname; ls /; echo hello > /sandbox/hello.txt && cat /sandbox/hello.txt'
+step "inside: what is refused (each line should fail)"
+"$DS" exec box --sh -- 'touch /etc/x 2>&1; ls /root 2>&1; unshare -r true 2>&1; cat /proc/net/route | wc -l' || true
+
+step "darkshell sandbox delete box"
+"$DS" sandbox delete box
+
+step "ssh driver: start a private sshd on loopback"
 mkdir -p /run/sshd 2>/dev/null || true
 ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$work/client_key"

@@ -376,20 +376,6 @@ func TestHostileSignature(t *testing.T) {
 	}
 }
 
-// stream builds an op stream by hand.
-func stream(tb testing.TB, f func(w *OpWriter) error) []byte {
-	tb.Helper()
-	var b bytes.Buffer
-	w := NewOpWriter(&b)
-	if err := f(w); err != nil {
-		tb.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		tb.Fatal(err)
-	}
-	return b.Bytes()
-}
-
 // frameBytes encodes one raw frame.
 func frameBytes(kind OpKind, payload ...[]byte) []byte {
 	p := cat(payload...)

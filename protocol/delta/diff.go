@@ -84,7 +84,7 @@ func newIndex(sig *Signature, full int) *index {
 		for ix.slots[s].n != 0 {
 			s = (s + 1) & mask
 		}
-		ix.slots[s] = slot{key: g.key, start: g.start, n: g.n}
+		ix.slots[s] = slot(g)
 	}
 	return ix
 }
