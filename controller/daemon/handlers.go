@@ -196,6 +196,11 @@ func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {
 
 // session finds the sandbox and returns its warm session.
 func (d *Daemon) session(ctx context.Context, name string) (*session.Session, error) {
+	// Hot path: a warm session means the record exists (delete drops it first).
+	if ok, s, _ := d.pool.status(name); ok {
+		d.pool.touch(name)
+		return s, nil
+	}
 	sb, err := d.opts.Home.Get(name)
 	if err != nil {
 		return nil, err
@@ -408,19 +413,21 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 
 // splice copies both ways until either side ends, then closes both.
 func splice(client net.Conn, clientR *bufio.Reader, remote net.Conn) {
-	done := make(chan struct{}, 2)
+	done := make(chan struct{})
 	go func() {
-		buf := make([]byte, 64<<10)
-		io.CopyBuffer(remote, clientR, buf)
-		done <- struct{}{}
+		buf := bufPool.Get().(*[]byte)
+		io.CopyBuffer(remote, clientR, *buf)
+		bufPool.Put(buf)
+		remote.Close()
+		client.Close()
+		close(done)
 	}()
-	go func() {
-		buf := make([]byte, 64<<10)
-		io.CopyBuffer(client, remote, buf)
-		done <- struct{}{}
-	}()
-	<-done
+	buf := bufPool.Get().(*[]byte)
+	io.CopyBuffer(client, remote, *buf)
+	bufPool.Put(buf)
 	client.Close()
 	remote.Close()
 	<-done
 }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}

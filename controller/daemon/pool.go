@@ -181,6 +181,18 @@ func (p *pool) status(name string) (connected bool, s *session.Session, lastErr 
 	return false, nil, e.lastErr
 }
 
+// touch marks a sandbox's session as used now (it stays warm).
+func (p *pool) touch(name string) {
+	p.mu.Lock()
+	e := p.entries[name]
+	p.mu.Unlock()
+	if e != nil {
+		e.mu.Lock()
+		e.lastUsed = time.Now()
+		e.mu.Unlock()
+	}
+}
+
 // drop closes and forgets a sandbox's session.
 func (p *pool) drop(name string) {
 	p.mu.Lock()
