@@ -1,6 +1,7 @@
 package protocol
 
-// Every on-wire constant lives in this file. const_test.go pins their values:
+// Every on-wire constant lives in this file, except the sync stream's, which
+// live in sync.go. const_test.go pins their values:
 // renumbering anything here is a protocol break and must bump ProtocolVersion.
 
 // Magic opens the handshake in both directions. It is not printable ASCII, so
@@ -58,7 +59,7 @@ const (
 	FrameExecAttach FrameType = 0x11 // ExecAttach
 	FrameInfo       FrameType = 0x12 // InfoRequest (reply: FrameInfoReply)
 	FrameExecList   FrameType = 0x13 // ExecListRequest (reply: FrameExecListReply)
-	// Reserved for later stream kinds: 0x20-0x2f sync, 0x30-0x3f events,
+	// 0x20-0x2f sync (sync.go). Reserved for later stream kinds: 0x30-0x3f events,
 	// 0x40-0x4f forward, 0x50-0x5f mcp.
 
 	// Replies and in-stream frames.

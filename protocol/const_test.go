@@ -25,6 +25,11 @@ func TestWireConstants(t *testing.T) {
 		{"MaxRing", MaxRing, 67108864},
 		{"DefaultRing", DefaultRing, 1048576},
 		{"MaxGraceMs", MaxGraceMs, 86400000},
+		{"MaxSyncPath", MaxSyncPath, 4096},
+		{"MaxSyncEntries", MaxSyncEntries, 1000000},
+		{"MaxSyncBatch", MaxSyncBatch, 1024},
+		{"MaxSyncExclude", MaxSyncExclude, 256},
+		{"MaxSyncFileSize", MaxSyncFileSize, 1 << 50},
 	}
 	for _, c := range ints {
 		if c.got != c.want {
@@ -37,10 +42,21 @@ func TestWireConstants(t *testing.T) {
 		FrameExecStarted: 0x80, FrameStdin: 0x81, FrameStdinEOF: 0x82, FrameStdout: 0x83,
 		FrameStderr: 0x84, FrameSignal: 0x85, FrameResize: 0x86, FrameExit: 0x87,
 		FrameDetach: 0x88, FrameInfoReply: 0x89, FrameExecListReply: 0x8A,
+		FrameSyncPush: 0x20, FrameSyncPull: 0x21,
+		FrameSyncEntries: 0x90, FrameSyncEntriesEnd: 0x91, FrameSyncNeed: 0x92, FrameSyncNeedEnd: 0x93,
+		FrameSyncFile: 0x94, FrameSyncData: 0x95, FrameSyncDone: 0x96, FrameSyncSummary: 0x97,
 	}
 	for ft, want := range frames {
 		if uint8(ft) != want {
 			t.Errorf("%s = 0x%02x, want 0x%02x", ft, uint8(ft), want)
+		}
+	}
+	strs := map[string]string{
+		SyncFile: "f", SyncDir: "d", SyncSymlink: "l", CapSync: "sync",
+	}
+	for got, want := range strs {
+		if got != want {
+			t.Errorf("sync constant %q, want %q", got, want)
 		}
 	}
 	codes := map[string]string{

@@ -216,6 +216,9 @@ func (t FrameType) String() string {
 	case FrameExecListReply:
 		return "exec-list-reply"
 	}
+	if n := syncFrameName(t); n != "" {
+		return n
+	}
 	return fmt.Sprintf("frame(0x%02x)", uint8(t))
 }
 

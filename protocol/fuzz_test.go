@@ -2,6 +2,8 @@ package protocol
 
 import (
 	"bytes"
+	"path"
+	"strings"
 	"testing"
 )
 
@@ -56,6 +58,13 @@ func FuzzDecodeMsg(f *testing.F) {
 		{FrameExit, `{"code":0,"duration_ms":3}`},
 		{FrameError, `{"code":"not_found","message":"x"}`},
 		{FrameInfoReply, `{"role":"sandboxd","protocol_min":1,"protocol_max":1,"build_version":"v","pid":1}`},
+		{FrameSyncPush, `{"root":"/sandbox","delete":true,"checksum":true,"exclude":["*.o","a/b"]}`},
+		{FrameSyncPull, `{"root":"work","dry_run":true}`},
+		{FrameSyncEntries, `{"entries":[{"p":"a","y":"d","m":493,"t":1},{"p":"a/f","y":"f","m":420,"s":3,"t":2,"h":"` + strings.Repeat("0", 64) + `"},{"p":"l","y":"l","l":"../x"}]}`},
+		{FrameSyncEntries, `{"entries":[{"p":"../x","y":"f"},{"p":"/etc/x","y":"f"}]}`},
+		{FrameSyncNeed, `{"i":3,"sig":true}`},
+		{FrameSyncFile, `{"i":3,"skip":"gone"}`},
+		{FrameSyncSummary, `{"entries":3,"added":1,"modified":1,"deleted":0,"unchanged":1,"bytes_to_send":10,"sent_bytes":100,"recv_bytes":20}`},
 	}
 	for _, s := range seeds {
 		f.Add(uint8(s.t), []byte(s.p))
@@ -82,12 +91,30 @@ func FuzzDecodeMsg(f *testing.F) {
 			m = &Info{}
 		case FrameHello:
 			m = &Hello{}
+		case FrameSyncPush, FrameSyncPull:
+			m = &SyncRequest{}
+		case FrameSyncEntries:
+			m = &SyncEntries{}
+		case FrameSyncNeed:
+			m = &SyncNeed{}
+		case FrameSyncFile:
+			m = &SyncFileHeader{}
+		case FrameSyncSummary:
+			m = &SyncSummary{}
 		default:
 			return
 		}
 		if err := DecodeMsg(fr, fr.Type, m); err == nil {
 			if verr := m.Validate(); verr != nil {
 				t.Fatalf("decoded invalid %s: %v", fr.Type, verr)
+			}
+			if es, ok := m.(*SyncEntries); ok {
+				for _, e := range es.Entries {
+					// An accepted path is relative, clean and confined.
+					if path.IsAbs(e.Path) || path.Clean(e.Path) != e.Path || e.Path == ".." || strings.HasPrefix(e.Path, "../") || strings.IndexByte(e.Path, 0) >= 0 {
+						t.Fatalf("accepted path %q", e.Path)
+					}
+				}
 			}
 		}
 	})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/sandboxd/internal/process"
+	"github.com/bohica-labs/darkshell/sandboxd/syncd"
 )
 
 // Options configures a Server. The zero value is usable.
@@ -42,6 +43,7 @@ type Server struct {
 	hello protocol.Hello
 	start time.Time
 	procs *process.Manager
+	dir   string // default directory of exec and relative sync roots
 
 	mu     sync.Mutex
 	conns  int
@@ -61,7 +63,7 @@ func New(opts Options) *Server {
 		opts.BaseEnv = DefaultEnv()
 	}
 	hello := protocol.NewHello(protocol.RoleSandboxd, protocol.BuildVersion,
-		protocol.CapExec, protocol.CapPTY, protocol.CapAttach)
+		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync)
 	hello.LandlockABI = opts.LandlockABI
 	hello.Confined = opts.Confined
 	hello.EventFidelity = opts.EventFidelity
@@ -69,6 +71,7 @@ func New(opts Options) *Server {
 		log:   log,
 		hello: hello,
 		start: time.Now(),
+		dir:   opts.DefaultDir,
 		procs: process.NewManager(process.Config{
 			DefaultDir: opts.DefaultDir,
 			BaseEnv:    opts.BaseEnv,
@@ -220,6 +223,8 @@ func (s *Server) dispatch(ctx context.Context, st io.ReadWriteCloser, w *protoco
 			return err
 		}
 		return w.Msg(protocol.FrameExecListReply, &protocol.ExecList{Processes: s.procs.List()})
+	case protocol.FrameSyncPush, protocol.FrameSyncPull:
+		return syncd.Serve(ctx, st, f, s.dir)
 	}
 	return &process.Error{Code: protocol.CodeUnsupported, Msg: fmt.Sprintf("stream kind %s is not offered by this sandboxd", f.Type)}
 }

@@ -73,6 +73,10 @@ type Sandbox struct {
 	Remote *protocol.Hello `json:"remote,omitempty"`
 	// LastError is the last connection failure, if the last attempt failed.
 	LastError string `json:"last_error,omitempty"`
+	// Phase is Running, Stopped, Failed (see Reason) or Pending, for
+	// drivers that can tell (driver.StatusDriver); empty otherwise.
+	Phase  string `json:"phase,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // ExecRequest is the body of a non-upgraded POST /v1/sandboxes/{name}/exec.
@@ -115,4 +119,35 @@ type DaemonStatus struct {
 	Home     string    `json:"home"`
 	Sessions []string  `json:"sessions"`
 	Streams  int       `json:"streams"`
+}
+
+// SyncRequest is the body of POST /v1/sandboxes/{name}/sync.
+type SyncRequest struct {
+	// Direction is "push" (Local into the sandbox's Remote) or "pull"
+	// (Remote into Local).
+	Direction string `json:"direction"`
+	// Local is an absolute directory on the daemon's host.
+	Local string `json:"local"`
+	// Remote is the directory in the sandbox; relative paths start at
+	// sandboxd's default directory ($HOME). Empty: /sandbox for the local
+	// driver, "sandbox" (that is $HOME/sandbox) for the others.
+	Remote   string   `json:"remote,omitempty"`
+	Delete   bool     `json:"delete,omitempty"`
+	DryRun   bool     `json:"dry_run,omitempty"`
+	Checksum bool     `json:"checksum,omitempty"`
+	Exclude  []string `json:"exclude,omitempty"`
+}
+
+// Sync directions.
+const (
+	SyncPush = "push"
+	SyncPull = "pull"
+)
+
+// SyncResult answers a sync: the receiver's summary plus where it went.
+type SyncResult struct {
+	protocol.SyncSummary
+	Direction string `json:"direction"`
+	Local     string `json:"local"`
+	Remote    string `json:"remote"`
 }

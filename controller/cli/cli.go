@@ -135,7 +135,9 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
 	sandbox := &cobra.Command{Use: "sandbox", Aliases: []string{"sb"}, Short: "Create, inspect and use sandboxes"}
 	sandbox.AddCommand(a.createCmd(), a.listCmd(), a.getCmd(), a.deleteCmd(), a.execCmd(), a.connectCmd(), a.attachCmd(), a.psCmd())
-	root.AddCommand(sandbox, a.execCmd(), a.versionCmd(), a.daemonCmd())
+	sandbox.AddCommand(a.lifecycleCmds()...)
+	sandbox.AddCommand(a.uploadCmd(), a.downloadCmd())
+	root.AddCommand(sandbox, a.execCmd(), a.syncCmd(), a.versionCmd(), a.daemonCmd())
 	return root
 }
 

@@ -164,9 +164,9 @@ func (a *app) listCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, sb := range l {
-				rows = append(rows, []string{sb.Name, sb.Driver, target(sb), connState(sb), age(sb.Created)})
+				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), target(sb), connState(sb), age(sb.Created)})
 			}
-			a.table("NAME\tDRIVER\tTARGET\tSESSION\tAGE", rows)
+			a.table("NAME\tDRIVER\tPHASE\tTARGET\tSESSION\tAGE", rows)
 			return nil
 		},
 	}
@@ -228,6 +228,12 @@ func (a *app) getCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Sandboxd: %s (%s/%s), caps %s\n", sb.Remote.BuildVersion, sb.Remote.OS, sb.Remote.Arch, strings.Join(sb.Remote.Caps, ","))
 				if len(sb.Remote.Confined) > 0 {
 					fmt.Fprintf(a.stdout, "Landlock: ABI %d\nConfined: %s\n", sb.Remote.LandlockABI, strings.Join(sb.Remote.Confined, ", "))
+				}
+			}
+			if sb.Phase != "" {
+				fmt.Fprintf(a.stdout, "Phase:    %s\n", sb.Phase)
+				if sb.Reason != "" {
+					fmt.Fprintf(a.stdout, "Reason:   %s\n", sb.Reason)
 				}
 			}
 			if sb.LastError != "" {

@@ -281,7 +281,8 @@ func (c *Client) Exec(ctx context.Context, name string, req *protocol.ExecStart)
 	if err != nil {
 		return nil, err
 	}
-	return stream.Start(ctx, conn, req)
+	p, err := stream.Start(ctx, conn, req)
+	return p, upgradeErr(conn, err)
 }
 
 // Attach re-attaches to a durable process.
@@ -290,7 +291,17 @@ func (c *Client) Attach(ctx context.Context, name string, req *protocol.ExecAtta
 	if err != nil {
 		return nil, err
 	}
-	return stream.Attach(ctx, conn, req)
+	p, err := stream.Attach(ctx, conn, req)
+	return p, upgradeErr(conn, err)
+}
+
+// upgradeErr returns the daemon's own error (e.g. the sandbox is stopped)
+// when the upgrade was refused, rather than the frame reader's wrapping of it.
+func upgradeErr(conn net.Conn, err error) error {
+	if u, ok := conn.(*upgradeConn); ok && err != nil && u.err != nil {
+		return u.err
+	}
+	return err
 }
 
 // upgrade opens a raw exec stream through the daemon. It does not wait for
@@ -338,4 +349,10 @@ func (u *upgradeConn) Read(p []byte) (int, error) {
 		return 0, u.err
 	}
 	return u.r.Read(p)
+}
+
+// Sync pushes or pulls a tree (see api.SyncRequest).
+func (c *Client) Sync(ctx context.Context, name string, req *api.SyncRequest) (*api.SyncResult, error) {
+	var res api.SyncResult
+	return &res, c.do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(name)+"/sync", req, &res)
 }

@@ -33,6 +33,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/sandboxes/{name}/info", d.info)
 	mux.HandleFunc("GET /v1/sandboxes/{name}/processes", d.processes)
 	mux.HandleFunc("POST /v1/sandboxes/{name}/exec", d.exec)
+	mux.HandleFunc("POST /v1/sandboxes/{name}/sync", d.sync)
+	d.lifecycleRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()
@@ -106,6 +108,7 @@ func (d *Daemon) view(sb *state.Sandbox) api.Sandbox {
 	if lastErr != nil {
 		v.LastError = lastErr.Error()
 	}
+	d.phase(&v)
 	return v
 }
 

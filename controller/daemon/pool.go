@@ -34,6 +34,7 @@ type entry struct {
 	failures int
 	nextTry  time.Time
 	lastUsed time.Time
+	dropped  bool // by drop: the session is not to be re-dialled
 }
 
 const (
@@ -136,7 +137,7 @@ func (p *pool) watch(e *entry, s *session.Session, sb *state.Sandbox) {
 	closed := p.closed
 	p.mu.Unlock()
 	e.mu.Lock()
-	recent := time.Since(e.lastUsed) < warmFor
+	recent := time.Since(e.lastUsed) < warmFor && !e.dropped
 	if e.sess == s {
 		e.sess = nil
 	}
@@ -201,6 +202,7 @@ func (p *pool) drop(name string) {
 	p.mu.Unlock()
 	if e != nil {
 		e.mu.Lock()
+		e.dropped = true
 		if e.sess != nil {
 			e.sess.Close()
 		}

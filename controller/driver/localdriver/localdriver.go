@@ -75,6 +75,8 @@ type Extra struct {
 	// the limits applied through them.
 	Cgroups []string `json:"cgroups,omitempty"`
 	Limits  []string `json:"limits,omitempty"`
+	// Stopped is set by Stop and cleared by Start.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // Driver implements driver.Driver for local sandboxes.
@@ -97,6 +99,7 @@ func (p paths) runDir() string        { return filepath.Join(p.dir, "run") }
 func (p paths) socket() string        { return filepath.Join(p.dir, "run", "ssh.sock") }
 func (p paths) rootDir() string       { return filepath.Join(p.dir, "rootfs") }
 func (p paths) log() string           { return filepath.Join(p.dir, "sandboxd.log") }
+func (p paths) exitFile() string      { return filepath.Join(p.dir, "run", "init-exit") }
 func hostKeyAlias(name string) string { return "darkshell-local-" + name }
 
 func readExtra(sb *state.Sandbox) (Extra, error) {
@@ -287,8 +290,13 @@ func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, c
 	}
 	startTime, _ = procStartTime(pid)
 	// The sandbox outlives this process; the goroutine only reaps it (no
-	// zombie) if it ends while this process still runs.
-	go cmd.Wait()
+	// zombie) if it ends while this process still runs, and records how it
+	// ended for Status.
+	os.Remove(p.exitFile())
+	go func() {
+		cmd.Wait()
+		recordExit(p, pid, cmd.ProcessState)
+	}()
 
 	deadline := time.Now().Add(ReadyTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -356,14 +364,8 @@ func (Driver) Delete(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 	if err != nil {
 		return err
 	}
-	if running(x) {
-		syscall.Kill(x.PID, syscall.SIGTERM)
-		if !waitGone(ctx, x, StopGrace) {
-			syscall.Kill(x.PID, syscall.SIGKILL)
-			if !waitGone(ctx, x, StopGrace) {
-				return fmt.Errorf("sandbox %s: init (pid %d) did not exit after SIGKILL", sb.Name, x.PID)
-			}
-		}
+	if err := killInit(ctx, sb.Name, x); err != nil {
+		return err
 	}
 	return removeCgroups(x.Cgroups)
 }
@@ -385,6 +387,9 @@ func (Driver) Connect(ctx context.Context, h *state.Home, sb *state.Sandbox) (*s
 	x, err := readExtra(sb)
 	if err != nil {
 		return nil, err
+	}
+	if x.Stopped {
+		return nil, fmt.Errorf("sandbox %s is stopped (start it with `darkshell sandbox start %s`)", sb.Name, sb.Name)
 	}
 	if !running(x) {
 		return nil, fmt.Errorf("sandbox %s is not running (init pid %d is gone); see %s", sb.Name, x.PID, paths{h.SandboxDir(sb.Name)}.log())

@@ -1,0 +1,160 @@
+package localdriver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/bohica-labs/darkshell/controller/driver"
+	"github.com/bohica-labs/darkshell/controller/state"
+)
+
+// killInit ends the recorded init: SIGTERM (sandboxd then signals every
+// process of the sandbox), SIGKILL after StopGrace. The kernel kills the
+// rest of the pid namespace when init ends, and the mounts go with its
+// mount namespace.
+func killInit(ctx context.Context, name string, x Extra) error {
+	if !running(x) {
+		return nil
+	}
+	syscall.Kill(x.PID, syscall.SIGTERM)
+	if !waitGone(ctx, x, StopGrace) {
+		syscall.Kill(x.PID, syscall.SIGKILL)
+		if !waitGone(ctx, x, StopGrace) {
+			return fmt.Errorf("sandbox %s: init (pid %d) did not exit after SIGKILL", name, x.PID)
+		}
+	}
+	return nil
+}
+
+// Stop implements driver.Lifecycle: the sandbox's process tree ends and
+// its cgroups are removed; the state dir (keys, pinned host key, workspace)
+// is kept for Start.
+func (Driver) Stop(ctx context.Context, h *state.Home, sb *state.Sandbox) error {
+	x, err := readExtra(sb)
+	if err != nil {
+		return err
+	}
+	if err := killInit(ctx, sb.Name, x); err != nil {
+		return err
+	}
+	if err := removeCgroups(x.Cgroups); err != nil {
+		return err
+	}
+	x.Stopped, x.PID, x.StartTime, x.Cgroups, x.Limits = true, 0, 0, nil, nil
+	sb.Extra, err = json.Marshal(x)
+	return err
+}
+
+// Start implements driver.Lifecycle: init runs again with the sandbox's
+// workspace, keys and limits (recreated cgroups). The host key is the
+// same, so the pinned known_hosts line stays valid.
+func (Driver) Start(ctx context.Context, h *state.Home, sb *state.Sandbox) error {
+	x, err := readExtra(sb)
+	if err != nil {
+		return err
+	}
+	if running(x) {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("the local driver needs root for now: the unprivileged (user namespace) mode is not implemented yet")
+	}
+	// A failed sandbox may have left its cgroups (nothing removed them).
+	if err := removeCgroups(x.Cgroups); err != nil {
+		return err
+	}
+	p := paths{h.SandboxDir(sb.Name)}
+	ws := x.Workspace
+	if ws == "" {
+		ws = p.workspace()
+	}
+	if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
+		return fmt.Errorf("sandbox %s: workspace %s is not an existing directory", sb.Name, ws)
+	}
+	bin, err := sandboxdBinary(h)
+	if err != nil {
+		return err
+	}
+	cg, err := makeCgroups(h.Dir, sb.Name, x.CreateOptions)
+	if err != nil {
+		return err
+	}
+	pid, st, err := start(ctx, bin, p, sb.Name, ws, x, cg)
+	if err != nil {
+		if rerr := cg.remove(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return err
+	}
+	x.Stopped, x.PID, x.StartTime = false, pid, st
+	x.Cgroups, x.Limits = cg.dirs(), cg.Applied
+	sb.Extra, err = json.Marshal(x)
+	return err
+}
+
+// Status implements driver.StatusDriver from the record and /proc alone:
+// Running while the recorded init (same pid and start time) lives,
+// Stopped after Stop, Failed when init ended without a stop.
+func (Driver) Status(ctx context.Context, h *state.Home, sb *state.Sandbox) driver.Status {
+	x, err := readExtra(sb)
+	switch {
+	case err != nil:
+		return driver.Status{Phase: driver.PhaseFailed, Reason: err.Error()}
+	case x.Stopped:
+		return driver.Status{Phase: driver.PhaseStopped}
+	case x.PID <= 0:
+		return driver.Status{Phase: driver.PhasePending}
+	case running(x):
+		return driver.Status{Phase: driver.PhaseRunning}
+	}
+	p := paths{h.SandboxDir(sb.Name)}
+	why := fmt.Sprintf("init (pid %d) ended without a stop", x.PID)
+	if b, err := os.ReadFile(p.exitFile()); err == nil {
+		var e initExit
+		if json.Unmarshal(b, &e) == nil && e.PID == x.PID && e.How != "" {
+			why = fmt.Sprintf("init (pid %d) %s", x.PID, e.How)
+		}
+	}
+	if tail := lastLines(logTail(p.log()), 1); tail != "" {
+		why += "; " + p.log() + " ends with: " + tail
+	}
+	return driver.Status{Phase: driver.PhaseFailed, Reason: why}
+}
+
+// initExit is run/init-exit: how init ended, when the process that
+// started it was still there to reap it.
+type initExit struct {
+	PID int    `json:"pid"`
+	How string `json:"how"`
+}
+
+func recordExit(p paths, pid int, ps *os.ProcessState) {
+	if ps == nil {
+		return
+	}
+	how := fmt.Sprintf("exited with status %d", ps.ExitCode())
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		how = fmt.Sprintf("was killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
+	}
+	b, _ := json.Marshal(initExit{PID: pid, How: how})
+	// The run dir is gone after delete: then there is nothing to record.
+	state.WriteFileAtomic(p.exitFile(), b, 0o600)
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.TrimSpace(strings.Join(l, " | "))
+}
+
+var (
+	_ driver.Lifecycle    = Driver{}
+	_ driver.StatusDriver = Driver{}
+)

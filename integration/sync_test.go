@@ -1,0 +1,201 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/bohica-labs/darkshell/controller/api"
+)
+
+// makeTree writes a small tree with nested dirs, an empty dir, a symlink,
+// odd names, modes and a file large enough for block deltas.
+func makeTree(t testing.TB, dir string, files int, big int) {
+	t.Helper()
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(dir, "sub/deep"), 0o755))
+	must(os.MkdirAll(filepath.Join(dir, "empty"), 0o700))
+	for i := range files {
+		d := []string{"", "sub", "sub/deep"}[i%3]
+		must(os.WriteFile(filepath.Join(dir, d, fmt.Sprintf("f%03d ü.txt", i)), bytes.Repeat([]byte(fmt.Sprintf("line %d\n", i)), i*10), 0o644))
+	}
+	must(os.WriteFile(filepath.Join(dir, "run.sh"), []byte("#!/bin/sh\necho hi\n"), 0o755))
+	b := make([]byte, big)
+	for i := range b {
+		b[i] = byte(i*7 + i/1000)
+	}
+	must(os.WriteFile(filepath.Join(dir, "sub/big.bin"), b, 0o600))
+	must(os.Symlink("sub/deep", filepath.Join(dir, "link")))
+}
+
+// treeDiff compares two trees: types, perm bits, content, symlink targets.
+func treeDiff(t testing.TB, a, b string) []string {
+	t.Helper()
+	read := func(root string) map[string]string {
+		m := map[string]string{}
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || p == root {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			fi, err := os.Lstat(p)
+			if err != nil {
+				return err
+			}
+			switch {
+			case fi.Mode()&fs.ModeSymlink != 0:
+				l, _ := os.Readlink(p)
+				m[rel] = "l:" + l
+			case fi.IsDir():
+				m[rel] = fmt.Sprintf("d:%o", fi.Mode().Perm())
+			default:
+				c, _ := os.ReadFile(p)
+				m[rel] = fmt.Sprintf("f:%o:%d:%x", fi.Mode().Perm(), fi.ModTime().UnixNano(), c)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	ma, mb := read(a), read(b)
+	var out []string
+	for k, v := range ma {
+		if mb[k] != v {
+			out = append(out, "differs or missing: "+k)
+		}
+	}
+	for k := range mb {
+		if _, ok := ma[k]; !ok {
+			out = append(out, "extra: "+k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (e *env) syncJSON(args ...string) api.SyncResult {
+	e.t.Helper()
+	out, errOut, code := e.ds(append(args, "-o", "json")...)
+	if code != 0 {
+		e.t.Fatalf("darkshell %v: exit %d\n%s%s", args, code, out, errOut)
+	}
+	var r api.SyncResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		e.t.Fatalf("darkshell %v: %v\n%s", args, err, out)
+	}
+	return r
+}
+
+func TestSyncSSH(t *testing.T) {
+	e := newEnv(t)
+	e.create("s")
+	src := t.TempDir()
+	makeTree(t, src, 30, 3<<20)
+	remote := filepath.Join(e.sbHome, "work")
+
+	r := e.syncJSON("sync", "s", src+":work")
+	if d := treeDiff(t, src, remote); len(d) > 0 {
+		t.Fatalf("after the first sync: %v", d)
+	}
+	if r.Added != r.Entries || r.Entries < 30 {
+		t.Fatalf("first sync: %+v", r)
+	}
+
+	// Nothing changed.
+	r = e.syncJSON("sync", "s", src+":work")
+	if r.Unchanged != r.Entries || r.BytesToSend != 0 {
+		t.Fatalf("idle sync: %+v", r)
+	}
+
+	// One change inside the big file, one file removed: the delta is small.
+	big := filepath.Join(src, "sub/big.bin")
+	b, _ := os.ReadFile(big)
+	copy(b[1<<20:], "CHANGED IN THE MIDDLE")
+	os.WriteFile(big, b, 0o600)
+	os.Remove(filepath.Join(src, "f000 ü.txt"))
+	os.Mkdir(filepath.Join(src, "newdir"), 0o755)
+
+	r = e.syncJSON("sync", "s", src+":work", "--delete", "--dry-run")
+	if r.Modified < 1 || r.Deleted != 1 || r.Added != 1 || !r.DryRun {
+		t.Fatalf("dry run: %+v", r)
+	}
+	if len(treeDiff(t, src, remote)) == 0 {
+		t.Fatal("dry run wrote")
+	}
+	r = e.syncJSON("sync", "s", src+":work", "--delete")
+	if d := treeDiff(t, src, remote); len(d) > 0 {
+		t.Fatalf("after --delete: %v", d)
+	}
+	if r.Deleted != 1 || r.SentBytes > 200<<10 {
+		t.Fatalf("delta sync: %+v", r)
+	}
+	t.Logf("one change in a 3 MiB file: %d bytes sent, %d received", r.SentBytes, r.RecvBytes)
+
+	// upload: default remote is $HOME/sandbox for the ssh driver.
+	out, errOut, code := e.ds("sandbox", "upload", "s", filepath.Join(src, "sub"))
+	if code != 0 || !strings.Contains(out, "added") {
+		t.Fatalf("upload: %d %s %s", code, out, errOut)
+	}
+	if d := treeDiff(t, filepath.Join(src, "sub"), filepath.Join(e.sbHome, "sandbox")); len(d) > 0 {
+		t.Fatalf("upload: %v", d)
+	}
+
+	// Download a subdirectory.
+	local := filepath.Join(t.TempDir(), "dl")
+	r = e.syncJSON("sandbox", "download", "s", "work/sub", local)
+	if d := treeDiff(t, filepath.Join(src, "sub"), local); len(d) > 0 {
+		t.Fatalf("download: %v", d)
+	}
+	if r.Direction != api.SyncPull {
+		t.Fatalf("download: %+v", r)
+	}
+
+	// Errors are clear.
+	_, errOut, code = e.ds("sandbox", "download", "s", "no/such/dir", local)
+	if code == 0 || !strings.Contains(errOut, "no/such/dir") {
+		t.Fatalf("download of a missing dir: exit %d, %s", code, errOut)
+	}
+}
+
+// TestSyncLocal: the local driver's default remote is /sandbox (the host
+// workspace dir); a symlink made inside the sandbox comes back as a link.
+func TestSyncLocal(t *testing.T) {
+	e := newLocalEnv(t)
+	e.createLocal("l")
+	src := t.TempDir()
+	makeTree(t, src, 12, 1<<20)
+	ws := filepath.Join(e.home, "sandboxes", "l", "workspace")
+
+	r := e.syncJSON("sync", "l", src)
+	if r.Remote != "/sandbox" {
+		t.Fatalf("default remote %q", r.Remote)
+	}
+	if d := treeDiff(t, src, ws); len(d) > 0 {
+		t.Fatalf("after sync: %v", d)
+	}
+	out, errOut, code := e.ds("exec", "l", "--", "sh", "-c", "cat /sandbox/run.sh && ln -s /etc /sandbox/evil")
+	if code != 0 || !strings.Contains(out, "echo hi") {
+		t.Fatalf("exec: %d %s %s", code, out, errOut)
+	}
+	local := filepath.Join(t.TempDir(), "back")
+	e.syncJSON("sandbox", "download", "l", "/sandbox", local)
+	if l, err := os.Readlink(filepath.Join(local, "evil")); err != nil || l != "/etc" {
+		t.Fatalf("evil should come back as a link to /etc: %q %v", l, err)
+	}
+	os.Remove(filepath.Join(local, "evil"))
+	if d := treeDiff(t, src, local); len(d) > 0 {
+		t.Fatalf("download: %v", d)
+	}
+}

@@ -1,0 +1,900 @@
+// Package treesync is the directory-tree sync engine of `darkshell sync`,
+// shared by the controller and sandboxd: Send runs on the side that has the
+// source tree, Receive on the side that writes, over one sync stream (after
+// its request frame; spec.md section 7.4). A push runs Send on the
+// controller and Receive in sandboxd; a pull swaps them.
+//
+// The receiver treats everything the sender says as hostile: paths are
+// validated (relative, clean, no "..", no NUL, capped), a parent must be
+// listed as a directory before its children, all file-system access goes
+// through an os.Root (nothing outside the target can be reached, not even
+// through a symlink planted by the peer or a concurrent process), parents
+// are checked to be real directories, files are written to a temporary file
+// and renamed into place only after delta.ApplyLimit verified size and
+// SHA-256 against the announced size.
+package treesync
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bohica-labs/darkshell/protocol"
+	"github.com/bohica-labs/darkshell/protocol/delta"
+)
+
+// TempPrefix starts the names of the receiver's temporary files. The sender
+// never lists such names and the receiver removes stale ones it finds.
+const TempPrefix = ".~ds-sync-"
+
+// Options of one sync. Both sides get them from the protocol.SyncRequest.
+type Options struct {
+	Delete   bool
+	DryRun   bool
+	Checksum bool
+	Exclude  []string
+}
+
+// OptionsFrom returns the options of a request.
+func OptionsFrom(req *protocol.SyncRequest) Options {
+	return Options{Delete: req.Delete, DryRun: req.DryRun, Checksum: req.Checksum, Exclude: req.Exclude}
+}
+
+// Request returns the request for root with these options.
+func (o Options) Request(root string) *protocol.SyncRequest {
+	return &protocol.SyncRequest{Root: root, Delete: o.Delete, DryRun: o.DryRun, Checksum: o.Checksum, Exclude: o.Exclude}
+}
+
+// Excluded reports whether the relative path p matches one of pats: a
+// pattern with "/" is matched (path.Match) against the whole path, one
+// without against each component.
+func Excluded(pats []string, p string) bool {
+	for _, pat := range pats {
+		if strings.Contains(pat, "/") {
+			if ok, _ := path.Match(strings.Trim(pat, "/"), p); ok {
+				return true
+			}
+			continue
+		}
+		for c := range strings.SplitSeq(p, "/") {
+			if ok, _ := path.Match(pat, c); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+type countReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// conn is the frame layer of a sync stream.
+type conn struct {
+	in  *countReader
+	out *countWriter
+	br  *bufio.Reader
+	w   *protocol.Writer
+	buf []byte // unread bytes of the current data frame
+}
+
+func newConn(rw io.ReadWriter) *conn {
+	c := &conn{in: &countReader{r: rw}, out: &countWriter{w: rw}}
+	c.br = bufio.NewReaderSize(c.in, 64<<10)
+	c.w = protocol.NewWriter(c.out)
+	return c
+}
+
+// next reads the next frame; a FrameError becomes a *protocol.RemoteError.
+func (c *conn) next() (protocol.Frame, error) {
+	if len(c.buf) > 0 {
+		return protocol.Frame{}, fmt.Errorf("%w: %d unread bytes of data", protocol.ErrBadFrame, len(c.buf))
+	}
+	f, err := protocol.ReadFrame(c.br, protocol.MaxPayload)
+	if errors.Is(err, io.EOF) {
+		return f, fmt.Errorf("%w: the peer closed the sync stream early", protocol.ErrTruncated)
+	}
+	if err != nil {
+		return f, err
+	}
+	if f.Type == protocol.FrameError {
+		return f, protocol.ErrorFromFrame(f)
+	}
+	return f, nil
+}
+
+// Read reads data frames (FrameSyncData); any other frame is an error.
+func (c *conn) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		f, err := c.next()
+		if err != nil {
+			return 0, err
+		}
+		if f.Type != protocol.FrameSyncData {
+			return 0, fmt.Errorf("%w: got %s inside a data stream", protocol.ErrUnexpectedFrame, f.Type)
+		}
+		c.buf = f.Payload
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+
+func (c *conn) dataWriter() *bufio.Writer {
+	return bufio.NewWriterSize(protocol.DataWriter{W: c.w, Type: protocol.FrameSyncData}, protocol.DataChunk)
+}
+
+// Scan lists the tree at root (not following symlinks; sockets, devices and
+// fifos are left out), parents before children. Lstat (and hashing with
+// Checksum) runs in parallel.
+func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, error) {
+	var paths []string
+	err := fs.WalkDir(r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == "." {
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), TempPrefix) || Excluded(opt.Exclude, p) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if err := protocol.ValidSyncPath(p); err != nil {
+			return fmt.Errorf("unable to sync %q: %v", p, err)
+		}
+		if len(paths) >= protocol.MaxSyncEntries {
+			return fmt.Errorf("more than %d entries", protocol.MaxSyncEntries)
+		}
+		paths = append(paths, p)
+		return ctx.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("unable to scan %s: %w", r.Name(), err)
+	}
+	entries := make([]protocol.SyncEntry, len(paths))
+	keep := make([]bool, len(paths))
+	errs := make([]error, len(paths))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(4*runtime.GOMAXPROCS(0), 64) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(paths) || ctx.Err() != nil {
+					return
+				}
+				keep[i], errs[i] = stat(r, paths[i], opt.Checksum, &entries[i])
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := entries[:0]
+	for i := range entries {
+		if keep[i] {
+			out = append(out, entries[i])
+		}
+	}
+	return out, nil
+}
+
+func stat(r *os.Root, p string, checksum bool, e *protocol.SyncEntry) (bool, error) {
+	fi, err := r.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // vanished during the scan
+	}
+	if err != nil {
+		return false, err
+	}
+	*e = protocol.SyncEntry{Path: p, Mode: uint32(fi.Mode().Perm())}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		e.Type, e.Size, e.MtimeNs = protocol.SyncFile, fi.Size(), fi.ModTime().UnixNano()
+		if checksum {
+			sum, err := fileSum(r, p)
+			if err != nil {
+				return false, err
+			}
+			e.Sum = sum
+		}
+	case m.IsDir():
+		e.Type, e.MtimeNs = protocol.SyncDir, fi.ModTime().UnixNano()
+	case m&fs.ModeSymlink != 0:
+		e.Type, e.Mode = protocol.SyncSymlink, 0
+		if e.Link, err = r.Readlink(p); err != nil {
+			return false, err
+		}
+		if e.Link == "" || len(e.Link) > protocol.MaxSyncPath || strings.IndexByte(e.Link, 0) >= 0 || !utf8.ValidString(e.Link) {
+			return false, fmt.Errorf("unable to sync symlink %q: target not UTF-8 or too long", p)
+		}
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+func fileSum(r *os.Root, p string) (string, error) {
+	f, err := r.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Send sends the tree at root to the receiver on rw and returns its summary.
+func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*protocol.SyncSummary, error) {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("unable to open sync source: %w", err)
+	}
+	defer r.Close()
+	entries, err := Scan(ctx, r, opt)
+	if err != nil {
+		return nil, err
+	}
+	c := newConn(rw)
+	if err := sendList(c, entries); err != nil {
+		return nil, err
+	}
+	next := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		f, err := c.next()
+		if err != nil {
+			return nil, err
+		}
+		switch f.Type {
+		case protocol.FrameSyncNeed:
+			var need protocol.SyncNeed
+			if err := protocol.DecodeMsg(f, f.Type, &need); err != nil {
+				return nil, err
+			}
+			if need.Index < next || need.Index >= len(entries) || entries[need.Index].Type != protocol.SyncFile {
+				return nil, fmt.Errorf("%w: need for entry %d out of order or not a file", protocol.ErrInvalid, need.Index)
+			}
+			next = need.Index + 1
+			var sig *delta.Signature
+			if need.Sig {
+				if sig, err = delta.ReadSignature(c); err != nil {
+					return nil, fmt.Errorf("signature of %q: %w", entries[need.Index].Path, err)
+				}
+			}
+			if err := sendFile(c, r, need.Index, &entries[need.Index], sig); err != nil {
+				return nil, err
+			}
+		case protocol.FrameSyncNeedEnd:
+			if err := c.w.Frame(protocol.FrameSyncDone, nil); err != nil {
+				return nil, err
+			}
+			f, err := c.next()
+			if err != nil {
+				return nil, err
+			}
+			var sum protocol.SyncSummary
+			if err := protocol.DecodeMsg(f, protocol.FrameSyncSummary, &sum); err != nil {
+				return nil, err
+			}
+			return &sum, nil
+		default:
+			return nil, fmt.Errorf("%w: got %s", protocol.ErrUnexpectedFrame, f.Type)
+		}
+	}
+}
+
+func sendList(c *conn, entries []protocol.SyncEntry) error {
+	var batch []protocol.SyncEntry
+	size := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := c.w.Msg(protocol.FrameSyncEntries, &protocol.SyncEntries{Entries: batch})
+		batch, size = batch[:0], 0
+		return err
+	}
+	for i := range entries {
+		e := &entries[i]
+		n := 2*len(e.Path) + 2*len(e.Link) + len(e.Sum) + 100 // JSON may escape
+		if len(batch) == protocol.MaxSyncBatch || size+n > protocol.MaxPayload/2 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, *e)
+		size += n
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return c.w.Frame(protocol.FrameSyncEntriesEnd, nil)
+}
+
+func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Signature) error {
+	f, err := r.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	var fi fs.FileInfo
+	if err == nil {
+		defer f.Close()
+		fi, err = f.Stat()
+	}
+	if err == nil && (!fi.Mode().IsRegular() || fi.Size() != e.Size) {
+		err = errors.New("changed during the sync")
+	}
+	if err != nil {
+		return c.w.Msg(protocol.FrameSyncFile, &protocol.SyncFileHeader{Index: idx, Skip: err.Error()})
+	}
+	if err := c.w.Msg(protocol.FrameSyncFile, &protocol.SyncFileHeader{Index: idx}); err != nil {
+		return err
+	}
+	dw := c.dataWriter()
+	ow := delta.NewOpWriter(dw)
+	src := io.LimitReader(bufio.NewReaderSize(f, 256<<10), e.Size)
+	if sig != nil {
+		_, err = delta.Diff(sig, src, ow)
+	} else {
+		_, err = delta.WriteWhole(src, ow)
+	}
+	if err != nil {
+		return fmt.Errorf("unable to send %q: %w", e.Path, err)
+	}
+	return dw.Flush()
+}
+
+// need is one file the receiver asks for.
+type need struct {
+	index int
+	sig   bool
+}
+
+// signed is what the receiver sent for a need: the old file's shape.
+type signed struct {
+	blockSize int
+	oldSize   int64
+	ok        bool
+}
+
+type receiver struct {
+	c        *conn
+	r        *os.Root
+	opt      Options
+	list     []protocol.SyncEntry
+	have     map[string]fs.FileInfo
+	verified map[string]bool // real directories, checked or made in this run
+	touched  map[string]bool // directories whose entries changed
+	sum      protocol.SyncSummary
+}
+
+// Receive receives a tree into root from the sender on rw; root is created
+// if missing (unless DryRun). It returns the summary it also sent.
+func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*protocol.SyncSummary, error) {
+	start := time.Now()
+	rc := &receiver{c: newConn(rw), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{}}
+	if err := rc.readList(); err != nil {
+		return nil, err
+	}
+	if !opt.DryRun {
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return nil, fmt.Errorf("unable to create sync target: %w", err)
+		}
+	}
+	var err error
+	rc.r, err = os.OpenRoot(root)
+	if err != nil && !(opt.DryRun && errors.Is(err, fs.ErrNotExist)) {
+		return nil, fmt.Errorf("unable to open sync target: %w", err)
+	}
+	if rc.r != nil {
+		defer rc.r.Close()
+	}
+	if err := rc.scanHave(); err != nil {
+		return nil, err
+	}
+	needs, err := rc.plan()
+	if err != nil {
+		return nil, err
+	}
+	if opt.Delete {
+		if err := rc.deleteExtra(); err != nil {
+			return nil, err
+		}
+	}
+	if err := rc.transfer(ctx, needs); err != nil {
+		return nil, err
+	}
+	if err := rc.finishDirs(); err != nil {
+		return nil, err
+	}
+	rc.sum.DryRun = opt.DryRun
+	rc.sum.SentBytes = rc.c.in.n.Load()
+	rc.sum.RecvBytes = rc.c.out.n.Load()
+	rc.sum.DurationMs = time.Since(start).Milliseconds()
+	s := rc.sum
+	if err := rc.c.w.Msg(protocol.FrameSyncSummary, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (rc *receiver) readList() error {
+	kind := map[string]string{".": protocol.SyncDir}
+	for {
+		f, err := rc.c.next()
+		if err != nil {
+			return err
+		}
+		if f.Type == protocol.FrameSyncEntriesEnd {
+			rc.sum.Entries = len(rc.list)
+			return nil
+		}
+		var m protocol.SyncEntries
+		if err := protocol.DecodeMsg(f, protocol.FrameSyncEntries, &m); err != nil {
+			return err
+		}
+		for _, e := range m.Entries {
+			if len(kind) > protocol.MaxSyncEntries {
+				return fmt.Errorf("%w: more than %d entries", protocol.ErrInvalid, protocol.MaxSyncEntries)
+			}
+			if _, dup := kind[e.Path]; dup {
+				return fmt.Errorf("%w: entry %q listed twice", protocol.ErrInvalid, e.Path)
+			}
+			if strings.HasPrefix(path.Base(e.Path), TempPrefix) {
+				return fmt.Errorf("%w: entry %q uses the temporary-file prefix", protocol.ErrInvalid, e.Path)
+			}
+			switch kind[path.Dir(e.Path)] {
+			case protocol.SyncDir:
+			case "x": // under an excluded directory
+				kind[e.Path] = "x"
+				continue
+			default:
+				return fmt.Errorf("%w: entry %q: its parent is not a directory listed before it", protocol.ErrInvalid, e.Path)
+			}
+			if Excluded(rc.opt.Exclude, e.Path) {
+				kind[e.Path] = "x"
+				continue
+			}
+			kind[e.Path] = e.Type
+			rc.list = append(rc.list, e)
+		}
+	}
+}
+
+// scanHave lists the receiver's tree and removes stale temporary files.
+func (rc *receiver) scanHave() error {
+	rc.have = map[string]fs.FileInfo{}
+	if rc.r == nil {
+		return nil
+	}
+	return fs.WalkDir(rc.r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == "." {
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), TempPrefix) {
+			if !rc.opt.DryRun {
+				_ = rc.r.RemoveAll(p)
+			}
+			return skip(d)
+		}
+		if Excluded(rc.opt.Exclude, p) {
+			return skip(d)
+		}
+		fi, err := rc.r.Lstat(p)
+		if err != nil {
+			return err
+		}
+		rc.have[p] = fi
+		return nil
+	})
+}
+
+func skip(d fs.DirEntry) error {
+	if d.IsDir() {
+		return fs.SkipDir
+	}
+	return nil
+}
+
+func typeOf(fi fs.FileInfo) string {
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		return protocol.SyncFile
+	case m.IsDir():
+		return protocol.SyncDir
+	case m&fs.ModeSymlink != 0:
+		return protocol.SyncSymlink
+	}
+	return "other"
+}
+
+// parentOK checks that p's parent is a real directory of this run.
+func (rc *receiver) parentOK(p string) error {
+	if !rc.verified[path.Dir(p)] {
+		return fmt.Errorf("refusing %q: its parent is not a directory in the target", p)
+	}
+	return nil
+}
+
+func (rc *receiver) remove(p string) error {
+	rc.touched[path.Dir(p)] = true
+	if rc.opt.DryRun {
+		return nil
+	}
+	if err := rc.r.RemoveAll(p); err != nil {
+		return fmt.Errorf("unable to remove %q: %w", p, err)
+	}
+	return nil
+}
+
+// plan compares the list with the tree; it makes directories and symlinks,
+// removes entries whose type changes and returns the files to transfer.
+func (rc *receiver) plan() ([]need, error) {
+	var needs []need
+	dry := rc.opt.DryRun
+	for i := range rc.list {
+		e := &rc.list[i]
+		if err := rc.parentOK(e.Path); err != nil {
+			return nil, err
+		}
+		x, ok := rc.have[e.Path]
+		changed := false
+		if ok && typeOf(x) != e.Type {
+			if err := rc.remove(e.Path); err != nil {
+				return nil, err
+			}
+			ok, changed = false, true
+		}
+		count := func(mod bool) {
+			switch {
+			case !ok && !changed:
+				rc.sum.Added++
+				rc.touched[path.Dir(e.Path)] = true
+			case changed || mod:
+				rc.sum.Modified++
+			default:
+				rc.sum.Unchanged++
+			}
+		}
+		switch e.Type {
+		case protocol.SyncDir:
+			if !ok && !dry {
+				if err := rc.r.Mkdir(e.Path, 0o700); err != nil {
+					return nil, fmt.Errorf("unable to create directory %q: %w", e.Path, err)
+				}
+			}
+			rc.verified[e.Path] = true
+			count(ok && uint32(x.Mode().Perm()) != e.Mode)
+		case protocol.SyncSymlink:
+			if ok {
+				t, err := rc.r.Readlink(e.Path)
+				if err != nil {
+					return nil, err
+				}
+				if t != e.Link {
+					if err := rc.remove(e.Path); err != nil {
+						return nil, err
+					}
+					changed = true
+				}
+			}
+			if (!ok || changed) && !dry {
+				if err := rc.r.Symlink(e.Link, e.Path); err != nil {
+					return nil, fmt.Errorf("unable to create symlink %q: %w", e.Path, err)
+				}
+			}
+			count(false)
+		case protocol.SyncFile:
+			if ok && x.Size() == e.Size {
+				same := x.ModTime().UnixNano() == e.MtimeNs
+				if rc.opt.Checksum {
+					sum, err := fileSum(rc.r, e.Path)
+					if err != nil {
+						return nil, err
+					}
+					same = sum == e.Sum
+				}
+				if same {
+					modeChanged := uint32(x.Mode().Perm()) != e.Mode
+					if !dry {
+						if modeChanged {
+							if err := rc.r.Chmod(e.Path, fs.FileMode(e.Mode)); err != nil {
+								return nil, err
+							}
+						}
+						if x.ModTime().UnixNano() != e.MtimeNs {
+							t := time.Unix(0, e.MtimeNs)
+							if err := rc.r.Chtimes(e.Path, t, t); err != nil {
+								return nil, err
+							}
+						}
+					}
+					count(modeChanged)
+					continue
+				}
+			}
+			needs = append(needs, need{index: i, sig: ok && x.Size() > 0})
+			rc.sum.BytesToSend += e.Size
+			count(true)
+		}
+	}
+	return needs, nil
+}
+
+// deleteExtra removes what the sender did not list (excluded paths stay).
+func (rc *receiver) deleteExtra() error {
+	want := make(map[string]bool, len(rc.list))
+	for i := range rc.list {
+		want[rc.list[i].Path] = true
+	}
+	paths := make([]string, 0, len(rc.have))
+	for p := range rc.have {
+		if !want[p] {
+			paths = append(paths, p)
+		}
+	}
+	slices.Sort(paths)
+	top := ""
+	for _, p := range paths {
+		if top != "" && strings.HasPrefix(p, top+"/") {
+			rc.sum.Deleted++
+			continue
+		}
+		top = p
+		rc.sum.Deleted++
+		if !rc.verified[path.Dir(p)] {
+			// Its parent became a file or symlink in this run: already gone.
+			continue
+		}
+		if err := rc.remove(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rc *receiver) transfer(ctx context.Context, needs []need) error {
+	c := rc.c
+	if rc.opt.DryRun {
+		needs = nil
+	}
+	sent := make(chan signed, len(needs))
+	errc := make(chan error, 1)
+	go func() { errc <- rc.sendNeeds(ctx, needs, sent) }()
+	for k := 0; ; k++ {
+		f, err := c.next()
+		if err != nil {
+			return err
+		}
+		if f.Type == protocol.FrameSyncDone {
+			if k != len(needs) {
+				return fmt.Errorf("%w: sender done after %d of %d files", protocol.ErrInvalid, k, len(needs))
+			}
+			return <-errc
+		}
+		if k >= len(needs) {
+			return fmt.Errorf("%w: got %s after the last file", protocol.ErrUnexpectedFrame, f.Type)
+		}
+		var h protocol.SyncFileHeader
+		if err := protocol.DecodeMsg(f, protocol.FrameSyncFile, &h); err != nil {
+			return err
+		}
+		if h.Index != needs[k].index {
+			return fmt.Errorf("%w: got file %d, want %d", protocol.ErrInvalid, h.Index, needs[k].index)
+		}
+		var s signed
+		select {
+		case s = <-sent:
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+			// The need writer finished: every need, this one too, is queued.
+			errc <- nil
+			select {
+			case s = <-sent:
+			default:
+				return errors.New("need writer ended early")
+			}
+		}
+		e := &rc.list[h.Index]
+		if h.Skip != "" {
+			if len(rc.sum.Skipped) < 100 {
+				rc.sum.Skipped = append(rc.sum.Skipped, e.Path+": "+h.Skip)
+			}
+			continue
+		}
+		if err := rc.receiveFile(e, s); err != nil {
+			return err
+		}
+	}
+}
+
+// sendNeeds writes the needs, each with the old file's signature if any.
+func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- signed) error {
+	c := rc.c
+	for _, n := range needs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var sig *delta.Signature
+		if n.sig {
+			sig = rc.sign(rc.list[n.index].Path)
+		}
+		s := signed{}
+		if sig != nil {
+			s = signed{blockSize: sig.BlockSize, oldSize: sig.Size, ok: true}
+		}
+		sent <- s
+		if err := c.w.Msg(protocol.FrameSyncNeed, &protocol.SyncNeed{Index: n.index, Sig: sig != nil}); err != nil {
+			return err
+		}
+		if sig != nil {
+			dw := c.dataWriter()
+			if _, err := sig.WriteTo(dw); err != nil {
+				return err
+			}
+			if err := dw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return c.w.Frame(protocol.FrameSyncNeedEnd, nil)
+}
+
+// sign returns the signature of the old file at p, or nil (send it whole).
+func (rc *receiver) sign(p string) *delta.Signature {
+	f, err := rc.r.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 || fi.Size() > protocol.MaxSyncFileSize {
+		return nil
+	}
+	sig, err := delta.Sign(bufio.NewReaderSize(f, 256<<10), fi.Size())
+	if err != nil {
+		return nil
+	}
+	return sig
+}
+
+type emptyReaderAt struct{}
+
+func (emptyReaderAt) ReadAt([]byte, int64) (int, error) { return 0, io.EOF }
+
+func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
+	if err := rc.parentOK(e.Path); err != nil {
+		return err
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := path.Join(path.Dir(e.Path), TempPrefix+hex.EncodeToString(rnd[:]))
+	out, err := rc.r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			out.Close()
+			_ = rc.r.Remove(tmp)
+		}
+	}()
+	var old io.ReaderAt = emptyReaderAt{}
+	if s.ok {
+		of, err := rc.r.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return fmt.Errorf("unable to reopen %q: %w", e.Path, err)
+		}
+		defer of.Close()
+		old = of
+	}
+	bw := bufio.NewWriterSize(out, 256<<10)
+	st, err := delta.ApplyLimit(old, s.oldSize, s.blockSize, delta.NewOpReader(rc.c), bw, e.Size)
+	if err != nil {
+		return fmt.Errorf("unable to receive %q: %w", e.Path, err)
+	}
+	if st.Size != e.Size {
+		return fmt.Errorf("%w: %q was announced with %d bytes, got %d", delta.ErrMismatch, e.Path, e.Size, st.Size)
+	}
+	if len(rc.c.buf) > 0 {
+		return fmt.Errorf("%w: data after the end of %q", protocol.ErrInvalid, e.Path)
+	}
+	rc.sum.LiteralBytes += st.LiteralBytes
+	rc.sum.CopyBytes += st.CopyBytes
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if err := out.Chmod(fs.FileMode(e.Mode)); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	done = true
+	t := time.Unix(0, e.MtimeNs)
+	if err := rc.r.Chtimes(tmp, t, t); err == nil {
+		err = rc.r.Rename(tmp, e.Path)
+		if err == nil {
+			rc.touched[path.Dir(e.Path)] = true
+			return nil
+		}
+	}
+	_ = rc.r.Remove(tmp)
+	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
+}
+
+// finishDirs sets directory modes and mtimes, children first.
+func (rc *receiver) finishDirs() error {
+	if rc.opt.DryRun {
+		return nil
+	}
+	for i := len(rc.list) - 1; i >= 0; i-- {
+		e := &rc.list[i]
+		if e.Type != protocol.SyncDir {
+			continue
+		}
+		x, ok := rc.have[e.Path]
+		if !ok || typeOf(x) != protocol.SyncDir || uint32(x.Mode().Perm()) != e.Mode {
+			if err := rc.r.Chmod(e.Path, fs.FileMode(e.Mode)); err != nil {
+				return err
+			}
+		}
+		if !ok || rc.touched[e.Path] || x.ModTime().UnixNano() != e.MtimeNs {
+			t := time.Unix(0, e.MtimeNs)
+			if err := rc.r.Chtimes(e.Path, t, t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
