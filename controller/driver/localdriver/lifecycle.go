@@ -76,23 +76,10 @@ func (Driver) Start(ctx context.Context, h *state.Home, sb *state.Sandbox) error
 	if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
 		return fmt.Errorf("sandbox %s: workspace %s is not an existing directory", sb.Name, ws)
 	}
-	bin, err := sandboxdBinary(h)
-	if err != nil {
+	if err := launch(ctx, h, p, sb.Name, ws, &x); err != nil {
 		return err
 	}
-	cg, err := makeCgroups(h.Dir, sb.Name, x.CreateOptions)
-	if err != nil {
-		return err
-	}
-	pid, st, err := start(ctx, bin, p, sb.Name, ws, x, cg)
-	if err != nil {
-		if rerr := cg.remove(); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return err
-	}
-	x.Stopped, x.PID, x.StartTime = false, pid, st
-	x.Cgroups, x.Limits = cg.dirs(), cg.Applied
+	x.Stopped = false
 	sb.Extra, err = json.Marshal(x)
 	return err
 }

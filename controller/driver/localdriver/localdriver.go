@@ -152,15 +152,28 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 	if err := pinHostKey(p, sb.Name); err != nil {
 		return err
 	}
+	if err := launch(ctx, h, p, sb.Name, ws, &x); err != nil {
+		return err
+	}
+	if sb.Extra, err = json.Marshal(x); err != nil {
+		return err
+	}
+	sb.SSH = &state.SSHTarget{User: "sandbox", UnixSocket: p.socket(), Identity: p.clientKey()}
+	return nil
+}
+
+// launch makes the sandbox's cgroups and starts its init, recording the pid,
+// start time, cgroups and applied limits in x. On failure nothing is left.
+func launch(ctx context.Context, h *state.Home, p paths, name, ws string, x *Extra) error {
 	bin, err := sandboxdBinary(h)
 	if err != nil {
 		return err
 	}
-	cg, err := makeCgroups(h.Dir, sb.Name, x.CreateOptions)
+	cg, err := makeCgroups(h.Dir, name, x.CreateOptions)
 	if err != nil {
 		return err
 	}
-	pid, st, err := start(ctx, bin, p, sb.Name, ws, x, cg)
+	pid, st, err := start(ctx, bin, p, name, ws, *x, cg)
 	if err != nil {
 		if rerr := cg.remove(); rerr != nil {
 			err = errors.Join(err, rerr)
@@ -169,10 +182,6 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 	}
 	x.PID, x.StartTime = pid, st
 	x.Cgroups, x.Limits = cg.dirs(), cg.Applied
-	if sb.Extra, err = json.Marshal(x); err != nil {
-		return err
-	}
-	sb.SSH = &state.SSHTarget{User: "sandbox", UnixSocket: p.socket(), Identity: p.clientKey()}
 	return nil
 }
 
