@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
 	"github.com/bohica-labs/darkshell/controller/api"
@@ -722,32 +720,7 @@ func TestLocalWorkspaceDir(t *testing.T) {
 func TestLocalConnectInteractive(t *testing.T) {
 	e := newLocalEnv(t)
 	e.createLocal("tty")
-	cmd := exec.Command(filepath.Join(binDir, "darkshell"), "sandbox", "connect", "tty")
-	cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home, "TERM=xterm")
-	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 30, Cols: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tty.Close()
-	var out syncBuf
-	go io.Copy(&out, tty)
-	io.WriteString(tty, "echo marker-$((40+2)) $(id -u); stty size; tty\n")
-	waitFor(t, 10*time.Second, "the shell to answer", func() bool {
-		s := out.String()
-		return strings.Contains(s, "marker-42 65000") && strings.Contains(s, "30 100") && strings.Contains(s, "/dev/pts/")
-	})
-	io.WriteString(tty, "exit 5\n")
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
-			t.Fatalf("connect ended with %v, want exit status 5; output %q", err, out.String())
-		}
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("connect did not end after exit; output %q", out.String())
-	}
+	connectSession(t, e.home, "tty", "echo marker-$((40+2)) $(id -u); stty size; tty\n", "marker-42 65000", "30 100", "/dev/pts/")
 }
 
 // TestLocalNoInheritedFDs: descriptors the controller inherited from its own

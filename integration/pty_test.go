@@ -21,8 +21,16 @@ import (
 func TestConnectInteractive(t *testing.T) {
 	e := newEnv(t)
 	e.create("s")
-	cmd := exec.Command(filepath.Join(binDir, "darkshell"), "sandbox", "connect", "s")
-	cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home, "TERM=xterm")
+	connectSession(t, e.home, "s", "echo marker-$((40+2)); stty size\n", "marker-42", "30 100")
+}
+
+// connectSession runs `darkshell sandbox connect NAME` on a 30x100 pty,
+// types input, waits until the output holds every one of want, then types
+// `exit 5` and checks that connect ends with status 5.
+func connectSession(t *testing.T, home, name, input string, want ...string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "darkshell"), "sandbox", "connect", name)
+	cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+home, "TERM=xterm")
 	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 30, Cols: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -30,9 +38,14 @@ func TestConnectInteractive(t *testing.T) {
 	defer tty.Close()
 	var out syncBuf
 	go io.Copy(&out, tty)
-	io.WriteString(tty, "echo marker-$((40+2)); stty size\n")
+	io.WriteString(tty, input)
 	waitFor(t, 10*time.Second, "the shell to answer", func() bool {
-		return strings.Contains(out.String(), "marker-42") && strings.Contains(out.String(), "30 100")
+		for _, w := range want {
+			if !strings.Contains(out.String(), w) {
+				return false
+			}
+		}
+		return true
 	})
 	io.WriteString(tty, "exit 5\n")
 	done := make(chan error, 1)

@@ -103,11 +103,10 @@ func (a *app) daemonCmd() *cobra.Command {
 		Short: "Stop the controller daemon (sandboxes keep running)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client.New(client.Options{Home: a.home, NoAutoStart: true})
-			if err != nil {
+			c, st, err := a.runningDaemon(cmd.Context())
+			if c == nil {
 				return err
 			}
-			st, err := c.Status(cmd.Context())
 			if err != nil {
 				if !a.json() {
 					fmt.Fprintln(a.stdout, "daemon not running")
@@ -130,11 +129,10 @@ func (a *app) daemonCmd() *cobra.Command {
 		Short: "Show whether the daemon runs, and its sessions",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client.New(client.Options{Home: a.home, NoAutoStart: true})
-			if err != nil {
+			c, st, err := a.runningDaemon(cmd.Context())
+			if c == nil {
 				return err
 			}
-			st, err := c.Status(cmd.Context())
 			if err != nil {
 				if a.json() {
 					a.printJSON(map[string]any{"running": false})
@@ -153,6 +151,18 @@ func (a *app) daemonCmd() *cobra.Command {
 	}
 	d.AddCommand(run, stop, status)
 	return d
+}
+
+// runningDaemon asks the daemon for its status without starting one. A nil
+// client means the client could not even be made (err says why); a non-nil
+// client with an error means no daemon answers.
+func (a *app) runningDaemon(ctx context.Context) (*client.Client, *api.DaemonStatus, error) {
+	c, err := client.New(client.Options{Home: a.home, NoAutoStart: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := c.Status(ctx)
+	return c, st, err
 }
 
 func waitGone(ctx context.Context, pid int) {
