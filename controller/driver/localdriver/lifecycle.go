@@ -8,6 +8,9 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/state"
@@ -120,14 +123,38 @@ type initExit struct {
 	How string `json:"how"`
 }
 
-func recordExit(p paths, pid int, ps *os.ProcessState) {
-	if ps == nil {
-		return
+// exitHow waits for pid to end without reaping it (waitid WNOWAIT), so
+// the record is written before the pid leaves /proc.
+func exitHow(pid int) (string, error) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		break
 	}
-	how := fmt.Sprintf("exited with status %d", ps.ExitCode())
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		how = fmt.Sprintf("was killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
+	// The SIGCHLD part of siginfo_t: si_pid, si_uid, si_status follow the
+	// 16-byte header on every 64-bit Linux.
+	c := (*struct {
+		Signo, Errno, Code, _ int32
+		Pid                   int32
+		UID                   uint32
+		Status                int32
+	})(unsafe.Pointer(&info))
+	switch c.Code {
+	case 2, 3: // CLD_KILLED, CLD_DUMPED
+		sig := syscall.Signal(c.Status)
+		return fmt.Sprintf("was killed by signal %d (%s)", int(sig), sig), nil
+	default:
+		return fmt.Sprintf("exited with status %d", c.Status), nil
 	}
+}
+
+func recordExit(p paths, pid int, how string) {
 	b, _ := json.Marshal(initExit{PID: pid, How: how})
 	// The run dir is gone after delete: then there is nothing to record.
 	state.WriteFileAtomic(p.exitFile(), b, 0o600)

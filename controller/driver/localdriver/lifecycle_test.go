@@ -44,8 +44,18 @@ func TestStatus(t *testing.T) {
 	}
 	// A dead process, reaped here as the daemon reaps init.
 	cmd := exec.Command("sh", "-c", "kill -9 $$")
-	cmd.Run()
-	recordExit(p, cmd.Process.Pid, cmd.ProcessState)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	how, err := exitHow(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// exitHow must not reap: the zombie is still ours to wait for.
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("wait after exitHow: %v", err)
+	}
+	recordExit(p, cmd.Process.Pid, how)
 	os.WriteFile(p.log(), []byte("first\nlast words\n"), 0o600)
 	st := status(Extra{PID: cmd.Process.Pid, StartTime: 1})
 	if st.Phase != driver.PhaseFailed || !strings.Contains(st.Reason, "signal 9") || !strings.Contains(st.Reason, "last words") ||

@@ -303,8 +303,12 @@ func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, c
 	// ended for Status.
 	os.Remove(p.exitFile())
 	go func() {
+		// Record how init ended while it is still a zombie, then reap:
+		// Status never sees it gone without the record.
+		if how, err := exitHow(pid); err == nil {
+			recordExit(p, pid, how)
+		}
 		cmd.Wait()
-		recordExit(p, pid, cmd.ProcessState)
 	}()
 
 	deadline := time.Now().Add(ReadyTimeout)
