@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/bohica-labs/darkshell/controller/api"
 	"github.com/bohica-labs/darkshell/controller/driver"
+	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/state"
 )
 
@@ -19,6 +22,7 @@ func (a *app) createCmd() *cobra.Command {
 		drv, sshTarget, identity, proxy string
 		env                             []string
 		opts                            driver.CreateOptions
+		policyFile                      string
 	)
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -75,6 +79,28 @@ first use), and pushes its own sandboxd there if it is missing.`,
 				opts.Workspace = abs
 				req.Workspace = abs
 			}
+			if policyFile != "" {
+				pol, err := os.ReadFile(policyFile)
+				if err != nil {
+					return usagef("--policy: %v", err)
+				}
+				if _, err := policy.Parse(policyFile, pol); err != nil {
+					return fmt.Errorf("--policy %s is not valid:\n%w", policyFile, err)
+				}
+				req.Policy, req.PolicySource = string(pol), policyFile
+			}
+			for _, p := range []*string{&req.Rootfs, &req.Image} {
+				if *p != "" {
+					abs, err := filepath.Abs(*p)
+					if err != nil {
+						return usagef("%v", err)
+					}
+					*p = abs
+				}
+			}
+			if req.Rootfs != "" && req.Image != "" {
+				return usagef("--rootfs and --image are exclusive")
+			}
 			if opts.Unconfined {
 				fmt.Fprintf(a.stderr, "WARNING: --unconfined: sandbox %s runs WITHOUT Landlock and seccomp; for development only, never for untrusted code\n", req.Name)
 			}
@@ -103,6 +129,9 @@ first use), and pushes its own sandboxd there if it is missing.`,
 	f.StringVar(&sshTarget, "ssh", "", "user@host[:port] of the SSH server (driver ssh)")
 	f.StringVar(&identity, "identity", "", "private key file for SSH authentication")
 	f.StringVar(&proxy, "proxy-command", "", "command whose stdin/stdout reach the SSH server (as OpenSSH's ProxyCommand; %h %p %r expand)")
+	f.StringVar(&policyFile, "policy", "", "policy file (OpenShell format: filesystem_policy, landlock, process are enforced; see policies/ and `darkshell policy validate`)")
+	f.StringVar(&opts.Rootfs, "rootfs", "", "host directory to use as the root file system, read-only (driver local; default: the host's /usr /lib* /bin /sbin /etc /opt)")
+	f.StringVar(&opts.Image, "image", "", "OCI image to use as the root file system: a docker/podman save archive, an OCI archive or an OCI layout dir (driver local; unpacked once at create)")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set for every command in the sandbox (repeatable; not for secrets)")
 	return cmd
 }
@@ -228,6 +257,22 @@ func (a *app) getCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "Sandboxd: %s (%s/%s), caps %s\n", sb.Remote.BuildVersion, sb.Remote.OS, sb.Remote.Arch, strings.Join(sb.Remote.Caps, ","))
 				if len(sb.Remote.Confined) > 0 {
 					fmt.Fprintf(a.stdout, "Landlock: ABI %d\nConfined: %s\n", sb.Remote.LandlockABI, strings.Join(sb.Remote.Confined, ", "))
+				}
+			}
+			var x struct {
+				PID          int      `json:"pid"`
+				Rootfs       string   `json:"rootfs"`
+				Image        string   `json:"image"`
+				PolicySource string   `json:"policy_source"`
+				Limits       []string `json:"limits"`
+				Workspace    string   `json:"workspace"`
+			}
+			if json.Unmarshal(sb.Extra, &x) == nil {
+				for _, l := range [][2]string{{"Init PID", strconv.Itoa(x.PID)}, {"Rootfs", x.Rootfs}, {"Image", x.Image},
+					{"Policy", x.PolicySource}, {"Limits", strings.Join(x.Limits, ", ")}, {"Workspace", x.Workspace}} {
+					if l[1] != "" && l[1] != "0" {
+						fmt.Fprintf(a.stdout, "%-9s %s\n", l[0]+":", l[1])
+					}
 				}
 			}
 			if sb.Phase != "" {

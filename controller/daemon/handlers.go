@@ -72,6 +72,12 @@ func httpError(err error) (int, api.Error) {
 	return http.StatusInternalServerError, api.Error{Code: api.CodeInternal, Message: err.Error()}
 }
 
+// unavailable is an errConnect-class failure whose message stands alone.
+type unavailable struct{ error }
+
+func (u unavailable) Is(target error) bool { return target == errConnect }
+func (u unavailable) Unwrap() error        { return u.error }
+
 var (
 	errBadRequest = errors.New("bad request")
 	errConnect    = errors.New("sandbox unreachable")
@@ -167,7 +173,7 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := drv.Create(r.Context(), d.opts.Home, sb); err != nil {
 		d.opts.Home.Delete(sb.Name)
-		writeErr(w, fmt.Errorf("%w: create sandbox %s: %v", errConnect, sb.Name, err))
+		writeErr(w, unavailable{fmt.Errorf("create sandbox %s: %w", sb.Name, err)})
 		return
 	}
 	if err := d.opts.Home.Save(sb); err != nil {

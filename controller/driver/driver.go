@@ -78,6 +78,17 @@ type CreateOptions struct {
 	CPULimit    string `json:"cpu_limit,omitempty"`
 	// Unconfined disables Landlock and seccomp (development only).
 	Unconfined bool `json:"unconfined,omitempty"`
+	// Policy is a policy file's content (OpenShell format) and PolicySource
+	// where it came from (for display); the static parts (filesystem,
+	// landlock, process) are enforced at every start.
+	Policy       string `json:"policy,omitempty"`
+	PolicySource string `json:"policy_source,omitempty"`
+	// Rootfs is a host directory used as the sandbox's root file system
+	// instead of the host's system directories; Image an OCI image (a
+	// docker/podman save archive, an OCI archive or an OCI layout dir)
+	// unpacked once at create and used the same way.
+	Rootfs string `json:"rootfs,omitempty"`
+	Image  string `json:"image,omitempty"`
 }
 
 // IsZero reports whether no option is set.

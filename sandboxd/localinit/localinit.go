@@ -68,17 +68,19 @@ const (
 // Options configures Run. The local driver passes them as JSON (the tags)
 // in the SANDBOXD_INIT environment variable.
 type Options struct {
-	Name          string   `json:"name"`           // sandbox name, the hostname
-	Workspace     string   `json:"workspace"`      // host dir bound at /sandbox
-	RootDir       string   `json:"root_dir"`       // host dir the new root's tmpfs is mounted on (in our mount ns only)
-	Socket        string   `json:"socket"`         // host path of the SSH unix socket
-	HostKey       string   `json:"host_key"`       // host path of the SSH host key
-	AuthorizedKey string   `json:"authorized_key"` // host path of the authorized client public key
-	UID           int      `json:"uid"`            // unprivileged uid the sandbox runs as
-	GID           int      `json:"gid"`            // and its gid
-	Unconfined    bool     `json:"unconfined"`     // development only: no Landlock, no seccomp
-	UserNS        bool     `json:"userns"`         // started in a user namespace (not root on the host)
-	Extra         []string `json:"report"`         // confinements applied by the controller (e.g. cgroups), for the hello
+	Name          string    `json:"name"`             // sandbox name, the hostname
+	Workspace     string    `json:"workspace"`        // host dir bound at /sandbox
+	RootDir       string    `json:"root_dir"`         // host dir the new root's tmpfs is mounted on (in our mount ns only)
+	Socket        string    `json:"socket"`           // host path of the SSH unix socket
+	HostKey       string    `json:"host_key"`         // host path of the SSH host key
+	AuthorizedKey string    `json:"authorized_key"`   // host path of the authorized client public key
+	UID           int       `json:"uid"`              // unprivileged uid the sandbox runs as
+	GID           int       `json:"gid"`              // and its gid
+	Unconfined    bool      `json:"unconfined"`       // development only: no Landlock, no seccomp
+	UserNS        bool      `json:"userns"`           // started in a user namespace (not root on the host)
+	FS            *FSPolicy `json:"fs,omitempty"`     // Landlock allow-list (nil: DefaultFS)
+	Rootfs        string    `json:"rootfs,omitempty"` // host dir whose top-level entries make the root (empty: the host's system dirs)
+	Extra         []string  `json:"report"`           // confinements applied by the controller (e.g. cgroups), for the hello
 	// WorkloadCgroups are host paths of v1 cgroup dirs, each a child of
 	// the cgroup sandboxd is in, that every command sandboxd starts is born
 	// in: the limits bind the workload, while sandboxd keeps headroom in
@@ -133,8 +135,12 @@ func Run(ctx context.Context, o Options) error {
 	} else {
 		rep.Confined = append(rep.Confined, "rootful") // set up by host root, no user namespace
 	}
-	if err := buildRoot(o); err != nil {
+	bound, err := buildRoot(o)
+	if err != nil {
 		return fmt.Errorf("build root: %w", err)
+	}
+	if o.Rootfs != "" {
+		rep.Confined = append(rep.Confined, "rootfs="+o.Rootfs)
 	}
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("bring up loopback: %w", err)
@@ -151,7 +157,16 @@ func Run(ctx context.Context, o Options) error {
 		log.Warn("UNCONFINED sandbox: no Landlock, no seccomp (development only)")
 		rep.Confined = append(rep.Confined, "UNCONFINED")
 	} else {
-		abi, scoped, err := applyLandlock()
+		fs := DefaultFS()
+		if o.Rootfs != "" {
+			// An image's own top-level dirs (/app, /srv, ...) stay readable.
+			fs.ReadOnly = append(fs.ReadOnly, bound...)
+		}
+		if o.FS != nil {
+			fs = *o.FS
+			rep.Confined = append(rep.Confined, "policy")
+		}
+		abi, scoped, err := applyLandlock(fs)
 		if err != nil {
 			return fmt.Errorf("landlock: %w", err)
 		}

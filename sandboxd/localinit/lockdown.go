@@ -87,18 +87,37 @@ func LandlockABI() int {
 	return v
 }
 
-// Landlock allow-lists, as paths inside the sandbox.
-var (
-	landlockRODirs  = []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc"}
-	landlockROFiles = []string{"/dev/urandom", "/dev/random", "/dev/zero"}
-	landlockRWDirs  = []string{Workspace, "/tmp", "/dev/shm"}
-	landlockRWFiles = []string{"/dev/null", "/dev/full", "/dev/tty"}
-)
+// FSPolicy is the Landlock allow-list, as paths inside the sandbox: only
+// these are reachable. Dirs and files may be mixed; char devices in
+// ReadWrite also get ioctl rights (terminals).
+type FSPolicy struct {
+	ReadOnly  []string `json:"read_only"`
+	ReadWrite []string `json:"read_write"`
+	// Hard refuses to start when a listed path is missing or the kernel
+	// cannot enforce every right (OpenShell's hard_requirement); otherwise
+	// missing paths are skipped (best_effort).
+	Hard bool `json:"hard,omitempty"`
+	// ListRoot lets every directory be listed (ReadDir from / down, as
+	// Landlock rules are hierarchical). Only the default sets it: it lists
+	// nothing that is not readable anyway. A policy's allow-list is exact.
+	ListRoot bool `json:"-"`
+}
+
+// DefaultFS is the allow-list without a policy file: the host system dirs
+// the rootfs holds, read-only; the workspace, /tmp and a few devices
+// read-write.
+func DefaultFS() FSPolicy {
+	return FSPolicy{
+		ReadOnly: []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc",
+			"/dev/urandom", "/dev/random", "/dev/zero"},
+		ReadWrite: []string{Workspace, "/tmp", "/dev/shm", "/dev/null", "/dev/full", "/dev/tty", "/dev/pts"},
+		ListRoot:  true,
+	}
+}
 
 // applyLandlock restricts the whole process with the newest ABI the kernel
-// has (ABI 1 at least). The root directory itself may be listed: it only
-// holds the mounts above. scoped reports whether signal and abstract-socket
-// scoping is in force.
+// has; fs lists what stays reachable. scoped reports whether
+// signal and abstract-socket scoping is in force.
 //
 // Before ABI 8 (no LANDLOCK_RESTRICT_SELF_TSYNC) each thread of a Go
 // program gets its own Landlock domain, and signal scoping then refuses a
@@ -107,7 +126,7 @@ var (
 // from ABI 8 on; below it the pid namespace already keeps signals in (no
 // process outside is addressable) and the network namespace keeps abstract
 // unix sockets in (they are per network namespace).
-func applyLandlock() (abi int, scoped bool, err error) {
+func applyLandlock(fs FSPolicy) (abi int, scoped bool, err error) {
 	abi = LandlockABI()
 	if abi < 1 {
 		return 0, false, errors.New("the kernel has no Landlock (needs Linux 5.13+ with landlock in the lsm= list)")
@@ -117,15 +136,42 @@ func applyLandlock() (abi int, scoped bool, err error) {
 	if !scoped {
 		cfg.Scoped = 0
 	}
-	err = cfg.BestEffort().Restrict(
-		landlock.PathAccess(landlock.AccessFSSet(llsys.AccessFSReadDir), "/"),
-		landlock.RODirs(landlockRODirs...).IgnoreIfMissing(),
-		landlock.ROFiles(landlockROFiles...).IgnoreIfMissing(),
-		landlock.RWDirs(landlockRWDirs...),
-		landlock.RWDirs("/dev/pts").WithIoctlDev(),
-		landlock.RWFiles(landlockRWFiles...).WithIoctlDev().IgnoreIfMissing(),
-	)
-	if err != nil {
+	var rules []landlock.Rule
+	if fs.ListRoot {
+		rules = append(rules, landlock.PathAccess(landlock.AccessFSSet(llsys.AccessFSReadDir), "/"))
+	}
+	for _, l := range []struct {
+		paths []string
+		rw    bool
+	}{{fs.ReadOnly, false}, {fs.ReadWrite, true}} {
+		for _, p := range l.paths {
+			fi, err := os.Stat(p)
+			if err != nil {
+				if fs.Hard {
+					return 0, false, fmt.Errorf("policy path %s: %w (landlock compatibility is hard_requirement)", p, err)
+				}
+				continue
+			}
+			var r landlock.FSRule
+			switch {
+			case fi.IsDir() && l.rw:
+				r = landlock.RWDirs(p)
+			case fi.IsDir():
+				r = landlock.RODirs(p)
+			case l.rw:
+				r = landlock.RWFiles(p)
+			default:
+				r = landlock.ROFiles(p)
+			}
+			if l.rw && (fi.Mode()&os.ModeCharDevice != 0 || p == "/dev/pts") {
+				r = r.WithIoctlDev()
+			}
+			rules = append(rules, r)
+		}
+	}
+	// Rights newer than the kernel's ABI are dropped in both modes (the
+	// ABI in use is reported); hard_requirement is about the listed paths.
+	if err := cfg.BestEffort().Restrict(rules...); err != nil {
 		return 0, false, err
 	}
 	return abi, scoped, nil

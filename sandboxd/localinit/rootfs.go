@@ -15,7 +15,41 @@ var systemDirs = []string{"usr", "lib", "lib64", "lib32", "bin", "sbin", "etc", 
 // devNodes are the host device nodes bound into the sandbox's /dev.
 var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
-func buildRoot(o Options) error {
+// imageSkip are top-level entries of a --rootfs dir that sandboxd makes
+// itself (or that must not come from an image).
+var imageSkip = map[string]bool{"proc": true, "dev": true, "sys": true, "tmp": true, "sandbox": true}
+
+// rootEntries lists what buildRoot binds: the host's system dirs, or every
+// top-level entry of o.Rootfs but those sandboxd makes.
+func rootEntries(o Options) (base string, names []string, err error) {
+	if o.Rootfs == "" {
+		return "/", systemDirs, nil
+	}
+	ents, err := os.ReadDir(o.Rootfs)
+	if err != nil {
+		return "", nil, fmt.Errorf("read rootfs: %w", err)
+	}
+	for _, e := range ents {
+		if !imageSkip[e.Name()] {
+			names = append(names, e.Name())
+		}
+	}
+	return o.Rootfs, names, nil
+}
+
+// buildRoot builds the new root (package doc, step 4) and returns the
+// top-level dirs it bound read-only.
+func buildRoot(o Options) ([]string, error) {
+	base, names, err := rootEntries(o)
+	if err != nil {
+		return nil, err
+	}
+	var bound []string
+	err = buildRootFrom(o, base, names, &bound)
+	return bound, err
+}
+
+func buildRootFrom(o Options, base string, names []string, bound *[]string) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make mounts private: %w", err)
 	}
@@ -26,8 +60,8 @@ func buildRoot(o Options) error {
 	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=4m"); err != nil {
 		return fmt.Errorf("mount root tmpfs: %w", err)
 	}
-	for _, d := range systemDirs {
-		src := "/" + d
+	for _, d := range names {
+		src := filepath.Join(base, d)
 		fi, err := os.Lstat(src)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
@@ -52,6 +86,7 @@ func buildRoot(o Options) error {
 		if err := bindReadOnly(src, dst); err != nil {
 			return err
 		}
+		*bound = append(*bound, "/"+d)
 	}
 	// /sandbox: the workspace, read-write.
 	sb := filepath.Join(root, "sandbox")

@@ -42,6 +42,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/agentbin"
 	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/inject"
+	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/session"
 	"github.com/bohica-labs/darkshell/controller/sshx"
 	"github.com/bohica-labs/darkshell/controller/state"
@@ -98,9 +99,25 @@ func (p paths) workspace() string     { return filepath.Join(p.dir, "workspace")
 func (p paths) runDir() string        { return filepath.Join(p.dir, "run") }
 func (p paths) socket() string        { return filepath.Join(p.dir, "run", "ssh.sock") }
 func (p paths) rootDir() string       { return filepath.Join(p.dir, "rootfs") }
+func (p paths) imageRoot() string     { return filepath.Join(p.dir, "image") }
 func (p paths) log() string           { return filepath.Join(p.dir, "sandboxd.log") }
 func (p paths) exitFile() string      { return filepath.Join(p.dir, "run", "init-exit") }
 func hostKeyAlias(name string) string { return "darkshell-local-" + name }
+
+// fsRules is the recorded policy's Landlock allow-list, nil without one.
+func (x Extra) fsRules() (*policy.FSRules, error) {
+	if x.Policy == "" {
+		return nil, nil
+	}
+	pol, err := policy.Parse(x.PolicySource, []byte(x.Policy))
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if fs, ok := pol.FSRules(); ok {
+		return &fs, nil
+	}
+	return nil, nil
+}
 
 func readExtra(sb *state.Sandbox) (Extra, error) {
 	x := Extra{UID: DefaultUID, GID: DefaultGID}
@@ -122,7 +139,27 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 	if os.Geteuid() != 0 {
 		return errors.New("the local driver needs root for now: the unprivileged (user namespace) mode is not implemented yet")
 	}
+	if x.Policy != "" {
+		pol, err := policy.Parse(x.PolicySource, []byte(x.Policy))
+		if err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+		if uid, gid := pol.RunAs(); uid > 0 || gid > 0 {
+			if uid > 0 {
+				x.UID = int(uid)
+			}
+			if gid > 0 {
+				x.GID = int(gid)
+			}
+			if sb.Extra, err = json.Marshal(x); err != nil {
+				return err
+			}
+		}
+	}
 	p := paths{h.SandboxDir(sb.Name)}
+	if err := prepareRoot(ctx, p, x); err != nil {
+		return err
+	}
 	ws := x.Workspace
 	if ws == "" {
 		ws = p.workspace()
@@ -238,6 +275,11 @@ type initConfig struct {
 	Report        []string `json:"report,omitempty"`
 	// WorkloadCgroups: v1 cgroup dirs each command is born in.
 	WorkloadCgroups []string `json:"workload_cgroups,omitempty"`
+	// FS is the policy's Landlock allow-list (nil: sandboxd's default).
+	FS *policy.FSRules `json:"fs,omitempty"`
+	// Rootfs is the host dir whose top-level entries make the root (empty:
+	// the host's system dirs).
+	Rootfs string `json:"rootfs,omitempty"`
 }
 
 // start runs `sandboxd init` in new namespaces, detached, and waits for it
@@ -248,6 +290,14 @@ func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, c
 		return 0, 0, err
 	}
 	defer logf.Close()
+	fs, err := x.fsRules()
+	if err != nil {
+		return 0, 0, err
+	}
+	rootfs := x.Rootfs
+	if x.Image != "" {
+		rootfs = p.imageRoot()
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, 0, err
@@ -257,7 +307,7 @@ func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, c
 		Name: name, Workspace: ws, RootDir: p.rootDir(), Socket: p.socket(),
 		HostKey: p.hostKey(), AuthorizedKey: p.clientKey() + ".pub",
 		UID: x.UID, GID: x.GID, Unconfined: x.Unconfined, Report: cg.report(),
-		WorkloadCgroups: cg.Workload,
+		WorkloadCgroups: cg.Workload, FS: fs, Rootfs: rootfs,
 	})
 	if err != nil {
 		return 0, 0, err
