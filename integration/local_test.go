@@ -370,6 +370,16 @@ func TestLocalLimits(t *testing.T) {
 		if code != 128+9 {
 			t.Fatalf("memory hog: exit %d, want %d (SIGKILL by the OOM killer)", code, 128+9)
 		}
+		// The sandbox reports the OOM kill.
+		var sb api.Sandbox
+		out, _, _ := e.ds("sandbox", "get", "lim", "-o", "json")
+		if err := json.Unmarshal([]byte(out), &sb); err != nil || sb.Resources == nil || sb.Resources.OOMKills < 1 ||
+			sb.Resources.MemoryLimitBytes != 64<<20 {
+			t.Fatalf("get after an OOM kill: %v %s", err, out)
+		}
+		if out, _, _ := e.ds("sandbox", "get", "lim"); !strings.Contains(out, "OOM kills") {
+			t.Fatalf("get text: %s", out)
+		}
 		e.mustBash("lim", "true") // the sandbox survives
 	})
 	if _, _, code := e.ds("sandbox", "delete", "lim"); code != 0 {

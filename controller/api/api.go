@@ -77,6 +77,9 @@ type Sandbox struct {
 	// drivers that can tell (driver.StatusDriver); empty otherwise.
 	Phase  string `json:"phase,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Resources is the sandbox's use against its limits, where the driver
+	// can tell (local: from its cgroups).
+	Resources *driver.Resources `json:"resources,omitempty"`
 }
 
 // ExecRequest is the body of a non-upgraded POST /v1/sandboxes/{name}/exec.

@@ -281,6 +281,20 @@ func (a *app) getCmd() *cobra.Command {
 					fmt.Fprintf(a.stdout, "Reason:   %s\n", sb.Reason)
 				}
 			}
+			if r := sb.Resources; r != nil {
+				mem := fmt.Sprintf("%.1f MiB", float64(r.MemoryBytes)/(1<<20))
+				if r.MemoryLimitBytes > 0 {
+					mem += fmt.Sprintf(" of %.1f MiB", float64(r.MemoryLimitBytes)/(1<<20))
+				}
+				fmt.Fprintf(a.stdout, "Memory:   %s, %d OOM kills\n", mem, r.OOMKills)
+				if r.Pids > 0 {
+					pids := strconv.FormatInt(r.Pids, 10)
+					if r.PidsLimit > 0 {
+						pids += fmt.Sprintf(" (limit %d for commands)", r.PidsLimit)
+					}
+					fmt.Fprintf(a.stdout, "Pids:     %s\n", pids)
+				}
+			}
 			if sb.LastError != "" {
 				fmt.Fprintf(a.stdout, "Error:    %s\n", sb.LastError)
 			}

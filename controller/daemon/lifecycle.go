@@ -66,6 +66,6 @@ func (d *Daemon) phase(v *api.Sandbox) {
 	}
 	if sd, ok := drv.(driver.StatusDriver); ok {
 		st := sd.Status(context.Background(), d.opts.Home, &v.Sandbox)
-		v.Phase, v.Reason = st.Phase, st.Reason
+		v.Phase, v.Reason, v.Resources = st.Phase, st.Reason, st.Resources
 	}
 }

@@ -16,8 +16,21 @@ const (
 
 // Status is what a driver knows of a sandbox's state without connecting.
 type Status struct {
-	Phase  string `json:"phase"`
-	Reason string `json:"reason,omitempty"`
+	Phase     string     `json:"phase"`
+	Reason    string     `json:"reason,omitempty"`
+	Resources *Resources `json:"resources,omitempty"`
+}
+
+// Resources is a running sandbox's use against its limits (0: unknown or
+// no limit).
+type Resources struct {
+	MemoryBytes      int64 `json:"memory_bytes,omitempty"`
+	MemoryLimitBytes int64 `json:"memory_limit_bytes,omitempty"`
+	// OOMKills counts processes the kernel's OOM killer ended at the
+	// sandbox's memory limit.
+	OOMKills  int64 `json:"oom_kills"`
+	Pids      int64 `json:"pids,omitempty"`
+	PidsLimit int64 `json:"pids_limit,omitempty"`
 }
 
 // StatusDriver is a driver that can tell a sandbox's phase cheaply (no

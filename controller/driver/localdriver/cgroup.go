@@ -311,3 +311,35 @@ func parseSize(s string) (int64, error) {
 	}
 	return n, nil
 }
+
+// usage reads the sandbox's cgroups (v1 memory and pids dirs, as recorded).
+func usage(x Extra) *driver.Resources {
+	r := &driver.Resources{PidsLimit: x.PidsLimit}
+	readInt := func(p string) int64 {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return 0
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return n
+	}
+	for _, d := range x.Cgroups {
+		if _, err := os.Stat(filepath.Join(d, "memory.usage_in_bytes")); err == nil {
+			r.MemoryBytes = readInt(filepath.Join(d, "memory.usage_in_bytes"))
+			if lim := readInt(filepath.Join(d, "memory.limit_in_bytes")); lim > 0 && lim < 1<<60 {
+				r.MemoryLimitBytes = lim
+			}
+			if b, err := os.ReadFile(filepath.Join(d, "memory.oom_control")); err == nil {
+				for _, l := range strings.Split(string(b), "\n") {
+					if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
+						r.OOMKills, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					}
+				}
+			}
+		}
+		if _, err := os.Stat(filepath.Join(d, "pids.current")); err == nil {
+			r.Pids = readInt(filepath.Join(d, "pids.current"))
+		}
+	}
+	return r
+}

@@ -100,7 +100,7 @@ func (Driver) Status(ctx context.Context, h *state.Home, sb *state.Sandbox) driv
 	case x.PID <= 0:
 		return driver.Status{Phase: driver.PhasePending}
 	case running(x):
-		return driver.Status{Phase: driver.PhaseRunning}
+		return driver.Status{Phase: driver.PhaseRunning, Resources: usage(x)}
 	}
 	p := paths{h.SandboxDir(sb.Name)}
 	why := fmt.Sprintf("init (pid %d) ended without a stop", x.PID)
