@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,5 +236,49 @@ func TestSSHLifecycleUnsupported(t *testing.T) {
 	rep, code := e.verifyJSON("s")
 	if code == 0 || rep.Passed || rep.Driver != "ssh" {
 		t.Fatalf("verify on ssh: exit %d, report %+v", code, rep)
+	}
+}
+
+// TestLocalChurn: 50 sandboxes created, used and deleted in a loop, some
+// stopped and started on the way: no process, mount, cgroup or state dir
+// is left, and the last one works like the first.
+func TestLocalChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50 sandboxes: not in -short")
+	}
+	e := newLocalEnv(t)
+	var cgroups []string
+	for i := range 50 {
+		name := fmt.Sprintf("churn-%d", i)
+		e.createLocal(name, "--pids-limit", "64")
+		if got := e.mustBash(name, "echo $((6*7)) > /sandbox/x; cat /sandbox/x"); got != "42\n" {
+			t.Fatalf("%s: %q", name, got)
+		}
+		if i%10 == 0 {
+			e.lifecycleOp("stop", name)
+			e.lifecycleOp("start", name)
+			e.mustBash(name, "test -f /sandbox/x")
+		}
+		cgroups = append(cgroups, e.record(name).Extra.Cgroups...)
+		if _, _, code := e.ds("sandbox", "delete", name); code != 0 {
+			t.Fatalf("delete %s failed", name)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.home, "sandboxes")); len(ents) != 0 {
+		t.Fatalf("state left: %v", ents)
+	}
+	for _, d := range cgroups {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("cgroup %s left: %v", d, err)
+		}
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), e.home) {
+		t.Fatalf("mounts left:\n%s", mi)
+	}
+	for _, p := range pgrep("sandboxd") {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p)); strings.Contains(string(b), e.home) {
+			t.Fatalf("sandboxd %d of this test is still running", p)
+		}
 	}
 }

@@ -552,6 +552,12 @@ func TestLocalSyscallEscapes(t *testing.T) {
 	if got := call("sys", unix.SYS_SOCKET, "2, 1, 0"); strings.HasPrefix(got, "-1") { // plain TCP socket: allowed
 		t.Fatalf("socket(AF_INET, TCP) = %q", got)
 	}
+	if got := call("sys", unix.SYS_SOCKET, "16, 3, 0"); strings.HasPrefix(got, "-1") { // netlink route (ip, ss): allowed
+		t.Fatalf("socket(AF_NETLINK, NETLINK_ROUTE) = %q", got)
+	}
+	if got := call("sys", unix.SYS_IOCTL, "0, 0x5413, 0"); got == eperm { // TIOCGWINSZ: not the filter's business
+		t.Fatalf("ioctl(TIOCGWINSZ) = %q", got)
+	}
 	// seccompOnly cases are arguments that another layer would answer
 	// differently (EFAULT, EINVAL or success): an --unconfined sandbox
 	// (same namespaces, uid and capabilities, no seccomp) must not get
@@ -583,6 +589,13 @@ func TestLocalSyscallEscapes(t *testing.T) {
 		{"kexec_load", unix.SYS_KEXEC_LOAD, `0, 0, 0, 0`, eperm, false},
 		{"reboot", unix.SYS_REBOOT, `0, 0, 0, 0`, eperm, false},
 		{"userfaultfd user mode", unix.SYS_USERFAULTFD, `1`, eperm, true},
+		{"TIOCSTI ioctl", unix.SYS_IOCTL, `0, 0x5412, 0`, eperm, true},
+		{"TIOCSTI ioctl, high bits", unix.SYS_IOCTL, `0, 0x100005412, 0`, eperm, true},
+		{"TIOCLINUX ioctl", unix.SYS_IOCTL, `0, 0x541C, 0`, eperm, true},
+		{"AF_VSOCK socket", unix.SYS_SOCKET, `40, 1, 0`, eperm, true},
+		{"AF_PACKET socket", unix.SYS_SOCKET, `17, 3, 0`, eperm, false},
+		{"AF_NETLINK audit socket", unix.SYS_SOCKET, `16, 3, 9`, eperm, true},
+		{"AF_ALG socket", unix.SYS_SOCKET, `38, 5, 0`, eperm, true},
 		{"MPTCP socket", unix.SYS_SOCKET, `2, 1, 262`, eperm, true},
 		{"MPTCP socket v6", unix.SYS_SOCKET, `10, 1, 262`, eperm, true},
 		{"process_vm_readv self", unix.SYS_PROCESS_VM_READV, `$$, 0, 0, 0, 0, 0`, eperm, true},

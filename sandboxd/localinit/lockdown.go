@@ -274,14 +274,23 @@ func argFilter() ([]bpf.Instruction, error) {
 		/* 15 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.TIOCLINUX, SkipFalse: 1},
 		/* 16 */ bpf.RetConstant{Val: retEPERM},
 		/* 17 */ bpf.RetConstant{Val: retAllow},
-		/* 18 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.SYS_SOCKET, SkipFalse: 6},
+		// socket: an allow-list of families. AF_UNIX; AF_INET/AF_INET6 but
+		// MPTCP (it bypasses Landlock's TCP rules); AF_NETLINK for route
+		// queries only. AF_VSOCK (not network-namespaced: it reaches the
+		// hypervisor host), AF_PACKET, AF_KEY, AF_ALG and the rest: EPERM.
+		/* 18 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.SYS_SOCKET, SkipFalse: 10},
 		/* 19 */ bpf.LoadAbsolute{Off: argLow(0), Size: 4},
-		/* 20 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AF_INET, SkipTrue: 1},
-		/* 21 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AF_INET6, SkipFalse: 3},
-		/* 22 */ bpf.LoadAbsolute{Off: argLow(2), Size: 4},
-		/* 23 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: ipprotoMPTCP, SkipFalse: 1},
+		/* 20 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AF_UNIX, SkipTrue: 8},
+		/* 21 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AF_INET, SkipTrue: 3},
+		/* 22 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AF_INET6, SkipTrue: 2},
+		/* 23 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AF_NETLINK, SkipTrue: 3},
 		/* 24 */ bpf.RetConstant{Val: retEPERM},
-		/* 25 */ bpf.RetConstant{Val: retAllow},
+		/* 25 */ bpf.LoadAbsolute{Off: argLow(2), Size: 4},
+		/* 26 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: ipprotoMPTCP, SkipTrue: 3, SkipFalse: 2},
+		/* 27 */ bpf.LoadAbsolute{Off: argLow(2), Size: 4},
+		/* 28 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.NETLINK_ROUTE, SkipFalse: 1},
+		/* 29 */ bpf.RetConstant{Val: retAllow},
+		/* 30 */ bpf.RetConstant{Val: retEPERM},
 	}, nil
 }
 

@@ -62,6 +62,16 @@ func TestArgFilter(t *testing.T) {
 		{"socket inet6 mptcp high bits", seccompData(native, unix.SYS_SOCKET, hi|unix.AF_INET6, unix.SOCK_STREAM, hi|ipprotoMPTCP), retEPERM},
 		{"socket inet tcp", seccompData(native, unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_STREAM, 0), retAllow},
 		{"socket unix", seccompData(native, unix.SYS_SOCKET, unix.AF_UNIX, unix.SOCK_STREAM, 0), retAllow},
+		{"socket inet6 udp", seccompData(native, unix.SYS_SOCKET, unix.AF_INET6, unix.SOCK_DGRAM, 0), retAllow},
+		{"socket netlink route", seccompData(native, unix.SYS_SOCKET, unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE), retAllow},
+		{"socket netlink audit", seccompData(native, unix.SYS_SOCKET, unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_AUDIT), retEPERM},
+		{"socket netlink route high bits", seccompData(native, unix.SYS_SOCKET, hi|unix.AF_NETLINK, unix.SOCK_RAW, hi|unix.NETLINK_ROUTE), retAllow},
+		{"socket vsock", seccompData(native, unix.SYS_SOCKET, unix.AF_VSOCK, unix.SOCK_STREAM, 0), retEPERM},
+		{"socket packet", seccompData(native, unix.SYS_SOCKET, unix.AF_PACKET, unix.SOCK_RAW, 0), retEPERM},
+		{"socket alg", seccompData(native, unix.SYS_SOCKET, unix.AF_ALG, unix.SOCK_SEQPACKET, 0), retEPERM},
+		{"socket key", seccompData(native, unix.SYS_SOCKET, unix.AF_KEY, unix.SOCK_RAW, 2), retEPERM},
+		{"socket vsock high bits", seccompData(native, unix.SYS_SOCKET, hi|unix.AF_VSOCK, unix.SOCK_STREAM, 0), retEPERM},
+		{"getpid after socket rules", seccompData(native, unix.SYS_WRITE, 1), retAllow},
 	}
 	for _, tt := range tests {
 		got, err := vm.Run(tt.in)
