@@ -510,13 +510,82 @@ func BenchmarkLocalCreate(b *testing.B) {
 	b.StopTimer()
 	slices.Sort(create)
 	slices.Sort(execs)
+	sshExecs := benchSSHExecs(b, 3*n)
+	nsCreate, nsExec := benchNamespaceFloor(b, n)
 	b.ReportMetric(float64(pct(create, 50).Microseconds()), "create-p50-µs")
 	b.ReportMetric(float64(pct(execs, 50).Microseconds()), "exec-p50-µs")
-	fmt.Printf("\nlocal driver, %d creates, %d execs\n", len(create), len(execs))
-	fmt.Printf("%-22s %10s %10s\n", "what", "p50", "p99")
-	fmt.Printf("%-22s %10s %10s\n", "create to first exec", pct(create, 50).Round(time.Microsecond), pct(create, 99).Round(time.Microsecond))
-	fmt.Printf("%-22s %10s %10s\n", "exec true (api, warm)", pct(execs, 50).Round(time.Microsecond), pct(execs, 99).Round(time.Microsecond))
+	fmt.Printf("\nlocal driver, %d creates, %d execs (same machine, same run)\n", len(create), len(execs))
+	fmt.Printf("%-44s %10s %10s\n", "what", "p50", "p99")
+	row := func(what string, ds []time.Duration) {
+		fmt.Printf("%-44s %10s %10s\n", what, pct(ds, 50).Round(time.Microsecond), pct(ds, 99).Round(time.Microsecond))
+	}
+	row("local: create to first exec", create)
+	row("floor: unshare -fpnmiu --mount-proc true", nsCreate)
+	row("local: exec true (api, warm)", execs)
+	row("ssh driver (loopback sshd): exec true (api)", sshExecs)
+	row("floor: nsenter -a into a namespace, true", nsExec)
 	fmt.Printf("target: create to first exec p50 < 100ms: %v\n", pct(create, 50) < 100*time.Millisecond)
+}
+
+// benchSSHExecs times exec true through the daemon API on an ssh-driver
+// sandbox on a loopback sshd.
+func benchSSHExecs(b *testing.B, n int) []time.Duration {
+	e := newEnv(b)
+	e.create("ssh-bench")
+	ctx := context.Background()
+	var ds []time.Duration
+	for i := range n + 10 {
+		t0 := time.Now()
+		p, err := e.c.Exec(ctx, "ssh-bench", &protocol.ExecStart{Argv: []string{"true"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.Wait(nil, nil); err != nil {
+			b.Fatal(err)
+		}
+		p.Close()
+		if i >= 10 { // warm-up
+			ds = append(ds, time.Since(t0))
+		}
+	}
+	slices.Sort(ds)
+	return ds
+}
+
+// benchNamespaceFloor times what the kernel and util-linux cost without
+// darkshell: making the namespaces and running true in them (create), and
+// entering running namespaces to run true (exec).
+func benchNamespaceFloor(b *testing.B, n int) (create, execs []time.Duration) {
+	for range n {
+		t0 := time.Now()
+		if out, err := exec.Command("unshare", "-fpnmiu", "--mount-proc", "true").CombinedOutput(); err != nil {
+			b.Fatalf("unshare: %v %s", err, out)
+		}
+		create = append(create, time.Since(t0))
+	}
+	holder := exec.Command("unshare", "-fpnmiu", "--mount-proc", "sleep", "600")
+	if err := holder.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	var target int
+	waitFor(b, 5*time.Second, "the namespace holder", func() bool {
+		kids := childPIDs(holder.Process.Pid)
+		if len(kids) > 0 {
+			target = kids[0]
+		}
+		return target > 0
+	})
+	for range 3 * n {
+		t0 := time.Now()
+		if out, err := exec.Command("nsenter", "-t", strconv.Itoa(target), "-a", "true").CombinedOutput(); err != nil {
+			b.Fatalf("nsenter: %v %s", err, out)
+		}
+		execs = append(execs, time.Since(t0))
+	}
+	slices.Sort(create)
+	slices.Sort(execs)
+	return create, execs
 }
 
 // TestLocalSyscallEscapes calls refused syscalls directly (perl's
