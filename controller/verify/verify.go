@@ -60,7 +60,15 @@ type Report struct {
 }
 
 // arch sets $ptrace, $mount (syscall numbers) for the perl probes.
-const arch = `case $(uname -m) in x86_64) mount=165 ptrace=101;; aarch64) mount=40 ptrace=117;; *) mount= ptrace=;; esac; `
+const arch = `case $(uname -m) in x86_64) mount=165 ptrace=101 bpf=321 socket=41 ioctl=16;; aarch64) mount=40 ptrace=117 bpf=280 socket=198 ioctl=29;; *) mount= ptrace= bpf= socket= ioctl=;; esac; `
+
+// sysProbe is a case probe: the perl syscall(NR $nr, ARGS) must fail with
+// EPERM; it prints the errno text so Want can match it.
+func sysProbe(nrVar, args, what string) string {
+	return `command -v perl >/dev/null || { echo "no perl to probe with"; exit 0; }; ` + arch +
+		`[ -n "$` + nrVar + `" ] || { echo "no syscall number for $(uname -m)"; exit 0; }
+perl -e 'my @a = (` + args + `); syscall('"$` + nrVar + `"', @a) == -1 or exit 0; print STDERR "` + what + `: $!\n"; exit 1'`
+}
 
 // Cases is the suite, in report order.
 var Cases = []Case{
@@ -105,6 +113,38 @@ else echo "no perl, unshare or mount to probe with"; exit 0; fi`,
 perl -e 'my @a = (0, 0, 0, 0); syscall('"$ptrace"', @a) == -1 or exit 0; print STDERR "ptrace(PTRACE_TRACEME): $!\n"; exit 1'`,
 		Want:    "Operation not permitted",
 		Control: `kill -0 $$`,
+	},
+	{
+		Name: "load a BPF program", Layer: "seccomp (EPERM)",
+		Probe: sysProbe("bpf", "5, 0, 0", "bpf(BPF_PROG_LOAD)"), Want: "Operation not permitted",
+		Control: `true`,
+	},
+	{
+		Name: "AF_VSOCK socket (not network-namespaced)", Layer: "seccomp (EPERM)",
+		Probe: sysProbe("socket", "40, 1, 0", "socket(AF_VSOCK)"), Want: "Operation not permitted",
+		Control: `command -v perl >/dev/null || exit 0; ` + arch + `[ -n "$socket" ] || exit 0; perl -e 'my @a = (1, 1, 0); syscall('"$socket"', @a) >= 0 or die "socket(AF_UNIX): $!\n"'`,
+	},
+	{
+		Name: "MPTCP socket (bypasses Landlock TCP rules)", Layer: "seccomp (EPERM)",
+		Probe: sysProbe("socket", "2, 1, 262", "socket(AF_INET, IPPROTO_MPTCP)"), Want: "Operation not permitted",
+		Control: `command -v perl >/dev/null || exit 0; ` + arch + `[ -n "$socket" ] || exit 0; perl -e 'my @a = (2, 1, 0); syscall('"$socket"', @a) >= 0 or die "socket(AF_INET): $!\n"'`,
+	},
+	{
+		Name: "TIOCSTI keystroke injection", Layer: "seccomp (EPERM)",
+		Probe: sysProbe("ioctl", "0, 0x5412, 0", "ioctl(TIOCSTI)"), Want: "Operation not permitted",
+		Control: `true`,
+	},
+	{
+		Name: "hard link to a file outside the workspace", Layer: "separate mounts (EXDEV)",
+		Probe:   `ln /etc/passwd /sandbox/.darkshell-verify-link`,
+		Want:    "Invalid cross-device link",
+		Control: `echo x > /sandbox/.darkshell-verify-a && ln /sandbox/.darkshell-verify-a /sandbox/.darkshell-verify-b; r=$?; rm -f /sandbox/.darkshell-verify-a /sandbox/.darkshell-verify-b; exit $r`,
+	},
+	{
+		Name: "device node creation", Layer: "no CAP_MKNOD (EPERM)",
+		Probe:   `mknod /sandbox/.darkshell-verify-mem c 1 1`,
+		Want:    "Operation not permitted",
+		Control: `mkfifo /sandbox/.darkshell-verify-fifo && rm /sandbox/.darkshell-verify-fifo`,
 	},
 	{
 		Name: "network interfaces other than lo", Layer: "network namespace",
