@@ -41,7 +41,7 @@ func lastCap() int {
 // dropPrivileges leaves the process with uid/gid, no supplementary groups,
 // empty capability sets (bounding, ambient, inheritable, permitted,
 // effective), non-dumpable, and no_new_privs.
-func dropPrivileges(uid, gid int) error {
+func dropPrivileges(uid, gid int, userNS bool) error {
 	if uid == 0 || gid == 0 {
 		return errors.New("refusing to run the sandbox as uid or gid 0")
 	}
@@ -53,8 +53,13 @@ func dropPrivileges(uid, gid int) error {
 	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
-	if err := syscall.Setgroups(nil); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
+	// In a user namespace made without root, setgroups is denied (the
+	// caller's supplementary groups show as the overflow gid and grant
+	// nothing mounted here).
+	if !userNS {
+		if err := syscall.Setgroups(nil); err != nil {
+			return fmt.Errorf("setgroups: %w", err)
+		}
 	}
 	if err := syscall.Setresgid(gid, gid, gid); err != nil {
 		return fmt.Errorf("setresgid: %w", err)

@@ -56,7 +56,7 @@ func TestOf(t *testing.T) {
 
 func TestParseHexAddr(t *testing.T) {
 	for in, want := range map[string]string{
-		"0100007F:1F90": "127.0.0.1:8080",
+		"0100007F:1F90":                         "127.0.0.1:8080",
 		"00000000000000000000000001000000:0050": "[::1]:80",
 		"0000000000000000FFFF00000100007F:0016": "[::ffff:127.0.0.1]:22",
 	} {
