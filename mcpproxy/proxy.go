@@ -630,3 +630,10 @@ func drainProgress(seen *atomic.Int64) {
 		last = n
 	}
 }
+
+// ServeTransport serves one downstream session on t (for example stdio)
+// until it ends.
+func (p *Proxy) ServeTransport(ctx context.Context, t mcp.Transport) error {
+	r, _ := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+	return p.serverFor(r).Run(ctx, t)
+}
