@@ -103,12 +103,12 @@ func (s *Server) listen(ctx context.Context, st io.ReadWriteCloser, req *protoco
 	}
 	defer l.Close()
 	addr := l.Addr().String()
-	if err := protocol.WriteMsg(st, protocol.FrameForwardReady, &protocol.ForwardReady{Addr: addr}); err != nil {
-		return err
-	}
 	if req.MCP != nil && s.endpoints != nil {
 		s.endpoints.Register(req.MCP, addr)
 		defer s.endpoints.Unregister(req.MCP.Name, addr)
+	}
+	if err := protocol.WriteMsg(st, protocol.FrameForwardReady, &protocol.ForwardReady{Addr: addr}); err != nil {
+		return err
 	}
 	log := s.log.With("tag", req.Tag, "addr", addr)
 	log.Debug("listening")
