@@ -103,9 +103,12 @@ func (s *Server) listen(ctx context.Context, st io.ReadWriteCloser, req *protoco
 	}
 	defer l.Close()
 	addr := l.Addr().String()
+	unregister := func() {}
 	if req.MCP != nil && s.endpoints != nil {
 		s.endpoints.Register(req.MCP, addr)
-		defer s.endpoints.Unregister(req.MCP.Name, addr)
+		var once sync.Once
+		unregister = func() { once.Do(func() { s.endpoints.Unregister(req.MCP.Name, addr) }) }
+		defer unregister()
 	}
 	if err := protocol.WriteMsg(st, protocol.FrameForwardReady, &protocol.ForwardReady{Addr: addr}); err != nil {
 		return err
@@ -125,6 +128,7 @@ func (s *Server) listen(ctx context.Context, st io.ReadWriteCloser, req *protoco
 		c, err := l.Accept()
 		if err != nil {
 			log.Debug("listener closed", "err", err)
+			unregister() // now, not after the connections in flight end
 			return nil
 		}
 		wg.Add(1)

@@ -87,6 +87,16 @@ func LandlockABI() int {
 	return v
 }
 
+// LoopbackPortFirst..LoopbackPortLast are the only TCP ports sandbox
+// processes (sandboxd included) may bind or connect to: DarkShell's MCP
+// endpoints (from 7300) and port forwards use them. The network namespace
+// has only loopback, so nothing outside the sandbox is reachable through
+// them; every other TCP bind and connect stays refused by Landlock (ABI 4+).
+const (
+	LoopbackPortFirst = 7300
+	LoopbackPortLast  = 7399
+)
+
 // Landlock allow-lists, as paths inside the sandbox.
 var (
 	landlockRODirs  = []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc"}
@@ -117,14 +127,18 @@ func applyLandlock() (abi int, scoped bool, err error) {
 	if !scoped {
 		cfg.Scoped = 0
 	}
-	err = cfg.BestEffort().Restrict(
+	rules := []landlock.Rule{
 		landlock.PathAccess(landlock.AccessFSSet(llsys.AccessFSReadDir), "/"),
 		landlock.RODirs(landlockRODirs...).IgnoreIfMissing(),
 		landlock.ROFiles(landlockROFiles...).IgnoreIfMissing(),
 		landlock.RWDirs(landlockRWDirs...),
 		landlock.RWDirs("/dev/pts").WithIoctlDev(),
 		landlock.RWFiles(landlockRWFiles...).WithIoctlDev().IgnoreIfMissing(),
-	)
+	}
+	for p := LoopbackPortFirst; p <= LoopbackPortLast; p++ {
+		rules = append(rules, landlock.BindTCP(uint16(p)), landlock.ConnectTCP(uint16(p)))
+	}
+	err = cfg.BestEffort().Restrict(rules...)
 	if err != nil {
 		return 0, false, err
 	}
