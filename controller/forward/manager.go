@@ -317,6 +317,7 @@ func (m *Manager) run(ctx context.Context, r *Record) (*fwd, error) {
 					f.mu.Lock()
 					f.state = "running"
 					f.mu.Unlock()
+					stopL := context.AfterFunc(fctx, func() { l.Close() })
 					for {
 						c, err := l.Accept()
 						if err != nil {
@@ -333,6 +334,7 @@ func (m *Manager) run(ctx context.Context, r *Record) (*fwd, error) {
 							f.conn(c, hc)
 						}()
 					}
+					stopL()
 					l.Close()
 				}
 				select {
