@@ -116,11 +116,14 @@ func (m *Manager) Start(ctx context.Context, r *Record) (*Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(m.dir, r.Sandbox), 0o700); err == nil {
+	if err = os.MkdirAll(filepath.Join(m.dir, r.Sandbox), 0o700); err == nil {
 		b, _ := json.MarshalIndent(r, "", "  ")
 		err = state.WriteFileAtomic(m.path(r.Sandbox, r.Key()), b, 0o600)
 	}
 	if err != nil {
+		m.mu.Lock()
+		delete(m.running, r.Sandbox+"/"+r.Key())
+		m.mu.Unlock()
 		f.stop()
 		return nil, fmt.Errorf("unable to store the forward: %w", err)
 	}

@@ -88,7 +88,7 @@ func (r *Record) Validate() error {
 		}
 	case protocol.MCPHTTP:
 		if !strings.HasPrefix(r.URL, "http://") && !strings.HasPrefix(r.URL, "https://") {
-			return fmt.Errorf("transport http needs --url http(s)://...")
+			return fmt.Errorf("transport http needs --url with an http:// or https:// URL")
 		}
 		if len(r.Argv) > 0 {
 			return fmt.Errorf("transport http takes --url, not a command")
