@@ -475,6 +475,7 @@ func (rt *runtime) run() {
 		rt.setReady(errors.New("stopped"))
 	}()
 	if rt.rec.Transport != protocol.MCPInSandbox {
+		mcpproxy.TuneGC()
 		red := &mcpproxy.Redactor{}
 		var vals []string
 		for _, kv := range rt.creds() {

@@ -29,6 +29,7 @@ func Connect(ctx context.Context, dir, name string, log *slog.Logger) error {
 		sort.Strings(names)
 		return fmt.Errorf("%w: %q (configured: %s)", ErrNoServer, name, strings.Join(names, ", "))
 	}
+	mcpproxy.TuneGC()
 	p, err := mcpproxy.New(mcpproxy.Options{Name: name, URL: s.URL, Logger: log})
 	if err != nil {
 		return err

@@ -148,6 +148,7 @@ func (m *Manager) Serve(ctx context.Context, st io.ReadWriteCloser, f protocol.F
 		m.mu.Unlock()
 	}()
 
+	mcpproxy.TuneGC()
 	w := protocol.NewWriter(st)
 	events := make(chan []byte, 1024)
 	env := append(append([]string(nil), m.baseEnv...), req.Env...)
