@@ -437,3 +437,25 @@ func TestMCPInSandbox(t *testing.T) {
 		t.Fatal("a server that failed to start was kept")
 	}
 }
+
+// TestMCPDaemonRestart: the daemon stops its bridge servers when it stops
+// and restores them (same URL in the sandbox) when it starts again.
+func TestMCPDaemonRestart(t *testing.T) {
+	servers := mcpServers(t)
+	e := newLocalEnv(t)
+	ws := mcpWorkspace(t, "")
+	e.createLocal("mr", "--workspace", ws)
+	e.mustDS("mcp", "add", "mr", "every", "--transport", "bridge", "--", "node", everythingJS(servers))
+	url := e.mcpURL("mr", "every")
+	pid := e.mcpList("mr")["every"].PID
+	e.mustDS("daemon", "stop")
+	waitFor(t, 10*time.Second, "bridge server stopped with the daemon", func() bool { return !pidAlive(pid) })
+	// Any command starts the daemon again, which restores the server.
+	waitFor(t, 30*time.Second, "bridge restored", func() bool {
+		s := e.mcpList("mr")["every"]
+		return s.State == "running" && s.URL == url
+	})
+	if r := e.client("mr", "-url", url, "call", "echo", `{"message":"restored"}`); r["text"] != "Echo: restored" {
+		t.Fatalf("call after a daemon restart = %v", r)
+	}
+}
