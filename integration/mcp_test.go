@@ -459,3 +459,30 @@ func TestMCPDaemonRestart(t *testing.T) {
 		t.Fatalf("call after a daemon restart = %v", r)
 	}
 }
+
+// TestMCPSSH: bridge and in-sandbox servers on an ssh sandbox, where
+// sandboxd runs as the persistent agent behind `sandboxd serve` and the
+// sandbox shares the host's loopback.
+func TestMCPSSH(t *testing.T) {
+	servers := mcpServers(t)
+	e := newEnv(t)
+	e.create("s")
+	e.mustDS("mcp", "add", "s", "every", "--transport", "bridge", "--", "node", everythingJS(servers))
+	e.mustDS("mcp", "add", "s", "local", "--transport", "in-sandbox", "--", "node", everythingJS(servers))
+	b, err := os.ReadFile(filepath.Join(e.sbHome, ".darkshell", "mcp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		MCPServers map[string]struct{ URL string } `json:"mcpServers"`
+	}
+	if err := json.Unmarshal(b, &c); err != nil || len(c.MCPServers) != 2 {
+		t.Fatalf("mcp.json: %v %s", err, b)
+	}
+	for name, s := range c.MCPServers {
+		out, err := exec.Command(mcpClient(t), "-url", s.URL, "suite").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"echo":"Echo: hello from the sandbox"`) || !strings.Contains(string(out), `"progress":3`) {
+			t.Fatalf("%s at %s: %v %s", name, s.URL, err, out)
+		}
+	}
+}
