@@ -486,3 +486,23 @@ func TestMCPSSH(t *testing.T) {
 		}
 	}
 }
+
+// TestMCPSandboxDelete: deleting a sandbox stops its bridges and forgets
+// them; a new sandbox of the same name starts without them.
+func TestMCPSandboxDelete(t *testing.T) {
+	servers := mcpServers(t)
+	e := newLocalEnv(t)
+	e.createLocal("md")
+	e.mustDS("mcp", "add", "md", "every", "--transport", "bridge", "--", "node", everythingJS(servers))
+	pid := e.mcpList("md")["every"].PID
+	e.mustDS("sandbox", "delete", "md")
+	waitFor(t, 20*time.Second, "bridge server stopped after the sandbox was deleted", func() bool { return !pidAlive(pid) })
+	e.createLocal("md")
+	if l := e.mcpList("md"); len(l) != 0 {
+		t.Fatalf("a new sandbox inherited MCP servers: %+v", l)
+	}
+	e.mustDS("daemon", "stop")
+	if l := e.mcpList("md"); len(l) != 0 {
+		t.Fatalf("a restarted daemon restored a deleted sandbox's servers: %+v", l)
+	}
+}

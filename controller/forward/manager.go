@@ -142,7 +142,8 @@ func (m *Manager) Restore() {
 			if err != nil || json.Unmarshal(b, &r) != nil {
 				continue
 			}
-			if _, err := m.home.Get(r.Sandbox); err != nil {
+			if sb, err := m.home.Get(r.Sandbox); err != nil || r.Created.Before(sb.Created) {
+				os.Remove(filepath.Join(m.dir, e.Name(), fe.Name())) // stale: the sandbox is gone or new
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -289,6 +290,10 @@ func (m *Manager) run(ctx context.Context, r *Record) (*fwd, error) {
 					if err != nil {
 						f.fail(err)
 						c.Close()
+						if errors.Is(err, state.ErrNotFound) {
+							m.forget(f) // the sandbox was deleted
+							f.cancel()
+						}
 						return
 					}
 					f.conn(c, up)
@@ -310,6 +315,7 @@ func (m *Manager) run(ctx context.Context, r *Record) (*fwd, error) {
 				}
 				if err != nil {
 					if errors.Is(err, state.ErrNotFound) {
+						m.forget(f)
 						return
 					}
 					f.fail(err)
@@ -380,4 +386,14 @@ func (m *Manager) register(f *fwd) {
 	m.mu.Lock()
 	m.running[f.rec.Sandbox+"/"+f.rec.Key()] = f
 	m.mu.Unlock()
+}
+
+// forget drops a forward whose sandbox is gone, record included.
+func (m *Manager) forget(f *fwd) {
+	m.mu.Lock()
+	if m.running[f.rec.Sandbox+"/"+f.rec.Key()] == f {
+		delete(m.running, f.rec.Sandbox+"/"+f.rec.Key())
+	}
+	m.mu.Unlock()
+	os.Remove(m.path(f.rec.Sandbox, f.rec.Key()))
 }

@@ -112,14 +112,24 @@ func (m *Manager) refreshRedactor() {
 	m.red.SetValues(vals)
 }
 
+// live reports whether r belongs to a sandbox that exists and is not a
+// newer sandbox of the same name; a stale record is deleted.
+func (m *Manager) live(r *Record) bool {
+	sb, err := m.opts.Home.Get(r.Sandbox)
+	if err == nil && !r.Created.Before(sb.Created) {
+		return true
+	}
+	m.records.Delete(r.Sandbox, r.Name)
+	return false
+}
+
 // Restore starts every stored server (daemon start).
 func (m *Manager) Restore() {
 	recs, _ := m.records.List("")
 	for _, r := range recs {
-		if _, err := m.opts.Home.Get(r.Sandbox); err != nil {
-			continue
+		if m.live(r) {
+			m.start(r)
 		}
-		m.start(r)
 	}
 }
 
@@ -213,6 +223,9 @@ func (m *Manager) List(sandbox string) ([]Info, error) {
 	}
 	out := []Info{}
 	for _, r := range recs {
+		if !m.live(r) {
+			continue
+		}
 		m.mu.Lock()
 		rt := m.running[r.Sandbox+"/"+r.Name]
 		m.mu.Unlock()
@@ -521,8 +534,14 @@ func (rt *runtime) run() {
 			return
 		}
 		if errors.Is(err, state.ErrNotFound) {
-			rt.log.Info("sandbox gone: stopping its MCP server")
+			rt.log.Info("sandbox gone: removing its MCP server")
 			rt.setReady(err)
+			rt.m.records.Delete(rt.rec.Sandbox, rt.rec.Name)
+			rt.m.mu.Lock()
+			if rt.m.running[rt.rec.Sandbox+"/"+rt.rec.Name] == rt {
+				delete(rt.m.running, rt.rec.Sandbox+"/"+rt.rec.Name)
+			}
+			rt.m.mu.Unlock()
 			return
 		}
 		rt.mu.Lock()
