@@ -92,6 +92,16 @@ func LandlockABI() int {
 	return v
 }
 
+// LoopbackPortFirst..LoopbackPortLast are the only TCP ports sandbox
+// processes (sandboxd included) may bind or connect to: DarkShell's MCP
+// endpoints (from 7300) and port forwards use them. The network namespace
+// has only loopback, so nothing outside the sandbox is reachable through
+// them; every other TCP bind and connect stays refused by Landlock (ABI 4+).
+const (
+	LoopbackPortFirst = 7300
+	LoopbackPortLast  = 7399
+)
+
 // FSPolicy is the Landlock allow-list, as paths inside the sandbox: only
 // these are reachable. Dirs and files may be mixed; char devices in
 // ReadWrite also get ioctl rights (terminals).
@@ -173,6 +183,9 @@ func applyLandlock(fs FSPolicy) (abi int, scoped bool, err error) {
 			}
 			rules = append(rules, r)
 		}
+	}
+	for p := LoopbackPortFirst; p <= LoopbackPortLast; p++ {
+		rules = append(rules, landlock.BindTCP(uint16(p)), landlock.ConnectTCP(uint16(p)))
 	}
 	// Rights newer than the kernel's ABI are dropped in both modes (the
 	// ABI in use is reported); hard_requirement is about the listed paths.
