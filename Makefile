@@ -24,8 +24,8 @@ help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the system packages tests and the demo need (openssh-server, rsync)
-	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync; do \
+deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl)
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl; do \
 	  [ -x "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \

@@ -23,6 +23,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if addrs := os.Getenv("DARKSHELL_TEST_HTTP_SERVER"); addrs != "" {
+		serveTestHTTP(strings.Split(addrs, ","))
+		return
+	}
 	flag.Parse() // testing.Short needs parsed flags
 	binDir = os.Getenv("DARKSHELL_BIN_DIR")
 	if binDir == "" && !testing.Short() {

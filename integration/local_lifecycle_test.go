@@ -260,8 +260,8 @@ func TestLocalChurn(t *testing.T) {
 			e.mustBash(name, "test -f /sandbox/x")
 		}
 		cgroups = append(cgroups, e.record(name).Extra.Cgroups...)
-		if _, _, code := e.ds("sandbox", "delete", name); code != 0 {
-			t.Fatalf("delete %s failed", name)
+		if _, errOut, code := e.ds("sandbox", "delete", name); code != 0 {
+			t.Fatalf("delete %s failed: %s", name, errOut)
 		}
 	}
 	if ents, _ := os.ReadDir(filepath.Join(e.home, "sandboxes")); len(ents) != 0 {
@@ -280,5 +280,23 @@ func TestLocalChurn(t *testing.T) {
 		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p)); strings.Contains(string(b), e.home) {
 			t.Fatalf("sandboxd %d of this test is still running", p)
 		}
+	}
+}
+
+// TestLocalCreateEnv: create --env values reach every command (and survive
+// a stop/start); exec -e overrides them; the egress proxy is announced.
+func TestLocalCreateEnv(t *testing.T) {
+	e := newLocalEnv(t)
+	e.createLocal("env", "--env", "FOO=from-create", "--env", "BAR=2")
+	if got := e.mustBash("env", "echo $FOO $BAR $HTTPS_PROXY"); got != "from-create 2 http://127.0.0.1:7399\n" {
+		t.Fatalf("env: %q", got)
+	}
+	if out, _, _ := e.ds("exec", "-e", "FOO=from-exec", "env", "--", "bash", "-c", "echo $FOO"); out != "from-exec\n" {
+		t.Fatalf("exec -e does not override: %q", out)
+	}
+	e.lifecycleOp("stop", "env")
+	e.lifecycleOp("start", "env")
+	if got := e.mustBash("env", "echo $FOO"); got != "from-create\n" {
+		t.Fatalf("after start: %q", got)
 	}
 }

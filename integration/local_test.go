@@ -429,8 +429,8 @@ func TestLocalDeleteLeavesNothing(t *testing.T) {
 		if !pidAlive(pid) {
 			t.Fatalf("init %d of %s is not running", pid, name)
 		}
-		if _, _, code := e.ds("sandbox", "delete", name); code != 0 {
-			t.Fatalf("delete %s failed", name)
+		if _, errOut, code := e.ds("sandbox", "delete", name); code != 0 {
+			t.Fatalf("delete %s failed: %s", name, errOut)
 		}
 		for _, p := range procs {
 			if pidAlive(p) {

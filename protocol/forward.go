@@ -54,6 +54,9 @@ type ForwardListen struct {
 	// MCP, when set, registers the listener as the URL of a bridged MCP
 	// server in the sandbox's generated client config.
 	MCP *MCPEndpoint `json:"mcp,omitempty"`
+	// Identify asks sandboxd to name the process behind each accepted
+	// connection (ForwardConn.Caller), for the egress proxy's policy.
+	Identify bool `json:"identify,omitempty"`
 }
 
 func (m *ForwardListen) Validate() error {
@@ -76,6 +79,32 @@ func (m *ForwardListen) Validate() error {
 type ForwardConn struct {
 	Tag  string `json:"tag"`
 	Peer string `json:"peer,omitempty"` // the client's address in the sandbox
+	// Caller is the process that connected, when the listener asked to
+	// identify it and sandboxd could (from the socket, never from argv).
+	Caller *ForwardCaller `json:"caller,omitempty"`
+}
+
+// ForwardCaller is a process in the sandbox: its real executable and its
+// ancestors' (nearest first).
+type ForwardCaller struct {
+	PID       int      `json:"pid"`
+	Binary    string   `json:"binary"`
+	Ancestors []string `json:"ancestors,omitempty"`
+}
+
+// MaxCallerAncestors bounds ForwardCaller.Ancestors.
+const MaxCallerAncestors = 32
+
+func (c *ForwardCaller) validate() error {
+	if c.PID < 0 || len(c.Binary) > MaxSyncPath || len(c.Ancestors) > MaxCallerAncestors {
+		return errors.New("bad caller")
+	}
+	for _, a := range c.Ancestors {
+		if len(a) > MaxSyncPath {
+			return errors.New("caller ancestor path too long")
+		}
+	}
+	return nil
 }
 
 func (m *ForwardConn) Validate() error {
@@ -84,6 +113,11 @@ func (m *ForwardConn) Validate() error {
 	}
 	if len(m.Peer) > 128 {
 		return errors.New("peer address too long")
+	}
+	if m.Caller != nil {
+		if err := m.Caller.validate(); err != nil {
+			return err
+		}
 	}
 	return validTag(m.Tag)
 }

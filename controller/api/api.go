@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bohica-labs/darkshell/controller/driver"
+	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/state"
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -153,4 +154,23 @@ type SyncResult struct {
 	Direction string `json:"direction"`
 	Local     string `json:"local"`
 	Remote    string `json:"remote"`
+}
+
+// PolicyTestResult answers POST /v1/sandboxes/{name}/policy/test (body: an
+// egress.Request): the decision the egress proxy would make.
+type PolicyTestResult struct {
+	Request  egress.Request  `json:"request"`
+	Decision egress.Decision `json:"decision"`
+}
+
+// PolicySetRequest is the body of PUT /v1/sandboxes/{name}/policy.
+type PolicySetRequest struct {
+	Policy string `json:"policy"` // the policy file's content
+	Source string `json:"source,omitempty"`
+}
+
+// PolicySetResult answers PUT /v1/sandboxes/{name}/policy.
+type PolicySetResult struct {
+	Sandbox      string `json:"sandbox"`
+	NetworkRules int    `json:"network_rules"`
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bohica-labs/darkshell/controller/api"
+	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/yamldoc"
 )
@@ -76,6 +78,123 @@ process.run_as_user/group. Exit status 1 when the file is not valid.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(validate)
+	cmd.AddCommand(validate, a.policyTestCmd(), a.policySetCmd())
+	return cmd
+}
+
+func (a *app) policyTestCmd() *cobra.Command {
+	var req egress.Request
+	cmd := &cobra.Command{
+		Use:   "test NAME --host H --port P [--binary PATH] [--method M --path P]",
+		Short: "Ask whether the sandbox's egress proxy would allow a request, and why",
+		Long: `Evaluate a request against the sandbox's network policy with the same engine
+the egress proxy uses, without sending any traffic. Prints allow or deny, the
+matched policy and rule, or the reason for the denial.
+
+--binary is the calling program's real executable (what the proxy sees from
+/proc/PID/exe; argv is never trusted); --ancestor adds a parent's executable.
+With --method and --path the request is decided at L7 (REST rules, access
+presets); without, at L4 (host, port, binary). Exit status 1 on deny.`,
+		Example: `  darkshell policy test dev --host api.github.com --port 443 --binary /usr/bin/gh
+  darkshell policy test dev --host pypi.org --port 443 --binary /usr/bin/python3 --method GET --path /simple/requests/
+  darkshell policy test dev --host example.com --port 80 -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if req.Host == "" || req.Port == 0 {
+				return usagef("--host and --port are required")
+			}
+			if (req.Method == "") != (req.Path == "") {
+				return usagef("--method and --path go together (an L7 request)")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.PolicyTest(cmd.Context(), args[0], &req)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				if err := a.printJSON(res); err != nil {
+					return err
+				}
+			} else {
+				d := res.Decision
+				verdict := "DENY"
+				if d.Allow {
+					verdict = "ALLOW"
+				}
+				fmt.Fprintf(a.stdout, "%s %s:%d", verdict, req.Host, req.Port)
+				if req.Method != "" {
+					fmt.Fprintf(a.stdout, " %s %s", req.Method, req.Path)
+				}
+				fmt.Fprintln(a.stdout)
+				if d.Policy != "" {
+					fmt.Fprintf(a.stdout, "policy:  %s (endpoint %d)\n", d.Policy, d.Endpoint)
+				}
+				if d.Rule != "" {
+					fmt.Fprintf(a.stdout, "rule:    %s\n", d.Rule)
+				}
+				fmt.Fprintf(a.stdout, "reason:  %s\n", d.Reason)
+				if d.Inspect && req.Method == "" {
+					fmt.Fprintln(a.stdout, "note:    this endpoint has L7 rules: give --method and --path to test a request")
+				}
+			}
+			if !res.Decision.Allow {
+				return &exitError{code: ExitFail}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Host, "host", "", "destination host name or address")
+	f.IntVar(&req.Port, "port", 0, "destination port")
+	f.StringVar(&req.Binary, "binary", "", "the calling program's real executable path")
+	f.StringArrayVar(&req.Ancestors, "ancestor", nil, "a parent process's executable (repeatable, nearest first)")
+	f.StringVar(&req.Method, "method", "", "HTTP method (L7)")
+	f.StringVar(&req.Path, "path", "", "HTTP path (L7)")
+	f.StringVar(&req.Query, "query", "", "HTTP query string (L7)")
+	return cmd
+}
+
+func (a *app) policySetCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "set NAME --policy FILE",
+		Short: "Replace the network policy of a running sandbox (hot reload)",
+		Long: `Replace network_policies (and network_middlewares) of a sandbox's policy
+atomically: requests already decided finish under the old policy, every new
+one is decided by the new. A file that does not validate is refused and the
+old policy stays in force. filesystem_policy, landlock and process are fixed
+at create: a file that changes them is refused, as OpenShell does.`,
+		Example: `  darkshell policy set dev --policy policies/development.yaml`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if file == "" {
+				return usagef("--policy FILE is required")
+			}
+			data, err := os.ReadFile(file)
+			if err != nil {
+				return usagef("--policy: %v", err)
+			}
+			if _, err := policy.Parse(file, data); err != nil {
+				return fmt.Errorf("%s is not valid (nothing changed):\n%w", file, err)
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.PolicySet(cmd.Context(), args[0], &api.PolicySetRequest{Policy: string(data), Source: file})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return a.printJSON(res)
+			}
+			fmt.Fprintf(a.stdout, "sandbox %s: network policy replaced (%d rules)\n", res.Sandbox, res.NetworkRules)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&file, "policy", "", "policy file (OpenShell format)")
 	return cmd
 }

@@ -35,7 +35,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{name}/exec", d.exec)
 	mux.HandleFunc("POST /v1/sandboxes/{name}/sync", d.sync)
 	d.lifecycleRoutes(mux)
-	d.toolRoutes(mux) // mcp.go, forward.go
+	d.toolRoutes(mux)   // mcp.go, forward.go
+	d.egressRoutes(mux) // egress.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()
@@ -181,6 +182,7 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	d.startEgress(sb)
 	writeJSON(w, http.StatusCreated, d.view(sb))
 }
 
@@ -190,6 +192,7 @@ func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	d.stopEgress(sb.Name)
 	d.pool.drop(sb.Name)
 	if drv, err := driver.Get(sb.Driver); err == nil {
 		if err := drv.Delete(r.Context(), d.opts.Home, sb); err != nil {

@@ -40,6 +40,7 @@ func (d *Daemon) lifecycle(w http.ResponseWriter, r *http.Request, op string) {
 	defer cancel()
 	d.pool.drop(sb.Name)
 	if op == "stop" {
+		d.stopEgress(sb.Name)
 		err = lc.Stop(ctx, d.opts.Home, sb)
 	} else {
 		err = lc.Start(ctx, d.opts.Home, sb)
@@ -54,6 +55,9 @@ func (d *Daemon) lifecycle(w http.ResponseWriter, r *http.Request, op string) {
 	if err := d.opts.Home.Save(sb); err != nil {
 		writeErr(w, err)
 		return
+	}
+	if op == "start" {
+		d.startEgress(sb)
 	}
 	writeJSON(w, http.StatusOK, d.view(sb))
 }

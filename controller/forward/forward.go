@@ -81,17 +81,29 @@ type Listener struct {
 // Listen makes sandboxd listen on addr (port 0: any) under tag; mcp, when
 // set, lists the listener in the sandbox's MCP client config.
 func Listen(ctx context.Context, s *session.Session, addr, tag string, mcp *protocol.MCPEndpoint) (*Listener, error) {
+	return ListenWith(ctx, s, protocol.ForwardListen{Addr: addr, Tag: tag, MCP: mcp})
+}
+
+// Conn is a connection accepted in the sandbox, with what sandboxd said
+// about it (its peer address, and its caller when asked to identify).
+type Conn struct {
+	net.Conn
+	Meta *protocol.ForwardConn
+}
+
+// ListenWith is Listen with the whole request (e.g. Identify).
+func ListenWith(ctx context.Context, s *session.Session, req protocol.ForwardListen) (*Listener, error) {
 	if err := check(s); err != nil {
 		return nil, err
 	}
-	req := protocol.ForwardListen{Addr: addr, Tag: tag, MCP: mcp}
+	addr, tag := req.Addr, req.Tag
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	l := &Listener{conns: make(chan net.Conn), done: make(chan struct{}), stopped: make(chan struct{})}
-	l.unreg = s.HandleForward(tag, func(c net.Conn, _ *protocol.ForwardConn) {
+	l.unreg = s.HandleForward(tag, func(c net.Conn, m *protocol.ForwardConn) {
 		select {
-		case l.conns <- c:
+		case l.conns <- &Conn{Conn: c, Meta: m}:
 		case <-l.done:
 			c.Close()
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/sandboxd/internal/process"
+	"github.com/bohica-labs/darkshell/sandboxd/peer"
 )
 
 // Opener opens a stream to the controller on the session a request came on.
@@ -140,7 +141,23 @@ func (s *Server) listen(ctx context.Context, st io.ReadWriteCloser, req *protoco
 				c.Close()
 				return
 			}
-			if err := protocol.WriteMsg(up, protocol.FrameForwardConn, &protocol.ForwardConn{Tag: req.Tag, Peer: c.RemoteAddr().String()}); err != nil {
+			fc := &protocol.ForwardConn{Tag: req.Tag, Peer: c.RemoteAddr().String()}
+			if req.Identify {
+				var p peer.Process
+				var err error
+				// From the thread commands are forked from: its Landlock
+				// domain is theirs (see process.OnSpawnThread).
+				process.OnSpawnThread(func() { p, err = peer.Of("/proc", c) })
+				if err == nil {
+					if len(p.Ancestors) > protocol.MaxCallerAncestors {
+						p.Ancestors = p.Ancestors[:protocol.MaxCallerAncestors]
+					}
+					fc.Caller = &protocol.ForwardCaller{PID: p.PID, Binary: p.Binary, Ancestors: p.Ancestors}
+				} else {
+					log.Warn("unable to identify the caller; the egress policy sees an unidentified process", "peer", fc.Peer, "err", err)
+				}
+			}
+			if err := protocol.WriteMsg(up, protocol.FrameForwardConn, fc); err != nil {
 				c.Close()
 				up.Close()
 				return

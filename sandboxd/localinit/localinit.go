@@ -80,6 +80,7 @@ type Options struct {
 	UserNS        bool      `json:"userns"`           // started in a user namespace (not root on the host)
 	FS            *FSPolicy `json:"fs,omitempty"`     // Landlock allow-list (nil: DefaultFS)
 	Rootfs        string    `json:"rootfs,omitempty"` // host dir whose top-level entries make the root (empty: the host's system dirs)
+	Env           []string  `json:"env,omitempty"`    // added to every command's environment (the egress proxy's address)
 	Extra         []string  `json:"report"`           // confinements applied by the controller (e.g. cgroups), for the hello
 	// WorkloadCgroups are host paths of v1 cgroup dirs, each a child of
 	// the cgroup sandboxd is in, that every command sandboxd starts is born
@@ -188,7 +189,7 @@ func Run(ctx context.Context, o Options) error {
 
 	srv := sandboxd.New(sandboxd.Options{
 		DefaultDir:  Workspace,
-		BaseEnv:     baseEnv(o.Name),
+		BaseEnv:     append(baseEnv(o.Name), o.Env...),
 		Logger:      log,
 		LandlockABI: rep.LandlockABI,
 		Confined:    rep.Confined,

@@ -200,7 +200,8 @@ func untar(ctx context.Context, tr *tar.Reader, dir string) error {
 			err = root.Chmod(name, mode)
 		case tar.TypeReg:
 			root.Remove(name)
-			f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+			var f *os.File
+			f, err = root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 			if err != nil {
 				return fmt.Errorf("image entry %s: %w", name, err)
 			}

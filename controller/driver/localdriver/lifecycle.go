@@ -79,7 +79,7 @@ func (Driver) Start(ctx context.Context, h *state.Home, sb *state.Sandbox) error
 	if fi, err := os.Stat(ws); err != nil || !fi.IsDir() {
 		return fmt.Errorf("sandbox %s: workspace %s is not an existing directory", sb.Name, ws)
 	}
-	if err := launch(ctx, h, p, sb.Name, ws, &x); err != nil {
+	if err := launch(ctx, h, p, sb.Name, ws, sb.Env, &x); err != nil {
 		return err
 	}
 	x.Stopped = false

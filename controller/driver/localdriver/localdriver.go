@@ -42,6 +42,7 @@ import (
 
 	"github.com/bohica-labs/darkshell/controller/agentbin"
 	"github.com/bohica-labs/darkshell/controller/driver"
+	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/inject"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/session"
@@ -195,7 +196,7 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 	if err := pinHostKey(p, sb.Name); err != nil {
 		return err
 	}
-	if err := launch(ctx, h, p, sb.Name, ws, &x); err != nil {
+	if err := launch(ctx, h, p, sb.Name, ws, sb.Env, &x); err != nil {
 		return err
 	}
 	if sb.Extra, err = json.Marshal(x); err != nil {
@@ -207,7 +208,7 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 
 // launch makes the sandbox's cgroups and starts its init, recording the pid,
 // start time, cgroups and applied limits in x. On failure nothing is left.
-func launch(ctx context.Context, h *state.Home, p paths, name, ws string, x *Extra) error {
+func launch(ctx context.Context, h *state.Home, p paths, name, ws string, env []string, x *Extra) error {
 	bin, err := sandboxdBinary(h)
 	if err != nil {
 		return err
@@ -220,7 +221,7 @@ func launch(ctx context.Context, h *state.Home, p paths, name, ws string, x *Ext
 	} else if x.PidsLimit > 0 || x.MemoryLimit != "" || x.CPULimit != "" {
 		return fmt.Errorf("--pids-limit, --memory-limit and --cpu-limit need root: uid %d has no delegated cgroup to put limits on (run as root, or create without limits)", os.Getuid())
 	}
-	pid, st, err := start(ctx, bin, p, name, ws, *x, cg)
+	pid, st, err := start(ctx, bin, p, name, ws, env, *x, cg)
 	if err != nil {
 		if rerr := cg.remove(); rerr != nil {
 			err = errors.Join(err, rerr)
@@ -292,6 +293,8 @@ type initConfig struct {
 	Rootfs string `json:"rootfs,omitempty"`
 	// UserNS: init starts in a user namespace (the caller is not root).
 	UserNS bool `json:"userns,omitempty"`
+	// Env is added to every command's environment.
+	Env []string `json:"env,omitempty"`
 }
 
 // rootless reports whether sandboxes are made without root: then a user
@@ -300,7 +303,7 @@ func rootless() bool { return os.Geteuid() != 0 }
 
 // start runs `sandboxd init` in new namespaces, detached, and waits for it
 // to report ready on a pipe (fd 3), or to fail.
-func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, cg *cgroups) (pid int, startTime uint64, err error) {
+func start(ctx context.Context, bin string, p paths, name, ws string, env []string, x Extra, cg *cgroups) (pid int, startTime uint64, err error) {
 	logf, err := os.OpenFile(p.log(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, 0, err
@@ -324,6 +327,10 @@ func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, c
 		HostKey: p.hostKey(), AuthorizedKey: p.clientKey() + ".pub",
 		UID: x.UID, GID: x.GID, Unconfined: x.Unconfined, Report: cg.report(),
 		WorkloadCgroups: cg.Workload, FS: fs, Rootfs: rootfs, UserNS: rootless(),
+		// Every local sandbox finds the egress proxy (run by the daemon;
+		// without network_policies it denies everything, saying why), then
+		// the sandbox's own --env values.
+		Env: append(egress.ProxyEnv(), env...),
 	})
 	if err != nil {
 		return 0, 0, err
@@ -434,8 +441,11 @@ func procStartTime(pid int) (uint64, error) {
 	if len(f) < 20 {
 		return 0, errors.New("bad stat")
 	}
-	if f[0] == "Z" || f[0] == "X" {
-		return 0, errors.New("zombie")
+	// A zombie still counts: its reaper (the process that started it)
+	// records how it ended before reaping it, so Status and delete wait
+	// for that record rather than race it.
+	if f[0] == "X" {
+		return 0, errors.New("dead")
 	}
 	return strconv.ParseUint(f[19], 10, 64)
 }

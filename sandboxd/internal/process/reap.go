@@ -3,6 +3,7 @@ package process
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,16 +28,45 @@ var startWrapper func(start func() error) error
 // in the workload cgroup, so the child is born there. Call it before serving.
 func SetStartWrapper(f func(start func() error) error) { startWrapper = f }
 
-// startOwned starts cmd and registers its pid as owned.
+// spawnCh feeds the spawner thread.
+var (
+	spawnOnce sync.Once
+	spawnCh   = make(chan func())
+)
+
+// OnSpawnThread runs f on the one OS thread every command is forked from.
+// Credentials, and with them a Landlock domain, are per thread: below
+// Landlock ABI 8 every thread of a Go program restricted itself into a
+// sibling domain, and a process may only inspect (ptrace-mode access to
+// /proc/PID/fd, exe) processes of its own domain or a nested one. Forking
+// and inspecting from the same thread keeps every command in the
+// inspector's domain.
+func OnSpawnThread(f func()) {
+	spawnOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread stays the spawner
+			for g := range spawnCh {
+				g()
+			}
+		}()
+	})
+	done := make(chan struct{})
+	spawnCh <- func() { f(); close(done) }
+	<-done
+}
+
+// startOwned starts cmd (on the spawner thread) and registers its pid as owned.
 func startOwned(cmd *exec.Cmd) error {
 	owned.Lock()
 	defer owned.Unlock()
 	var err error
-	if startWrapper != nil {
-		err = startWrapper(cmd.Start)
-	} else {
-		err = cmd.Start()
-	}
+	OnSpawnThread(func() {
+		if startWrapper != nil {
+			err = startWrapper(cmd.Start)
+		} else {
+			err = cmd.Start()
+		}
+	})
 	if err != nil {
 		return err
 	}
