@@ -173,10 +173,10 @@ func (d Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) er
 // checkOptions refuses the create options this driver cannot honour.
 func (d Driver) checkOptions(o driver.CreateOptions) error {
 	switch {
-	case o.Image == "":
-		return fmt.Errorf("--driver %s needs --image: an image in %s's store (e.g. built by `darkshell image build` and loaded) or the path of an image archive", d.Engine.Name, d.Engine.Name)
 	case o.Rootfs != "":
 		return fmt.Errorf("--rootfs is not supported by the %s driver: build an image from the directory and pass --image", d.Engine.Name)
+	case o.Image == "":
+		return fmt.Errorf("--driver %s needs --image: an image in %s's store (e.g. built by `darkshell image build` and loaded) or the path of an image archive", d.Engine.Name, d.Engine.Name)
 	case o.Unconfined:
 		return fmt.Errorf("--unconfined is not supported by the %s driver (the container's confinement is the engine's)", d.Engine.Name)
 	case o.Policy != "":
@@ -415,10 +415,14 @@ func (d Driver) logsTail(x Extra) string {
 		return ""
 	}
 	out, _ := cmd.CombinedOutput()
-	if s := clean(string(out)); s != "" {
-		return "; container output: " + s
+	s := clean(string(out))
+	switch {
+	case s == "":
+		return ""
+	case strings.Contains(s, "failed to exec pid1") || strings.Contains(s, "/bin/sh"):
+		return "; container output: " + s + "; the image has no /bin/sh: the " + d.Engine.Name + " driver needs a POSIX shell at /bin/sh in the image"
 	}
-	return ""
+	return "; container output: " + s
 }
 
 func reasonSuffix(r string) string {
