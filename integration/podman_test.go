@@ -23,7 +23,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/bohica-labs/darkshell/controller/client"
-	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // podmanEnv is an installation whose podman keeps all its state (images,
@@ -193,7 +192,7 @@ func (pe *podmanEnv) containers(name string) []string {
 func writeToolImage(t testing.TB, archive, tag string) {
 	t.Helper()
 	dir := toolRoot(t, "bash", "sh", "cat", "ls", "id", "touch", "mkdir", "rm", "uname", "chmod", "mv",
-		"sha256sum", "tr", "sleep", "head", "tail", "seq", "stty", "env", "true", "ln", "grep")
+		"sha256sum", "tr", "sleep", "head", "tail", "seq", "stty", "env", "true", "ln", "grep", "echo")
 	ref, err := name.NewTag(tag)
 	if err != nil {
 		t.Fatal(err)
@@ -283,31 +282,6 @@ func toolRoot(t testing.TB, tools ...string) string {
 	os.WriteFile(filepath.Join(dir, "etc/group"), []byte("root:x:0:\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "etc/os-release"), []byte("ID=darkshell-tools\n"), 0o644)
 	return dir
-}
-
-// apiExecTimes measures `exec true` through the daemon API n times after
-// a warm-up, sorted.
-func (pe *podmanEnv) apiExecTimes(name string, n int) []time.Duration {
-	pe.t.Helper()
-	ctx := context.Background()
-	var ds []time.Duration
-	for i := range n + 3 {
-		t0 := time.Now()
-		p, err := pe.c.Exec(ctx, name, &protocol.ExecStart{Argv: []string{"true"}})
-		if err != nil {
-			pe.t.Fatal(err)
-		}
-		x, err := p.Wait(nil, nil)
-		p.Close()
-		if err != nil || x.Status() != 0 {
-			pe.t.Fatalf("exec true: %v %+v", err, x)
-		}
-		if i >= 3 {
-			ds = append(ds, time.Since(t0))
-		}
-	}
-	slices.Sort(ds)
-	return ds
 }
 
 // podmanGet is `sandbox get -o json` for a podman sandbox.
