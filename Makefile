@@ -20,14 +20,14 @@ help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the system packages tests and the demo need (openssh-server, rsync)
-	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync; do \
+deps: ## Install the system packages tests and the demo need (openssh-server, rsync, podman with runc and catatonit)
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit; do \
 	  [ -x "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get install -y -q $$need >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$need >/dev/null; }; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $$need >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends $$need >/dev/null; }; \
 	fi
 	@mkdir -p /run/sshd 2>/dev/null || true
 
@@ -93,6 +93,10 @@ bench-sync: deps build ## Sync: darkshell vs rsync -a over the same sshd (initia
 .PHONY: bench-local
 bench-local: build ## local driver: create-to-first-exec and exec p50/p99 (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-100} $(GO) test -count=1 -run '^$$' -bench BenchmarkLocalCreate -benchtime 1x -timeout 20m ./integration/
+
+.PHONY: bench-podman
+bench-podman: deps build ## podman driver: exec through the daemon API and a fresh CLI vs `podman exec` (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-200} $(GO) test -count=1 -run '^$$' -bench BenchmarkPodmanExec -benchtime 1x -timeout 20m ./integration/
 
 .PHONY: clean
 clean: ## Remove build output
