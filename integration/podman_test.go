@@ -531,3 +531,32 @@ func BenchmarkPodmanExec(b *testing.B) {
 	fmt.Printf("ratios: api/podman-exec %.4fx, cli/podman-exec %.3fx\n",
 		ratio(pct(res["api"], 50), pct(res["podman-exec"], 50)), ratio(pct(res["cli"], 50), pct(res["podman-exec"], 50)))
 }
+
+// TestDockerWithoutEngine: the docker driver shares the podman driver's
+// code, but this machine has at most the docker client and no engine, so
+// only its failure is exercised: create says what is missing and leaves
+// nothing behind.
+func TestDockerWithoutEngine(t *testing.T) {
+	requireIntegration(t)
+	e := &env{t: t, home: t.TempDir()}
+	c, err := client.New(client.Options{Home: e.home, Darkshell: filepath.Join(binDir, "darkshell")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c = c
+	t.Cleanup(e.cleanup)
+	if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").Output(); err == nil {
+		t.Skipf("a Docker engine (%s) answers here: this test is for machines without one", bytes.TrimSpace(out))
+	}
+	_, errOut, code := e.ds("sandbox", "create", "d", "--driver", "docker", "--image", "busybox")
+	want := "Cannot connect to the Docker daemon"
+	if _, err := exec.LookPath("docker"); err != nil {
+		want = "`docker` is not in PATH"
+	}
+	if code != 1 || !strings.Contains(errOut, "docker is not usable here") || !strings.Contains(errOut, want) {
+		t.Fatalf("exit %d, stderr %q; want a failure saying %q", code, errOut, want)
+	}
+	if _, err := os.Stat(filepath.Join(e.home, "sandboxes", "d")); err == nil {
+		t.Fatal("a failed create left a record")
+	}
+}

@@ -132,6 +132,9 @@ func (d Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) er
 	x.Container = containerName(h, sb.Name)
 	x.EngineEnv = d.Engine.engineEnv()
 	eng := d.Engine
+	if _, err := eng.run(ctx, x.EngineEnv, "version"); err != nil {
+		return fmt.Errorf("%s is not usable here: %w", eng.Name, hint(err))
+	}
 
 	ref, loaded, err := d.resolveImage(ctx, x)
 	if err != nil {
