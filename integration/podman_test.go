@@ -560,3 +560,86 @@ func TestDockerWithoutEngine(t *testing.T) {
 		t.Fatal("a failed create left a record")
 	}
 }
+
+// TestPodmanRootless runs darkshell (CLI and daemon) as the unprivileged
+// user nobody, with rootless podman keeping its state in a test-owned
+// directory. nobody has no /etc/subuid range here, so podman maps just
+// that one uid ("single mapping"): container root is nobody on the host.
+// Limits are refused: rootless podman on cgroup v1 would ignore them.
+func TestPodmanRootless(t *testing.T) {
+	requirePodman(t)
+	runuser, err := exec.LookPath("runuser")
+	if err != nil {
+		requireFeature(t, "runuser (util-linux), to run darkshell as an unprivileged user")
+	}
+	dir, err := os.MkdirTemp("", "ds-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	pe := &podmanEnv{env: &env{t: t}, dir: dir, archive: filepath.Join(dir, "image.tar")}
+	writeToolImage(t, pe.archive, "darkshell.test/tools:1")
+	for _, f := range []string{"darkshell", "sandboxd"} {
+		b, err := os.ReadFile(filepath.Join(binDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o755)
+	}
+	os.WriteFile(filepath.Join(dir, "containers.conf"), []byte("[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "storage.conf"), fmt.Appendf(nil, "[storage]\ndriver = \"vfs\"\ngraphroot = \"%[1]s/home/storage\"\nrunroot = \"%[1]s/run/storage\"\n", dir), 0o644)
+	for _, d := range []string{"home", "run"} {
+		os.Mkdir(filepath.Join(dir, d), 0o700)
+		os.Chown(filepath.Join(dir, d), 65534, 65534)
+	}
+	as := func(args ...string) (string, string, int) {
+		t.Helper()
+		cmd := exec.Command(runuser, append([]string{"-u", "nobody", "--", "env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+			"HOME=" + dir + "/home", "XDG_RUNTIME_DIR=" + dir + "/run", "DARKSHELL_HOME=" + dir + "/home/ds",
+			"CONTAINERS_CONF=" + dir + "/containers.conf", "CONTAINERS_STORAGE_CONF=" + dir + "/storage.conf"}, args...)...)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return o.String(), e.String(), code
+	}
+	ds := filepath.Join(dir, "darkshell")
+	t.Cleanup(func() {
+		as(ds, "daemon", "stop")
+		as("podman", "rm", "-af", "-t", "0")
+		// The rootless pause process podman started for this user namespace.
+		if b, err := os.ReadFile(filepath.Join(dir, "run", "libpod", "tmp", "pause.pid")); err == nil {
+			var pid int
+			if fmt.Sscan(string(b), &pid); pid > 1 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		os.RemoveAll(dir)
+	})
+
+	if out, errOut, code := as(ds, "sandbox", "create", "rl", "--driver", "podman", "--image", pe.archive); code != 0 {
+		t.Fatalf("rootless create: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code := as(ds, "exec", "rl", "--", "sh", "-c", "cat /proc/self/uid_map; echo x > /sandbox/f && cat /sandbox/f")
+	if code != 0 || len(strings.Fields(out)) != 4 || strings.Fields(out)[1] != "65534" || !strings.HasSuffix(out, "x\n") {
+		t.Fatalf("rootless exec: exit %d, stdout %q, stderr %q; want container root mapped to 65534", code, out, errOut)
+	}
+	_, errOut, code = as(ds, "sandbox", "create", "lim", "--driver", "podman", "--image", pe.archive, "--memory-limit", "64M")
+	if code == 0 || !strings.Contains(errOut, "rootless podman on a cgroup v1 host") {
+		// On a cgroup v2 host with delegation the limits would be enforced.
+		if b, _ := os.ReadFile("/proc/self/cgroup"); strings.Contains(string(b), ":memory:") {
+			t.Fatalf("limits with rootless podman on cgroup v1: exit %d, stderr %q; want a refusal", code, errOut)
+		}
+	}
+	if out, errOut, code := as(ds, "sandbox", "delete", "rl"); code != 0 {
+		t.Fatalf("delete: %d %s %s", code, out, errOut)
+	}
+	if out, _, _ := as("podman", "ps", "-aq"); strings.TrimSpace(out) != "" {
+		t.Fatalf("containers left: %s", out)
+	}
+}

@@ -151,6 +151,11 @@ func (d Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) er
 	if err != nil {
 		return err
 	}
+	if len(limits) > 0 {
+		if err := d.checkLimitsEnforced(ctx, x); err != nil {
+			return err
+		}
+	}
 	x.Limits = limits
 	args = append(args, x.ImageID)
 	out, err := eng.run(ctx, x.EngineEnv, args...)
@@ -292,6 +297,23 @@ func (d Driver) runArgs(h *state.Home, sb *state.Sandbox, x Extra) (args, limits
 		args = append(args, ulimitArgs()...)
 	}
 	return args, limits, nil
+}
+
+// checkLimitsEnforced refuses limits the engine would silently ignore:
+// rootless podman on a cgroup v1 host starts the container without them
+// (it only prints a warning).
+func (d Driver) checkLimitsEnforced(ctx context.Context, x Extra) error {
+	if d.Engine.Name != Podman.Name {
+		return nil
+	}
+	out, err := d.Engine.run(ctx, x.EngineEnv, "info", "--format", "{{.Host.Security.Rootless}} {{.Host.CgroupsVersion}}")
+	if err != nil {
+		return fmt.Errorf("unable to tell whether podman can enforce the limits: %w", err)
+	}
+	if f := strings.Fields(out); len(f) == 2 && f[0] == "true" && f[1] == "v1" {
+		return errors.New("--cpu-limit, --memory-limit and --pids-limit cannot be enforced by rootless podman on a cgroup v1 host (podman would ignore them): run darkshell as root for rootful podman, or use a cgroup v2 host with delegated controllers")
+	}
+	return nil
 }
 
 // memoryFlag turns a size like 512M, 1G, 1.5GiB or 1048576 into the
