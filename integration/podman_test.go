@@ -643,3 +643,31 @@ func TestPodmanRootless(t *testing.T) {
 		t.Fatalf("containers left: %s", out)
 	}
 }
+
+// TestPodmanCarrierLoss: when the `podman exec` client that carries the
+// warm session dies, the next command re-dials (no push again) and the
+// session's sandboxd side goes away instead of piling up.
+func TestPodmanCarrierLoss(t *testing.T) {
+	pe := newPodmanEnv(t)
+	pe.createPodman("cl")
+	ctr := pe.get("cl").Extra.Container
+	pe.mustBash("cl", "true")
+	serves := func() []int { return pgrep("sandboxd", "serve", "--workdir") }
+	carriers := pgrep("podman exec -i "+ctr)
+	if len(carriers) != 1 {
+		t.Fatalf("want one warm carrier, found %v", carriers)
+	}
+	before := len(serves())
+	syscall.Kill(carriers[0], syscall.SIGKILL)
+	waitFor(t, 10*time.Second, "the dead carrier's sandboxd to exit", func() bool { return len(serves()) < before })
+	if out := pe.mustBash("cl", "echo again"); out != "again\n" {
+		t.Fatalf("after the carrier died: %q", out)
+	}
+	if c := pgrep("podman exec -i "+ctr); len(c) != 1 || c[0] == carriers[0] {
+		t.Fatalf("carriers after re-dial: %v (old %d)", c, carriers[0])
+	}
+	log, _ := os.ReadFile(filepath.Join(pe.home, "logs", "daemon.log"))
+	if n := strings.Count(string(log), "pushed sandboxd"); n != 1 {
+		t.Fatalf("sandboxd pushed %d times", n)
+	}
+}
