@@ -653,7 +653,7 @@ func TestPodmanCarrierLoss(t *testing.T) {
 	ctr := pe.get("cl").Extra.Container
 	pe.mustBash("cl", "true")
 	serves := func() []int { return pgrep("sandboxd", "serve", "--workdir") }
-	carriers := pgrep("podman exec -i "+ctr)
+	carriers := pgrep("podman exec -i " + ctr)
 	if len(carriers) != 1 {
 		t.Fatalf("want one warm carrier, found %v", carriers)
 	}
@@ -663,7 +663,7 @@ func TestPodmanCarrierLoss(t *testing.T) {
 	if out := pe.mustBash("cl", "echo again"); out != "again\n" {
 		t.Fatalf("after the carrier died: %q", out)
 	}
-	if c := pgrep("podman exec -i "+ctr); len(c) != 1 || c[0] == carriers[0] {
+	if c := pgrep("podman exec -i " + ctr); len(c) != 1 || c[0] == carriers[0] {
 		t.Fatalf("carriers after re-dial: %v (old %d)", c, carriers[0])
 	}
 	log, _ := os.ReadFile(filepath.Join(pe.home, "logs", "daemon.log"))
