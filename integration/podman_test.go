@@ -290,7 +290,10 @@ type podmanGet struct {
 	Phase     string `json:"phase"`
 	Reason    string `json:"reason"`
 	Resources *struct {
+		MemoryBytes      int64 `json:"memory_bytes"`
 		MemoryLimitBytes int64 `json:"memory_limit_bytes"`
+		OOMKills         int64 `json:"oom_kills"`
+		Pids             int64 `json:"pids"`
 		PidsLimit        int64 `json:"pids_limit"`
 	} `json:"resources"`
 	Extra struct {
@@ -339,6 +342,9 @@ cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max`)
 		t.Fatalf("300 MB under a 64 MiB limit: exit %d (want 137, SIGKILL by the OOM killer), stderr %q", code, errOut)
 	}
 	pe.mustBash("lim", "true")
+	if g := pe.get("lim"); g.Resources.OOMKills < 1 || g.Resources.MemoryBytes <= 0 || g.Resources.Pids < 2 {
+		t.Fatalf("get after the OOM kill: %+v; want oom_kills >= 1 and the memory and pids in use (init, shell, sandboxd)", *g.Resources)
+	}
 	// Forks past the limit fail; the sandbox survives.
 	_, errOut, _ = pe.ds("exec", "lim", "--", "sh", "-c", "for i in $(seq 60); do sleep 1 & done; wait")
 	if !strings.Contains(errOut, "fork") && !strings.Contains(errOut, "Resource temporarily unavailable") {

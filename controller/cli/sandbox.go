@@ -216,6 +216,12 @@ func (a *app) listCmd() *cobra.Command {
 
 func target(sb api.Sandbox) string {
 	if sb.SSH == nil {
+		var x struct { // container drivers (podman, docker)
+			Container string `json:"container"`
+		}
+		if json.Unmarshal(sb.Extra, &x) == nil && x.Container != "" {
+			return sb.Driver + ":" + x.Container
+		}
 		return "-"
 	}
 	if sb.SSH.UnixSocket != "" {

@@ -23,6 +23,7 @@ var (
 type inspected struct {
 	State struct {
 		Status    string `json:"Status"`
+		Pid       int    `json:"Pid"`
 		ExitCode  int    `json:"ExitCode"`
 		OOMKilled bool   `json:"OOMKilled"`
 		Error     string `json:"Error"`
@@ -73,6 +74,11 @@ func (d Driver) Status(ctx context.Context, h *state.Home, sb *state.Sandbox) dr
 	switch in.State.Status {
 	case "running":
 		st.Phase = driver.PhaseRunning
+		if d.Engine.ForkExec && in.State.Pid > 0 {
+			oom := res.OOMKills
+			cgroupUsage(in.State.Pid, res)
+			res.OOMKills = max(res.OOMKills, oom)
+		}
 	case "created", "configured", "initialized", "restarting":
 		st.Phase = driver.PhasePending
 	case "paused":
