@@ -374,6 +374,9 @@ func TestPodmanLifecycle(t *testing.T) {
 	if g := pe.get("lc"); g.Phase != "Running" {
 		t.Fatalf("phase %q after create", g.Phase)
 	}
+	if out, _, _ := pe.ds("sandbox", "list"); !strings.Contains(out, "podman:"+pe.get("lc").Extra.Container) || !strings.Contains(out, "Running") {
+		t.Fatalf("list does not show the container and phase:\n%s", out)
+	}
 	pe.lifecycleOp("stop", "lc")
 	if g := pe.get("lc"); g.Phase != "Stopped" {
 		t.Fatalf("phase %q after stop", g.Phase)
