@@ -12,6 +12,10 @@ ARCHES    := amd64 arm64
 AGENTBIN  := controller/agentbin/bin
 FUZZTIME  ?= 10s
 STATICCHECK_VERSION := v0.8.2
+# Real MCP servers for the MCP tests and bench-mcp, installed by `make deps`
+# from integration/testdata/mcp-servers/package.json into this cached dir.
+MCP_SERVERS := $(CURDIR)/.cache/mcp-servers
+export DARKSHELL_MCP_SERVERS := $(MCP_SERVERS)
 
 export CGO_ENABLED := 0
 
@@ -30,6 +34,17 @@ deps: ## Install the system packages tests and the demo need (openssh-server, rs
 	  $$SUDO apt-get install -y -q --no-install-recommends $$need >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends $$need >/dev/null; }; \
 	fi
 	@mkdir -p /run/sshd 2>/dev/null || true
+	@$(MAKE) --no-print-directory mcp-servers
+
+.PHONY: mcp-servers
+mcp-servers: ## Install the npm MCP servers the tests use into .cache/mcp-servers (needs node and npm)
+	@if ! command -v npm >/dev/null; then echo "npm not found: MCP tests will skip (fail with DARKSHELL_REQUIRE_ALL=1)"; exit 0; fi; \
+	mkdir -p $(MCP_SERVERS); \
+	if ! cmp -s integration/testdata/mcp-servers/package.json $(MCP_SERVERS)/package.json || [ ! -d $(MCP_SERVERS)/node_modules/@modelcontextprotocol/server-everything ]; then \
+	  cp integration/testdata/mcp-servers/package.json $(MCP_SERVERS)/package.json && \
+	  echo "installing MCP servers into $(MCP_SERVERS)" && \
+	  (cd $(MCP_SERVERS) && npm install --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null); \
+	fi
 
 .PHONY: build
 build: sandboxd darkshell ## Build sandboxd (static, amd64+arm64) and darkshell with both embedded
@@ -97,6 +112,10 @@ bench-local: build ## local driver: create-to-first-exec and exec p50/p99 (needs
 .PHONY: bench-podman
 bench-podman: deps build ## podman driver: exec through the daemon API and a fresh CLI vs `podman exec` (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-200} $(GO) test -count=1 -run '^$$' -bench BenchmarkPodmanExec -benchtime 1x -timeout 20m ./integration/
+
+.PHONY: bench-mcp
+bench-mcp: deps build ## MCP tools/call latency: bridge, in-sandbox, stdio shim vs direct stdio (local driver, needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-1000} $(GO) test -count=1 -run '^$$' -bench BenchmarkMCP -benchtime 1x -timeout 20m ./integration/
 
 .PHONY: clean
 clean: ## Remove build output

@@ -59,8 +59,8 @@ const (
 	FrameExecAttach FrameType = 0x11 // ExecAttach
 	FrameInfo       FrameType = 0x12 // InfoRequest (reply: FrameInfoReply)
 	FrameExecList   FrameType = 0x13 // ExecListRequest (reply: FrameExecListReply)
-	// 0x20-0x2f sync (sync.go). Reserved for later stream kinds: 0x30-0x3f events,
-	// 0x40-0x4f forward, 0x50-0x5f mcp.
+	// 0x20-0x2f sync (sync.go), 0x40-0x4f forward (forward.go), 0x50-0x5f mcp
+	// (mcp.go). Reserved for later stream kinds: 0x30-0x3f events.
 
 	// Replies and in-stream frames.
 	FrameExecStarted   FrameType = 0x80 // ExecStarted

@@ -219,6 +219,12 @@ func (t FrameType) String() string {
 	if n := syncFrameName(t); n != "" {
 		return n
 	}
+	if n := forwardFrameName(t); n != "" {
+		return n
+	}
+	if n := mcpFrameName(t); n != "" {
+		return n
+	}
 	return fmt.Sprintf("frame(0x%02x)", uint8(t))
 }
 

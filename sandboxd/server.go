@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -14,7 +15,9 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/bohica-labs/darkshell/protocol"
+	"github.com/bohica-labs/darkshell/sandboxd/forward"
 	"github.com/bohica-labs/darkshell/sandboxd/internal/process"
+	"github.com/bohica-labs/darkshell/sandboxd/mcp"
 	"github.com/bohica-labs/darkshell/sandboxd/syncd"
 )
 
@@ -44,6 +47,8 @@ type Server struct {
 	start time.Time
 	procs *process.Manager
 	dir   string // default directory of exec and relative sync roots
+	mcp   *mcp.Manager
+	fwd   *forward.Server
 
 	mu     sync.Mutex
 	conns  int
@@ -63,15 +68,19 @@ func New(opts Options) *Server {
 		opts.BaseEnv = DefaultEnv()
 	}
 	hello := protocol.NewHello(protocol.RoleSandboxd, protocol.BuildVersion,
-		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync)
+		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync,
+		protocol.CapForward, protocol.CapMCP)
 	hello.LandlockABI = opts.LandlockABI
 	hello.Confined = opts.Confined
 	hello.EventFidelity = opts.EventFidelity
+	mcps := mcp.New(opts.DefaultDir, opts.BaseEnv, log)
 	return &Server{
 		log:   log,
 		hello: hello,
 		start: time.Now(),
 		dir:   opts.DefaultDir,
+		mcp:   mcps,
+		fwd:   forward.New(log, mcps),
 		procs: process.NewManager(process.Config{
 			DefaultDir: opts.DefaultDir,
 			BaseEnv:    opts.BaseEnv,
@@ -141,6 +150,8 @@ func (s *Server) ServeConn(ctx context.Context, conn io.ReadWriteCloser) error {
 	defer sess.Close()
 	stopSess := context.AfterFunc(ctx, func() { _ = sess.Close() })
 	defer stopSess()
+	// Listeners (reverse forwards, MCP bridges) open streams back to the controller.
+	ctx = forward.WithOpener(ctx, func() (net.Conn, error) { return sess.OpenStream() })
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -225,6 +236,10 @@ func (s *Server) dispatch(ctx context.Context, st io.ReadWriteCloser, w *protoco
 		return w.Msg(protocol.FrameExecListReply, &protocol.ExecList{Processes: s.procs.List()})
 	case protocol.FrameSyncPush, protocol.FrameSyncPull:
 		return syncd.Serve(ctx, st, f, s.dir)
+	case protocol.FrameForwardListen, protocol.FrameForwardDial:
+		return s.fwd.Serve(ctx, st, f)
+	case protocol.FrameMCPServe:
+		return s.mcp.Serve(ctx, st, f)
 	}
 	return &process.Error{Code: protocol.CodeUnsupported, Msg: fmt.Sprintf("stream kind %s is not offered by this sandboxd", f.Type)}
 }

@@ -7,6 +7,7 @@
 //	sandboxd serve [--no-agent] [--workdir DIR]   serve the protocol on stdin/stdout
 //	sandboxd agent --socket PATH [--idle D]       the persistent agent behind serve
 //	sandboxd version [--json]                     print the build (for the controller)
+//	sandboxd mcp connect [--workdir DIR] SERVER   stdio shim to an MCP server listed in DIR/.darkshell/mcp.json
 //	sandboxd init --name N --workspace DIR ...     PID 1 of a local-driver sandbox (see sandboxd/localinit)
 package main
 
@@ -31,6 +32,7 @@ import (
 	"github.com/bohica-labs/darkshell/sandboxd"
 	"github.com/bohica-labs/darkshell/sandboxd/agent"
 	"github.com/bohica-labs/darkshell/sandboxd/localinit"
+	"github.com/bohica-labs/darkshell/sandboxd/mcp"
 )
 
 const usage = `sandboxd is DarkShell's in-sandbox helper. It speaks a binary protocol on
@@ -40,6 +42,7 @@ Usage:
   sandboxd serve [--no-agent] [--workdir DIR]
   sandboxd agent --socket PATH [--idle DURATION]
   sandboxd version [--json]
+  sandboxd mcp connect [--workdir DIR] SERVER
   sandboxd init --name N --workspace DIR --root-dir DIR --socket PATH
                 --host-key FILE --authorized-key FILE [--uid N] [--gid N]
 `
@@ -89,6 +92,8 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		return agent.Run(ctx, agent.Options{Socket: *socket, Idle: *idle, Server: srv, Logger: log})
 	case "init":
 		return runInit(ctx, log, args[1:])
+	case "mcp":
+		return runMCP(ctx, log, args[1:])
 	case "version":
 		fs := newFlags("version")
 		asJSON := fs.Bool("json", false, "print JSON including the executable's sha256")
@@ -247,4 +252,28 @@ func runInit(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	o.Logger = log
 	return localinit.Run(ctx, o)
+}
+
+// runMCP serves `sandboxd mcp connect SERVER`: MCP over stdin/stdout for
+// agents that only speak stdio, relayed to the server's loopback URL.
+func runMCP(ctx context.Context, log *slog.Logger, args []string) error {
+	if len(args) == 0 || args[0] != "connect" {
+		return errors.New("usage: sandboxd mcp connect [--workdir DIR] SERVER")
+	}
+	fs := newFlags("mcp connect")
+	workdir := fs.String("workdir", "", "workspace holding .darkshell/mcp.json (default /sandbox if it has one, else $HOME)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: sandboxd mcp connect [--workdir DIR] SERVER")
+	}
+	dir := *workdir
+	if dir == "" {
+		dir = "/sandbox"
+		if _, err := os.Stat(dir + "/" + mcp.ConfigPath); err != nil {
+			dir, _ = os.UserHomeDir()
+		}
+	}
+	return mcp.Connect(ctx, dir, fs.Arg(0), log)
 }

@@ -139,6 +139,7 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	sandbox.AddCommand(a.uploadCmd(), a.downloadCmd())
 	root.AddCommand(sandbox, a.execCmd(), a.syncCmd(), a.versionCmd(), a.daemonCmd())
 	root.AddCommand(a.policyCmd())
+	root.AddCommand(a.mcpCmd(), a.providerCmd(), a.forwardCmd()) // mcp.go, provider.go, forward.go
 	return root
 }
 

@@ -35,6 +35,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{name}/exec", d.exec)
 	mux.HandleFunc("POST /v1/sandboxes/{name}/sync", d.sync)
 	d.lifecycleRoutes(mux)
+	d.toolRoutes(mux) // mcp.go, forward.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()

@@ -23,6 +23,9 @@ type Session struct {
 	version int
 	closers []io.Closer
 	once    sync.Once
+
+	inMu    sync.Mutex
+	inbound map[string]ForwardHandler // by forward tag (inbound.go)
 }
 
 // New starts the multiplexer on carrier, whose handshake already succeeded
@@ -39,6 +42,7 @@ func New(carrier io.ReadWriteCloser, remote protocol.Hello, version int, closers
 		<-mux.CloseChan()
 		s.Close()
 	}()
+	go s.acceptInbound()
 	return s, nil
 }
 

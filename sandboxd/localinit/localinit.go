@@ -149,7 +149,7 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("sethostname: %w", err)
 	}
 	// 7. eBPF probes and other privileged helpers go here (later issue).
-	if err := dropPrivileges(o.UID, o.GID); err != nil {
+	if err := dropPrivileges(o.UID, o.GID, o.UserNS); err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}
 	rep.Confined = append(rep.Confined, fmt.Sprintf("uid=%d", o.UID), "no-new-privs", "no-caps")

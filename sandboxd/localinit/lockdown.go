@@ -41,7 +41,7 @@ func lastCap() int {
 // dropPrivileges leaves the process with uid/gid, no supplementary groups,
 // empty capability sets (bounding, ambient, inheritable, permitted,
 // effective), non-dumpable, and no_new_privs.
-func dropPrivileges(uid, gid int) error {
+func dropPrivileges(uid, gid int, userNS bool) error {
 	if uid == 0 || gid == 0 {
 		return errors.New("refusing to run the sandbox as uid or gid 0")
 	}
@@ -53,8 +53,13 @@ func dropPrivileges(uid, gid int) error {
 	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
-	if err := syscall.Setgroups(nil); err != nil {
-		return fmt.Errorf("setgroups: %w", err)
+	// In a user namespace made without root, setgroups is denied (the
+	// caller's supplementary groups show as the overflow gid and grant
+	// nothing mounted here).
+	if !userNS {
+		if err := syscall.Setgroups(nil); err != nil {
+			return fmt.Errorf("setgroups: %w", err)
+		}
 	}
 	if err := syscall.Setresgid(gid, gid, gid); err != nil {
 		return fmt.Errorf("setresgid: %w", err)
@@ -86,6 +91,16 @@ func LandlockABI() int {
 	}
 	return v
 }
+
+// LoopbackPortFirst..LoopbackPortLast are the only TCP ports sandbox
+// processes (sandboxd included) may bind or connect to: DarkShell's MCP
+// endpoints (from 7300) and port forwards use them. The network namespace
+// has only loopback, so nothing outside the sandbox is reachable through
+// them; every other TCP bind and connect stays refused by Landlock (ABI 4+).
+const (
+	LoopbackPortFirst = 7300
+	LoopbackPortLast  = 7399
+)
 
 // FSPolicy is the Landlock allow-list, as paths inside the sandbox: only
 // these are reachable. Dirs and files may be mixed; char devices in
@@ -168,6 +183,9 @@ func applyLandlock(fs FSPolicy) (abi int, scoped bool, err error) {
 			}
 			rules = append(rules, r)
 		}
+	}
+	for p := LoopbackPortFirst; p <= LoopbackPortLast; p++ {
+		rules = append(rules, landlock.BindTCP(uint16(p)), landlock.ConnectTCP(uint16(p)))
 	}
 	// Rights newer than the kernel's ABI are dropped in both modes (the
 	// ABI in use is reported); hard_requirement is about the listed paths.

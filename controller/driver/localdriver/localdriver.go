@@ -38,6 +38,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"golang.org/x/sys/unix"
 
 	"github.com/bohica-labs/darkshell/controller/agentbin"
 	"github.com/bohica-labs/darkshell/controller/driver"
@@ -136,8 +137,10 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 	if err != nil {
 		return err
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("the local driver needs root for now: the unprivileged (user namespace) mode is not implemented yet")
+	if rootless() {
+		if err := checkUserNS(); err != nil {
+			return err
+		}
 	}
 	if x.Policy != "" {
 		pol, err := policy.Parse(x.PolicySource, []byte(x.Policy))
@@ -166,8 +169,11 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 		if err := os.Mkdir(ws, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
 			return err
 		}
-		if err := os.Chown(ws, x.UID, x.GID); err != nil {
-			return fmt.Errorf("chown workspace: %w", err)
+		// Rootless: the caller's own dir is already the sandbox ids' inside.
+		if !rootless() {
+			if err := os.Chown(ws, x.UID, x.GID); err != nil {
+				return fmt.Errorf("chown workspace: %w", err)
+			}
 		}
 	} else {
 		if !filepath.IsAbs(ws) {
@@ -206,9 +212,13 @@ func launch(ctx context.Context, h *state.Home, p paths, name, ws string, x *Ext
 	if err != nil {
 		return err
 	}
-	cg, err := makeCgroups(h.Dir, name, x.CreateOptions)
-	if err != nil {
-		return err
+	cg := &cgroups{}
+	if !rootless() {
+		if cg, err = makeCgroups(h.Dir, name, x.CreateOptions); err != nil {
+			return err
+		}
+	} else if x.PidsLimit > 0 || x.MemoryLimit != "" || x.CPULimit != "" {
+		return fmt.Errorf("--pids-limit, --memory-limit and --cpu-limit need root: uid %d has no delegated cgroup to put limits on (run as root, or create without limits)", os.Getuid())
 	}
 	pid, st, err := start(ctx, bin, p, name, ws, *x, cg)
 	if err != nil {
@@ -280,7 +290,13 @@ type initConfig struct {
 	// Rootfs is the host dir whose top-level entries make the root (empty:
 	// the host's system dirs).
 	Rootfs string `json:"rootfs,omitempty"`
+	// UserNS: init starts in a user namespace (the caller is not root).
+	UserNS bool `json:"userns,omitempty"`
 }
+
+// rootless reports whether sandboxes are made without root: then a user
+// namespace maps the caller's ids, and cgroup limits need delegation.
+func rootless() bool { return os.Geteuid() != 0 }
 
 // start runs `sandboxd init` in new namespaces, detached, and waits for it
 // to report ready on a pipe (fd 3), or to fail.
@@ -307,7 +323,7 @@ func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, c
 		Name: name, Workspace: ws, RootDir: p.rootDir(), Socket: p.socket(),
 		HostKey: p.hostKey(), AuthorizedKey: p.clientKey() + ".pub",
 		UID: x.UID, GID: x.GID, Unconfined: x.Unconfined, Report: cg.report(),
-		WorkloadCgroups: cg.Workload, FS: fs, Rootfs: rootfs,
+		WorkloadCgroups: cg.Workload, FS: fs, Rootfs: rootfs, UserNS: rootless(),
 	})
 	if err != nil {
 		return 0, 0, err
@@ -323,6 +339,21 @@ func start(ctx context.Context, bin string, p paths, name, ws string, x Extra, c
 		Setsid: true,
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET |
 			syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWCGROUP,
+	}
+	if rootless() {
+		// Not root: a user namespace owns the others. Its one mapping
+		// makes the caller's own uid and gid the sandbox's ids inside, so
+		// no helper (newuidmap) and no subordinate ids are needed; the
+		// sandbox's processes can reach nothing of the caller's but what
+		// is mounted (system dirs read-only, the workspace) and Landlock allows.
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: x.UID, HostID: os.Getuid(), Size: 1}}
+		cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: x.GID, HostID: os.Getgid(), Size: 1}}
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = false
+		// A non-zero uid loses its capabilities at execve; ambient ones
+		// survive it, for init's set-up inside its own namespaces (mounts,
+		// pivot_root, hostname, loopback), after which it drops them all.
+		cmd.SysProcAttr.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETUID, unix.CAP_SETGID, unix.CAP_SETPCAP, unix.CAP_SYS_CHROOT}
 	}
 	if cg.V2 != "" {
 		// Join the unified cgroup atomically at clone (CLONE_INTO_CGROUP),
@@ -472,4 +503,15 @@ func (Driver) Connect(ctx context.Context, h *state.Home, sb *state.Sandbox) (*s
 		return nil, err
 	}
 	return session.New(res.Carrier, res.Remote, res.Version, io.Closer(cl))
+}
+
+// checkUserNS says why unprivileged user namespaces cannot be made here.
+func checkUserNS() error {
+	if b, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return errors.New("the local driver without root needs unprivileged user namespaces, which are disabled (kernel.unprivileged_userns_clone=0): enable them or run as root")
+	}
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return errors.New("the local driver without root needs user namespaces, which are disabled (user.max_user_namespaces=0): enable them or run as root")
+	}
+	return nil
 }

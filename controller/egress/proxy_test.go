@@ -1,0 +1,230 @@
+package egress
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/bohica-labs/darkshell/controller/policy"
+)
+
+// fakeNet is a stand-in for DNS and routing in these unit tests only: names
+// map to addresses, and every dial of a "public" test address goes to a
+// local httptest server. The integration tests use real servers in
+// network namespaces and a real DNS server instead.
+type fakeNet struct {
+	mu      sync.Mutex
+	names   map[string][]netip.Addr
+	lookups []string
+	target  string // host:port of the local server every dial reaches
+	dialed  []string
+}
+
+func (f *fakeNet) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookups = append(f.lookups, host)
+	if a, ok := f.names[host]; ok {
+		return a, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+func (f *fakeNet) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	f.mu.Lock()
+	f.dialed = append(f.dialed, addr)
+	f.mu.Unlock()
+	var d net.Dialer
+	return d.DialContext(ctx, network, f.target)
+}
+
+const testPolicy = `version: 1
+network_policies:
+  web:
+    endpoints:
+      - { host: public.test, port: 80, protocol: rest, rules: [ { allow: { method: GET, path: "/ok/**" } } ] }
+      - { host: public.test, port: 443 }
+      - { host: loop.test, port: 80 }
+      - { host: private.test, port: 80 }
+      - { host: corp.test, port: 80, allowed_ips: [10.9.0.0/16] }
+      - { host: rules.test, port: 443, protocol: rest, access: read-only }
+      - { host: 198.51.100.7, port: 80 }
+    binaries:
+      - { path: /usr/bin/curl }
+`
+
+func newTestProxy(t *testing.T) (*Proxy, *fakeNet, *[]Outcome) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upstream saw %s %s", r.Method, r.URL.RequestURI())
+	}))
+	t.Cleanup(srv.Close)
+	fn := &fakeNet{target: srv.Listener.Addr().String(), names: map[string][]netip.Addr{
+		"public.test":  {netip.MustParseAddr("198.51.100.7")},
+		"rules.test":   {netip.MustParseAddr("198.51.100.8")},
+		"loop.test":    {netip.MustParseAddr("127.0.0.1")},
+		"private.test": {netip.MustParseAddr("10.9.1.1")},
+		"corp.test":    {netip.MustParseAddr("10.9.1.2")},
+	}}
+	pol, err := policy.Parse("test", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := Compile(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var outs []Outcome
+	p := &Proxy{Resolver: fn, Dial: fn.Dial, OnDecision: func(o Outcome) { mu.Lock(); outs = append(outs, o); mu.Unlock() }}
+	p.SetEngine(eng)
+	return p, fn, &outs
+}
+
+// client returns a connection served by p as if from caller.
+func client(t *testing.T, p *Proxy, who Caller) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			p.ServeConn(context.Background(), c, who)
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+var curl = Caller{PID: 42, Binary: "/usr/bin/curl"}
+
+func roundTrip(t *testing.T, c net.Conn, br *bufio.Reader, raw string) (*http.Response, string) {
+	t.Helper()
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	var req *http.Request
+	if strings.HasPrefix(raw, "CONNECT ") { // a 2xx to CONNECT has no body
+		req = &http.Request{Method: http.MethodConnect}
+	}
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req != nil && resp.StatusCode == 200 {
+		return resp, "" // the tunnel follows
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func TestProxyHTTP(t *testing.T) {
+	p, fn, _ := newTestProxy(t)
+	c := client(t, p, curl)
+	br := bufio.NewReader(c)
+	resp, body := roundTrip(t, c, br, "GET http://public.test/ok/x?y=1 HTTP/1.1\r\nHost: public.test\r\n\r\n")
+	if resp.StatusCode != 200 || body != "upstream saw GET /ok/x?y=1" {
+		t.Fatalf("allowed GET: %d %q", resp.StatusCode, body)
+	}
+	// Same connection: a request no rule allows.
+	resp, body = roundTrip(t, c, br, "POST http://public.test/ok/x HTTP/1.1\r\nHost: public.test\r\nContent-Length: 0\r\n\r\n")
+	if resp.StatusCode != 403 || !strings.Contains(body, "POST /ok/x matches no allow rule of policy web") {
+		t.Fatalf("denied POST: %d %q", resp.StatusCode, body)
+	}
+	resp, body = roundTrip(t, c, br, "GET http://public.test/ok/again HTTP/1.1\r\nHost: public.test\r\n\r\n")
+	if resp.StatusCode != 200 || !strings.Contains(body, "/ok/again") {
+		t.Fatalf("keep-alive after a deny: %d %q", resp.StatusCode, body)
+	}
+	if len(fn.dialed) != 1 || fn.dialed[0] != "198.51.100.7:80" {
+		t.Fatalf("dials: %v (want one, to the checked address)", fn.dialed)
+	}
+}
+
+func TestProxyConnect(t *testing.T) {
+	p, _, outs := newTestProxy(t)
+	c := client(t, p, curl)
+	br := bufio.NewReader(c)
+	resp, _ := roundTrip(t, c, br, "CONNECT public.test:443 HTTP/1.1\r\nHost: public.test:443\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	// The tunnel reaches the upstream (plain HTTP here).
+	resp, body := roundTrip(t, c, br, "GET /through HTTP/1.1\r\nHost: public.test\r\n\r\n")
+	if resp.StatusCode != 200 || body != "upstream saw GET /through" {
+		t.Fatalf("through the tunnel: %d %q", resp.StatusCode, body)
+	}
+	if len(*outs) != 1 || !(*outs)[0].Decision.Allow || (*outs)[0].Addr != "198.51.100.7:443" {
+		t.Fatalf("outcomes: %+v", *outs)
+	}
+}
+
+func TestProxyRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw string
+		who       Caller
+		status    int
+		reason    string
+		lookup    bool // whether the name may be resolved
+	}{
+		{"denied host is never resolved", "CONNECT secret-data.denied.test:443 HTTP/1.1\r\n\r\n", curl, 403, "no network policy allows secret-data.denied.test:443", false},
+		{"wrong binary", "CONNECT public.test:443 HTTP/1.1\r\n\r\n", Caller{Binary: "/usr/bin/wget"}, 403, "binary /usr/bin/wget is not allowed", false},
+		{"wrong port", "CONNECT public.test:8443 HTTP/1.1\r\n\r\n", curl, 403, "port 8443 is not allowed", false},
+		{"name resolving to loopback", "GET http://loop.test/ HTTP/1.1\r\n\r\n", curl, 502, "127.0.0.1 (loopback)", true},
+		{"name resolving to a private address", "GET http://private.test/ HTTP/1.1\r\n\r\n", curl, 502, "10.9.1.1 (private)", true},
+		{"L7 rules over TLS", "CONNECT rules.test:443 HTTP/1.1\r\n\r\n", curl, 403, "need TLS inspection", false},
+		{"not an absolute URL", "GET /x HTTP/1.1\r\n\r\n", curl, 400, "absolute http:// URLs", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, fn, _ := newTestProxy(t)
+			c := client(t, p, tc.who)
+			resp, body := roundTrip(t, c, bufio.NewReader(c), tc.raw)
+			if resp.StatusCode != tc.status || !strings.Contains(body, tc.reason) {
+				t.Fatalf("%d %q", resp.StatusCode, body)
+			}
+			if !tc.lookup && len(fn.lookups) > 0 {
+				t.Fatalf("resolved %v before an allow", fn.lookups)
+			}
+			if len(fn.dialed) > 0 {
+				t.Fatalf("dialed %v", fn.dialed)
+			}
+		})
+	}
+	t.Run("allowed_ips permits a private address", func(t *testing.T) {
+		p, fn, _ := newTestProxy(t)
+		c := client(t, p, curl)
+		resp, _ := roundTrip(t, c, bufio.NewReader(c), "GET http://corp.test/x HTTP/1.1\r\n\r\n")
+		if resp.StatusCode != 200 || len(fn.dialed) != 1 || fn.dialed[0] != "10.9.1.2:80" {
+			t.Fatalf("%d %v", resp.StatusCode, fn.dialed)
+		}
+	})
+}
+
+func TestProxyReload(t *testing.T) {
+	p, _, _ := newTestProxy(t)
+	c := client(t, p, curl)
+	br := bufio.NewReader(c)
+	if resp, _ := roundTrip(t, c, br, "GET http://public.test/ok/1 HTTP/1.1\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	e, _ := Compile(nil)
+	p.SetEngine(e)
+	if resp, body := roundTrip(t, c, br, "GET http://public.test/ok/2 HTTP/1.1\r\n\r\n"); resp.StatusCode != 403 || !strings.Contains(body, "no network_policies") {
+		t.Fatalf("after reload: %s %q", resp.Status, body)
+	}
+}

@@ -1,0 +1,93 @@
+package mcpproxy
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"sync"
+)
+
+// Redacted replaces every redacted value.
+const Redacted = "[REDACTED]"
+
+// sensitiveKey matches argument names whose values are never logged.
+var sensitiveKey = regexp.MustCompile(`(?i)(token|secret|passw|api[_-]?key|auth|credential|private[_-]?key|cookie|session[_-]?key)`)
+
+// Redactor removes secrets from text that is about to be logged: known
+// secret values (provider credentials) anywhere, and the values of
+// arguments whose names look sensitive. It is safe for concurrent use;
+// SetValues swaps the known values (credential rotation).
+type Redactor struct {
+	mu     sync.RWMutex
+	values []string
+}
+
+// SetValues replaces the known secret values. Values shorter than 4 bytes
+// are ignored: redacting them would destroy the log without protecting much.
+func (r *Redactor) SetValues(vals []string) {
+	var keep []string
+	for _, v := range vals {
+		if len(v) >= 4 {
+			keep = append(keep, v)
+		}
+	}
+	r.mu.Lock()
+	r.values = keep
+	r.mu.Unlock()
+}
+
+// String redacts known values in s.
+func (r *Redactor) String(s string) string {
+	if r == nil {
+		return s
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, v := range r.values {
+		if strings.Contains(s, v) {
+			s = strings.ReplaceAll(s, v, Redacted)
+		}
+	}
+	return s
+}
+
+// JSON redacts a JSON document: values under sensitive keys and known
+// values anywhere. Input that is not JSON is redacted as a string.
+func (r *Redactor) JSON(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return raw
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		b, _ := json.Marshal(r.String(string(raw)))
+		return b
+	}
+	v = r.walk(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return json.RawMessage(`null`)
+	}
+	return b
+}
+
+func (r *Redactor) walk(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, x := range t {
+			if sensitiveKey.MatchString(k) {
+				t[k] = Redacted
+				continue
+			}
+			t[k] = r.walk(x)
+		}
+		return t
+	case []any:
+		for i, x := range t {
+			t[i] = r.walk(x)
+		}
+		return t
+	case string:
+		return r.String(t)
+	}
+	return v
+}
