@@ -539,6 +539,22 @@ func BenchmarkPodmanExec(b *testing.B) {
 	}
 	fmt.Printf("ratios: api/podman-exec %.4fx, cli/podman-exec %.3fx\n",
 		ratio(pct(res["api"], 50), pct(res["podman-exec"], 50)), ratio(pct(res["cli"], 50), pct(res["podman-exec"], 50)))
+
+	// create (image already loaded, sandboxd pushed each time) to the first
+	// exec completed, then delete.
+	var creates []time.Duration
+	for i := range 5 {
+		name := fmt.Sprintf("c%d", i)
+		t0 := time.Now()
+		pe.createPodman(name, "--image", "darkshell.test/tools:1")
+		pe.mustBash(name, "true")
+		creates = append(creates, time.Since(t0))
+		if _, errOut, code := pe.ds("sandbox", "delete", name); code != 0 {
+			b.Fatalf("delete: %s", errOut)
+		}
+	}
+	slices.Sort(creates)
+	fmt.Printf("create to first exec (podman run + sandboxd push), 5 runs: p50 %s, max %s\n", pct(creates, 50).Round(time.Millisecond), creates[4].Round(time.Millisecond))
 }
 
 // TestDockerWithoutEngine: the docker driver shares the podman driver's
