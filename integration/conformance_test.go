@@ -37,6 +37,8 @@ type confTarget struct {
 	residue func(t *testing.T, name string) func() []string
 	// phases is true for drivers that report a sandbox's phase.
 	phases bool
+	// workspace is the default remote of upload/download/sync.
+	workspace string
 }
 
 // conformanceCase is one behaviour every driver must have. run gets the
@@ -103,7 +105,7 @@ func (c *confTarget) create(t *testing.T, name string) {
 
 func setupLocalTarget(t *testing.T) *confTarget {
 	e := newLocalEnv(t)
-	return &confTarget{env: e, driver: "local", phases: true,
+	return &confTarget{env: e, driver: "local", phases: true, workspace: "/sandbox",
 		residue: func(t *testing.T, name string) func() []string {
 			rec := e.record(name)
 			return func() []string {
@@ -126,7 +128,7 @@ func setupLocalTarget(t *testing.T) *confTarget {
 // leftover of darkshell's).
 func setupSSHTarget(t *testing.T) *confTarget {
 	e := newEnv(t)
-	return &confTarget{env: e, driver: "ssh",
+	return &confTarget{env: e, driver: "ssh", workspace: "sandbox", // relative to $HOME
 		createArgs: []string{"--driver", "ssh", "--ssh", fmt.Sprintf("%s@127.0.0.1:%d", e.sshd.User, e.sshd.Port), "--identity", e.sshd.ClientKey},
 		residue:    func(t *testing.T, name string) func() []string { return func() []string { return nil } },
 	}
@@ -134,7 +136,7 @@ func setupSSHTarget(t *testing.T) *confTarget {
 
 func setupPodmanTarget(t *testing.T) *confTarget {
 	pe := newPodmanEnv(t)
-	return &confTarget{env: pe.env, driver: "podman", phases: true,
+	return &confTarget{env: pe.env, driver: "podman", phases: true, workspace: "/sandbox",
 		createArgs: []string{"--driver", "podman", "--image", pe.archive},
 		residue: func(t *testing.T, name string) func() []string {
 			ctr := pe.get(name).Extra.Container
@@ -327,8 +329,8 @@ func confSyncRoundTrip(t *testing.T, c *confTarget, name string) {
 	src := t.TempDir()
 	makeTree(t, src, 12, 1<<20)
 	r := c.syncJSON("sandbox", "upload", name, src)
-	if r.Added != r.Entries || r.Entries < 12 || r.Remote == "" {
-		t.Fatalf("upload: %+v", r)
+	if r.Added != r.Entries || r.Entries < 12 || r.Remote != c.workspace {
+		t.Fatalf("upload: %+v; want every entry added to the default remote %q", r, c.workspace)
 	}
 	if out := c.mustBash(name, "sh "+r.Remote+"/run.sh && cat "+r.Remote+"/sub/deep/f002*"); !strings.HasPrefix(out, "hi\nline 2\n") {
 		t.Fatalf("the uploaded tree does not run in the sandbox: %q", out)
