@@ -136,16 +136,11 @@ func (d Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) er
 		return fmt.Errorf("%s is not usable here: %w", eng.Name, hint(err))
 	}
 
-	ref, loaded, err := d.resolveImage(ctx, x)
+	id, loaded, err := d.resolveImage(ctx, x)
 	if err != nil {
 		return err
 	}
-	x.Loaded = loaded
-	id, err := eng.run(ctx, x.EngineEnv, "image", "inspect", "--format", "{{.Id}}", ref)
-	if err != nil {
-		return fmt.Errorf("--image %s: %w", x.Image, err)
-	}
-	x.ImageID = strings.TrimPrefix(firstLine(id), "sha256:")
+	x.Loaded, x.ImageID = loaded, id
 
 	args, limits, err := d.runArgs(h, sb, x)
 	if err != nil {
@@ -197,32 +192,49 @@ func (d Driver) checkOptions(o driver.CreateOptions) error {
 	return nil
 }
 
-// resolveImage returns the image reference to run: Image itself, or, when
-// it is a path on this machine, the image that loading that archive gave.
-func (d Driver) resolveImage(ctx context.Context, x Extra) (ref, loaded string, err error) {
-	fi, statErr := os.Stat(x.Image)
-	if statErr != nil {
-		if _, err := d.Engine.run(ctx, x.EngineEnv, "image", "inspect", "--format", "{{.Id}}", x.Image); err == nil {
-			return x.Image, "", nil
+// resolveImage returns the id of the image to run: Image is a reference
+// in the engine's store (pulled if missing) or, when it names a file here,
+// an archive that is loaded first (loaded is then the reference it gave).
+func (d Driver) resolveImage(ctx context.Context, x Extra) (id, loaded string, err error) {
+	ref := x.Image
+	if fi, statErr := os.Stat(x.Image); statErr != nil {
+		if id, err := d.imageID(ctx, x, ref); err == nil {
+			return id, "", nil
 		}
 		if _, perr := d.Engine.run(ctx, x.EngineEnv, "pull", x.Image); perr != nil {
 			return "", "", fmt.Errorf("--image %s is neither a file nor an image in %s's store, and pulling it failed: %w\n(load an archive with `%s load -i FILE`, or pass the archive's path to --image)",
 				x.Image, d.Engine.Name, perr, d.Engine.Bin)
 		}
-		return x.Image, "", nil
-	}
-	if fi.IsDir() {
+	} else if fi.IsDir() {
 		return "", "", fmt.Errorf("--image %s is a directory: the %s driver loads image archives (docker-archive or oci-archive files); use `%s load` for other formats", x.Image, d.Engine.Name, d.Engine.Bin)
+	} else {
+		out, err := d.Engine.run(ctx, x.EngineEnv, "load", "-i", x.Image)
+		if err != nil {
+			return "", "", fmt.Errorf("--image %s: unable to load the archive: %w", x.Image, err)
+		}
+		if ref = loadedRef(out); ref == "" {
+			return "", "", fmt.Errorf("--image %s: `%s load` did not say which image it loaded: %q", x.Image, d.Engine.Bin, clean(out))
+		}
+		loaded = ref
 	}
-	out, err := d.Engine.run(ctx, x.EngineEnv, "load", "-i", x.Image)
+	id, err = d.imageID(ctx, x, ref)
 	if err != nil {
-		return "", "", fmt.Errorf("--image %s: unable to load the archive: %w", x.Image, err)
+		return "", "", fmt.Errorf("--image %s: %w", x.Image, err)
 	}
-	ref = loadedRef(out)
-	if ref == "" {
-		return "", "", fmt.Errorf("--image %s: `%s load` did not say which image it loaded: %q", x.Image, d.Engine.Bin, clean(out))
+	return id, loaded, nil
+}
+
+// imageID is the engine's id (hex, no algorithm) of image ref.
+func (d Driver) imageID(ctx context.Context, x Extra, ref string) (string, error) {
+	out, err := d.Engine.run(ctx, x.EngineEnv, "image", "inspect", "--format", "{{.Id}}", ref)
+	if err != nil {
+		return "", err
 	}
-	return ref, ref, nil
+	id := strings.TrimPrefix(firstLine(out), "sha256:")
+	if id == "" {
+		return "", fmt.Errorf("`%s image inspect %s` gave no id", d.Engine.Bin, ref)
+	}
+	return id, nil
 }
 
 // loadedRef picks the image from `load` output: podman prints "Loaded
