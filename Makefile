@@ -24,14 +24,14 @@ help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl)
-	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl; do \
+deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, podman with runc and catatonit)
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit; do \
 	  [ -x "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get install -y -q $$need >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$need >/dev/null; }; \
+	  $$SUDO apt-get install -y -q --no-install-recommends $$need >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends $$need >/dev/null; }; \
 	fi
 	@mkdir -p /run/sshd 2>/dev/null || true
 	@$(MAKE) --no-print-directory mcp-servers
@@ -108,6 +108,10 @@ bench-sync: deps build ## Sync: darkshell vs rsync -a over the same sshd (initia
 .PHONY: bench-local
 bench-local: build ## local driver: create-to-first-exec and exec p50/p99 (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-100} $(GO) test -count=1 -run '^$$' -bench BenchmarkLocalCreate -benchtime 1x -timeout 20m ./integration/
+
+.PHONY: bench-podman
+bench-podman: deps build ## podman driver: exec through the daemon API and a fresh CLI vs `podman exec` (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-200} $(GO) test -count=1 -run '^$$' -bench BenchmarkPodmanExec -benchtime 1x -timeout 20m ./integration/
 
 .PHONY: bench-mcp
 bench-mcp: deps build ## MCP tools/call latency: bridge, in-sandbox, stdio shim vs direct stdio (local driver, needs root)

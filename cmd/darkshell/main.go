@@ -3,6 +3,7 @@ package main
 
 import (
 	"github.com/bohica-labs/darkshell/controller/cli"
+	_ "github.com/bohica-labs/darkshell/controller/driver/enginedriver"
 	_ "github.com/bohica-labs/darkshell/controller/driver/localdriver"
 	_ "github.com/bohica-labs/darkshell/controller/driver/sshdriver"
 )

@@ -36,10 +36,17 @@ an unprivileged uid, Landlock and seccomp. No container engine is needed.
 
 With --driver ssh, NAME is registered for a host or container that already
 runs an OpenSSH server: darkshell connects once, pins the host key (trust on
-first use), and pushes its own sandboxd there if it is missing.`,
+first use), and pushes its own sandboxd there if it is missing.
+
+With --driver podman (or docker), the sandbox is a container started from
+--image (an image in the engine's store, or an image archive file that is
+loaded first) with no network, no capabilities and /sandbox as its working
+directory; darkshell pushes its sandboxd in through ` + "`podman exec -i`" + ` if the
+image lacks it. The image needs a POSIX sh.`,
 		Example: `  darkshell sandbox create dev
   darkshell sandbox create dev --workspace /srv/project
   darkshell sandbox create dev --driver ssh --ssh agent@10.0.0.5:2222 --identity ~/.ssh/id_ed25519
+  darkshell sandbox create box --driver podman --image ./box.tar --memory-limit 1G --pids-limit 256
   darkshell sandbox create box --driver ssh --ssh sandbox@box --proxy-command 'openshell ssh-proxy --gateway-name g --name box --workspace default'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -90,6 +97,12 @@ first use), and pushes its own sandboxd there if it is missing.`,
 				req.Policy, req.PolicySource = string(pol), policyFile
 			}
 			for _, p := range []*string{&req.Rootfs, &req.Image} {
+				if p == &req.Image && (drv == "podman" || drv == "docker") {
+					// An image reference unless it names a file here (an archive to load).
+					if _, err := os.Stat(*p); err != nil {
+						continue
+					}
+				}
 				if *p != "" {
 					abs, err := filepath.Abs(*p)
 					if err != nil {
@@ -120,18 +133,18 @@ first use), and pushes its own sandboxd there if it is missing.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&drv, "driver", "local", "where the sandbox runs: local (kernel-confined, on this machine) or ssh")
-	f.StringVar(&opts.Workspace, "workspace", "", "existing host directory to use as /sandbox, writable by the sandbox uid 65000 (driver local; default: a new dir in the sandbox's state, kept until delete)")
-	f.Int64Var(&opts.PidsLimit, "pids-limit", 0, "maximum number of processes (driver local)")
-	f.StringVar(&opts.MemoryLimit, "memory-limit", "", "memory limit, e.g. 512M (driver local)")
-	f.StringVar(&opts.CPULimit, "cpu-limit", "", "CPU limit in CPUs, e.g. 1.5 (driver local)")
+	f.StringVar(&drv, "driver", "local", "where the sandbox runs: local (kernel-confined, on this machine), ssh, podman or docker")
+	f.StringVar(&opts.Workspace, "workspace", "", "existing host directory to use as /sandbox, writable by the sandbox uid 65000 (driver local; default: a new dir in the sandbox's state, kept until delete; podman/docker: bind-mounted)")
+	f.Int64Var(&opts.PidsLimit, "pids-limit", 0, "maximum number of processes (drivers local, podman, docker)")
+	f.StringVar(&opts.MemoryLimit, "memory-limit", "", "memory limit, e.g. 512M (drivers local, podman, docker)")
+	f.StringVar(&opts.CPULimit, "cpu-limit", "", "CPU limit in CPUs, e.g. 1.5 (drivers local, podman, docker)")
 	f.BoolVar(&opts.Unconfined, "unconfined", false, "DEVELOPMENT ONLY: no Landlock, no seccomp (driver local; prints a warning)")
 	f.StringVar(&sshTarget, "ssh", "", "user@host[:port] of the SSH server (driver ssh)")
 	f.StringVar(&identity, "identity", "", "private key file for SSH authentication")
 	f.StringVar(&proxy, "proxy-command", "", "command whose stdin/stdout reach the SSH server (as OpenSSH's ProxyCommand; %h %p %r expand)")
 	f.StringVar(&policyFile, "policy", "", "policy file (OpenShell format: filesystem_policy, landlock, process are enforced; see policies/ and `darkshell policy validate`)")
 	f.StringVar(&opts.Rootfs, "rootfs", "", "host directory to use as the root file system, read-only (driver local; default: the host's /usr /lib* /bin /sbin /etc /opt)")
-	f.StringVar(&opts.Image, "image", "", "OCI image to use as the root file system: a docker/podman save archive, an OCI archive or an OCI layout dir (driver local; unpacked once at create)")
+	f.StringVar(&opts.Image, "image", "", "OCI image to use as the root file system: a docker/podman save archive, an OCI archive or an OCI layout dir (driver local; unpacked once at create); for podman/docker an image reference or an archive file to load")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set for every command in the sandbox (repeatable; not for secrets)")
 	return cmd
 }
@@ -203,6 +216,12 @@ func (a *app) listCmd() *cobra.Command {
 
 func target(sb api.Sandbox) string {
 	if sb.SSH == nil {
+		var x struct { // container drivers (podman, docker)
+			Container string `json:"container"`
+		}
+		if json.Unmarshal(sb.Extra, &x) == nil && x.Container != "" {
+			return sb.Driver + ":" + x.Container
+		}
 		return "-"
 	}
 	if sb.SSH.UnixSocket != "" {

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/bohica-labs/darkshell/controller/api"
+	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/syncer"
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -38,6 +39,10 @@ func (d *Daemon) sync(w http.ResponseWriter, r *http.Request) {
 		req.Remote = "sandbox"
 		if sb.Driver == "local" || sb.Driver == "" {
 			req.Remote = "/sandbox"
+		} else if drv, err := driver.Get(sb.Driver); err == nil {
+			if ws, ok := drv.(driver.Workspacer); ok {
+				req.Remote = ws.Workspace()
+			}
 		}
 	}
 	opt := syncer.Options{Delete: req.Delete, DryRun: req.DryRun, Checksum: req.Checksum, Exclude: req.Exclude}

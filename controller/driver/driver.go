@@ -99,3 +99,10 @@ type OptionsDriver interface {
 	Driver
 	AcceptsCreateOptions()
 }
+
+// Workspacer is a driver whose sandboxes keep their workspace at a fixed
+// absolute path: the default remote of sync, upload and download.
+type Workspacer interface {
+	Driver
+	Workspace() string
+}

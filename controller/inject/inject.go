@@ -44,6 +44,9 @@ type Options struct {
 	Caps []string
 	// NoInject fails instead of uploading sandboxd (for images that bake it in).
 	NoInject bool
+	// Workdir is sandboxd's default directory for exec and relative sync
+	// roots (`sandboxd serve --workdir`); empty means the remote $HOME.
+	Workdir string
 	// Logger receives diagnostics (default: discarded).
 	Logger *slog.Logger
 }
@@ -149,6 +152,9 @@ func (e *serveError) replaceable() bool { return e.reason != "" }
 // serve runs `sandboxd serve` and handshakes with it.
 func serve(ctx context.Context, r Runner, dir word, opts Options) (attempt, error) {
 	cmd := "exec " + dir.join("sandboxd").String() + " serve"
+	if opts.Workdir != "" {
+		cmd += " --workdir " + quote(opts.Workdir)
+	}
 	p, err := r.Start(ctx, cmd)
 	if err != nil {
 		return attempt{}, fmt.Errorf("unable to start sandboxd: %w", err)
