@@ -168,11 +168,18 @@ func (p *Proxy) connect(ctx context.Context, conn net.Conn, br *bufio.Reader, re
 		deny(conn, http.StatusBadGateway, err.Error())
 		return
 	}
-	p.report(out)
 	defer upc.Close()
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
+	// Domain fronting: the TLS server name must be the CONNECT host.
+	if sni, isTLS := peekSNI(br, conn); isTLS && sni != "" && !strings.EqualFold(sni, host) {
+		out.Decision.Allow = false
+		out.Decision.Reason = fmt.Sprintf("TLS server name %q does not match the CONNECT host %q (domain fronting is refused)", sni, host)
+		p.report(out)
+		return // the client sees the tunnel close before any byte reached the server
+	}
+	p.report(out)
 	splice(conn, br, upc)
 }
 
@@ -188,6 +195,10 @@ func (p *Proxy) forward(ctx context.Context, conn net.Conn, req *http.Request, w
 		deny(conn, http.StatusBadRequest, err.Error())
 		return false
 	}
+	// Domain fronting: the Host header the server gets is the authority
+	// the policy checked (net/http takes an absolute URL's host over the
+	// client's Host header, and writes it).
+	req.Host = req.URL.Host
 	r := Request{Host: host, Port: port, Binary: who.Binary, Ancestors: who.Ancestors,
 		Method: req.Method, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery}
 	if r.Path == "" {

@@ -3,6 +3,7 @@ package egress
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bohica-labs/darkshell/controller/policy"
 )
@@ -64,6 +66,9 @@ network_policies:
 func newTestProxy(t *testing.T) (*Proxy, *fakeNet, *[]Outcome) {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ok/host" {
+			fmt.Fprintf(w, "host=%s ", r.Host)
+		}
 		fmt.Fprintf(w, "upstream saw %s %s", r.Method, r.URL.RequestURI())
 	}))
 	t.Cleanup(srv.Close)
@@ -226,5 +231,45 @@ func TestProxyReload(t *testing.T) {
 	p.SetEngine(e)
 	if resp, body := roundTrip(t, c, br, "GET http://public.test/ok/2 HTTP/1.1\r\n\r\n"); resp.StatusCode != 403 || !strings.Contains(body, "no network_policies") {
 		t.Fatalf("after reload: %s %q", resp.Status, body)
+	}
+}
+
+func TestProxyDomainFronting(t *testing.T) {
+	p, fn, outs := newTestProxy(t)
+	c := client(t, p, curl)
+	resp, body := roundTrip(t, c, bufio.NewReader(c), "GET http://public.test/ok/host HTTP/1.1\r\nHost: evil.test\r\n\r\n")
+	if resp.StatusCode != 200 || !strings.Contains(body, "host=public.test ") {
+		t.Fatalf("the upstream must see the checked authority, not the client's Host header: %d %q", resp.StatusCode, body)
+	}
+	// TLS: a ClientHello for another name through a CONNECT to public.test.
+	c = client(t, p, curl)
+	br := bufio.NewReader(c)
+	if resp, _ := roundTrip(t, c, br, "CONNECT public.test:443 HTTP/1.1\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "evil.test", InsecureSkipVerify: true})
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("a fronted TLS handshake went through")
+	}
+	last := (*outs)[len(*outs)-1]
+	if last.Decision.Allow || !strings.Contains(last.Decision.Reason, `TLS server name "evil.test" does not match`) {
+		t.Fatalf("decision: %+v", last.Decision)
+	}
+	if n := len(fn.dialed); n != 2 { // the plain request, then the tunnel
+		t.Fatalf("dials: %v", fn.dialed)
+	}
+	// The matching name passes the check (the test upstream then fails
+	// the handshake, being plain HTTP, which is fine here).
+	c = client(t, p, curl)
+	br = bufio.NewReader(c)
+	roundTrip(t, c, br, "CONNECT public.test:443 HTTP/1.1\r\n\r\n")
+	tc = tls.Client(c, &tls.Config{ServerName: "public.test", InsecureSkipVerify: true})
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	tc.Handshake()
+	for _, o := range *outs {
+		if strings.Contains(o.Decision.Reason, `"public.test" does not match`) {
+			t.Fatalf("the matching name was refused: %+v", o)
+		}
 	}
 }
