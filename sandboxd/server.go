@@ -143,7 +143,7 @@ func (s *Server) ServeConn(ctx context.Context, conn io.ReadWriteCloser) error {
 	log := s.log.With("peer", remote.BuildVersion, "protocol", version)
 	log.Debug("handshake done", "caps", remote.Caps)
 
-	sess, err := yamux.Server(conn, protocol.MuxConfig())
+	sess, err := yamux.Server(protocol.MuxConn(conn), protocol.MuxConfig())
 	if err != nil {
 		return fmt.Errorf("unable to start multiplexer: %w", err)
 	}

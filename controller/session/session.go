@@ -32,7 +32,7 @@ type Session struct {
 // with remote at protocol version. Extra closers (an SSH client, say) are
 // closed with the session.
 func New(carrier io.ReadWriteCloser, remote protocol.Hello, version int, closers ...io.Closer) (*Session, error) {
-	mux, err := yamux.Client(carrier, protocol.MuxConfig())
+	mux, err := yamux.Client(protocol.MuxConn(carrier), protocol.MuxConfig())
 	if err != nil {
 		carrier.Close()
 		return nil, fmt.Errorf("start multiplexer: %w", err)

@@ -52,7 +52,7 @@ func Connect(t testing.TB, conn io.ReadWriteCloser) *Client {
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
-	sess, err := yamux.Client(conn, protocol.MuxConfig())
+	sess, err := yamux.Client(protocol.MuxConn(conn), protocol.MuxConfig())
 	if err != nil {
 		t.Fatalf("yamux client: %v", err)
 	}
