@@ -2,8 +2,15 @@ package integration
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +34,10 @@ func serveTestHTTP(addrs []string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if tlsAddr, ok := strings.CutPrefix(a, "tls:"); ok {
+				fmt.Fprintln(os.Stderr, http.ListenAndServeTLS(tlsAddr, os.Getenv("DARKSHELL_TEST_TLS_CERT"), os.Getenv("DARKSHELL_TEST_TLS_KEY"), h))
+				return
+			}
 			fmt.Fprintln(os.Stderr, http.ListenAndServe(a, h))
 		}()
 	}
@@ -34,18 +45,22 @@ func serveTestHTTP(addrs []string) {
 }
 
 // egressNet is a network namespace the test makes: a veth to the host
-// (198.51.100.0/24, a documentation range, plus 10.77.0.0/24 as a private
-// range), an HTTP server on each address and dnsmasq answering the test's
+// (see the addresses below), an HTTP server on each address and dnsmasq answering the test's
 // names. Nothing outside the machine is ever addressed.
 type egressNet struct {
 	ns, dnsLog string
+	caFile     string // the test CA that signed the upstream's certificate
 }
 
-const (
-	egressHostAddr   = "198.51.100.1"
-	egressDNSAddr    = "198.51.100.10"
-	egressPublicAddr = "198.51.100.11"
-	egressPrivAddr   = "10.77.0.10"
+// Addresses of the test's namespace: 198.18.X.0/24 (the benchmarking
+// range: public as far as the SSRF rules go) and 10.77.X.0/24 (private),
+// X from the pid so that concurrent runs do not collide.
+var (
+	egressNet3       = fmt.Sprint(os.Getpid() % 256)
+	egressHostAddr   = "198.18." + egressNet3 + ".1"
+	egressDNSAddr    = "198.18." + egressNet3 + ".10"
+	egressPublicAddr = "198.18." + egressNet3 + ".11"
+	egressPrivAddr   = "10.77." + egressNet3 + ".10"
 )
 
 func newEgressNet(t *testing.T) *egressNet {
@@ -56,6 +71,7 @@ func newEgressNet(t *testing.T) *egressNet {
 		}
 	}
 	n := &egressNet{ns: fmt.Sprintf("ds-egress-%d", os.Getpid())}
+	var certFile, keyFile string
 	host, peer := fmt.Sprintf("dseh%d", os.Getpid()%100000), fmt.Sprintf("dsep%d", os.Getpid()%100000)
 	run := func(args ...string) {
 		t.Helper()
@@ -78,7 +94,7 @@ func newEgressNet(t *testing.T) *egressNet {
 	run("ip", "link", "set", peer, "netns", n.ns)
 	run("ip", "addr", "add", egressHostAddr+"/24", "dev", host)
 	run("ip", "link", "set", host, "up")
-	run("ip", "route", "add", "10.77.0.0/24", "dev", host)
+	run("ip", "route", "add", "10.77."+egressNet3+".0/24", "dev", host)
 	for _, a := range []string{egressDNSAddr + "/24", egressPublicAddr + "/24", egressPrivAddr + "/24"} {
 		run("ip", "netns", "exec", n.ns, "ip", "addr", "add", a, "dev", peer)
 	}
@@ -86,9 +102,11 @@ func newEgressNet(t *testing.T) *egressNet {
 	run("ip", "netns", "exec", n.ns, "ip", "link", "set", "lo", "up")
 	run("ip", "netns", "exec", n.ns, "ip", "route", "add", "default", "via", egressHostAddr)
 
+	n.caFile, certFile, keyFile = testPKI(t, "allowed.test")
 	self, _ := os.Executable()
 	srv := exec.Command("ip", "netns", "exec", n.ns, self)
-	srv.Env = append(os.Environ(), "DARKSHELL_TEST_HTTP_SERVER="+egressPublicAddr+":8080,"+egressPrivAddr+":8080,"+egressPublicAddr+":9090")
+	srv.Env = append(os.Environ(), "DARKSHELL_TEST_HTTP_SERVER="+egressPublicAddr+":8080,"+egressPrivAddr+":8080,"+egressPublicAddr+":9090,tls:"+egressPublicAddr+":8443",
+		"DARKSHELL_TEST_TLS_CERT="+certFile, "DARKSHELL_TEST_TLS_KEY="+keyFile)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +137,7 @@ func newEgressNet(t *testing.T) *egressNet {
 		return err == nil && len(a) > 0
 	})
 	t.Setenv("DARKSHELL_EGRESS_DNS", egressDNSAddr+":53")
+	t.Setenv("DARKSHELL_EGRESS_UPSTREAM_CA", n.caFile)
 	return n
 }
 
@@ -143,7 +162,7 @@ network_policies:
       - { host: private.test, port: 8080 }
       - { host: meta.test, port: 8080 }
       - { host: self.test, port: 8080 }
-      - { host: corp.test, port: 8080, allowed_ips: [10.77.0.0/24] }
+      - { host: corp.test, port: 8080, allowed_ips: [10.77.0.0/16] }
     binaries:
       - { path: /usr/bin/curl }
 `
@@ -315,4 +334,94 @@ func TestEgressPolicyReload(t *testing.T) {
 	// The new policy survives a daemon restart.
 	e.ds("daemon", "stop")
 	waitFor(t, 15*time.Second, "the restarted daemon's proxy", func() bool { return get("/admin") == "200" })
+}
+
+// testPKI writes a test CA and a certificate for host signed by it.
+func testPKI(t *testing.T, host string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "darkshell test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caT, caT, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leafT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, leafT, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return
+}
+
+const credPolicy = `version: 1
+network_policies:
+  api:
+    endpoints:
+      - host: allowed.test
+        port: 8443
+        protocol: rest
+        rules:
+          - allow: { method: GET, path: "/ok/**" }
+        credential_binding: { provider: tok }
+      - { host: allowed.test, port: 9090 }
+    binaries:
+      - { path: /usr/bin/curl }
+`
+
+// TestEgressCredentialPlaceholders: the sandbox holds a placeholder; the
+// proxy (terminating TLS with the sandbox's CA) puts the real value only
+// into requests the policy binds to the provider; nothing in the sandbox
+// ever holds the secret.
+func TestEgressCredentialPlaceholders(t *testing.T) {
+	e := newLocalEnv(t)
+	newEgressNet(t)
+	const secret = "s3cret-value-4711"
+	if _, errOut, code := e.ds("provider", "create", "--name", "tok", "--type", "generic", "--credential", "TOKEN="+secret); code != 0 {
+		t.Fatalf("provider create: %s", errOut)
+	}
+	pol := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(pol, []byte(credPolicy), 0o600)
+	e.createLocal("cred", "--policy", pol, "--provider", "tok")
+	ph := e.mustBash("cred", "echo -n $TOKEN")
+	if ph == "" || strings.Contains(ph, secret) {
+		t.Fatalf("the sandbox's TOKEN: %q", ph)
+	}
+	var out string
+	waitFor(t, 10*time.Second, "an HTTPS request through the proxy", func() bool {
+		out, _, _ = e.bash("cred", `curl -sS --max-time 5 -H "Authorization: Bearer $TOKEN" https://allowed.test:8443/ok/1`)
+		return strings.Contains(out, "saw GET /ok/1")
+	})
+	if !strings.Contains(out, `auth="Bearer `+secret+`"`) {
+		t.Fatalf("the bound endpoint did not get the real value: %q", out)
+	}
+	// Inside TLS the rules still hold.
+	if out, _, _ := e.bash("cred", `curl -sS -i --max-time 5 -X POST https://allowed.test:8443/ok/1`); !strings.Contains(out, "403") || !strings.Contains(out, "matches no allow rule") {
+		t.Fatalf("POST inside TLS: %q", out)
+	}
+	// An endpoint without the binding gets the placeholder, never the secret.
+	out, _, _ = e.bash("cred", `curl -sS --max-time 5 -H "Authorization: Bearer $TOKEN" http://allowed.test:9090/x`)
+	if !strings.Contains(out, "Bearer "+ph) || strings.Contains(out, secret) {
+		t.Fatalf("unbound endpoint: %q", out)
+	}
+	// The secret is nowhere in the sandbox.
+	re := secret[:len(secret)-1] + "[" + secret[len(secret)-1:] + "]"
+	if found, _, _ := e.bash("cred", "grep -rl '"+re+"' /sandbox /tmp /run/darkshell /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null; true"); strings.TrimSpace(found) != "" {
+		t.Fatalf("the secret is inside the sandbox: %q", found)
+	}
+	// A provider that does not exist is refused at create.
+	if _, errOut, code := e.ds("sandbox", "create", "nope", "--provider", "missing"); code == 0 || !strings.Contains(errOut, "missing") {
+		t.Fatalf("unknown provider: %d %q", code, errOut)
+	}
 }

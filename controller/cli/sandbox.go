@@ -142,6 +142,7 @@ image lacks it. The image needs a POSIX sh.`,
 	f.StringVar(&sshTarget, "ssh", "", "user@host[:port] of the SSH server (driver ssh)")
 	f.StringVar(&identity, "identity", "", "private key file for SSH authentication")
 	f.StringVar(&proxy, "proxy-command", "", "command whose stdin/stdout reach the SSH server (as OpenSSH's ProxyCommand; %h %p %r expand)")
+	f.StringArrayVar(&opts.Providers, "provider", nil, "provider whose credentials the sandbox may use through the egress proxy (repeatable; inside, each key holds a placeholder: the real value is added on the host, only for endpoints the policy binds to the provider)")
 	f.StringVar(&policyFile, "policy", "", "policy file (OpenShell format: filesystem_policy, landlock, process are enforced; see policies/ and `darkshell policy validate`)")
 	f.StringVar(&opts.Rootfs, "rootfs", "", "host directory to use as the root file system, read-only (driver local; default: the host's /usr /lib* /bin /sbin /etc /opt)")
 	f.StringVar(&opts.Image, "image", "", "OCI image to use as the root file system: a docker/podman save archive, an OCI archive or an OCI layout dir (driver local; unpacked once at create); for podman/docker an image reference or an archive file to load")

@@ -2,20 +2,24 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/bohica-labs/darkshell/controller/api"
 	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/policy"
+	"github.com/bohica-labs/darkshell/controller/provider"
 	"github.com/bohica-labs/darkshell/controller/session"
 	"github.com/bohica-labs/darkshell/controller/state"
 )
@@ -118,9 +122,16 @@ func (d *Daemon) startEgress(sb *state.Sandbox) {
 	logf, _ := os.OpenFile(filepath.Join(d.opts.Home.SandboxDir(name), "egress.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	run := &egressRun{log: logf}
 	run.proxy = &egress.Proxy{
-		Resolver:   resolver(),
-		Logger:     d.log.With("sandbox", name),
-		OnDecision: func(o egress.Outcome) { run.record(o) },
+		Resolver:      resolver(),
+		Logger:        d.log.With("sandbox", name),
+		OnDecision:    func(o egress.Outcome) { run.record(o) },
+		UpstreamRoots: upstreamRoots(d.log),
+		Secrets:       d.secrets(sb),
+	}
+	if ca, err := egress.LoadOrCreateCA(d.opts.Home.SandboxDir(name), name); err == nil {
+		run.proxy.CA = ca
+	} else {
+		d.log.Warn("egress: no CA; HTTPS endpoints with rules or credentials are refused", "sandbox", name, "err", err)
 	}
 	run.setEngine(eng, d.track)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -311,4 +322,44 @@ func resolver() egress.Resolver {
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}}
+}
+
+// secrets returns the placeholder -> value pairs of a provider the sandbox
+// was created with (read at each request: rotation applies at once).
+func (d *Daemon) secrets(sb *state.Sandbox) func(string) map[string]string {
+	var x struct {
+		Providers []string `json:"providers"`
+	}
+	json.Unmarshal(sb.Extra, &x)
+	return func(name string) map[string]string {
+		if !slices.Contains(x.Providers, name) {
+			return nil // bound by the policy, but not given to this sandbox
+		}
+		p, err := provider.Open(d.opts.Home).Get(name)
+		if err != nil {
+			return nil
+		}
+		out := make(map[string]string, len(p.Credentials))
+		for k, v := range p.Credentials {
+			out[egress.Placeholder(name, k)] = v
+		}
+		return out
+	}
+}
+
+// upstreamRoots verifies real servers behind intercepted TLS: the system's
+// roots, or $DARKSHELL_EGRESS_UPSTREAM_CA (a PEM file; tests use their own CA).
+func upstreamRoots(log *slog.Logger) *x509.CertPool {
+	f := os.Getenv("DARKSHELL_EGRESS_UPSTREAM_CA")
+	if f == "" {
+		return nil
+	}
+	b, err := os.ReadFile(f)
+	if err != nil {
+		log.Warn("egress: DARKSHELL_EGRESS_UPSTREAM_CA unreadable", "err", err)
+		return nil
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	return pool
 }

@@ -5,6 +5,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -89,10 +90,14 @@ type CreateOptions struct {
 	// unpacked once at create and used the same way.
 	Rootfs string `json:"rootfs,omitempty"`
 	Image  string `json:"image,omitempty"`
+	// Providers are credential sets the sandbox may use through the egress
+	// proxy: inside, each key holds a placeholder; the proxy puts the real
+	// value in requests the policy binds to the provider.
+	Providers []string `json:"providers,omitempty"`
 }
 
 // IsZero reports whether no option is set.
-func (o CreateOptions) IsZero() bool { return o == CreateOptions{} }
+func (o CreateOptions) IsZero() bool { return reflect.ValueOf(o).IsZero() }
 
 // OptionsDriver is a driver that reads CreateOptions from the record's Extra.
 type OptionsDriver interface {

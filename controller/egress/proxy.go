@@ -3,6 +3,8 @@ package egress
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +57,14 @@ type Proxy struct {
 	Logger     *slog.Logger
 	// DialTimeout bounds resolution plus connect (default 10s).
 	DialTimeout time.Duration
+	// CA, when set, lets the proxy terminate TLS for endpoints whose rules
+	// need the requests (REST rules, credential bindings); UpstreamRoots
+	// verifies the real servers then (nil: the system's roots).
+	CA            *CA
+	UpstreamRoots *x509.CertPool
+	// Secrets returns a provider's placeholder -> real value pairs, read
+	// at each request (so a rotation applies at once).
+	Secrets func(provider string) map[string]string
 
 	engine atomic.Pointer[Engine]
 	once   sync.Once
@@ -148,6 +158,10 @@ func (p *Proxy) connect(ctx context.Context, conn net.Conn, br *bufio.Reader, re
 	}
 	r := Request{Host: host, Port: port, Binary: who.Binary, Ancestors: who.Ancestors}
 	d := p.Engine().Decide(r)
+	if d.Allow && (d.Inspect || d.Provider != "") && p.CA != nil {
+		p.intercept(ctx, conn, br, r, d)
+		return
+	}
 	if d.Allow && d.Inspect && !d.Audit {
 		// Rules need the method and path, which TLS hides: refuse rather
 		// than let every request of the tunnel through.
@@ -226,6 +240,7 @@ func (p *Proxy) forward(ctx context.Context, conn net.Conn, req *http.Request, w
 	}
 	out.Addr = uc.addr
 	p.report(out)
+	p.substitute(req, d)
 	// Origin-form to the server; hop-by-hop proxy headers dropped.
 	req.RequestURI = ""
 	req.Header.Del("Proxy-Connection")
@@ -389,3 +404,130 @@ func (u *upstreams) close() {
 		u.drop(k)
 	}
 }
+
+// substitute swaps the placeholders of the provider the decision binds
+// for their real values in the request's headers. Requests to anything
+// else keep the placeholders: no secret leaves for an unbound host.
+func (p *Proxy) substitute(req *http.Request, d Decision) {
+	if d.Provider == "" || p.Secrets == nil {
+		return
+	}
+	pairs := p.Secrets(d.Provider)
+	if len(pairs) == 0 {
+		return
+	}
+	for k, vs := range req.Header {
+		for i, v := range vs {
+			for ph, real := range pairs {
+				if strings.Contains(v, ph) {
+					v = strings.ReplaceAll(v, ph, real)
+				}
+			}
+			req.Header[k][i] = v
+		}
+	}
+}
+
+// intercept terminates the client's TLS with a leaf of the sandbox's CA,
+// decides every request at L7, and relays the allowed ones over TLS to the
+// checked address of the real server.
+func (p *Proxy) intercept(ctx context.Context, conn net.Conn, br *bufio.Reader, r Request, d Decision) {
+	host, port := r.Host, r.Port
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	tconn := tls.Server(&readerConn{Conn: conn, r: br}, &tls.Config{
+		NextProtos: []string{"http/1.1"},
+		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if h.ServerName != "" && !strings.EqualFold(h.ServerName, host) {
+				return nil, fmt.Errorf("TLS server name %q does not match the CONNECT host %q (domain fronting is refused)", h.ServerName, host)
+			}
+			return p.CA.Leaf(host)
+		},
+	})
+	defer tconn.Close()
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := tconn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		d.Allow, d.Reason = false, "TLS with the client failed: "+err.Error()
+		p.report(Outcome{Request: r, Decision: d})
+		return
+	}
+	tbr := bufio.NewReader(tconn)
+	var up *tls.Conn
+	var upbr *bufio.Reader
+	var upAddr string
+	defer func() {
+		if up != nil {
+			up.Close()
+		}
+	}()
+	for {
+		req, err := http.ReadRequest(tbr)
+		if err != nil {
+			return
+		}
+		r2 := r
+		r2.Method, r2.Path, r2.Query = req.Method, req.URL.EscapedPath(), req.URL.RawQuery
+		d2 := p.Engine().Decide(r2)
+		out := Outcome{Request: r2, Decision: d2}
+		if !d2.Allow {
+			p.report(out)
+			io.Copy(io.Discard, io.LimitReader(req.Body, 1<<20))
+			deny(tconn, http.StatusForbidden, d2.Reason)
+			continue
+		}
+		if up == nil {
+			c, addr, err := p.dial(ctx, host, port, d2)
+			out.Addr, upAddr = addr, addr
+			if err == nil {
+				up = tls.Client(c, &tls.Config{ServerName: host, RootCAs: p.UpstreamRoots, NextProtos: []string{"http/1.1"}})
+				hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err = up.HandshakeContext(hctx)
+				cancel()
+				if err != nil {
+					up.Close()
+					up = nil
+					err = fmt.Errorf("TLS with %s (%s): %w", host, addr, err)
+				}
+			}
+			if err != nil {
+				out.Err = err.Error()
+				p.report(out)
+				deny(tconn, http.StatusBadGateway, err.Error())
+				return
+			}
+			upbr = bufio.NewReader(up)
+		}
+		out.Addr = upAddr
+		p.report(out)
+		p.substitute(req, d2)
+		req.RequestURI = ""
+		req.Header.Del("Proxy-Connection")
+		req.Header.Del("Proxy-Authorization")
+		if err := req.Write(up); err != nil {
+			deny(tconn, http.StatusBadGateway, "write to upstream: "+err.Error())
+			return
+		}
+		resp, err := http.ReadResponse(upbr, req)
+		if err != nil {
+			deny(tconn, http.StatusBadGateway, "read from upstream: "+err.Error())
+			return
+		}
+		err = resp.Write(tconn)
+		resp.Body.Close()
+		if err != nil || req.Close || resp.Close {
+			return
+		}
+	}
+}
+
+// readerConn reads through a bufio.Reader that may hold bytes already
+// read from the connection.
+type readerConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *readerConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -271,5 +272,66 @@ func TestProxyDomainFronting(t *testing.T) {
 		if strings.Contains(o.Decision.Reason, `"public.test" does not match`) {
 			t.Fatalf("the matching name was refused: %+v", o)
 		}
+	}
+}
+
+func TestProxyInterceptsForRulesAndCredentials(t *testing.T) {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upstream saw %s %s auth=%q", r.Method, r.URL.RequestURI(), r.Header.Get("Authorization"))
+	}))
+	defer up.Close()
+	pol, err := policy.Parse("t", []byte(`version: 1
+network_policies:
+  api:
+    endpoints:
+      - host: example.com
+        port: 443
+        protocol: rest
+        rules: [ { allow: { method: GET, path: "/ok/**" } } ]
+        credential_binding: { provider: tok }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, _ := Compile(pol)
+	fn := &fakeNet{target: up.Listener.Addr().String(), names: map[string][]netip.Addr{"example.com": {netip.MustParseAddr("198.51.100.9")}}}
+	ca, err := LoadOrCreateCA(t.TempDir(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(up.Certificate())
+	ph := Placeholder("tok", "TOKEN")
+	p := &Proxy{Resolver: fn, Dial: fn.Dial, CA: ca, UpstreamRoots: roots,
+		Secrets: func(prov string) map[string]string {
+			if prov == "tok" {
+				return map[string]string{ph: "s3cret-value"}
+			}
+			return nil
+		}}
+	p.SetEngine(eng)
+	c := client(t, p, curl)
+	br := bufio.NewReader(c)
+	if resp, _ := roundTrip(t, c, br, "CONNECT example.com:443 HTTP/1.1\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	trust := x509.NewCertPool()
+	trust.AppendCertsFromPEM(ca.PEM())
+	tc := tls.Client(&readerConn{Conn: c, r: br}, &tls.Config{ServerName: "example.com", RootCAs: trust})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("the sandbox must trust the proxy's leaf: %v", err)
+	}
+	tbr := bufio.NewReader(tc)
+	resp, body := roundTrip(t, tc, tbr, "GET /ok/1 HTTP/1.1\r\nHost: example.com\r\nAuthorization: Bearer "+ph+"\r\n\r\n")
+	if resp.StatusCode != 200 || body != `upstream saw GET /ok/1 auth="Bearer s3cret-value"` {
+		t.Fatalf("allowed request: %d %q", resp.StatusCode, body)
+	}
+	resp, body = roundTrip(t, tc, tbr, "POST /ok/1 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi")
+	if resp.StatusCode != 403 || !strings.Contains(body, "POST /ok/1 matches no allow rule") {
+		t.Fatalf("denied request inside TLS: %d %q", resp.StatusCode, body)
+	}
+	resp, body = roundTrip(t, tc, tbr, "GET /ok/2 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	if resp.StatusCode != 200 || !strings.Contains(body, "GET /ok/2") {
+		t.Fatalf("after a deny, the connection still serves: %d %q", resp.StatusCode, body)
 	}
 }

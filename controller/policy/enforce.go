@@ -13,7 +13,7 @@ const Workdir = "/sandbox"
 // OpenShell's supervisor enriches every policy: the system dirs read-only,
 // /tmp and the null device and terminals read-write.
 var (
-	BaselineReadOnly  = []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/dev/urandom"}
+	BaselineReadOnly  = []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/proc", "/dev/urandom", "/run/darkshell"}
 	BaselineReadWrite = []string{"/tmp", "/dev/null", "/dev/tty", "/dev/pts"}
 )
 

@@ -81,6 +81,7 @@ type Options struct {
 	FS            *FSPolicy `json:"fs,omitempty"`     // Landlock allow-list (nil: DefaultFS)
 	Rootfs        string    `json:"rootfs,omitempty"` // host dir whose top-level entries make the root (empty: the host's system dirs)
 	Env           []string  `json:"env,omitempty"`    // added to every command's environment (the egress proxy's address)
+	CADir         string    `json:"ca_dir,omitempty"` // host dir bound read-only at /run/darkshell (the egress CA and trust bundle)
 	Extra         []string  `json:"report"`           // confinements applied by the controller (e.g. cgroups), for the hello
 	// WorkloadCgroups are host paths of v1 cgroup dirs, each a child of
 	// the cgroup sandboxd is in, that every command sandboxd starts is born

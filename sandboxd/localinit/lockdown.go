@@ -123,7 +123,7 @@ type FSPolicy struct {
 // read-write.
 func DefaultFS() FSPolicy {
 	return FSPolicy{
-		ReadOnly: []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc",
+		ReadOnly: []string{"/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/proc", TrustDir,
 			"/dev/urandom", "/dev/random", "/dev/zero"},
 		ReadWrite: []string{Workspace, "/tmp", "/dev/shm", "/dev/null", "/dev/full", "/dev/tty", "/dev/pts"},
 		ListRoot:  true,

@@ -17,7 +17,11 @@ var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 
 // imageSkip are top-level entries of a --rootfs dir that sandboxd makes
 // itself (or that must not come from an image).
-var imageSkip = map[string]bool{"proc": true, "dev": true, "sys": true, "tmp": true, "sandbox": true}
+var imageSkip = map[string]bool{"proc": true, "dev": true, "sys": true, "tmp": true, "sandbox": true, "run": true}
+
+// TrustDir is where the controller's trust files (the egress CA and a root
+// bundle) appear inside the sandbox, read-only.
+const TrustDir = "/run/darkshell"
 
 // rootEntries lists what buildRoot binds: the host's system dirs, or every
 // top-level entry of o.Rootfs but those sandboxd makes.
@@ -101,6 +105,14 @@ func buildRootFrom(o Options, base string, names []string, bound *[]string) erro
 	}
 	if err := mountFS(root, "tmp", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
 		return err
+	}
+	if o.CADir != "" {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(TrustDir)), 0o755); err != nil {
+			return err
+		}
+		if err := bindReadOnly(o.CADir, filepath.Join(root, TrustDir)); err != nil {
+			return fmt.Errorf("bind trust dir: %w", err)
+		}
 	}
 	if err := mountFS(root, "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return err

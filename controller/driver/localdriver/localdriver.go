@@ -45,6 +45,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/inject"
 	"github.com/bohica-labs/darkshell/controller/policy"
+	"github.com/bohica-labs/darkshell/controller/provider"
 	"github.com/bohica-labs/darkshell/controller/session"
 	"github.com/bohica-labs/darkshell/controller/sshx"
 	"github.com/bohica-labs/darkshell/controller/state"
@@ -102,6 +103,7 @@ func (p paths) runDir() string        { return filepath.Join(p.dir, "run") }
 func (p paths) socket() string        { return filepath.Join(p.dir, "run", "ssh.sock") }
 func (p paths) rootDir() string       { return filepath.Join(p.dir, "rootfs") }
 func (p paths) imageRoot() string     { return filepath.Join(p.dir, "image") }
+func (p paths) trustDir() string      { return filepath.Join(p.dir, "trust") }
 func (p paths) log() string           { return filepath.Join(p.dir, "sandboxd.log") }
 func (p paths) exitFile() string      { return filepath.Join(p.dir, "run", "init-exit") }
 func hostKeyAlias(name string) string { return "darkshell-local-" + name }
@@ -163,6 +165,11 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 	p := paths{h.SandboxDir(sb.Name)}
 	if err := prepareRoot(ctx, p, x); err != nil {
 		return err
+	}
+	for _, name := range x.Providers {
+		if _, err := provider.Open(h).Get(name); err != nil {
+			return fmt.Errorf("--provider %s: %w", name, err)
+		}
 	}
 	ws := x.Workspace
 	if ws == "" {
@@ -295,6 +302,9 @@ type initConfig struct {
 	UserNS bool `json:"userns,omitempty"`
 	// Env is added to every command's environment.
 	Env []string `json:"env,omitempty"`
+	// CADir is the host dir holding the egress CA bundle files bound
+	// read-only at /run/darkshell in the sandbox.
+	CADir string `json:"ca_dir,omitempty"`
 }
 
 // rootless reports whether sandboxes are made without root: then a user
@@ -317,6 +327,14 @@ func start(ctx context.Context, bin string, p paths, name, ws string, env []stri
 	if x.Image != "" {
 		rootfs = p.imageRoot()
 	}
+	trustEnv, err := writeTrust(p, name)
+	if err != nil {
+		return 0, 0, err
+	}
+	placeholders, err := providerPlaceholders(p, x.Providers)
+	if err != nil {
+		return 0, 0, err
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, 0, err
@@ -330,7 +348,8 @@ func start(ctx context.Context, bin string, p paths, name, ws string, env []stri
 		// Every local sandbox finds the egress proxy (run by the daemon;
 		// without network_policies it denies everything, saying why), then
 		// the sandbox's own --env values.
-		Env: append(egress.ProxyEnv(), env...),
+		Env:   append(append(egress.ProxyEnv(), trustEnv...), append(placeholders, env...)...),
+		CADir: p.trustDir(),
 	})
 	if err != nil {
 		return 0, 0, err
@@ -524,4 +543,60 @@ func checkUserNS() error {
 		return errors.New("the local driver without root needs user namespaces, which are disabled (user.max_user_namespaces=0): enable them or run as root")
 	}
 	return nil
+}
+
+// Inside the sandbox: the egress CA and a bundle of the host's roots plus it.
+const (
+	trustMount  = "/run/darkshell"
+	trustCA     = trustMount + "/egress-ca.pem"
+	trustBundle = trustMount + "/ca-bundle.pem"
+)
+
+// hostBundles are where distributions keep their root bundle.
+var hostBundles = []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem"}
+
+// writeTrust makes the sandbox's egress CA (kept in its state dir) and the
+// files bound at /run/darkshell, and returns the environment that points
+// TLS clients at them.
+func writeTrust(p paths, name string) ([]string, error) {
+	ca, err := egress.LoadOrCreateCA(p.dir, name)
+	if err != nil {
+		return nil, fmt.Errorf("egress CA: %w", err)
+	}
+	if err := os.MkdirAll(p.trustDir(), 0o755); err != nil {
+		return nil, err
+	}
+	bundle := []byte{}
+	for _, b := range hostBundles {
+		if data, err := os.ReadFile(b); err == nil {
+			bundle = append(data, '\n')
+			break
+		}
+	}
+	bundle = append(bundle, ca.PEM()...)
+	if err := state.WriteFileAtomic(filepath.Join(p.trustDir(), "egress-ca.pem"), ca.PEM(), 0o644); err != nil {
+		return nil, err
+	}
+	if err := state.WriteFileAtomic(filepath.Join(p.trustDir(), "ca-bundle.pem"), bundle, 0o644); err != nil {
+		return nil, err
+	}
+	return []string{"SSL_CERT_FILE=" + trustBundle, "CURL_CA_BUNDLE=" + trustBundle, "REQUESTS_CA_BUNDLE=" + trustBundle,
+		"GIT_SSL_CAINFO=" + trustBundle, "NODE_EXTRA_CA_CERTS=" + trustCA}, nil
+}
+
+// providerPlaceholders is KEY=placeholder for every key of the providers.
+func providerPlaceholders(p paths, names []string) ([]string, error) {
+	var env []string
+	home := &state.Home{Dir: filepath.Dir(filepath.Dir(p.dir))}
+	for _, name := range names {
+		pr, err := provider.Open(home).Get(name)
+		if err != nil {
+			return nil, fmt.Errorf("provider %s: %w", name, err)
+		}
+		keys := pr.Summary().Keys
+		for _, k := range keys {
+			env = append(env, k+"="+egress.Placeholder(name, k))
+		}
+	}
+	return env, nil
 }

@@ -35,7 +35,7 @@ func TestParseSize(t *testing.T) {
 func TestInitConfigWire(t *testing.T) {
 	in := initConfig{Name: "n", Workspace: "/w", RootDir: "/r", Socket: "/s", HostKey: "/h",
 		AuthorizedKey: "/a", UID: 7, GID: 8, Unconfined: true, Report: []string{"cgroup-v2"}, WorkloadCgroups: []string{"/c"},
-		FS: &policy.FSRules{ReadOnly: []string{"/ro"}, ReadWrite: []string{"/rw"}, Hard: true}, Rootfs: "/img", UserNS: true, Env: []string{"A=1"}}
+		FS: &policy.FSRules{ReadOnly: []string{"/ro"}, ReadWrite: []string{"/rw"}, Hard: true}, Rootfs: "/img", UserNS: true, Env: []string{"A=1"}, CADir: "/ca"}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func TestInitConfigWire(t *testing.T) {
 	}
 	want := localinit.Options{Name: "n", Workspace: "/w", RootDir: "/r", Socket: "/s", HostKey: "/h",
 		AuthorizedKey: "/a", UID: 7, GID: 8, Unconfined: true, Extra: []string{"cgroup-v2"}, WorkloadCgroups: []string{"/c"},
-		FS: &localinit.FSPolicy{ReadOnly: []string{"/ro"}, ReadWrite: []string{"/rw"}, Hard: true}, Rootfs: "/img", UserNS: true, Env: []string{"A=1"}}
+		FS: &localinit.FSPolicy{ReadOnly: []string{"/ro"}, ReadWrite: []string{"/rw"}, Hard: true}, Rootfs: "/img", UserNS: true, Env: []string{"A=1"}, CADir: "/ca"}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("decoded %+v, want %+v", o, want)
 	}
