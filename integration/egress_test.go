@@ -229,9 +229,28 @@ func TestEgressProxy(t *testing.T) {
 	if !n.queried("allowed.test") {
 		t.Error("control: the allowed name was never resolved through the test's DNS")
 	}
-	// Clients that ignore the proxy find no route.
-	if _, _, code := e.bash("eg", "curl -sS --noproxy '*' --max-time 3 http://"+egressPublicAddr+":8080/"); code == 0 {
-		t.Error("a client ignoring the proxy got through")
+	// Clients that ignore the proxy find no route: a tool sweep at the
+	// test's own server (reachable from the host: the control above).
+	for script, want := range map[string]string{
+		"curl -sS --noproxy '*' --max-time 3 http://" + egressPublicAddr + ":8080/": "",
+		"echo x > /dev/tcp/" + egressPublicAddr + "/8080":                           "",
+		"echo x > /dev/udp/" + egressDNSAddr + "/53":                                "Network is unreachable",
+		"ping -c 1 -W 1 " + egressPublicAddr:                                        "",
+		"getent hosts allowed.test":                                                 "",
+		"ssh -o BatchMode=yes -o ConnectTimeout=2 " + egressPublicAddr + " true":    "",
+		"wget -q --no-proxy -T 3 -t 1 -O- http://" + egressPublicAddr + ":8080/":    "",
+	} {
+		tool := strings.Fields(script)[0]
+		if tool != "echo" {
+			if _, err := exec.LookPath(tool); err != nil {
+				t.Logf("no %s on this machine: case %q not run", tool, script)
+				continue
+			}
+		}
+		out, errOut, code := e.bash("eg", script)
+		if code == 0 || code == 127 || strings.Contains(out, "upstream") || !strings.Contains(errOut, want) {
+			t.Errorf("%q must fail (with %q): exit %d %q %q", script, want, code, out, errOut)
+		}
 	}
 	// policy test names the same rules without traffic.
 	out, _, code := e.ds("policy", "test", "eg", "--host", "allowed.test", "--port", "8080", "--binary", "/usr/bin/curl", "--method", "GET", "--path", "/ok/2")
