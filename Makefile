@@ -105,6 +105,10 @@ bench-exec: deps build ## Exec latency: daemon API, fresh CLI, fresh ssh, ssh Co
 bench-sync: deps build ## Sync: darkshell vs rsync -a over the same sshd (initial, no change, small change, big-file delta, download)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkSync -benchtime 1x -timeout 20m ./integration/
 
+.PHONY: bench-egress
+bench-egress: deps build ## Egress proxy: added latency per request and per new connection vs direct, requests/s (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-300} $(GO) test -count=1 -run '^$$' -bench BenchmarkEgress -benchtime 1x -timeout 20m ./integration/
+
 .PHONY: bench-local
 bench-local: build ## local driver: create-to-first-exec and exec p50/p99 (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-100} $(GO) test -count=1 -run '^$$' -bench BenchmarkLocalCreate -benchtime 1x -timeout 20m ./integration/

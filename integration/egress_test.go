@@ -63,7 +63,7 @@ var (
 	egressPrivAddr   = "10.77." + egressNet3 + ".10"
 )
 
-func newEgressNet(t *testing.T) *egressNet {
+func newEgressNet(t testing.TB) *egressNet {
 	t.Helper()
 	for _, bin := range []string{"ip", "dnsmasq"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -356,7 +356,7 @@ func TestEgressPolicyReload(t *testing.T) {
 }
 
 // testPKI writes a test CA and a certificate for host signed by it.
-func testPKI(t *testing.T, host string) (caFile, certFile, keyFile string) {
+func testPKI(t testing.TB, host string) (caFile, certFile, keyFile string) {
 	t.Helper()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)

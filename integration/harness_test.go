@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 		serveTestHTTP(strings.Split(addrs, ","))
 		return
 	}
+	if url := os.Getenv("DARKSHELL_TEST_HTTP_CLIENT"); url != "" {
+		os.Exit(httpClientBench(url))
+	}
 	flag.Parse() // testing.Short needs parsed flags
 	binDir = os.Getenv("DARKSHELL_BIN_DIR")
 	if binDir == "" && !testing.Short() {
