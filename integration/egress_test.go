@@ -267,6 +267,21 @@ func TestEgressProxy(t *testing.T) {
 	if json.Unmarshal([]byte(out), &res); code != 1 || res.Decision.Allow || !strings.Contains(res.Decision.Reason, "binary /usr/bin/wget") {
 		t.Errorf("policy test deny: %d %q", code, out)
 	}
+	// net-test: every hop for an allowed request, the failing hop otherwise.
+	out, errOut, code = e.ds("sandbox", "net-test", "eg", "--host", "allowed.test", "--port", "9090", "--binary", "/usr/bin/curl")
+	for _, want := range []string{"ok   sandbox to egress proxy", "ok   policy decision", "ok   resolve and connect", "ok   HTTP", "200 OK"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("net-test allowed: exit %d, %q lacks %q (%s)", code, out, want, errOut)
+		}
+	}
+	out, _, code = e.ds("sandbox", "net-test", "eg", "--host", "loop.test", "--port", "8080", "--binary", "/usr/bin/curl")
+	if code != 1 || !strings.Contains(out, "FAIL resolve and connect") || !strings.Contains(out, "loopback") {
+		t.Errorf("net-test SSRF: exit %d %q", code, out)
+	}
+	out, _, code = e.ds("sandbox", "net-test", "eg", "--host", "other.test", "--port", "8080")
+	if code != 1 || !strings.Contains(out, "FAIL policy decision") || strings.Contains(out, "resolve and connect") {
+		t.Errorf("net-test denied: exit %d %q", code, out)
+	}
 	// Decisions are logged on the host.
 	b, _ := os.ReadFile(filepath.Join(e.home, "sandboxes", "eg", "egress.log"))
 	if !strings.Contains(string(b), `"kind":"policy_decision"`) || !strings.Contains(string(b), "other.test") {

@@ -174,3 +174,12 @@ type PolicySetResult struct {
 	Sandbox      string `json:"sandbox"`
 	NetworkRules int    `json:"network_rules"`
 }
+
+// NetTestRequest is the body of POST /v1/sandboxes/{name}/net-test.
+type NetTestRequest struct {
+	egress.Request
+	// TLS: handshake with the server (default: port 443); HTTP: send a
+	// request and report the status (default true).
+	TLS  *bool `json:"tls,omitempty"`
+	HTTP *bool `json:"http,omitempty"`
+}

@@ -198,3 +198,68 @@ at create: a file that changes them is refused, as OpenShell does.`,
 	cmd.Flags().StringVar(&file, "policy", "", "policy file (OpenShell format)")
 	return cmd
 }
+
+func (a *app) netTestCmd() *cobra.Command {
+	var (
+		req         api.NetTestRequest
+		tlsOn, noHT bool
+	)
+	cmd := &cobra.Command{
+		Use:   "net-test NAME --host H --port P",
+		Short: "Show where a request from the sandbox gets, hop by hop",
+		Long: `Follow a request from inside the sandbox: the egress proxy reached from the
+sandbox, the policy decision (which rule, or why not), resolution and the SSRF
+checks, the TCP connect, the TLS handshake (--tls, default for port 443) and the
+HTTP status. It stops at the first hop that fails and says why. Exit status 1
+when the request would not get through.`,
+		Example: `  darkshell sandbox net-test dev --host pypi.org --port 443 --binary /usr/bin/python3.11
+  darkshell sandbox net-test dev --host api.github.com --port 443 --method GET --path /repos/x/y -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if req.Host == "" || req.Port == 0 {
+				return usagef("--host and --port are required")
+			}
+			if cmd.Flags().Changed("tls") {
+				req.TLS = &tlsOn
+			}
+			if noHT {
+				f := false
+				req.HTTP = &f
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.NetTest(cmd.Context(), args[0], &req)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				if err := a.printJSON(res); err != nil {
+					return err
+				}
+			} else {
+				for _, s := range res.Steps {
+					mark := "ok  "
+					if !s.OK {
+						mark = "FAIL"
+					}
+					fmt.Fprintf(a.stdout, "%s %-24s %5d ms  %s\n", mark, s.Step, s.Ms, s.Detail)
+				}
+			}
+			if !res.OK {
+				return &exitError{code: ExitFail}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Host, "host", "", "destination host")
+	f.IntVar(&req.Port, "port", 0, "destination port")
+	f.StringVar(&req.Binary, "binary", "", "the calling program's real executable (for binary-scoped rules)")
+	f.StringVar(&req.Method, "method", "", "HTTP method to decide and send (default: HEAD /)")
+	f.StringVar(&req.Path, "path", "", "HTTP path")
+	f.BoolVar(&tlsOn, "tls", false, "do a TLS handshake (default: when the port is 443)")
+	f.BoolVar(&noHT, "no-http", false, "stop after the connection (and TLS): send no HTTP request")
+	return cmd
+}

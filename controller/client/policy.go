@@ -23,3 +23,10 @@ func (c *Client) PolicySet(ctx context.Context, name string, req *api.PolicySetR
 	err := c.do(ctx, http.MethodPut, "/v1/sandboxes/"+url.PathEscape(name)+"/policy", req, &out)
 	return &out, err
 }
+
+// NetTest reports, hop by hop, where a request from the sandbox stops.
+func (c *Client) NetTest(ctx context.Context, name string, req *api.NetTestRequest) (*egress.NetTest, error) {
+	var out egress.NetTest
+	err := c.do(ctx, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(name)+"/net-test", req, &out)
+	return &out, err
+}

@@ -14,10 +14,12 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/bohica-labs/darkshell/controller/api"
 	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/egress"
+	"github.com/bohica-labs/darkshell/controller/forward"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/provider"
 	"github.com/bohica-labs/darkshell/controller/session"
@@ -209,6 +211,55 @@ func (d *Daemon) egressRoutes(mux *http.ServeMux) {
 	d.egresses()
 	mux.HandleFunc("POST /v1/sandboxes/{name}/policy/test", d.policyTest)
 	mux.HandleFunc("PUT /v1/sandboxes/{name}/policy", d.policySet)
+	mux.HandleFunc("POST /v1/sandboxes/{name}/net-test", d.netTest)
+}
+
+// netTest reports where a request from the sandbox would stop: the proxy
+// listener reached from inside the sandbox, then the proxy's own hops.
+func (d *Daemon) netTest(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var req api.NetTestRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+		writeErr(w, fmt.Errorf("%w: net-test body: %v", errBadRequest, err))
+		return
+	}
+	if req.Host == "" || req.Port < 1 || req.Port > 65535 {
+		writeErr(w, fmt.Errorf("%w: --host and a --port in 1-65535 are required", errBadRequest))
+		return
+	}
+	run := d.egressOf(name)
+	if run == nil {
+		sb, err := d.opts.Home.Get(name)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeErr(w, fmt.Errorf("%w: sandbox %s (driver %s) has no egress proxy running: it is not a running local sandbox", errBadRequest, name, sb.Driver))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	first := egress.Step{Step: "sandbox to egress proxy", OK: true, Detail: "connected to " + egress.ProxyAddr + " from inside the sandbox"}
+	s, err := d.session(ctx, name)
+	if err == nil {
+		var c net.Conn
+		if c, err = forward.Dial(ctx, s, egress.ProxyAddr); err == nil {
+			c.Close()
+		}
+	}
+	if err != nil {
+		first.OK, first.Detail = false, fmt.Sprintf("%s is not reachable inside the sandbox: %v", egress.ProxyAddr, err)
+	}
+	first.Ms = time.Since(t0).Milliseconds()
+	tlsOn, httpOn := req.Port == 443, true
+	if req.TLS != nil {
+		tlsOn = *req.TLS
+	}
+	if req.HTTP != nil {
+		httpOn = *req.HTTP
+	}
+	writeJSON(w, http.StatusOK, run.proxy.Probe(ctx, req.Request, tlsOn, httpOn, []egress.Step{first}))
 }
 
 func (d *Daemon) policyTest(w http.ResponseWriter, r *http.Request) {
