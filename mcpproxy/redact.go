@@ -36,6 +36,13 @@ func (r *Redactor) SetValues(vals []string) {
 	r.mu.Unlock()
 }
 
+// Values returns the known secret values.
+func (r *Redactor) Values() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return append([]string(nil), r.values...)
+}
+
 // String redacts known values in s.
 func (r *Redactor) String(s string) string {
 	if r == nil {

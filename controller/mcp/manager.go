@@ -100,8 +100,10 @@ func (m *Manager) SetEventSink(s Sink) {
 	m.mu.Unlock()
 }
 
+// refreshRedactor adds the current provider values to the log redactor
+// (rotated-out values stay redacted).
 func (m *Manager) refreshRedactor() {
-	var vals []string
+	vals := m.red.Values()
 	if l, err := m.opts.Providers.List(); err == nil {
 		for _, s := range l {
 			if p, err := m.opts.Providers.Get(s.Name); err == nil {
@@ -248,6 +250,7 @@ func (m *Manager) Rotate(providerName string) int {
 	n := 0
 	for _, rt := range m.running {
 		if rt.proxy != nil && slices.Contains(rt.rec.Providers, providerName) {
+			rt.refreshRedactor()
 			rt.proxy.Rotate()
 			n++
 		}
@@ -382,6 +385,9 @@ type runtime struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	proxy  *mcpproxy.Proxy // bridge, http
+	// red holds the values of this server's credentials: errors and log
+	// lines that go back to the sandbox or into logs are redacted with it.
+	red *mcpproxy.Redactor
 
 	ready     chan struct{} // closed once: first listener up (and server started) or failed
 	readyOnce sync.Once
@@ -397,7 +403,7 @@ type runtime struct {
 func (m *Manager) start(r *Record) *runtime {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &runtime{m: m, rec: r, log: m.log.With("sandbox", r.Sandbox, "server", r.Name), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), ready: make(chan struct{})}
+		done: make(chan struct{}), ready: make(chan struct{}), red: &mcpproxy.Redactor{}}
 	m.mu.Lock()
 	if old := m.running[r.Sandbox+"/"+r.Name]; old != nil {
 		m.mu.Unlock()
@@ -489,14 +495,9 @@ func (rt *runtime) run() {
 	}()
 	if rt.rec.Transport != protocol.MCPInSandbox {
 		mcpproxy.TuneGC()
-		red := &mcpproxy.Redactor{}
-		var vals []string
-		for _, kv := range rt.creds() {
-			vals = append(vals, kv[1])
-		}
-		red.SetValues(vals)
+		rt.refreshRedactor()
 		opts := mcpproxy.Options{
-			Name: rt.rec.Name, Policy: rt.rec.Policy(), Redactor: red, Logger: rt.log,
+			Name: rt.rec.Name, Policy: rt.rec.Policy(), Redactor: rt.red, Logger: rt.log,
 			OnEvent: func(ev mcpproxy.Event) { rt.m.record(rt.rec.Sandbox, ev) },
 		}
 		if rt.rec.Transport == protocol.MCPHTTP {
@@ -673,4 +674,15 @@ func (rt *runtime) linkInSandbox(s *session.Session) error {
 			errlog.Write(f.Payload)
 		}
 	}
+}
+
+// refreshRedactor loads the current values of the server's credentials
+// (rotation keeps the old and the new ones: errors of calls in flight on the
+// old process may still carry the old value).
+func (rt *runtime) refreshRedactor() {
+	vals := rt.red.Values()
+	for _, kv := range rt.creds() {
+		vals = append(vals, kv[1])
+	}
+	rt.red.SetValues(vals)
 }
