@@ -615,6 +615,15 @@ func (rt *runtime) linkInSandbox(s *session.Session) error {
 	if h := s.Remote(); !h.Has(protocol.CapMCP) {
 		return errors.New("this sandbox's sandboxd does not offer MCP (cap \"mcp\"); upgrade it")
 	}
+	err := rt.serveInSandbox(s, fmt.Sprintf("127.0.0.1:%d", rt.rec.Port))
+	if err != nil && strings.Contains(err.Error(), "address already in use") {
+		// Drivers that share the host's loopback: take any free port.
+		return rt.serveInSandbox(s, "127.0.0.1:0")
+	}
+	return err
+}
+
+func (rt *runtime) serveInSandbox(s *session.Session, addr string) error {
 	st, err := s.Open(rt.ctx)
 	if err != nil {
 		return err
@@ -623,7 +632,7 @@ func (rt *runtime) linkInSandbox(s *session.Session) error {
 	stop := context.AfterFunc(rt.ctx, func() { st.Close() })
 	defer stop()
 	req := protocol.MCPServe{Name: rt.rec.Name, Argv: rt.rec.Argv, Env: rt.rec.Env, Dir: rt.rec.Dir,
-		Addr: fmt.Sprintf("127.0.0.1:%d", rt.rec.Port), Allow: rt.rec.Allow, Deny: rt.rec.Deny}
+		Addr: addr, Allow: rt.rec.Allow, Deny: rt.rec.Deny}
 	if err := protocol.WriteMsg(st, protocol.FrameMCPServe, &req); err != nil {
 		return err
 	}
