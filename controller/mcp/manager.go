@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -587,6 +588,7 @@ func (rt *runtime) link() error {
 		}
 	}
 	defer l.Close()
+	rt.keepPort(l.AddrString())
 	rt.mu.Lock()
 	rt.url = "http://" + l.AddrString() + EndpointPath
 	rt.linkedUp, rt.linkErr = true, ""
@@ -653,6 +655,7 @@ func (rt *runtime) serveInSandbox(s *session.Session, addr string) error {
 			if err := protocol.DecodeMsg(f, f.Type, &m); err != nil {
 				return err
 			}
+			rt.keepPort(m.Addr)
 			rt.mu.Lock()
 			rt.url, rt.linkedUp, rt.linkErr = m.URL, true, ""
 			rt.mu.Unlock()
@@ -694,4 +697,24 @@ func (rt *runtime) refreshRedactor() {
 		vals = append(vals, kv[1])
 	}
 	rt.red.SetValues(vals)
+}
+
+// keepPort records the port a server actually got (a fallback when its own
+// was taken), so that relinks and daemon restarts keep its URL.
+func (rt *runtime) keepPort(addr string) {
+	_, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil || p == rt.rec.Port {
+		return
+	}
+	rt.mu.Lock()
+	rt.rec.Port = p
+	rec := *rt.rec
+	rt.mu.Unlock()
+	if err := rt.m.records.Save(&rec); err != nil {
+		rt.log.Warn("unable to record the server's new port", "err", err)
+	}
 }

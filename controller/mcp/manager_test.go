@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,20 +51,35 @@ func TestManagerBridgeAndInSandbox(t *testing.T) {
 	ws := t.TempDir()
 	srv := sandboxd.New(sandboxd.Options{DefaultDir: ws})
 	ctx, cancel := context.WithCancel(context.Background())
-	a, b := net.Pipe()
-	go srv.ServeConn(ctx, b)
-	sess, err := session.Dial(ctx, a)
-	if err != nil {
-		t.Fatal(err)
+	var smu sync.Mutex
+	dial := func() *session.Session {
+		a, b := net.Pipe()
+		go srv.ServeConn(ctx, b)
+		s, err := session.Dial(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	sess := dial()
+	current := func(context.Context, string) (*session.Session, error) {
+		smu.Lock()
+		defer smu.Unlock()
+		if !sess.Alive() {
+			sess = dial() // the daemon's pool re-dials the same way
+		}
+		return sess, nil
 	}
 	t.Cleanup(func() {
+		smu.Lock()
 		sess.Close()
+		smu.Unlock()
 		cancel()
 		c, cc := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cc()
 		srv.Close(c)
 	})
-	m := NewManager(Options{Home: h, Providers: ps, Session: func(context.Context, string) (*session.Session, error) { return sess, nil }})
+	m := NewManager(Options{Home: h, Providers: ps, Session: current})
 	t.Cleanup(m.Close)
 
 	self, _ := os.Executable()
@@ -92,6 +108,26 @@ func TestManagerBridgeAndInSandbox(t *testing.T) {
 	if _, err := call(info.URL, "forbidden"); err == nil || !strings.Contains(err.Error(), `deny-tool "forbid*"`) {
 		t.Fatalf("denied call: %v", err)
 	}
+	// The session drops: the bridge relinks on a new one, same URL, same server.
+	pid := m.running["sb/br"].proxy.Status().PID
+	smu.Lock()
+	sess.Close()
+	smu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := call(info.URL, "token")
+		if err == nil && got == "token=tok-one-1234" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no relink after the session dropped: %q, %v", got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if p := m.running["sb/br"].proxy.Status().PID; p != pid {
+		t.Fatalf("a session drop restarted the host server (pid %d -> %d)", pid, p)
+	}
+
 	// Rotation: the next call runs on a server with the new value.
 	if _, err := ps.Update("p", map[string]string{"TOKEN": "tok-two-5678"}); err != nil {
 		t.Fatal(err)
