@@ -43,7 +43,8 @@ mcp-servers: ## Install the npm MCP servers the tests use into .cache/mcp-server
 	if ! cmp -s integration/testdata/mcp-servers/package.json $(MCP_SERVERS)/package.json || [ ! -d $(MCP_SERVERS)/node_modules/@modelcontextprotocol/server-everything ]; then \
 	  cp integration/testdata/mcp-servers/package.json $(MCP_SERVERS)/package.json && \
 	  echo "installing MCP servers into $(MCP_SERVERS)" && \
-	  (cd $(MCP_SERVERS) && npm install --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null); \
+	  (cd $(MCP_SERVERS) && npm install --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null) || \
+	    { rm -f $(MCP_SERVERS)/package.json; echo "npm install failed: MCP tests will skip (fail with DARKSHELL_REQUIRE_ALL=1)"; }; \
 	fi
 
 .PHONY: build

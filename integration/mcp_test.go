@@ -255,7 +255,9 @@ func TestMCPBridge(t *testing.T) {
 		json.Unmarshal([]byte(out), &m)
 		done <- m
 	}()
-	time.Sleep(1500 * time.Millisecond)
+	// Kill the server once the call has reached it.
+	waitFor(t, 30*time.Second, "the long call to start", func() bool { return e.mcpList("mb")["every"].Calls > l.Calls })
+	time.Sleep(300 * time.Millisecond)
 	syscall.Kill(l.PID, syscall.SIGKILL)
 	select {
 	case m := <-done:

@@ -3,6 +3,7 @@ package mcpproxy
 import (
 	"encoding/json"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 )
@@ -26,14 +27,25 @@ type Redactor struct {
 // are ignored: redacting them would destroy the log without protecting much.
 func (r *Redactor) SetValues(vals []string) {
 	var keep []string
+	seen := map[string]bool{}
 	for _, v := range vals {
-		if len(v) >= 4 {
+		if len(v) >= 4 && !seen[v] {
+			seen[v] = true
 			keep = append(keep, v)
 		}
 	}
+	// Longest first, so a value containing another is replaced whole.
+	sort.Slice(keep, func(i, j int) bool { return len(keep[i]) > len(keep[j]) })
 	r.mu.Lock()
 	r.values = keep
 	r.mu.Unlock()
+}
+
+// Values returns the known secret values.
+func (r *Redactor) Values() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return append([]string(nil), r.values...)
 }
 
 // String redacts known values in s.

@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bohica-labs/darkshell/controller/forward"
 )
 
 func (a *app) forwardCmd() *cobra.Command {
@@ -15,6 +17,9 @@ func (a *app) forwardCmd() *cobra.Command {
 		Short: "Forward host bind:PORT (default 127.0.0.1) to PORT in the sandbox; --reverse: sandbox 127.0.0.1:PORT to host bind:PORT",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, _, err := forward.ParseSpec(args[0]); err != nil {
+				return usagef("%v", err)
+			}
 			c, err := a.client()
 			if err != nil {
 				return err

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -100,8 +101,10 @@ func (m *Manager) SetEventSink(s Sink) {
 	m.mu.Unlock()
 }
 
+// refreshRedactor adds the current provider values to the log redactor
+// (rotated-out values stay redacted).
 func (m *Manager) refreshRedactor() {
-	var vals []string
+	vals := m.red.Values()
 	if l, err := m.opts.Providers.List(); err == nil {
 		for _, s := range l {
 			if p, err := m.opts.Providers.Get(s.Name); err == nil {
@@ -248,6 +251,7 @@ func (m *Manager) Rotate(providerName string) int {
 	n := 0
 	for _, rt := range m.running {
 		if rt.proxy != nil && slices.Contains(rt.rec.Providers, providerName) {
+			rt.refreshRedactor()
 			rt.proxy.Rotate()
 			n++
 		}
@@ -382,6 +386,9 @@ type runtime struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	proxy  *mcpproxy.Proxy // bridge, http
+	// red holds the values of this server's credentials: errors and log
+	// lines that go back to the sandbox or into logs are redacted with it.
+	red *mcpproxy.Redactor
 
 	ready     chan struct{} // closed once: first listener up (and server started) or failed
 	readyOnce sync.Once
@@ -397,7 +404,7 @@ type runtime struct {
 func (m *Manager) start(r *Record) *runtime {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt := &runtime{m: m, rec: r, log: m.log.With("sandbox", r.Sandbox, "server", r.Name), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), ready: make(chan struct{})}
+		done: make(chan struct{}), ready: make(chan struct{}), red: &mcpproxy.Redactor{}}
 	m.mu.Lock()
 	if old := m.running[r.Sandbox+"/"+r.Name]; old != nil {
 		m.mu.Unlock()
@@ -489,14 +496,9 @@ func (rt *runtime) run() {
 	}()
 	if rt.rec.Transport != protocol.MCPInSandbox {
 		mcpproxy.TuneGC()
-		red := &mcpproxy.Redactor{}
-		var vals []string
-		for _, kv := range rt.creds() {
-			vals = append(vals, kv[1])
-		}
-		red.SetValues(vals)
+		rt.refreshRedactor()
 		opts := mcpproxy.Options{
-			Name: rt.rec.Name, Policy: rt.rec.Policy(), Redactor: red, Logger: rt.log,
+			Name: rt.rec.Name, Policy: rt.rec.Policy(), Redactor: rt.red, Logger: rt.log,
 			OnEvent: func(ev mcpproxy.Event) { rt.m.record(rt.rec.Sandbox, ev) },
 		}
 		if rt.rec.Transport == protocol.MCPHTTP {
@@ -586,6 +588,7 @@ func (rt *runtime) link() error {
 		}
 	}
 	defer l.Close()
+	rt.keepPort(l.AddrString())
 	rt.mu.Lock()
 	rt.url = "http://" + l.AddrString() + EndpointPath
 	rt.linkedUp, rt.linkErr = true, ""
@@ -614,6 +617,15 @@ func (rt *runtime) linkInSandbox(s *session.Session) error {
 	if h := s.Remote(); !h.Has(protocol.CapMCP) {
 		return errors.New("this sandbox's sandboxd does not offer MCP (cap \"mcp\"); upgrade it")
 	}
+	err := rt.serveInSandbox(s, fmt.Sprintf("127.0.0.1:%d", rt.rec.Port))
+	if err != nil && strings.Contains(err.Error(), "address already in use") {
+		// Drivers that share the host's loopback: take any free port.
+		return rt.serveInSandbox(s, "127.0.0.1:0")
+	}
+	return err
+}
+
+func (rt *runtime) serveInSandbox(s *session.Session, addr string) error {
 	st, err := s.Open(rt.ctx)
 	if err != nil {
 		return err
@@ -622,7 +634,7 @@ func (rt *runtime) linkInSandbox(s *session.Session) error {
 	stop := context.AfterFunc(rt.ctx, func() { st.Close() })
 	defer stop()
 	req := protocol.MCPServe{Name: rt.rec.Name, Argv: rt.rec.Argv, Env: rt.rec.Env, Dir: rt.rec.Dir,
-		Addr: fmt.Sprintf("127.0.0.1:%d", rt.rec.Port), Allow: rt.rec.Allow, Deny: rt.rec.Deny}
+		Addr: addr, Allow: rt.rec.Allow, Deny: rt.rec.Deny}
 	if err := protocol.WriteMsg(st, protocol.FrameMCPServe, &req); err != nil {
 		return err
 	}
@@ -643,6 +655,7 @@ func (rt *runtime) linkInSandbox(s *session.Session) error {
 			if err := protocol.DecodeMsg(f, f.Type, &m); err != nil {
 				return err
 			}
+			rt.keepPort(m.Addr)
 			rt.mu.Lock()
 			rt.url, rt.linkedUp, rt.linkErr = m.URL, true, ""
 			rt.mu.Unlock()
@@ -672,5 +685,36 @@ func (rt *runtime) linkInSandbox(s *session.Session) error {
 		case protocol.FrameMCPLog:
 			errlog.Write(f.Payload)
 		}
+	}
+}
+
+// refreshRedactor loads the current values of the server's credentials
+// (rotation keeps the old and the new ones: errors of calls in flight on the
+// old process may still carry the old value).
+func (rt *runtime) refreshRedactor() {
+	vals := rt.red.Values()
+	for _, kv := range rt.creds() {
+		vals = append(vals, kv[1])
+	}
+	rt.red.SetValues(vals)
+}
+
+// keepPort records the port a server actually got (a fallback when its own
+// was taken), so that relinks and daemon restarts keep its URL.
+func (rt *runtime) keepPort(addr string) {
+	_, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		return
+	}
+	p, err := strconv.Atoi(ps)
+	if err != nil || p == rt.rec.Port {
+		return
+	}
+	rt.mu.Lock()
+	rt.rec.Port = p
+	rec := *rt.rec
+	rt.mu.Unlock()
+	if err := rt.m.records.Save(&rec); err != nil {
+		rt.log.Warn("unable to record the server's new port", "err", err)
 	}
 }

@@ -102,23 +102,35 @@ func (m *Manager) writeConfigLocked() {
 		c.MCPServers[n] = ConfigServer{Type: "http", URL: e.url, Transport: e.transport}
 	}
 	b, _ := json.MarshalIndent(c, "", "  ")
-	p := filepath.Join(m.dir, ConfigPath)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	// The workspace belongs to the sandbox: a symlink planted at
+	// .darkshell must not redirect the write, so stay inside an os.Root.
+	root, err := os.OpenRoot(m.dir)
+	if err != nil {
 		m.log.Warn("unable to write the MCP client config", "err", err)
 		return
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err == nil {
-		err = os.Rename(tmp, p)
-		if err != nil {
-			m.log.Warn("unable to write the MCP client config", "err", err)
-		}
+	defer root.Close()
+	tmp := ConfigPath + ".tmp"
+	err = root.MkdirAll(filepath.Dir(ConfigPath), 0o755)
+	if err == nil {
+		err = root.WriteFile(tmp, append(b, '\n'), 0o644)
+	}
+	if err == nil {
+		err = root.Rename(tmp, ConfigPath)
+	}
+	if err != nil {
+		m.log.Warn("unable to write the MCP client config", "err", err)
 	}
 }
 
 // ReadConfig reads the generated config in workspace dir.
 func ReadConfig(dir string) (*Config, error) {
-	b, err := os.ReadFile(filepath.Join(dir, ConfigPath))
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("unable to read the MCP client config: %w", err)
+	}
+	defer root.Close()
+	b, err := root.ReadFile(ConfigPath)
 	if err != nil {
 		return nil, fmt.Errorf("unable to read the MCP client config: %w", err)
 	}
