@@ -23,9 +23,10 @@ func (a *app) createCmd() *cobra.Command {
 		env                             []string
 		opts                            driver.CreateOptions
 		policyFile                      string
+		from, fromName                  string
 	)
 	cmd := &cobra.Command{
-		Use:   "create NAME",
+		Use:   "create NAME | --from BLUEPRINT [--name NAME]",
 		Short: "Create a sandbox, or register one reachable by SSH",
 		Long: `Create a sandbox.
 
@@ -48,8 +49,18 @@ image lacks it. The image needs a POSIX sh.`,
   darkshell sandbox create dev --driver ssh --ssh agent@10.0.0.5:2222 --identity ~/.ssh/id_ed25519
   darkshell sandbox create box --driver podman --image ./box.tar --memory-limit 1G --pids-limit 256
   darkshell sandbox create box --driver ssh --ssh sandbox@box --proxy-command 'openshell ssh-proxy --gateway-name g --name box --workspace default'`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if from != "" {
+				name := fromName
+				if len(args) == 1 {
+					name = args[0]
+				}
+				return a.createFromBlueprint(cmd.Context(), from, name)
+			}
+			if len(args) != 1 {
+				return usagef("create needs NAME (or --from BLUEPRINT)")
+			}
 			if sshTarget != "" && !cmd.Flags().Changed("driver") {
 				drv = "ssh"
 			}
@@ -143,6 +154,8 @@ image lacks it. The image needs a POSIX sh.`,
 	f.StringVar(&identity, "identity", "", "private key file for SSH authentication")
 	f.StringVar(&proxy, "proxy-command", "", "command whose stdin/stdout reach the SSH server (as OpenSSH's ProxyCommand; %h %p %r expand)")
 	f.StringArrayVar(&opts.Providers, "provider", nil, "provider whose credentials the sandbox may use through the egress proxy (repeatable; inside, each key holds a placeholder: the real value is added on the host, only for endpoints the policy binds to the provider)")
+	f.StringVar(&from, "from", "", "blueprint file: create, policy, uploads, MCP servers, forwards in one go, with per-phase timings and rollback (docs/blueprint.md)")
+	f.StringVar(&fromName, "name", "", "with --from: the sandbox's name (default: the blueprint's name)")
 	f.StringVar(&policyFile, "policy", "", "policy file (OpenShell format: filesystem_policy, landlock, process are enforced; see policies/ and `darkshell policy validate`)")
 	f.StringVar(&opts.Rootfs, "rootfs", "", "host directory to use as the root file system, read-only (driver local; default: the host's /usr /lib* /bin /sbin /etc /opt)")
 	f.StringVar(&opts.Image, "image", "", "OCI image to use as the root file system: a docker/podman save archive, an OCI archive or an OCI layout dir (driver local; unpacked once at create); for podman/docker an image reference or an archive file to load")
