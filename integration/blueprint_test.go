@@ -18,7 +18,7 @@ func TestBlueprintCreate(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "src", "pkg"), 0o755)
 	os.WriteFile(filepath.Join(dir, "src", "pkg", "main.go"), []byte("package main\n"), 0o644)
-	abs, _ := filepath.Abs("../policies/investigation.yaml")
+	abs, _ := filepath.Abs("../policies/default.yaml")
 	bp := fmt.Sprintf(`version: 1
 name: bpdev
 driver: local
@@ -74,7 +74,7 @@ labels:
 	if got := e.mustBash("bpdev", "cat /sandbox/src/pkg/main.go; echo $MODE; test -d /sandbox/work && echo workdir"); got != "package main\nfast\nworkdir\n" {
 		t.Fatalf("inside: %q", got)
 	}
-	if out, _, _ := e.ds("sandbox", "get", "bpdev"); !strings.Contains(out, "pids") || !strings.Contains(out, "investigation.yaml") {
+	if out, _, _ := e.ds("sandbox", "get", "bpdev"); !strings.Contains(out, "pids") || !strings.Contains(out, "default.yaml") {
 		t.Fatalf("get: %s", out)
 	}
 	if out, _, _ := e.ds("mcp", "list", "bpdev"); !strings.Contains(out, "every") {

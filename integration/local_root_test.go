@@ -213,6 +213,16 @@ process:
 	e.createLocal("nopol")
 	e.mustBash("nopol", "ls /opt >/dev/null && echo x > /sandbox/f")
 
+	// The shipped investigation policy: the workspace is read-only, /tmp
+	// writable, and the network denied by the proxy with its reason.
+	abs, _ := filepath.Abs("../policies/investigation.yaml")
+	e.createLocal("inv", "--policy", abs)
+	e.mustBash("inv", "ls /sandbox >/dev/null && echo x > /tmp/x")
+	e.refused("inv", "echo x > /sandbox/f", "Permission denied")
+	if out, _, _ := e.bash("inv", "curl -sS --max-time 5 http://example.invalid/"); !strings.Contains(out, "no network_policies") {
+		t.Fatalf("investigation network: %q", out)
+	}
+
 	// hard_requirement with a missing path: create fails and says why.
 	hard := filepath.Join(t.TempDir(), "hard.yaml")
 	os.WriteFile(hard, []byte("version: 1\nfilesystem_policy:\n  read_only: [/nonexistent-dir]\nlandlock:\n  compatibility: hard_requirement\n"), 0o600)
@@ -232,7 +242,7 @@ process:
 func TestPolicyValidate(t *testing.T) {
 	requireIntegration(t)
 	e := &env{t: t, home: t.TempDir()}
-	for _, f := range []string{"investigation", "ticket-creation", "development"} {
+	for _, f := range []string{"default", "investigation", "ticket-creation", "development"} {
 		out, errOut, code := e.ds("policy", "validate", filepath.Join("..", "policies", f+".yaml"))
 		if code != 0 || !strings.Contains(out, "valid") {
 			t.Fatalf("%s: exit %d %s %s", f, code, out, errOut)

@@ -126,8 +126,8 @@ func TestNoFilesystemPolicyKeepsDriverDefault(t *testing.T) {
 
 func TestShippedPolicies(t *testing.T) {
 	files, _ := filepath.Glob("../../policies/*.yaml")
-	if len(files) < 3 {
-		t.Fatalf("policies/ has %d files, want investigation, ticket-creation, development", len(files))
+	if len(files) < 4 {
+		t.Fatalf("policies/ has %d files, want default, investigation, ticket-creation, development", len(files))
 	}
 	for _, f := range files {
 		if _, err := Load(f); err != nil {
