@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/bohica-labs/darkshell/protocol"
-	"github.com/bohica-labs/darkshell/protocol/treesync"
+	"github.com/bohica-labs/darkshell/internal/treesync"
 	"github.com/bohica-labs/darkshell/sandboxd/syncd"
 )
 

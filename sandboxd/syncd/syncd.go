@@ -1,5 +1,5 @@
 // Package syncd serves sync streams (FrameSyncPush, FrameSyncPull) in
-// sandboxd with the protocol/treesync engine: a push receives a tree into
+// sandboxd with the internal/treesync engine: a push receives a tree into
 // the request's root, a pull sends the tree at it.
 package syncd
 
@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/bohica-labs/darkshell/protocol"
-	"github.com/bohica-labs/darkshell/protocol/treesync"
+	"github.com/bohica-labs/darkshell/internal/treesync"
 )
 
 // Root resolves a request's root: a relative one is taken from defaultDir.
