@@ -11,8 +11,8 @@ import (
 	"net"
 	"time"
 
-	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/internal/treesync"
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // Options of one sync.

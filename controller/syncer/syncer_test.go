@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/internal/treesync"
+	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/sandboxd/syncd"
 )
 

@@ -9,8 +9,8 @@ import (
 	"io"
 	"path/filepath"
 
-	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/internal/treesync"
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // Root resolves a request's root: a relative one is taken from defaultDir.
