@@ -91,11 +91,19 @@ func (e *env) syncJSON(args ...string) api.SyncResult {
 	if code != 0 {
 		e.t.Fatalf("darkshell %v: exit %d\n%s%s", args, code, out, errOut)
 	}
-	var r api.SyncResult
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		e.t.Fatalf("darkshell %v: %v\n%s", args, err, out)
+	// NDJSON: progress events, then the result event.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, l := range lines[:len(lines)-1] {
+		var ev api.SyncEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Type != "progress" || ev.Progress == nil {
+			e.t.Fatalf("darkshell %v: bad progress line %q (%v)", args, l, err)
+		}
 	}
-	return r
+	var ev api.SyncEvent
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &ev); err != nil || ev.Type != "result" || ev.Result == nil {
+		e.t.Fatalf("darkshell %v: last line is not a result event (%v)\n%s", args, err, out)
+	}
+	return *ev.Result
 }
 
 func TestSyncSSH(t *testing.T) {

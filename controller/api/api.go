@@ -136,6 +136,33 @@ type SyncRequest struct {
 	DryRun   bool     `json:"dry_run,omitempty"`
 	Checksum bool     `json:"checksum,omitempty"`
 	Exclude  []string `json:"exclude,omitempty"`
+	// Include and Exclude are gitignore-style patterns (docs/sync.md).
+	Include []string `json:"include,omitempty"`
+	// GitIgnore: leave out what the source tree's .gitignore files ignore
+	// (the CLI sets it for uploads unless --no-git-ignore).
+	GitIgnore bool `json:"git_ignore,omitempty"`
+	// Progress asks for an NDJSON answer: SyncEvent lines of type
+	// "progress", then one "result" or "error" line.
+	Progress bool `json:"progress,omitempty"`
+}
+
+// SyncProgress is a snapshot of a running sync: files and file bytes done
+// out of the plan's totals (totals are 0 until the receiver has planned).
+type SyncProgress struct {
+	FilesDone  int64 `json:"files_done"`
+	FilesTotal int64 `json:"files_total"`
+	BytesDone  int64 `json:"bytes_done"`
+	BytesTotal int64 `json:"bytes_total"`
+	ElapsedMs  int64 `json:"elapsed_ms"`
+}
+
+// SyncEvent is one NDJSON line of a sync with Progress: Type "progress"
+// (Progress set), "result" (Result set) or "error" (Error set).
+type SyncEvent struct {
+	Type     string        `json:"type"`
+	Progress *SyncProgress `json:"progress,omitempty"`
+	Result   *SyncResult   `json:"result,omitempty"`
+	Error    *Error        `json:"error,omitempty"`
 }
 
 // Sync directions.

@@ -446,3 +446,61 @@ func TestInterrupt(t *testing.T) {
 	}
 	checkSame(t, src, dst)
 }
+
+// TestGitIgnoreIncludeDelete: .gitignore'd files are not sent and survive
+// --delete on the receiver; an include pulls only its subtree and --delete
+// leaves the rest of the target alone; the meter ends at the plan's totals.
+func TestGitIgnoreIncludeDelete(t *testing.T) {
+	src, home := t.TempDir(), t.TempDir()
+	o := &pipeOpener{t: t, home: home}
+	ctx := context.Background()
+	files := map[string]string{
+		".gitignore":       "bin/\n*.tmp\n",
+		"main.go":          "package main",
+		"bin/tool":         "ELF",
+		"x.tmp":            "tmp",
+		".factory/plan.md": "plan",
+		"src/a.go":         "a",
+	}
+	for p, b := range files {
+		os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755)
+		os.WriteFile(filepath.Join(src, p), []byte(b), 0o644)
+	}
+	dst := filepath.Join(home, "w")
+	m := &treesync.Meter{}
+	sum, err := Push(ctx, o, src, "w", Options{GitIgnore: true, Delete: true, Meter: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := allEntries(t, dst); strings.Join(got, ",") != ".factory,.factory/plan.md,.gitignore,main.go,src,src/a.go" {
+		t.Fatalf("git-ignore push sent %v", got)
+	}
+	if m.FilesDone.Load() != m.FilesTotal.Load() || m.BytesDone.Load() != m.BytesTotal.Load() || m.FilesTotal.Load() != 4 || m.BytesTotal.Load() != sum.BytesToSend {
+		t.Fatalf("meter %d/%d files %d/%d bytes, summary %+v", m.FilesDone.Load(), m.FilesTotal.Load(), m.BytesDone.Load(), m.BytesTotal.Load(), sum)
+	}
+	// Build outputs made in the sandbox are ignored there too: --delete keeps them.
+	os.MkdirAll(filepath.Join(dst, "bin"), 0o755)
+	os.WriteFile(filepath.Join(dst, "bin/built"), []byte("x"), 0o755)
+	os.WriteFile(filepath.Join(dst, "stray.go"), []byte("x"), 0o644)
+	if _, err := Push(ctx, o, src, "w", Options{GitIgnore: true, Delete: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "bin/built")); err != nil {
+		t.Errorf("--delete removed an ignored receiver file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "stray.go")); err == nil {
+		t.Error("--delete kept a file the source lacks")
+	}
+	// Pull only .factory into a directory with other content, with --delete.
+	local := t.TempDir()
+	os.WriteFile(filepath.Join(local, "mine"), []byte("keep"), 0o644)
+	os.MkdirAll(filepath.Join(local, ".factory"), 0o755)
+	os.WriteFile(filepath.Join(local, ".factory/old"), []byte("gone"), 0o644)
+	if _, err := Pull(ctx, o, "w", local, Options{Include: []string{"/.factory/"}, Delete: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := allEntries(t, local); strings.Join(got, ",") != ".factory,.factory/plan.md,mine" {
+		t.Fatalf("include pull: %v", got)
+	}
+	o.wg.Wait()
+}

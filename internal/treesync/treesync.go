@@ -45,40 +45,77 @@ const TempPrefix = ".~ds-sync-"
 
 // Options of one sync. Both sides get them from the protocol.SyncRequest.
 type Options struct {
-	Delete   bool
-	DryRun   bool
-	Checksum bool
-	Exclude  []string
+	Delete    bool
+	DryRun    bool
+	Checksum  bool
+	Exclude   []string // gitignore-style patterns (see Filter)
+	Include   []string // gitignore-style patterns; empty: everything
+	GitIgnore bool     // the sender honours the tree's .gitignore files
+	// Meter, when set, counts this side's progress (not part of the request).
+	Meter *Meter
+}
+
+// Meter counts the progress of a sync, against the receiver's plan; safe
+// for concurrent use. Both sides fill it: the sender learns the totals from
+// the sync-plan frame.
+type Meter struct {
+	FilesTotal, BytesTotal atomic.Int64
+	FilesDone, BytesDone   atomic.Int64
+}
+
+func (m *Meter) plan(files int, bytes int64) {
+	if m != nil {
+		m.FilesTotal.Store(int64(files))
+		m.BytesTotal.Store(bytes)
+	}
+}
+
+func (m *Meter) file() {
+	if m != nil {
+		m.FilesDone.Add(1)
+	}
+}
+
+func (m *Meter) bytes(n int) {
+	if m != nil {
+		m.BytesDone.Add(int64(n))
+	}
+}
+
+// meterReader counts the bytes read through it.
+type meterReader struct {
+	r io.Reader
+	m *Meter
+}
+
+func (mr meterReader) Read(p []byte) (int, error) {
+	n, err := mr.r.Read(p)
+	mr.m.bytes(n)
+	return n, err
+}
+
+// meterWriter counts the bytes written through it.
+type meterWriter struct {
+	w io.Writer
+	m *Meter
+}
+
+func (mw meterWriter) Write(p []byte) (int, error) {
+	n, err := mw.w.Write(p)
+	mw.m.bytes(n)
+	return n, err
 }
 
 // OptionsFrom returns the options of a request.
 func OptionsFrom(req *protocol.SyncRequest) Options {
-	return Options{Delete: req.Delete, DryRun: req.DryRun, Checksum: req.Checksum, Exclude: req.Exclude}
+	return Options{Delete: req.Delete, DryRun: req.DryRun, Checksum: req.Checksum,
+		Exclude: req.Exclude, Include: req.Include, GitIgnore: req.GitIgnore}
 }
 
 // Request returns the request for root with these options.
 func (o Options) Request(root string) *protocol.SyncRequest {
-	return &protocol.SyncRequest{Root: root, Delete: o.Delete, DryRun: o.DryRun, Checksum: o.Checksum, Exclude: o.Exclude}
-}
-
-// Excluded reports whether the relative path p matches one of pats: a
-// pattern with "/" is matched (path.Match) against the whole path, one
-// without against each component.
-func Excluded(pats []string, p string) bool {
-	for _, pat := range pats {
-		if strings.Contains(pat, "/") {
-			if ok, _ := path.Match(strings.Trim(pat, "/"), p); ok {
-				return true
-			}
-			continue
-		}
-		for c := range strings.SplitSeq(p, "/") {
-			if ok, _ := path.Match(pat, c); ok {
-				return true
-			}
-		}
-	}
-	return false
+	return &protocol.SyncRequest{Root: root, Delete: o.Delete, DryRun: o.DryRun, Checksum: o.Checksum,
+		Exclude: o.Exclude, Include: o.Include, GitIgnore: o.GitIgnore}
 }
 
 type countReader struct {
@@ -159,34 +196,84 @@ func (c *conn) dataWriter() *bufio.Writer {
 }
 
 // Scan lists the tree at root (not following symlinks; sockets, devices and
-// fifos are left out), parents before children. Lstat (and hashing with
-// Checksum) runs in parallel.
+// fifos are left out), parents before children, as the filter of opt
+// selects it. Lstat (and hashing with Checksum) runs in parallel.
 func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, error) {
-	var paths []string
+	type item struct {
+		path      string
+		dir, keep bool
+	}
+	flt := NewFilter(opt)
+	var items []item
+	selDir := map[string]bool{}
+	loadIgnore := func(dir string) {
+		if !flt.UsesGitIgnore() {
+			return
+		}
+		f, err := r.OpenFile(path.Join(dir, ".gitignore"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		flt.LoadIgnore(dir, f)
+	}
 	err := fs.WalkDir(r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if p == "." {
+			selDir["."] = flt.Selected(".", true, false)
+			loadIgnore(".")
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), TempPrefix) || Excluded(opt.Exclude, p) {
-			if d.IsDir() {
+		isDir := d.IsDir()
+		if strings.HasPrefix(d.Name(), TempPrefix) || flt.Excluded(p, isDir) {
+			return skip(d)
+		}
+		sel := flt.Selected(p, isDir, selDir[path.Dir(p)])
+		if isDir {
+			if sel {
+				selDir[p] = true
+			} else if !flt.MayContain(p) {
 				return fs.SkipDir
 			}
+			loadIgnore(p)
+		} else if !sel {
 			return nil
 		}
 		if err := protocol.ValidSyncPath(p); err != nil {
 			return fmt.Errorf("unable to sync %q: %v", p, err)
 		}
-		if len(paths) >= protocol.MaxSyncEntries {
+		if len(items) >= protocol.MaxSyncEntries {
 			return fmt.Errorf("more than %d entries", protocol.MaxSyncEntries)
 		}
-		paths = append(paths, p)
+		items = append(items, item{path: p, dir: isDir, keep: sel})
 		return ctx.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("unable to scan %s: %w", r.Name(), err)
+	}
+	var paths []string
+	if len(opt.Include) == 0 {
+		paths = make([]string, len(items))
+		for i := range items {
+			paths[i] = items[i].path
+		}
+	} else {
+		// Keep the unselected directories that lead to a selected path.
+		need := map[string]bool{}
+		for _, it := range items {
+			if it.keep {
+				for d := path.Dir(it.path); d != "." && !need[d]; d = path.Dir(d) {
+					need[d] = true
+				}
+			}
+		}
+		for _, it := range items {
+			if it.keep || need[it.path] {
+				paths = append(paths, it.path)
+			}
+		}
 	}
 	entries := make([]protocol.SyncEntry, len(paths))
 	keep := make([]bool, len(paths))
@@ -308,9 +395,16 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 					return nil, fmt.Errorf("signature of %q: %w", entries[need.Index].Path, err)
 				}
 			}
-			if err := sendFile(c, r, need.Index, &entries[need.Index], sig); err != nil {
+			if err := sendFile(c, r, need.Index, &entries[need.Index], sig, opt.Meter); err != nil {
 				return nil, err
 			}
+			opt.Meter.file()
+		case protocol.FrameSyncPlan:
+			var plan protocol.SyncPlan
+			if err := protocol.DecodeMsg(f, f.Type, &plan); err != nil {
+				return nil, err
+			}
+			opt.Meter.plan(plan.Files, plan.Bytes)
 		case protocol.FrameSyncNeedEnd:
 			if err := c.w.Frame(protocol.FrameSyncDone, nil); err != nil {
 				return nil, err
@@ -358,7 +452,7 @@ func sendList(c *conn, entries []protocol.SyncEntry) error {
 	return c.w.Frame(protocol.FrameSyncEntriesEnd, nil)
 }
 
-func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Signature) error {
+func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Signature, m *Meter) error {
 	f, err := r.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	var fi fs.FileInfo
 	if err == nil {
@@ -369,6 +463,7 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 		err = errors.New("changed during the sync")
 	}
 	if err != nil {
+		m.bytes(int(e.Size))
 		return c.w.Msg(protocol.FrameSyncFile, &protocol.SyncFileHeader{Index: idx, Skip: err.Error()})
 	}
 	if err := c.w.Msg(protocol.FrameSyncFile, &protocol.SyncFileHeader{Index: idx}); err != nil {
@@ -376,7 +471,10 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 	}
 	dw := c.dataWriter()
 	ow := delta.NewOpWriter(dw)
-	src := io.LimitReader(bufio.NewReaderSize(f, 256<<10), e.Size)
+	var src io.Reader = io.LimitReader(bufio.NewReaderSize(f, 256<<10), e.Size)
+	if m != nil {
+		src = meterReader{src, m}
+	}
 	if sig != nil {
 		_, err = delta.Diff(sig, src, ow)
 	} else {
@@ -407,6 +505,8 @@ type receiver struct {
 	opt      Options
 	list     []protocol.SyncEntry
 	have     map[string]fs.FileInfo
+	flt      *Filter
+	protect  map[string]bool // have entries --delete must keep (ignored, not selected)
 	verified map[string]bool // real directories, checked or made in this run
 	touched  map[string]bool // directories whose entries changed
 	sum      protocol.SyncSummary
@@ -416,7 +516,8 @@ type receiver struct {
 // if missing (unless DryRun). It returns the summary it also sent.
 func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*protocol.SyncSummary, error) {
 	start := time.Now()
-	rc := &receiver{c: newConn(rw), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{}}
+	rc := &receiver{c: newConn(rw), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
+		flt: NewFilter(opt), protect: map[string]bool{}}
 	if err := rc.readList(); err != nil {
 		return nil, err
 	}
@@ -464,6 +565,7 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 
 func (rc *receiver) readList() error {
 	kind := map[string]string{".": protocol.SyncDir}
+	selDir := map[string]bool{".": rc.flt.Selected(".", true, false)}
 	for {
 		f, err := rc.c.next()
 		if err != nil {
@@ -495,7 +597,14 @@ func (rc *receiver) readList() error {
 			default:
 				return fmt.Errorf("%w: entry %q: its parent is not a directory listed before it", protocol.ErrInvalid, e.Path)
 			}
-			if Excluded(rc.opt.Exclude, e.Path) {
+			isDir := e.Type == protocol.SyncDir
+			if rc.flt.ExcludedByPattern(e.Path, isDir) {
+				kind[e.Path] = "x"
+				continue
+			}
+			if rc.flt.Selected(e.Path, isDir, selDir[path.Dir(e.Path)]) {
+				selDir[e.Path] = isDir
+			} else if !isDir {
 				kind[e.Path] = "x"
 				continue
 			}
@@ -506,11 +615,26 @@ func (rc *receiver) readList() error {
 }
 
 // scanHave lists the receiver's tree and removes stale temporary files.
+// Paths --exclude matches are left out; paths the receiver's own
+// .gitignore files ignore (with GitIgnore) or the include patterns do not
+// select are listed but protected from --delete.
 func (rc *receiver) scanHave() error {
 	rc.have = map[string]fs.FileInfo{}
 	if rc.r == nil {
 		return nil
 	}
+	flt := rc.flt
+	selDir := map[string]bool{".": flt.Selected(".", true, false)}
+	loadIgnore := func(dir string) {
+		if !rc.opt.Delete || !flt.UsesGitIgnore() {
+			return
+		}
+		if f, err := rc.r.OpenFile(path.Join(dir, ".gitignore"), os.O_RDONLY|syscall.O_NOFOLLOW, 0); err == nil {
+			flt.LoadIgnore(dir, f)
+			f.Close()
+		}
+	}
+	loadIgnore(".")
 	return fs.WalkDir(rc.r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -524,7 +648,8 @@ func (rc *receiver) scanHave() error {
 			}
 			return skip(d)
 		}
-		if Excluded(rc.opt.Exclude, p) {
+		isDir := d.IsDir()
+		if flt.ExcludedByPattern(p, isDir) {
 			return skip(d)
 		}
 		fi, err := rc.r.Lstat(p)
@@ -532,6 +657,21 @@ func (rc *receiver) scanHave() error {
 			return err
 		}
 		rc.have[p] = fi
+		parent := path.Dir(p)
+		if rc.protect[parent] || flt.Ignored(p, isDir) {
+			rc.protect[p] = true
+		}
+		sel := flt.Selected(p, isDir, selDir[parent])
+		if !sel {
+			rc.protect[p] = true
+		}
+		if isDir {
+			selDir[p] = sel
+			if !sel && !flt.MayContain(p) {
+				return fs.SkipDir
+			}
+			loadIgnore(p)
+		}
 		return nil
 	})
 }
@@ -681,8 +821,18 @@ func (rc *receiver) deleteExtra() error {
 		}
 	}
 	slices.Sort(paths)
+	// A directory holding a protected path is emptied, not removed.
+	holds := map[string]bool{}
+	for p := range rc.protect {
+		for d := path.Dir(p); d != "." && !holds[d]; d = path.Dir(d) {
+			holds[d] = true
+		}
+	}
 	top := ""
 	for _, p := range paths {
+		if rc.protect[p] || holds[p] {
+			continue
+		}
 		if top != "" && strings.HasPrefix(p, top+"/") {
 			rc.sum.Deleted++
 			continue
@@ -704,6 +854,14 @@ func (rc *receiver) transfer(ctx context.Context, needs []need) error {
 	c := rc.c
 	if rc.opt.DryRun {
 		needs = nil
+	}
+	var planBytes int64
+	for _, n := range needs {
+		planBytes += rc.list[n.index].Size
+	}
+	rc.opt.Meter.plan(len(needs), planBytes)
+	if err := c.w.Msg(protocol.FrameSyncPlan, &protocol.SyncPlan{Files: len(needs), Bytes: planBytes}); err != nil {
+		return err
 	}
 	sent := make(chan signed, len(needs))
 	errc := make(chan error, 1)
@@ -749,11 +907,14 @@ func (rc *receiver) transfer(ctx context.Context, needs []need) error {
 			if len(rc.sum.Skipped) < 100 {
 				rc.sum.Skipped = append(rc.sum.Skipped, e.Path+": "+h.Skip)
 			}
+			rc.opt.Meter.bytes(int(e.Size))
+			rc.opt.Meter.file()
 			continue
 		}
 		if err := rc.receiveFile(e, s); err != nil {
 			return err
 		}
+		rc.opt.Meter.file()
 	}
 }
 
@@ -839,7 +1000,11 @@ func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
 		old = of
 	}
 	bw := bufio.NewWriterSize(out, 256<<10)
-	st, err := delta.ApplyLimit(old, s.oldSize, s.blockSize, delta.NewOpReader(rc.c), bw, e.Size)
+	var dst io.Writer = bw
+	if rc.opt.Meter != nil {
+		dst = meterWriter{bw, rc.opt.Meter}
+	}
+	st, err := delta.ApplyLimit(old, s.oldSize, s.blockSize, delta.NewOpReader(rc.c), dst, e.Size)
 	if err != nil {
 		return fmt.Errorf("unable to receive %q: %w", e.Path, err)
 	}
