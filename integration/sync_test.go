@@ -207,3 +207,60 @@ func TestSyncLocal(t *testing.T) {
 		t.Fatalf("download: %v", d)
 	}
 }
+
+// TestSyncCreateUploadAndFilters: `sandbox create --upload` several trees
+// in one create; .gitignore honoured on upload (--no-git-ignore sends all);
+// --dry-run writes nothing; download --include /sub/ brings only that.
+func TestSyncCreateUploadAndFilters(t *testing.T) {
+	e := newEnv(t)
+	a, b := t.TempDir(), t.TempDir()
+	makeTree(t, a, 10, 1<<20)
+	os.WriteFile(filepath.Join(a, ".gitignore"), []byte("*.secret\n/build/\n"), 0o644)
+	os.WriteFile(filepath.Join(a, "key.secret"), []byte("s3cr3t"), 0o600)
+	os.MkdirAll(filepath.Join(a, "build"), 0o755)
+	os.WriteFile(filepath.Join(a, "build", "out"), []byte("bin"), 0o644)
+	os.WriteFile(filepath.Join(b, "notes.txt"), []byte("notes"), 0o644)
+	out, errOut, code := e.ds("sandbox", "create", "u", "--driver", "ssh",
+		"--ssh", fmt.Sprintf("%s@127.0.0.1:%d", e.sshd.User, e.sshd.Port), "--identity", e.sshd.ClientKey,
+		"--upload", a+":proj", "--upload", b+":notes", "-o", "json")
+	if code != 0 {
+		t.Fatalf("create --upload: exit %d\n%s%s", code, out, errOut)
+	}
+	var sb api.Sandbox
+	if err := json.Unmarshal([]byte(out), &sb); err != nil || len(sb.Uploads) != 2 {
+		t.Fatalf("create -o json: %v %s", err, out)
+	}
+	proj := filepath.Join(e.sbHome, "proj")
+	for _, p := range []string{"key.secret", "build"} {
+		if _, err := os.Lstat(filepath.Join(proj, p)); err == nil {
+			t.Errorf("ignored %s was uploaded", p)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(e.sbHome, "notes", "notes.txt")); err != nil || string(b) != "notes" {
+		t.Fatalf("second upload: %q %v", b, err)
+	}
+	// Dry run: the plan, nothing written.
+	r := e.syncJSON("sync", "u", a+":proj", "--no-git-ignore", "--dry-run")
+	if !r.DryRun || r.Added != 3 || r.BytesToSend != int64(len("s3cr3t")+len("bin")) {
+		t.Fatalf("dry run plan: %+v", r)
+	}
+	if _, err := os.Lstat(filepath.Join(proj, "key.secret")); err == nil {
+		t.Fatal("dry run wrote a file")
+	}
+	r = e.syncJSON("sync", "u", a+":proj", "--no-git-ignore")
+	if r.Added != 3 {
+		t.Fatalf("--no-git-ignore: %+v", r)
+	}
+	if d := treeDiff(t, a, proj); len(d) > 0 {
+		t.Fatalf("after --no-git-ignore: %v", d)
+	}
+	// Download one subtree by include.
+	local := t.TempDir()
+	e.syncJSON("sandbox", "download", "u", "proj", local, "--include", "/sub/")
+	if d := treeDiff(t, filepath.Join(a, "sub"), filepath.Join(local, "sub")); len(d) > 0 {
+		t.Fatalf("include download: %v", d)
+	}
+	if ents, _ := os.ReadDir(local); len(ents) != 1 {
+		t.Fatalf("include download brought more than sub/: %v", ents)
+	}
+}

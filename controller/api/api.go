@@ -60,6 +60,10 @@ type CreateRequest struct {
 	Driver string           `json:"driver"`
 	SSH    *state.SSHTarget `json:"ssh,omitempty"`
 	Env    []string         `json:"env,omitempty"`
+	// Uploads are pushed into the new sandbox in order (--upload
+	// LOCAL[:REMOTE]); Direction is push and may be left empty. If one
+	// fails the sandbox is deleted again.
+	Uploads []SyncRequest `json:"uploads,omitempty"`
 	// Options for drivers that create sandboxes (local): workspace, limits, unconfined.
 	driver.CreateOptions
 }
@@ -77,6 +81,8 @@ type Sandbox struct {
 	// drivers that can tell (driver.StatusDriver); empty otherwise.
 	Phase  string `json:"phase,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Uploads are the results of CreateRequest.Uploads (create only).
+	Uploads []SyncResult `json:"uploads,omitempty"`
 }
 
 // ExecRequest is the body of a non-upgraded POST /v1/sandboxes/{name}/exec.

@@ -17,7 +17,7 @@ import (
 func (a *app) createCmd() *cobra.Command {
 	var (
 		drv, sshTarget, identity, proxy string
-		env                             []string
+		env, uploads                    []string
 		opts                            driver.CreateOptions
 	)
 	cmd := &cobra.Command{
@@ -75,6 +75,13 @@ first use), and pushes its own sandboxd there if it is missing.`,
 				opts.Workspace = abs
 				req.Workspace = abs
 			}
+			for _, u := range uploads {
+				up, err := uploadSpec(u)
+				if err != nil {
+					return err
+				}
+				req.Uploads = append(req.Uploads, up)
+			}
 			if opts.Unconfined {
 				fmt.Fprintf(a.stderr, "WARNING: --unconfined: sandbox %s runs WITHOUT Landlock and seccomp; for development only, never for untrusted code\n", req.Name)
 			}
@@ -90,6 +97,7 @@ first use), and pushes its own sandboxd there if it is missing.`,
 				return a.printJSON(sb)
 			}
 			fmt.Fprintf(a.stdout, "sandbox %s created (driver %s)\n", sb.Name, sb.Driver)
+			printUploads(a.stdout, sb.Name, sb.Uploads)
 			return nil
 		},
 	}
@@ -103,6 +111,7 @@ first use), and pushes its own sandboxd there if it is missing.`,
 	f.StringVar(&sshTarget, "ssh", "", "user@host[:port] of the SSH server (driver ssh)")
 	f.StringVar(&identity, "identity", "", "private key file for SSH authentication")
 	f.StringVar(&proxy, "proxy-command", "", "command whose stdin/stdout reach the SSH server (as OpenSSH's ProxyCommand; %h %p %r expand)")
+	f.StringArrayVar(&uploads, "upload", nil, "LOCAL[:REMOTE] directory to upload into the new sandbox (repeatable; .gitignore honoured; REMOTE as for sandbox upload)")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set for every command in the sandbox (repeatable; not for secrets)")
 	return cmd
 }

@@ -230,3 +230,26 @@ func syncWithBar(ctx context.Context, w io.Writer, run func(func(api.SyncProgres
 	p.Wait()
 	return res, err
 }
+
+// uploadSpec parses `sandbox create --upload LOCAL[:REMOTE]`.
+func uploadSpec(s string) (api.SyncRequest, error) {
+	local, remote, _ := strings.Cut(s, ":")
+	if local == "" {
+		return api.SyncRequest{}, usagef("--upload %q: LOCAL must not be empty", s)
+	}
+	abs, err := filepath.Abs(local)
+	if err != nil {
+		return api.SyncRequest{}, usagef("--upload %q: %v", s, err)
+	}
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		return api.SyncRequest{}, usagef("--upload %q: %s is not a directory", s, local)
+	}
+	return api.SyncRequest{Direction: api.SyncPush, Local: abs, Remote: remote, GitIgnore: true}, nil
+}
+
+func printUploads(w io.Writer, name string, ups []api.SyncResult) {
+	for _, r := range ups {
+		fmt.Fprintf(w, "uploaded %s -> %s:%s: %d entries, %s in %.2fs\n",
+			r.Local, name, r.Remote, r.Entries, size(r.BytesToSend), float64(r.DurationMs)/1000)
+	}
+}
