@@ -147,12 +147,24 @@ type conn struct {
 	br  *bufio.Reader
 	w   *protocol.Writer
 	buf []byte // unread bytes of the current data frame
+
+	// Reused per file (allocating them per file dominated small files).
+	dw   *bufio.Writer   // data frames out
+	ow   *delta.OpWriter // op streams out, over dw
+	or   *delta.OpReader // op streams in
+	file *bufio.Reader   // a file being sent
+	outf *bufio.Writer   // a file being received
 }
 
 func newConn(rw io.ReadWriter) *conn {
 	c := &conn{in: &countReader{r: rw}, out: &countWriter{w: rw}}
 	c.br = bufio.NewReaderSize(c.in, 64<<10)
 	c.w = protocol.NewWriter(c.out)
+	c.dw = c.dataWriter()
+	c.ow = delta.NewOpWriter(c.dw)
+	c.or = delta.NewOpReader(c)
+	c.file = bufio.NewReaderSize(nil, 256<<10)
+	c.outf = bufio.NewWriterSize(nil, 256<<10)
 	return c
 }
 
@@ -469,9 +481,10 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 	if err := c.w.Msg(protocol.FrameSyncFile, &protocol.SyncFileHeader{Index: idx}); err != nil {
 		return err
 	}
-	dw := c.dataWriter()
-	ow := delta.NewOpWriter(dw)
-	var src io.Reader = io.LimitReader(bufio.NewReaderSize(f, 256<<10), e.Size)
+	dw, ow := c.dw, c.ow
+	c.file.Reset(f)
+	defer c.file.Reset(nil)
+	var src io.Reader = io.LimitReader(c.file, e.Size)
 	if m != nil {
 		src = meterReader{src, m}
 	}
@@ -499,7 +512,46 @@ type signed struct {
 	ok        bool
 }
 
+// dirCache keeps os.Roots of the target's directories open, so that a
+// file's operations resolve one path component instead of its whole path.
+type dirCache struct {
+	top *os.Root
+	m   map[string]*os.Root
+}
+
+// maxCachedDirs bounds the directory handles a receiver keeps open.
+const maxCachedDirs = 64
+
+func (d *dirCache) get(dir string) (*os.Root, error) {
+	if dir == "." {
+		return d.top, nil
+	}
+	if r, ok := d.m[dir]; ok {
+		return r, nil
+	}
+	if len(d.m) >= maxCachedDirs {
+		d.close()
+	}
+	r, err := d.top.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	if d.m == nil {
+		d.m = map[string]*os.Root{}
+	}
+	d.m[dir] = r
+	return r, nil
+}
+
+func (d *dirCache) close() {
+	for k, r := range d.m {
+		r.Close()
+		delete(d.m, k)
+	}
+}
+
 type receiver struct {
+	dirs     dirCache
 	c        *conn
 	r        *os.Root
 	opt      Options
@@ -533,6 +585,8 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 	}
 	if rc.r != nil {
 		defer rc.r.Close()
+		rc.dirs.top = rc.r
+		defer rc.dirs.close()
 	}
 	if err := rc.scanHave(); err != nil {
 		return nil, err
@@ -976,10 +1030,15 @@ func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
 	if err := rc.parentOK(e.Path); err != nil {
 		return err
 	}
+	dir, name := path.Dir(e.Path), path.Base(e.Path)
+	dr, err := rc.dirs.get(dir)
+	if err != nil {
+		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := path.Join(path.Dir(e.Path), TempPrefix+hex.EncodeToString(rnd[:]))
-	out, err := rc.r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	tmp := TempPrefix + hex.EncodeToString(rnd[:])
+	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)
 	}
@@ -987,24 +1046,27 @@ func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
 	defer func() {
 		if !done {
 			out.Close()
-			_ = rc.r.Remove(tmp)
+			_ = dr.Remove(tmp)
 		}
 	}()
 	var old io.ReaderAt = emptyReaderAt{}
 	if s.ok {
-		of, err := rc.r.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		of, err := dr.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 		if err != nil {
 			return fmt.Errorf("unable to reopen %q: %w", e.Path, err)
 		}
 		defer of.Close()
 		old = of
 	}
-	bw := bufio.NewWriterSize(out, 256<<10)
+	bw := rc.c.outf
+	bw.Reset(out)
+	defer bw.Reset(nil)
 	var dst io.Writer = bw
 	if rc.opt.Meter != nil {
 		dst = meterWriter{bw, rc.opt.Meter}
 	}
-	st, err := delta.ApplyLimit(old, s.oldSize, s.blockSize, delta.NewOpReader(rc.c), dst, e.Size)
+	rc.c.or.Reset(rc.c)
+	st, err := delta.ApplyLimit(old, s.oldSize, s.blockSize, rc.c.or, dst, e.Size)
 	if err != nil {
 		return fmt.Errorf("unable to receive %q: %w", e.Path, err)
 	}
@@ -1027,14 +1089,14 @@ func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
 	}
 	done = true
 	t := time.Unix(0, e.MtimeNs)
-	if err := rc.r.Chtimes(tmp, t, t); err == nil {
-		err = rc.r.Rename(tmp, e.Path)
+	if err := dr.Chtimes(tmp, t, t); err == nil {
+		err = dr.Rename(tmp, name)
 		if err == nil {
-			rc.touched[path.Dir(e.Path)] = true
+			rc.touched[dir] = true
 			return nil
 		}
 	}
-	_ = rc.r.Remove(tmp)
+	_ = dr.Remove(tmp)
 	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
 }
 
