@@ -16,6 +16,7 @@ package treesync
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -920,7 +921,12 @@ func (rc *receiver) transfer(ctx context.Context, needs []need) error {
 	sent := make(chan signed, len(needs))
 	errc := make(chan error, 1)
 	go func() { errc <- rc.sendNeeds(ctx, needs, sent) }()
+	pl := rc.startPlacers()
+	defer pl.stop()
 	for k := 0; ; k++ {
+		if err := pl.failed(); err != nil {
+			return err
+		}
 		f, err := c.next()
 		if err != nil {
 			return err
@@ -928,6 +934,9 @@ func (rc *receiver) transfer(ctx context.Context, needs []need) error {
 		if f.Type == protocol.FrameSyncDone {
 			if k != len(needs) {
 				return fmt.Errorf("%w: sender done after %d of %d files", protocol.ErrInvalid, k, len(needs))
+			}
+			if err := pl.stop(); err != nil {
+				return err
 			}
 			return <-errc
 		}
@@ -965,11 +974,143 @@ func (rc *receiver) transfer(ctx context.Context, needs []need) error {
 			rc.opt.Meter.file()
 			continue
 		}
+		if !s.ok && e.Size <= smallFile {
+			// New or whole: rebuild in memory here, write it in a placer.
+			if err := rc.parentOK(e.Path); err != nil {
+				return err
+			}
+			data, err := rc.receiveSmall(e)
+			if err != nil {
+				return err
+			}
+			rc.touched[path.Dir(e.Path)] = true
+			pl.jobs <- placeJob{e: e, data: data}
+			continue
+		}
 		if err := rc.receiveFile(e, s); err != nil {
 			return err
 		}
 		rc.opt.Meter.file()
 	}
+}
+
+// smallFile: whole files up to this size are rebuilt in memory and written
+// by placers, several at a time (file creation dominates small files).
+const smallFile = 1 << 20
+
+// placers is the number of goroutines writing small files.
+const placers = 6
+
+type placeJob struct {
+	e    *protocol.SyncEntry
+	data []byte
+}
+
+// placerPool writes small files into place concurrently.
+type placerPool struct {
+	jobs    chan placeJob
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	err     error
+	stopped bool
+}
+
+func (rc *receiver) startPlacers() *placerPool {
+	pl := &placerPool{jobs: make(chan placeJob, 2*placers)}
+	for range placers {
+		pl.wg.Go(func() {
+			dirs := dirCache{top: rc.r}
+			defer dirs.close()
+			for j := range pl.jobs {
+				if pl.failed() != nil {
+					continue // drain
+				}
+				if err := place(&dirs, j.e, j.data); err != nil {
+					pl.mu.Lock()
+					if pl.err == nil {
+						pl.err = err
+					}
+					pl.mu.Unlock()
+					continue
+				}
+				rc.opt.Meter.file()
+			}
+		})
+	}
+	return pl
+}
+
+func (pl *placerPool) failed() error {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.err
+}
+
+// stop waits for the queued files and returns the first error.
+func (pl *placerPool) stop() error {
+	if !pl.stopped {
+		pl.stopped = true
+		close(pl.jobs)
+		pl.wg.Wait()
+	}
+	return pl.failed()
+}
+
+// receiveSmall rebuilds a whole file from its op stream in memory, checked
+// against its size and SHA-256.
+func (rc *receiver) receiveSmall(e *protocol.SyncEntry) ([]byte, error) {
+	buf := bytes.NewBuffer(make([]byte, 0, e.Size))
+	var dst io.Writer = buf
+	if rc.opt.Meter != nil {
+		dst = meterWriter{buf, rc.opt.Meter}
+	}
+	rc.c.or.Reset(rc.c)
+	st, err := delta.ApplyLimit(emptyReaderAt{}, 0, 0, rc.c.or, dst, e.Size)
+	if err != nil {
+		return nil, fmt.Errorf("unable to receive %q: %w", e.Path, err)
+	}
+	if st.Size != e.Size {
+		return nil, fmt.Errorf("%w: %q was announced with %d bytes, got %d", delta.ErrMismatch, e.Path, e.Size, st.Size)
+	}
+	if len(rc.c.buf) > 0 {
+		return nil, fmt.Errorf("%w: data after the end of %q", protocol.ErrInvalid, e.Path)
+	}
+	rc.sum.LiteralBytes += st.LiteralBytes
+	return buf.Bytes(), nil
+}
+
+// place writes data to a temporary file next to e's path and renames it
+// into place with e's mode and mtime.
+func place(dirs *dirCache, e *protocol.SyncEntry, data []byte) error {
+	dir, name := path.Dir(e.Path), path.Base(e.Path)
+	dr, err := dirs.get(dir)
+	if err != nil {
+		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := TempPrefix + hex.EncodeToString(rnd[:])
+	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)
+	}
+	_, err = out.Write(data)
+	if err == nil {
+		err = out.Chmod(fs.FileMode(e.Mode))
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		t := time.Unix(0, e.MtimeNs)
+		if err = dr.Chtimes(tmp, t, t); err == nil {
+			if err = dr.Rename(tmp, name); err == nil {
+				return nil
+			}
+		}
+	}
+	_ = dr.Remove(tmp)
+	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
 }
 
 // sendNeeds writes the needs, each with the old file's signature if any.
