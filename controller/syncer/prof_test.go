@@ -3,19 +3,29 @@ package syncer
 import (
 	"context"
 	"os"
-	"path/filepath"
+	"runtime/pprof"
 	"testing"
 	"time"
 )
 
+// TestProfPush is a profiling aid: PROF_SRC=DIR [PROF_OUT=cpu.out] pushes
+// DIR twice in-process and profiles the second (unchanged) run.
 func TestProfPush(t *testing.T) {
 	src := os.Getenv("PROF_SRC")
 	if src == "" {
-		t.Skip()
+		t.Skip("set PROF_SRC to a tree to profile")
 	}
 	home := t.TempDir()
 	o := &pipeOpener{t: t, home: home}
-	for i := range 2 {
+	for i := range 4 {
+		if i == 1 && os.Getenv("PROF_OUT") != "" {
+			f, err := os.Create(os.Getenv("PROF_OUT"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
 		t0 := time.Now()
 		sum, err := Push(context.Background(), o, src, "d", Options{Delete: true})
 		if err != nil {
@@ -23,5 +33,4 @@ func TestProfPush(t *testing.T) {
 		}
 		t.Logf("run %d: %v %+v", i, time.Since(t0), *sum)
 	}
-	_ = filepath.Join
 }

@@ -214,6 +214,7 @@ func (c *conn) dataWriter() *bufio.Writer {
 func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, error) {
 	type item struct {
 		path      string
+		fi        fs.FileInfo // from the walk: ReadDir in an os.Root lstats each entry already
 		dir, keep bool
 	}
 	flt := NewFilter(opt)
@@ -260,17 +261,26 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 		if len(items) >= protocol.MaxSyncEntries {
 			return fmt.Errorf("more than %d entries", protocol.MaxSyncEntries)
 		}
-		items = append(items, item{path: p, dir: isDir, keep: sel})
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // vanished during the scan
+		}
+		if err != nil {
+			return err
+		}
+		items = append(items, item{path: p, fi: fi, dir: isDir, keep: sel})
 		return ctx.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("unable to scan %s: %w", r.Name(), err)
 	}
 	var paths []string
+	var infos []fs.FileInfo
 	if len(opt.Include) == 0 {
 		paths = make([]string, len(items))
+		infos = make([]fs.FileInfo, len(items))
 		for i := range items {
-			paths[i] = items[i].path
+			paths[i], infos[i] = items[i].path, items[i].fi
 		}
 	} else {
 		// Keep the unselected directories that lead to a selected path.
@@ -285,6 +295,7 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 		for _, it := range items {
 			if it.keep || need[it.path] {
 				paths = append(paths, it.path)
+				infos = append(infos, it.fi)
 			}
 		}
 	}
@@ -300,7 +311,7 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 				if i >= len(paths) || ctx.Err() != nil {
 					return
 				}
-				keep[i], errs[i] = stat(r, paths[i], opt.Checksum, &entries[i])
+				keep[i], errs[i] = stat(r, paths[i], infos[i], opt.Checksum, &entries[i])
 			}
 		})
 	}
@@ -320,8 +331,12 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 	return out, nil
 }
 
-func stat(r *os.Root, p string, checksum bool, e *protocol.SyncEntry) (bool, error) {
-	fi, err := r.Lstat(p)
+// stat fills e for the entry p whose lstat result is fi (nil: look it up).
+func stat(r *os.Root, p string, fi fs.FileInfo, checksum bool, e *protocol.SyncEntry) (bool, error) {
+	var err error
+	if fi == nil {
+		fi, err = r.Lstat(p)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // vanished during the scan
 	}
@@ -571,27 +586,35 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 	start := time.Now()
 	rc := &receiver{c: newConn(rw), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
 		flt: NewFilter(opt), protect: map[string]bool{}}
-	if err := rc.readList(); err != nil {
-		return nil, err
-	}
-	if !opt.DryRun {
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			return nil, fmt.Errorf("unable to create sync target: %w", err)
-		}
-	}
+	// An existing target is scanned while the list arrives.
 	var err error
 	rc.r, err = os.OpenRoot(root)
-	if err != nil && !(opt.DryRun && errors.Is(err, fs.ErrNotExist)) {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("unable to open sync target: %w", err)
 	}
 	if rc.r != nil {
 		defer rc.r.Close()
-		rc.dirs.top = rc.r
-		defer rc.dirs.close()
 	}
-	if err := rc.scanHave(); err != nil {
-		return nil, err
+	scanned := make(chan error, 1)
+	go func() { scanned <- rc.scanHave() }()
+	lerr := rc.readList()
+	if err := <-scanned; err != nil {
+		return nil, fmt.Errorf("unable to scan the sync target: %w", err)
 	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	if rc.r == nil && !opt.DryRun {
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return nil, fmt.Errorf("unable to create sync target: %w", err)
+		}
+		if rc.r, err = os.OpenRoot(root); err != nil {
+			return nil, fmt.Errorf("unable to open sync target: %w", err)
+		}
+		defer rc.r.Close()
+	}
+	rc.dirs.top = rc.r
+	defer rc.dirs.close()
 	needs, err := rc.plan()
 	if err != nil {
 		return nil, err
@@ -707,7 +730,10 @@ func (rc *receiver) scanHave() error {
 		if flt.ExcludedByPattern(p, isDir) {
 			return skip(d)
 		}
-		fi, err := rc.r.Lstat(p)
+		fi, err := d.Info() // lstat'ed by ReadDir inside the os.Root
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
