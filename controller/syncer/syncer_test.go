@@ -146,7 +146,7 @@ func allEntries(t *testing.T, dir string) []string {
 }
 
 // editTree applies random edits: add, modify, truncate, delete, type
-// change, mode change.
+// change, mode change, rename.
 func editTree(t *testing.T, rng *rand.Rand, dir string, n int) {
 	makeWritable(t, dir)
 	for i := range n {
@@ -161,7 +161,9 @@ func editTree(t *testing.T, rng *rand.Rand, dir string, n int) {
 			t.Fatal(err)
 		}
 		mt := time.Unix(1_800_000_000+int64(i), 0)
-		switch op := rng.IntN(7); {
+		switch op := rng.IntN(8); {
+		case op == 7 && fi.Mode().IsRegular(): // rename
+			os.Rename(p, filepath.Join(dir, fmt.Sprintf("renamed%d_%d", i, rng.Uint32())))
 		case op == 0 && fi.IsDir(): // add inside
 			mkEntry(t, rng, filepath.Join(p, fmt.Sprintf("added%d_%d", i, rng.Uint32())), rng.IntN(4))
 		case op == 1 && fi.Mode().IsRegular() && fi.Size() > 10: // modify in place
@@ -502,5 +504,31 @@ func TestGitIgnoreIncludeDelete(t *testing.T) {
 	if got := allEntries(t, local); strings.Join(got, ",") != ".factory,.factory/plan.md,mine" {
 		t.Fatalf("include pull: %v", got)
 	}
+	o.wg.Wait()
+}
+
+// TestRenameReusesContent: a renamed or copied file is rebuilt from the
+// receiver's old file (copy ops), not sent again.
+func TestRenameReusesContent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	src, home := t.TempDir(), t.TempDir()
+	o := &pipeOpener{t: t, home: home}
+	ctx := context.Background()
+	data := randBytes(rng, 300_000)
+	os.MkdirAll(filepath.Join(src, "a"), 0o755)
+	os.WriteFile(filepath.Join(src, "a", "old.bin"), data, 0o644)
+	if _, err := Push(ctx, o, src, "d", Options{Delete: true}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(src, "b"), 0o755)
+	os.Rename(filepath.Join(src, "a", "old.bin"), filepath.Join(src, "b", "new.bin"))
+	sum, err := Push(ctx, o, src, "d", Options{Delete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.CopyBytes != int64(len(data)) || sum.LiteralBytes != 0 || sum.Deleted != 1 {
+		t.Fatalf("rename was not rebuilt from the old file: %+v", sum)
+	}
+	checkSame(t, src, filepath.Join(home, "d"))
 	o.wg.Wait()
 }

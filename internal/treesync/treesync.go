@@ -519,6 +519,7 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 type need struct {
 	index int
 	sig   bool
+	basis string // with sig: the receiver file to diff against ("" = the entry's own path)
 }
 
 // signed is what the receiver sent for a need: the old file's shape.
@@ -526,7 +527,12 @@ type signed struct {
 	blockSize int
 	oldSize   int64
 	ok        bool
+	basis     string
 }
+
+// minBasis is the smallest new file for which the receiver looks for a
+// renamed or copied old file to diff against.
+const minBasis = 4 << 10
 
 // dirCache keeps os.Roots of the target's directories open, so that a
 // file's operations resolve one path component instead of its whole path.
@@ -574,9 +580,10 @@ type receiver struct {
 	list     []protocol.SyncEntry
 	have     map[string]fs.FileInfo
 	flt      *Filter
-	protect  map[string]bool // have entries --delete must keep (ignored, not selected)
-	verified map[string]bool // real directories, checked or made in this run
-	touched  map[string]bool // directories whose entries changed
+	protect  map[string]bool    // have entries --delete must keep (ignored, not selected)
+	bySize   map[int64][]string // unlisted receiver files by size: bases for renames
+	verified map[string]bool    // real directories, checked or made in this run
+	touched  map[string]bool    // directories whose entries changed
 	sum      protocol.SyncSummary
 }
 
@@ -619,13 +626,14 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 	if err != nil {
 		return nil, err
 	}
+	// Files to delete may be the basis of a renamed file: delete after.
+	if err := rc.transfer(ctx, needs); err != nil {
+		return nil, err
+	}
 	if opt.Delete {
 		if err := rc.deleteExtra(); err != nil {
 			return nil, err
 		}
-	}
-	if err := rc.transfer(ctx, needs); err != nil {
-		return nil, err
 	}
 	if err := rc.finishDirs(); err != nil {
 		return nil, err
@@ -881,12 +889,51 @@ func (rc *receiver) plan() ([]need, error) {
 					continue
 				}
 			}
-			needs = append(needs, need{index: i, sig: ok && x.Size() > 0})
+			n := need{index: i, sig: ok && x.Size() > 0}
+			if !ok && e.Size >= minBasis {
+				// A new file: diff against an unlisted receiver file of the
+				// same size (a rename or a copy), if there is one.
+				if b := rc.basisFor(e); b != "" {
+					n.sig, n.basis = true, b
+				}
+			}
+			needs = append(needs, n)
 			rc.sum.BytesToSend += e.Size
 			count(true)
 		}
 	}
 	return needs, nil
+}
+
+// basisFor returns an unlisted regular receiver file with e's size,
+// preferring one with e's base name, or "".
+func (rc *receiver) basisFor(e *protocol.SyncEntry) string {
+	if rc.bySize == nil {
+		rc.bySize = map[int64][]string{}
+		listed := make(map[string]bool, len(rc.list))
+		for i := range rc.list {
+			listed[rc.list[i].Path] = true
+		}
+		for p, fi := range rc.have {
+			if !listed[p] && fi.Mode().IsRegular() && fi.Size() >= minBasis {
+				rc.bySize[fi.Size()] = append(rc.bySize[fi.Size()], p)
+			}
+		}
+		for _, ps := range rc.bySize {
+			slices.Sort(ps)
+		}
+	}
+	cands := rc.bySize[e.Size]
+	if len(cands) == 0 {
+		return ""
+	}
+	base := path.Base(e.Path)
+	for _, c := range cands {
+		if path.Base(c) == base {
+			return c
+		}
+	}
+	return cands[0]
 }
 
 // deleteExtra removes what the sender did not list (excluded paths stay).
@@ -1147,12 +1194,16 @@ func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- sig
 			return err
 		}
 		var sig *delta.Signature
+		basis := n.basis
+		if basis == "" {
+			basis = rc.list[n.index].Path
+		}
 		if n.sig {
-			sig = rc.sign(rc.list[n.index].Path)
+			sig = rc.sign(basis)
 		}
 		s := signed{}
 		if sig != nil {
-			s = signed{blockSize: sig.BlockSize, oldSize: sig.Size, ok: true}
+			s = signed{blockSize: sig.BlockSize, oldSize: sig.Size, ok: true, basis: basis}
 		}
 		sent <- s
 		if err := c.w.Msg(protocol.FrameSyncNeed, &protocol.SyncNeed{Index: n.index, Sig: sig != nil}); err != nil {
@@ -1218,9 +1269,14 @@ func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
 	}()
 	var old io.ReaderAt = emptyReaderAt{}
 	if s.ok {
-		of, err := dr.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		var of *os.File
+		if s.basis == e.Path {
+			of, err = dr.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		} else {
+			of, err = rc.r.OpenFile(s.basis, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		}
 		if err != nil {
-			return fmt.Errorf("unable to reopen %q: %w", e.Path, err)
+			return fmt.Errorf("unable to reopen %q: %w", s.basis, err)
 		}
 		defer of.Close()
 		old = of
