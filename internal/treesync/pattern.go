@@ -5,6 +5,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"sync"
 )
 
 // MaxIgnoreFile bounds the bytes read from one .gitignore file.
@@ -153,6 +154,7 @@ func lastMatch(rs []rule, rel string, isDir bool) int {
 type Filter struct {
 	exclude, include []rule
 	gitIgnore        bool
+	mu               sync.RWMutex      // walks load and read ignores concurrently
 	ignores          map[string][]rule // directory -> rules of its .gitignore
 }
 
@@ -188,6 +190,8 @@ func (f *Filter) Ignored(p string, isDir bool) bool {
 	if !f.gitIgnore {
 		return false
 	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
 	for dir := path.Dir(p); ; dir = path.Dir(dir) {
 		if rs := f.ignores[dir]; len(rs) > 0 {
 			rel := p
@@ -213,7 +217,9 @@ func (f *Filter) UsesGitIgnore() bool { return f.gitIgnore }
 // LoadIgnore records the .gitignore rules of directory dir.
 func (f *Filter) LoadIgnore(dir string, rd io.Reader) {
 	if rs := readRules(rd); len(rs) > 0 {
+		f.mu.Lock()
 		f.ignores[dir] = rs
+		f.mu.Unlock()
 	}
 }
 

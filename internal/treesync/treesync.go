@@ -212,14 +212,7 @@ func (c *conn) dataWriter() *bufio.Writer {
 // fifos are left out), parents before children, as the filter of opt
 // selects it. Lstat (and hashing with Checksum) runs in parallel.
 func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, error) {
-	type item struct {
-		path      string
-		fi        fs.FileInfo // from the walk: ReadDir in an os.Root lstats each entry already
-		dir, keep bool
-	}
 	flt := NewFilter(opt)
-	var items []item
-	selDir := map[string]bool{}
 	loadIgnore := func(dir string) {
 		if !flt.UsesGitIgnore() {
 			return
@@ -231,46 +224,21 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 		defer f.Close()
 		flt.LoadIgnore(dir, f)
 	}
-	err := fs.WalkDir(r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == "." {
-			selDir["."] = flt.Selected(".", true, false)
-			loadIgnore(".")
-			return nil
-		}
-		isDir := d.IsDir()
-		if strings.HasPrefix(d.Name(), TempPrefix) || flt.Excluded(p, isDir) {
-			return skip(d)
-		}
-		sel := flt.Selected(p, isDir, selDir[path.Dir(p)])
-		if isDir {
-			if sel {
-				selDir[p] = true
-			} else if !flt.MayContain(p) {
-				return fs.SkipDir
+	items, err := walkTree(ctx, r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
+		func(p string, d fs.DirEntry, parent walkState) (bool, bool, walkState, error) {
+			isDir := d.IsDir()
+			if strings.HasPrefix(d.Name(), TempPrefix) || flt.Excluded(p, isDir) {
+				return false, false, parent, nil
 			}
-			loadIgnore(p)
-		} else if !sel {
-			return nil
-		}
-		if err := protocol.ValidSyncPath(p); err != nil {
-			return fmt.Errorf("unable to sync %q: %v", p, err)
-		}
-		if len(items) >= protocol.MaxSyncEntries {
-			return fmt.Errorf("more than %d entries", protocol.MaxSyncEntries)
-		}
-		fi, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // vanished during the scan
-		}
-		if err != nil {
-			return err
-		}
-		items = append(items, item{path: p, fi: fi, dir: isDir, keep: sel})
-		return ctx.Err()
-	})
+			sel := flt.Selected(p, isDir, parent.sel)
+			if !sel && (!isDir || !flt.MayContain(p)) {
+				return false, false, parent, nil
+			}
+			if err := protocol.ValidSyncPath(p); err != nil {
+				return false, false, parent, fmt.Errorf("unable to sync %q: %v", p, err)
+			}
+			return sel, isDir, walkState{sel: sel}, nil
+		})
 	if err != nil {
 		return nil, fmt.Errorf("unable to scan %s: %w", r.Name(), err)
 	}
@@ -710,7 +678,6 @@ func (rc *receiver) scanHave() error {
 		return nil
 	}
 	flt := rc.flt
-	selDir := map[string]bool{".": flt.Selected(".", true, false)}
 	loadIgnore := func(dir string) {
 		if !rc.opt.Delete || !flt.UsesGitIgnore() {
 			return
@@ -720,49 +687,32 @@ func (rc *receiver) scanHave() error {
 			f.Close()
 		}
 	}
-	loadIgnore(".")
-	return fs.WalkDir(rc.r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == "." {
-			return nil
-		}
-		if strings.HasPrefix(d.Name(), TempPrefix) {
-			if !rc.opt.DryRun {
-				_ = rc.r.RemoveAll(p)
+	items, err := walkTree(context.Background(), rc.r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
+		func(p string, d fs.DirEntry, parent walkState) (bool, bool, walkState, error) {
+			isDir := d.IsDir()
+			if strings.HasPrefix(d.Name(), TempPrefix) {
+				if !rc.opt.DryRun {
+					_ = rc.r.RemoveAll(p)
+				}
+				return false, false, parent, nil
 			}
-			return skip(d)
-		}
-		isDir := d.IsDir()
-		if flt.ExcludedByPattern(p, isDir) {
-			return skip(d)
-		}
-		fi, err := d.Info() // lstat'ed by ReadDir inside the os.Root
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		rc.have[p] = fi
-		parent := path.Dir(p)
-		if rc.protect[parent] || flt.Ignored(p, isDir) {
-			rc.protect[p] = true
-		}
-		sel := flt.Selected(p, isDir, selDir[parent])
-		if !sel {
-			rc.protect[p] = true
-		}
-		if isDir {
-			selDir[p] = sel
-			if !sel && !flt.MayContain(p) {
-				return fs.SkipDir
+			if flt.ExcludedByPattern(p, isDir) {
+				return false, false, parent, nil
 			}
-			loadIgnore(p)
+			st := walkState{sel: flt.Selected(p, isDir, parent.sel)}
+			st.protect = parent.protect || !st.sel || flt.Ignored(p, isDir)
+			return true, isDir && (st.sel || flt.MayContain(p)), st, nil
+		})
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		rc.have[it.path] = it.fi
+		if it.st.protect {
+			rc.protect[it.path] = true
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 func skip(d fs.DirEntry) error {
