@@ -316,7 +316,7 @@ func stat(r *os.Root, p string, fi fs.FileInfo, checksum bool, e *protocol.SyncE
 	case m.IsRegular():
 		e.Type, e.Size, e.MtimeNs = protocol.SyncFile, fi.Size(), fi.ModTime().UnixNano()
 		if checksum {
-			sum, err := fileSum(r, p)
+			sum, err := cachedSum(r, p, fi)
 			if err != nil {
 				return false, err
 			}
@@ -814,7 +814,7 @@ func (rc *receiver) plan() ([]need, error) {
 			if ok && x.Size() == e.Size {
 				same := x.ModTime().UnixNano() == e.MtimeNs
 				if rc.opt.Checksum {
-					sum, err := fileSum(rc.r, e.Path)
+					sum, err := cachedSum(rc.r, e.Path, x)
 					if err != nil {
 						return nil, err
 					}

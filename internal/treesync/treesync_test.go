@@ -128,3 +128,23 @@ func TestScanGitIgnoreAndInclude(t *testing.T) {
 		t.Errorf("include *.log:\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestChecksumIndex: a --checksum scan of an unchanged tree hashes nothing
+// the second time; a changed file is hashed again.
+func TestChecksumIndex(t *testing.T) {
+	root := t.TempDir()
+	write(t, root, map[string]string{"a": "1", "b/c": "2", "b/d": "3"})
+	opt := Options{Checksum: true}
+	scanPaths(t, root, opt)
+	before := hashed.Load()
+	scanPaths(t, root, opt)
+	if n := hashed.Load() - before; n != 0 {
+		t.Fatalf("unchanged tree: %d files hashed again", n)
+	}
+	os.WriteFile(filepath.Join(root, "b/c"), []byte("22"), 0o644)
+	before = hashed.Load()
+	scanPaths(t, root, opt)
+	if n := hashed.Load() - before; n != 1 {
+		t.Fatalf("one changed file: %d hashed", n)
+	}
+}
