@@ -2,14 +2,19 @@ package integration
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bohica-labs/darkshell/controller/api"
 )
@@ -59,8 +64,13 @@ func treeDiff(t testing.TB, a, b string) []string {
 			case fi.IsDir():
 				m[rel] = fmt.Sprintf("d:%o", fi.Mode().Perm())
 			default:
-				c, _ := os.ReadFile(p)
-				m[rel] = fmt.Sprintf("f:%o:%d:%x", fi.Mode().Perm(), fi.ModTime().UnixNano(), c)
+				// A hash, not the content: the bench compares 2 GiB trees.
+				h := sha256.New()
+				if f, err := os.Open(p); err == nil {
+					io.Copy(h, f)
+					f.Close()
+				}
+				m[rel] = fmt.Sprintf("f:%o:%d:%x", fi.Mode().Perm(), fi.ModTime().UnixNano(), h.Sum(nil))
 			}
 			return nil
 		})
@@ -262,5 +272,70 @@ func TestSyncCreateUploadAndFilters(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(local); len(ents) != 1 {
 		t.Fatalf("include download brought more than sub/: %v", ents)
+	}
+}
+
+// TestSyncInterruptCLI: Ctrl-C (SIGINT) to `darkshell sync` at random
+// points: every file is old or new, no temporary file is left, and the
+// same command run again completes the sync.
+func TestSyncInterruptCLI(t *testing.T) {
+	e := newEnv(t)
+	e.create("s")
+	src := t.TempDir()
+	version := func(v byte, n int) []byte { return bytes.Repeat([]byte{v, byte(n)}, 300_000+n*1000) }
+	const files = 40
+	for i := range files {
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), version('a', i), 0o644)
+	}
+	e.syncJSON("sync", "s", src+":work")
+	for i := range files {
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), version('b', i), 0o644)
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("n%02d", i)), version('n', i), 0o644)
+	}
+	dst := filepath.Join(e.sbHome, "work")
+	for _, delay := range []time.Duration{5 * time.Millisecond, 30 * time.Millisecond, 80 * time.Millisecond, 200 * time.Millisecond} {
+		cmd := exec.Command(filepath.Join(binDir, "darkshell"), "sync", "s", src+":work")
+		cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGINT)
+		err := cmd.Wait()
+		if err != nil && !strings.Contains(errb.String(), "run the same command again") {
+			t.Fatalf("interrupted sync after %v: %v, stderr %q", delay, err, errb.String())
+		}
+		for i := range files {
+			b, _ := os.ReadFile(filepath.Join(dst, fmt.Sprintf("f%02d", i)))
+			if !bytes.Equal(b, version('a', i)) && !bytes.Equal(b, version('b', i)) {
+				t.Fatalf("after %v: f%02d is neither old nor new (%d bytes)", delay, i, len(b))
+			}
+			if b, err := os.ReadFile(filepath.Join(dst, fmt.Sprintf("n%02d", i))); err == nil && !bytes.Equal(b, version('n', i)) {
+				t.Fatalf("after %v: n%02d is partial (%d bytes)", delay, i, len(b))
+			}
+		}
+		// sandboxd removes its temporary files once the daemon has
+		// cancelled the stream.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			var temps []string
+			ents, _ := os.ReadDir(dst)
+			for _, en := range ents {
+				if strings.HasPrefix(en.Name(), ".~ds-sync-") {
+					temps = append(temps, en.Name())
+				}
+			}
+			if len(temps) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %v: temporary files left: %v", delay, temps)
+			}
+		}
+	}
+	e.syncJSON("sync", "s", src+":work")
+	if d := treeDiff(t, src, dst); len(d) > 0 {
+		t.Fatalf("rerun did not complete: %v", d)
 	}
 }

@@ -431,7 +431,14 @@ func TestInterrupt(t *testing.T) {
 	neu = append(neu, randBytes(rng, 100_000)...)
 	os.WriteFile(filepath.Join(src, "big"), neu, 0o644)
 	os.WriteFile(filepath.Join(src, "small"), []byte("v2"), 0o644)
-	for _, budget := range []int{10, 200, 1000, 30_000, 60_000, 120_000} {
+	// New small files go through the placers: each is absent or complete.
+	fresh := map[string][]byte{}
+	for i := range 20 {
+		name := fmt.Sprintf("new%02d", i)
+		fresh[name] = randBytes(rng, 3000+i*500)
+		os.WriteFile(filepath.Join(src, name), fresh[name], 0o644)
+	}
+	for _, budget := range []int{10, 200, 1000, 5000, 12_000, 30_000, 60_000, 120_000} {
 		o := &pipeOpener{t: t, home: home, wrap: func(c net.Conn) net.Conn { return &failConn{Conn: c, budget: budget} }}
 		if _, err := Push(ctx, o, src, "s", Options{}); err == nil {
 			t.Fatalf("budget %d: push succeeded", budget)
@@ -440,6 +447,11 @@ func TestInterrupt(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(dst, "big"))
 		if !bytes.Equal(b, old) && !bytes.Equal(b, neu) {
 			t.Fatalf("budget %d: big is neither old nor new (%d bytes)", budget, len(b))
+		}
+		for name, want := range fresh {
+			if b, err := os.ReadFile(filepath.Join(dst, name)); err == nil && !bytes.Equal(b, want) {
+				t.Fatalf("budget %d: %s is partial (%d of %d bytes)", budget, name, len(b), len(want))
+			}
 		}
 		noTemps(t, dst)
 	}
