@@ -542,5 +542,16 @@ func TestRenameReusesContent(t *testing.T) {
 		t.Fatalf("rename was not rebuilt from the old file: %+v", sum)
 	}
 	checkSame(t, src, filepath.Join(home, "d"))
+	// A download never diffs against host files the sandbox did not name
+	// (their signatures would reach the sandbox).
+	local := t.TempDir()
+	os.WriteFile(filepath.Join(local, "mine.bin"), data, 0o600)
+	sum, err = Pull(ctx, o, "d", local, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.CopyBytes != 0 {
+		t.Fatalf("pull used an unlisted host file as a basis: %+v", sum)
+	}
 	o.wg.Wait()
 }

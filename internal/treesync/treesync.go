@@ -54,6 +54,11 @@ type Options struct {
 	GitIgnore bool     // the sender honours the tree's .gitignore files
 	// Meter, when set, counts this side's progress (not part of the request).
 	Meter *Meter
+	// Renames lets the receiver diff a new file against an unlisted file
+	// of the same size (a rename or copy). That sends the signature of a
+	// file the sender did not name, so only sandboxd's receiver (a push)
+	// sets it: a download never shows a sandbox hashes of other host files.
+	Renames bool
 }
 
 // Meter counts the progress of a sync, against the receiver's plan; safe
@@ -840,7 +845,7 @@ func (rc *receiver) plan() ([]need, error) {
 				}
 			}
 			n := need{index: i, sig: ok && x.Size() > 0}
-			if !ok && e.Size >= minBasis {
+			if !ok && e.Size >= minBasis && rc.opt.Renames {
 				// A new file: diff against an unlisted receiver file of the
 				// same size (a rename or a copy), if there is one.
 				if b := rc.basisFor(e); b != "" {

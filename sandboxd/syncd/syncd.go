@@ -32,6 +32,7 @@ func Serve(ctx context.Context, st io.ReadWriter, f protocol.Frame, defaultDir s
 	opt := treesync.OptionsFrom(&req)
 	switch f.Type {
 	case protocol.FrameSyncPush:
+		opt.Renames = true // a push may reuse any content of the sandbox's own tree
 		_, err := treesync.Receive(ctx, st, root, opt)
 		return err
 	case protocol.FrameSyncPull:
