@@ -17,6 +17,7 @@ package treesync
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -371,9 +372,14 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 	if err := sendList(c, entries); err != nil {
 		return nil, err
 	}
+	out := startSendPipeline(c, r, opt.Meter)
+	defer out.abort()
 	next := 0
 	for {
 		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := out.failed(); err != nil {
 			return nil, err
 		}
 		f, err := c.next()
@@ -396,10 +402,7 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 					return nil, fmt.Errorf("signature of %q: %w", entries[need.Index].Path, err)
 				}
 			}
-			if err := sendFile(c, r, need.Index, &entries[need.Index], sig, opt.Meter); err != nil {
-				return nil, err
-			}
-			opt.Meter.file()
+			out.add(need.Index, &entries[need.Index], sig)
 		case protocol.FrameSyncPlan:
 			var plan protocol.SyncPlan
 			if err := protocol.DecodeMsg(f, f.Type, &plan); err != nil {
@@ -407,7 +410,8 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 			}
 			opt.Meter.plan(plan.Files, plan.Bytes)
 		case protocol.FrameSyncNeedEnd:
-			if err := c.w.Frame(protocol.FrameSyncDone, nil); err != nil {
+			// The pipeline writes the remaining files, then sync-done.
+			if err := out.finish(); err != nil {
 				return nil, err
 			}
 			f, err := c.next()
@@ -421,6 +425,222 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 			return &sum, nil
 		default:
 			return nil, fmt.Errorf("%w: got %s", protocol.ErrUnexpectedFrame, f.Type)
+		}
+	}
+}
+
+// sendPipeline answers needs in order while encoding small whole files
+// ahead, in parallel (reading and zstd dominate an initial upload): a
+// writer goroutine emits each answer when it is ready, coalescing ready
+// small files into few stream writes; big files and deltas are streamed by
+// the writer itself.
+type sendPipeline struct {
+	c     *conn
+	r     *os.Root
+	m     *Meter
+	queue chan *sendJob // in need order, to the writer
+	work  chan *sendJob // small whole files, to the encoders
+	wg    sync.WaitGroup
+	done  chan struct{} // the writer has finished
+	mu    sync.Mutex
+	err   error
+	ended bool
+}
+
+type sendJob struct {
+	idx   int
+	e     *protocol.SyncEntry
+	sig   *delta.Signature
+	async bool
+	ready chan struct{}
+	skip  string
+	ops   []byte // encoded op stream (async)
+}
+
+// pipelineDepth bounds the answers encoded ahead of the writer, and
+// asyncSend the size of a file encoded ahead (memory: depth x size).
+const (
+	pipelineDepth = 64
+	asyncSend     = 256 << 10
+)
+
+func startSendPipeline(c *conn, r *os.Root, m *Meter) *sendPipeline {
+	p := &sendPipeline{c: c, r: r, m: m, queue: make(chan *sendJob, pipelineDepth),
+		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{})}
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		p.wg.Go(p.encoder)
+	}
+	go p.writer()
+	return p
+}
+
+func (p *sendPipeline) add(idx int, e *protocol.SyncEntry, sig *delta.Signature) {
+	j := &sendJob{idx: idx, e: e, sig: sig, ready: make(chan struct{})}
+	if sig == nil && e.Size <= asyncSend {
+		j.async = true
+		p.work <- j
+	} else {
+		close(j.ready)
+	}
+	p.queue <- j
+}
+
+func (p *sendPipeline) setErr(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+}
+
+func (p *sendPipeline) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// finish waits until every queued answer and sync-done are written.
+func (p *sendPipeline) finish() error {
+	p.end()
+	<-p.done
+	return p.failed()
+}
+
+func (p *sendPipeline) end() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ended {
+		p.ended = true
+		close(p.work)
+		close(p.queue)
+	}
+}
+
+// abort stops the pipeline (on any return of Send). It does not wait for
+// a writer blocked on the stream: closing the stream ends it.
+func (p *sendPipeline) abort() {
+	p.setErr(errors.New("sync stopped"))
+	p.end()
+}
+
+// encoder encodes small whole files into memory.
+func (p *sendPipeline) encoder() {
+	var buf bytes.Buffer
+	ow := delta.NewOpWriter(&buf)
+	dirs := dirCache{top: p.r}
+	defer dirs.close()
+	for j := range p.work {
+		if p.failed() == nil {
+			buf.Reset()
+			if skip := encodeSmall(&dirs, j.e, ow); skip != "" {
+				j.skip = skip
+			} else {
+				j.ops = bytes.Clone(buf.Bytes())
+			}
+		}
+		close(j.ready)
+	}
+}
+
+// encodeSmall writes the whole-file op stream of e to ow; it returns why
+// the file cannot be sent, or "".
+func encodeSmall(dirs *dirCache, e *protocol.SyncEntry, ow *delta.OpWriter) string {
+	dr, err := dirs.get(path.Dir(e.Path))
+	if err != nil {
+		return err.Error()
+	}
+	f, err := dr.OpenFile(path.Base(e.Path), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != e.Size {
+		return "changed during the sync"
+	}
+	if _, err := delta.WriteWhole(io.LimitReader(f, e.Size), ow); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// writer emits the answers in need order, then sync-done.
+func (p *sendPipeline) writer() {
+	defer close(p.done)
+	c := p.c
+	var batch []byte
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := c.w.Raw(batch)
+		batch = batch[:0]
+		return err
+	}
+	for {
+		var j *sendJob
+		select {
+		case j = <-p.queue:
+		default:
+			// Nothing queued: send what is batched before waiting.
+			if err := flush(); err != nil {
+				p.setErr(err)
+			}
+			j = <-p.queue
+		}
+		if j == nil {
+			break // queue closed
+		}
+		if p.failed() != nil {
+			<-j.ready
+			continue // drain
+		}
+		if !j.async {
+			if err := flush(); err == nil {
+				err = sendFile(c, p.r, j.idx, j.e, j.sig, p.m)
+				if err != nil {
+					p.setErr(err)
+				}
+			} else {
+				p.setErr(err)
+			}
+			p.m.file()
+			continue
+		}
+		select {
+		case <-j.ready:
+		default:
+			if err := flush(); err != nil {
+				p.setErr(err)
+			}
+			<-j.ready
+		}
+		h, err := json.Marshal(&protocol.SyncFileHeader{Index: j.idx, Skip: j.skip})
+		if err != nil {
+			p.setErr(err)
+			continue
+		}
+		batch = protocol.AppendFrame(batch, protocol.FrameSyncFile, h)
+		for ops := j.ops; len(ops) > 0; {
+			n := min(len(ops), protocol.DataChunk)
+			batch = protocol.AppendFrame(batch, protocol.FrameSyncData, ops[:n])
+			ops = ops[n:]
+		}
+		p.m.bytes(int(j.e.Size))
+		p.m.file()
+		if len(batch) >= 256<<10 {
+			if err := flush(); err != nil {
+				p.setErr(err)
+			}
+		}
+	}
+	if p.failed() == nil {
+		batch = protocol.AppendFrame(batch, protocol.FrameSyncDone, nil)
+		if err := flush(); err != nil {
+			p.setErr(err)
 		}
 	}
 }
@@ -1144,6 +1364,17 @@ func place(dirs *dirCache, e *protocol.SyncEntry, data []byte) error {
 // sendNeeds writes the needs, each with the old file's signature if any.
 func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- signed) error {
 	c := rc.c
+	// Needs without a signature are batched into few writes (one per
+	// frame would cost a stream write per file).
+	var batch []byte
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := c.w.Raw(batch)
+		batch = batch[:0]
+		return err
+	}
 	for _, n := range needs {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -1154,6 +1385,9 @@ func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- sig
 			basis = rc.list[n.index].Path
 		}
 		if n.sig {
+			if err := flush(); err != nil {
+				return err
+			}
 			sig = rc.sign(basis)
 		}
 		s := signed{}
@@ -1161,10 +1395,15 @@ func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- sig
 			s = signed{blockSize: sig.BlockSize, oldSize: sig.Size, ok: true, basis: basis}
 		}
 		sent <- s
-		if err := c.w.Msg(protocol.FrameSyncNeed, &protocol.SyncNeed{Index: n.index, Sig: sig != nil}); err != nil {
+		msg, err := json.Marshal(&protocol.SyncNeed{Index: n.index, Sig: sig != nil})
+		if err != nil {
 			return err
 		}
+		batch = protocol.AppendFrame(batch, protocol.FrameSyncNeed, msg)
 		if sig != nil {
+			if err := flush(); err != nil {
+				return err
+			}
 			dw := c.dataWriter()
 			if _, err := sig.WriteTo(dw); err != nil {
 				return err
@@ -1172,9 +1411,14 @@ func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- sig
 			if err := dw.Flush(); err != nil {
 				return err
 			}
+		} else if len(batch) >= 32<<10 {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
 	}
-	return c.w.Frame(protocol.FrameSyncNeedEnd, nil)
+	batch = protocol.AppendFrame(batch, protocol.FrameSyncNeedEnd, nil)
+	return flush()
 }
 
 // sign returns the signature of the old file at p, or nil (send it whole).
