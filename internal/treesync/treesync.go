@@ -17,11 +17,11 @@ package treesync
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
