@@ -25,6 +25,7 @@ const (
 	FrameSyncDone       FrameType = 0x96 // empty: the sender has answered every need
 	FrameSyncSummary    FrameType = 0x97 // SyncSummary, receiver to sender, last frame
 	FrameSyncPlan       FrameType = 0x98 // SyncPlan, receiver to sender, before the first need
+	FrameSyncEntriesZ   FrameType = 0x99 // SyncEntries as zstd-compressed JSON, sender to receiver
 )
 
 // Sync limits.
@@ -37,6 +38,8 @@ const (
 	MaxSyncBatch = 1024
 	// MaxSyncExclude bounds the exclude patterns of a request.
 	MaxSyncExclude = 256
+	// MaxSyncEntriesZ bounds the decompressed JSON of one FrameSyncEntriesZ.
+	MaxSyncEntriesZ = 4 << 20
 	// MaxSyncFileSize bounds one file (delta.MaxFileSize).
 	MaxSyncFileSize = 1 << 50
 )
@@ -279,6 +282,8 @@ func syncFrameName(t FrameType) string {
 	switch t {
 	case FrameSyncPlan:
 		return "sync-plan"
+	case FrameSyncEntriesZ:
+		return "sync-entries-z"
 	case FrameSyncPush:
 		return "sync-push"
 	case FrameSyncPull:

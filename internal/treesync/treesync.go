@@ -652,9 +652,16 @@ func sendList(c *conn, entries []protocol.SyncEntry) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := c.w.Msg(protocol.FrameSyncEntries, &protocol.SyncEntries{Entries: batch})
+		js, err := json.Marshal(&protocol.SyncEntries{Entries: batch})
 		batch, size = batch[:0], 0
-		return err
+		if err != nil {
+			return err
+		}
+		z, err := compressEntries(js)
+		if err != nil {
+			return err
+		}
+		return c.w.Frame(protocol.FrameSyncEntriesZ, z)
 	}
 	for i := range entries {
 		e := &entries[i]
@@ -845,6 +852,7 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 func (rc *receiver) readList() error {
 	kind := map[string]string{".": protocol.SyncDir}
 	selDir := map[string]bool{".": rc.flt.Selected(".", true, false)}
+	var zbuf []byte
 	for {
 		f, err := rc.c.next()
 		if err != nil {
@@ -855,7 +863,12 @@ func (rc *receiver) readList() error {
 			return nil
 		}
 		var m protocol.SyncEntries
-		if err := protocol.DecodeMsg(f, protocol.FrameSyncEntries, &m); err != nil {
+		if f.Type == protocol.FrameSyncEntriesZ {
+			err = decodeEntriesZ(f, &m, &zbuf)
+		} else {
+			err = protocol.DecodeMsg(f, protocol.FrameSyncEntries, &m)
+		}
+		if err != nil {
 			return err
 		}
 		for _, e := range m.Entries {

@@ -2,6 +2,7 @@ package treesync
 
 import (
 	"context"
+	"github.com/bohica-labs/darkshell/protocol"
 	"os"
 	"path/filepath"
 	"slices"
@@ -147,4 +148,21 @@ func TestChecksumIndex(t *testing.T) {
 	if n := hashed.Load() - before; n != 1 {
 		t.Fatalf("one changed file: %d hashed", n)
 	}
+}
+
+// FuzzEntriesZ: compressed entry batches from a hostile peer decode to
+// valid entries or an error, never past the size limit.
+func FuzzEntriesZ(f *testing.F) {
+	z, _ := compressEntries([]byte(`{"entries":[{"p":"a","y":"d","m":493},{"p":"a/f","y":"f","s":3}]}`))
+	f.Add(z)
+	bomb, _ := compressEntries(make([]byte, 8<<20))
+	f.Add(bomb)
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var m protocol.SyncEntries
+		if err := decodeEntriesZ(protocol.Frame{Type: protocol.FrameSyncEntriesZ, Payload: p}, &m, nil); err == nil {
+			if err := m.Validate(); err != nil {
+				t.Fatalf("decoded invalid entries: %v", err)
+			}
+		}
+	})
 }
