@@ -953,12 +953,6 @@ func (rc *receiver) scanHave() error {
 	return nil
 }
 
-func skip(d fs.DirEntry) error {
-	if d.IsDir() {
-		return fs.SkipDir
-	}
-	return nil
-}
 
 func typeOf(fi fs.FileInfo) string {
 	switch m := fi.Mode(); {
