@@ -953,7 +953,6 @@ func (rc *receiver) scanHave() error {
 	return nil
 }
 
-
 func typeOf(fi fs.FileInfo) string {
 	switch m := fi.Mode(); {
 	case m.IsRegular():
