@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -552,6 +553,34 @@ func TestRenameReusesContent(t *testing.T) {
 	}
 	if sum.CopyBytes != 0 {
 		t.Fatalf("pull used an unlisted host file as a basis: %+v", sum)
+	}
+	o.wg.Wait()
+}
+
+// TestSparseFile: a large file that is mostly a hole arrives with its
+// content and stays sparse (the zero runs are not written).
+func TestSparseFile(t *testing.T) {
+	src, home := t.TempDir(), t.TempDir()
+	o := &pipeOpener{t: t, home: home}
+	p := filepath.Join(src, "disk.img")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("head"), 0)
+	f.WriteAt([]byte("tail"), 64<<20)
+	f.Close()
+	if _, err := Push(context.Background(), o, src, "d", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(home, "d", "disk.img")
+	checkSame(t, src, filepath.Join(home, "d"))
+	var st syscall.Stat_t
+	if err := syscall.Stat(dst, &st); err != nil {
+		t.Fatal(err)
+	}
+	if used := st.Blocks * 512; used > 8<<20 {
+		t.Fatalf("64 MiB sparse file uses %d bytes on disk: holes were written", used)
 	}
 	o.wg.Wait()
 }

@@ -1486,8 +1486,9 @@ func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
 		defer of.Close()
 		old = of
 	}
+	sw := &sparseWriter{f: out}
 	bw := rc.c.outf
-	bw.Reset(out)
+	bw.Reset(sw)
 	defer bw.Reset(nil)
 	var dst io.Writer = bw
 	if rc.opt.Meter != nil {
@@ -1507,6 +1508,9 @@ func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
 	rc.sum.LiteralBytes += st.LiteralBytes
 	rc.sum.CopyBytes += st.CopyBytes
 	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if err := sw.finish(); err != nil {
 		return err
 	}
 	if err := out.Chmod(fs.FileMode(e.Mode)); err != nil {
@@ -1553,3 +1557,32 @@ func (rc *receiver) finishDirs() error {
 	}
 	return nil
 }
+
+// sparseWriter writes a file sequentially, leaving runs of zeros of
+// sparseBlock bytes as holes, so a sparse file stays sparse.
+type sparseWriter struct {
+	f   *os.File
+	off int64
+}
+
+const sparseBlock = 64 << 10
+
+var zeros [sparseBlock]byte
+
+func (w *sparseWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), sparseBlock)
+		if !bytes.Equal(p[:k], zeros[:k]) {
+			if _, err := w.f.WriteAt(p[:k], w.off); err != nil {
+				return n - len(p), err
+			}
+		}
+		w.off += int64(k)
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// finish sets the file's size (a trailing hole is not written).
+func (w *sparseWriter) finish() error { return w.f.Truncate(w.off) }
