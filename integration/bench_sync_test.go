@@ -179,8 +179,16 @@ func BenchmarkSync(b *testing.B) {
 	}
 	warm := func(dir string) { exec.Command("sh", "-c", "tar -C "+dir+" -cf - . | cat >/dev/null").Run() }
 
-	trees := []struct{ name, dir string }{{"workspace", benchCorpus(b)}}
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+	// DARKSHELL_BENCH_TREES=workspace,GOROOT (default both) picks the trees.
+	want := os.Getenv("DARKSHELL_BENCH_TREES")
+	if want == "" {
+		want = "workspace,GOROOT"
+	}
+	var trees []struct{ name, dir string }
+	if strings.Contains(want, "workspace") {
+		trees = append(trees, struct{ name, dir string }{"workspace", benchCorpus(b)})
+	}
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil && strings.Contains(want, "GOROOT") {
 		trees = append(trees, struct{ name, dir string }{"GOROOT", strings.TrimSpace(string(out))})
 	}
 	for _, tr := range trees {
