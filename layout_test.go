@@ -143,6 +143,11 @@ var depRules = []depRule{
 		why:  "sandboxd runs inside the sandbox and must not carry host-side code",
 	},
 	{
+		from: []string{"internal"},
+		deny: []string{"controller", "sandboxd", "cmd"},
+		why:  "internal holds engines shared by both sides (e.g. internal/treesync); it may use protocol, never either side",
+	},
+	{
 		from: []string{"controller"},
 		deny: []string{"sandboxd", "cmd/sandboxd"},
 		why:  "the controller talks to sandboxd only through protocol",

@@ -3,164 +3,321 @@ package integration
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bohica-labs/darkshell/controller/api"
 )
 
-// genBenchTree writes files small files of 1..64 KiB in 50 directories plus
-// one file of bigMiB MiB; content is pseudo-random (incompressible).
-func genBenchTree(b testing.TB, dir string, files, bigMiB int) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	buf := make([]byte, 1<<20)
-	fill := func(n int) []byte {
-		p := buf[:n]
-		for i := 0; i+8 <= len(p); i += 8 {
-			v := rng.Uint64()
-			for k := range 8 {
-				p[i+k] = byte(v >> (8 * k))
-			}
-		}
-		return p
+// benchCorpus returns the generated bench workspace (../shared/bench/
+// gen-corpus.py, about 2 GiB and 30k files at scale 1), generating it once
+// into $DARKSHELL_BENCH_CORPUS (default ~/.cache/darkshell-bench/corpus-SCALE).
+// DARKSHELL_BENCH_SCALE picks a smaller corpus for quick runs.
+func benchCorpus(b testing.TB) string {
+	scale := os.Getenv("DARKSHELL_BENCH_SCALE")
+	if scale == "" {
+		scale = "1.0"
 	}
-	for i := range files {
-		d := filepath.Join(dir, fmt.Sprintf("pkg%02d", i%50))
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	dir := os.Getenv("DARKSHELL_BENCH_CORPUS")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
 			b.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("file%04d.go", i)), fill(1024+rng.IntN(63*1024)), 0o644); err != nil {
-			b.Fatal(err)
-		}
+		dir = filepath.Join(home, ".cache", "darkshell-bench", "corpus-"+scale)
 	}
-	f, err := os.Create(filepath.Join(dir, "big.bin"))
+	if _, err := os.Stat(dir); err == nil {
+		return dir
+	}
+	gen, err := filepath.Abs("../../shared/bench/gen-corpus.py")
+	if err == nil {
+		_, err = os.Stat(gen)
+	}
 	if err != nil {
+		gen = "/work/shared/bench/gen-corpus.py"
+	}
+	b.Logf("generating the bench corpus (scale %s) into %s, once", scale, dir)
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if out, err := exec.Command("python3", gen, tmp, "--scale", scale).CombinedOutput(); err != nil {
+		b.Fatalf("gen-corpus.py: %v\n%s", err, out)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
 		b.Fatal(err)
 	}
-	for range bigMiB {
-		f.Write(fill(1 << 20))
+	return dir
+}
+
+// privateCopy hard-links the tree at src into a new dir, so that a bench
+// may change files (by replacing them) without touching the cache.
+func privateCopy(b testing.TB, src string) string {
+	dst := filepath.Join(b.TempDir(), "src")
+	if out, err := exec.Command("cp", "-al", src, dst).CombinedOutput(); err != nil {
+		b.Fatalf("cp -al: %v\n%s", err, out)
 	}
-	f.Close()
+	return dst
+}
+
+// unlink replaces the hard link at p by a private copy of the file.
+func unlink(b testing.TB, p string) {
+	tmp := p + ".unlink"
+	if out, err := exec.Command("cp", "-p", p, tmp).CombinedOutput(); err != nil {
+		b.Fatalf("cp: %v\n%s", err, out)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		b.Fatal(err)
+	}
 }
 
 var rsyncStat = regexp.MustCompile(`Total bytes (sent|received): ([0-9,]+)`)
 
-// BenchmarkSync compares darkshell sync (through the warm daemon API) with
-// `rsync -a` over the same sshd, on the same generated tree, in one run
-// (make bench-sync). rsync runs through a warm ssh ControlMaster so that
-// neither side pays an SSH handshake per run.
+type benchResult struct {
+	secs float64
+	wire int64
+}
+
+// BenchmarkSync compares darkshell sync (through the warm daemon API, the
+// path the CLI takes) with `rsync -a` and `tar | ssh tar` over the same
+// sshd, on the same trees, in one run (make bench-sync): the generated
+// 2 GiB workspace and the Go distribution. rsync and tar run through a warm
+// ssh ControlMaster so that nobody pays an SSH handshake per run. Quick
+// cases are run 3 times and the median is shown. The machine is shared:
+// numbers are noisy while others build.
 func BenchmarkSync(b *testing.B) {
 	e := newEnv(b)
 	e.create("s")
 	ctx := context.Background()
-	src := filepath.Join(b.TempDir(), "src")
-	files, bigMiB := 2000, 64
-	if v, _ := strconv.Atoi(os.Getenv("DARKSHELL_BENCH_SYNC_MIB")); v > 0 {
-		bigMiB = v
-	}
-	genBenchTree(b, src, files, bigMiB)
 	cm := filepath.Join(b.TempDir(), "cm")
-	sshCmd := fmt.Sprintf("ssh -F /dev/null -i %s -p %d -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -o ControlMaster=auto -o ControlPath=%s -o ControlPersist=120",
+	sshCmd := fmt.Sprintf("ssh -F /dev/null -i %s -p %d -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -o ControlMaster=auto -o ControlPath=%s -o ControlPersist=300",
 		e.sshd.ClientKey, e.sshd.Port, cm)
 	host := e.sshd.User + "@127.0.0.1"
 	defer exec.Command("sh", "-c", sshCmd+" -O exit "+host).Run()
-
-	ds := func(dir, local, remote string) (time.Duration, int64, error) {
-		t0 := time.Now()
-		r, err := e.c.Sync(ctx, "s", &api.SyncRequest{Direction: dir, Local: local, Remote: remote, Delete: true})
-		if err != nil {
-			return 0, 0, err
-		}
-		return time.Since(t0), r.SentBytes + r.RecvBytes, nil
-	}
-	rs := func(from, to string) (time.Duration, int64, error) {
-		t0 := time.Now()
-		out, err := exec.Command("rsync", "-a", "--delete", "--stats", "-e", sshCmd, from, to).CombinedOutput()
-		d := time.Since(t0)
-		if err != nil {
-			return 0, 0, fmt.Errorf("rsync: %v\n%s", err, out)
-		}
-		var wire int64
-		for _, m := range rsyncStat.FindAllStringSubmatch(string(out), -1) {
-			n, _ := strconv.ParseInt(regexp.MustCompile(`,`).ReplaceAllString(m[2], ""), 10, 64)
-			wire += n
-		}
-		return d, wire, nil
-	}
-	// Warm both: the session and the ControlMaster.
 	if _, err := e.c.Info(ctx, "s"); err != nil {
 		b.Fatal(err)
 	}
 	exec.Command("sh", "-c", sshCmd+" "+host+" true").Run()
 
-	dsDst, rsDst := filepath.Join(e.sbHome, "ds"), filepath.Join(e.sbHome, "rs")
-	small := filepath.Join(src, "pkg07", "file0007.go")
-	bump := func(p string) {
-		t := time.Now().Add(time.Minute)
-		os.Chtimes(p, t, t)
+	ds := func(dir, local, remote string, include ...string) (benchResult, error) {
+		t0 := time.Now()
+		r, err := e.c.Sync(ctx, "s", &api.SyncRequest{Direction: dir, Local: local, Remote: remote, Delete: true, Include: include})
+		if err != nil {
+			return benchResult{}, err
+		}
+		return benchResult{time.Since(t0).Seconds(), r.SentBytes + r.RecvBytes}, nil
 	}
-	cases := []struct {
-		name string
-		prep func()
-		ds   func() (time.Duration, int64, error)
-		rs   func() (time.Duration, int64, error)
-	}{
-		{"initial upload", nil,
-			func() (time.Duration, int64, error) { return ds(api.SyncPush, src, dsDst) },
-			func() (time.Duration, int64, error) { return rs(src+"/", host+":"+rsDst+"/") }},
-		{"nothing changed", nil,
-			func() (time.Duration, int64, error) { return ds(api.SyncPush, src, dsDst) },
-			func() (time.Duration, int64, error) { return rs(src+"/", host+":"+rsDst+"/") }},
-		{"one small file changed", func() {
-			os.WriteFile(small, []byte("package x // changed\n"), 0o644)
-			bump(small)
-		},
-			func() (time.Duration, int64, error) { return ds(api.SyncPush, src, dsDst) },
-			func() (time.Duration, int64, error) { return rs(src+"/", host+":"+rsDst+"/") }},
-		{fmt.Sprintf("1 MiB changed in %d MiB file", bigMiB), func() {
-			f, _ := os.OpenFile(filepath.Join(src, "big.bin"), os.O_WRONLY, 0)
-			junk := make([]byte, 1<<20)
-			for i := range junk {
-				junk[i] = byte(i * 31)
+	rs := func(from, to string) (benchResult, error) {
+		t0 := time.Now()
+		out, err := exec.Command("rsync", "-a", "--delete", "--stats", "-e", sshCmd, from, to).CombinedOutput()
+		d := time.Since(t0)
+		if err != nil {
+			return benchResult{}, fmt.Errorf("rsync: %v\n%s", err, out)
+		}
+		var wire int64
+		for _, m := range rsyncStat.FindAllStringSubmatch(string(out), -1) {
+			n, _ := strconv.ParseInt(strings.ReplaceAll(m[2], ",", ""), 10, 64)
+			wire += n
+		}
+		return benchResult{d.Seconds(), wire}, nil
+	}
+	tarSSH := func(src, dst string) (benchResult, error) {
+		t0 := time.Now()
+		tar := exec.Command("tar", "-C", src, "-cf", "-", ".")
+		ssh := exec.Command("sh", "-c", sshCmd+" "+host+" 'mkdir -p "+dst+" && tar -C "+dst+" -xf -'")
+		tout, err := tar.StdoutPipe()
+		if err != nil {
+			return benchResult{}, err
+		}
+		sin, err := ssh.StdinPipe()
+		if err != nil {
+			return benchResult{}, err
+		}
+		if err := tar.Start(); err != nil {
+			return benchResult{}, err
+		}
+		if err := ssh.Start(); err != nil {
+			return benchResult{}, err
+		}
+		var n atomic.Int64
+		_, cerr := io.Copy(countW{sin, &n}, tout)
+		sin.Close()
+		terr, serr := tar.Wait(), ssh.Wait()
+		if err := cmpErr(cerr, terr, serr); err != nil {
+			return benchResult{}, fmt.Errorf("tar | ssh tar: %v", err)
+		}
+		return benchResult{time.Since(t0).Seconds(), n.Load()}, nil
+	}
+
+	type row struct {
+		name            string
+		ds, rsync, tar  benchResult
+		hasTar, hasRsyn bool
+	}
+	var rows []row
+	median := func(runs int, prep func(i int), f func() (benchResult, error)) benchResult {
+		var rs []benchResult
+		for i := range runs {
+			if prep != nil {
+				prep(i)
 			}
-			f.WriteAt(junk, int64(bigMiB/2)<<20)
-			f.Close()
-			bump(filepath.Join(src, "big.bin"))
-		},
-			func() (time.Duration, int64, error) { return ds(api.SyncPush, src, dsDst) },
-			func() (time.Duration, int64, error) { return rs(src+"/", host+":"+rsDst+"/") }},
-		{"download one subdir", nil,
-			func() (time.Duration, int64, error) {
-				return ds(api.SyncPull, filepath.Join(b.TempDir(), "dl"), filepath.Join(dsDst, "pkg03"))
-			},
-			func() (time.Duration, int64, error) {
-				return rs(host+":"+filepath.Join(rsDst, "pkg03")+"/", filepath.Join(b.TempDir(), "dl")+"/")
-			}},
-	}
-	fmt.Printf("\nsync benchmark: %d files of 1-64 KiB + one %d MiB file, same sshd\n", files, bigMiB)
-	fmt.Printf("%-32s %12s %14s %12s %14s %8s %8s\n", "case", "darkshell s", "darkshell wire", "rsync s", "rsync wire", "time x", "wire x")
-	for _, c := range cases {
-		if c.prep != nil {
-			c.prep()
+			r, err := f()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rs = append(rs, r)
 		}
-		dt, dw, err := c.ds()
+		slices.SortFunc(rs, func(a, b benchResult) int { return int((a.secs - b.secs) * 1e9) })
+		return rs[len(rs)/2]
+	}
+	warm := func(dir string) { exec.Command("sh", "-c", "tar -C "+dir+" -cf - . | cat >/dev/null").Run() }
+
+	// DARKSHELL_BENCH_TREES=workspace,GOROOT (default both) picks the trees.
+	want := os.Getenv("DARKSHELL_BENCH_TREES")
+	if want == "" {
+		want = "workspace,GOROOT"
+	}
+	var trees []struct{ name, dir string }
+	if strings.Contains(want, "workspace") {
+		trees = append(trees, struct{ name, dir string }{"workspace", benchCorpus(b)})
+	}
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil && strings.Contains(want, "GOROOT") {
+		trees = append(trees, struct{ name, dir string }{"GOROOT", strings.TrimSpace(string(out))})
+	}
+	for _, tr := range trees {
+		src := tr.dir
+		if tr.name == "workspace" {
+			src = privateCopy(b, tr.dir)
+		}
+		warm(src)
+		dsDst := filepath.Join(e.sbHome, tr.name, "ds")
+		rsDst := filepath.Join(e.sbHome, tr.name, "rs")
+		tarDst := filepath.Join(e.sbHome, tr.name, "tar")
+		push := func() (benchResult, error) { return ds(api.SyncPush, src, dsDst) }
+		rsPush := func() (benchResult, error) { return rs(src+"/", host+":"+rsDst+"/") }
+
+		r := row{name: tr.name + ": initial upload", hasTar: true, hasRsyn: true}
+		r.ds = median(1, nil, push)
+		r.rsync = median(1, nil, rsPush)
+		r.tar = median(1, nil, func() (benchResult, error) { return tarSSH(src, tarDst) })
+		rows = append(rows, r)
+		if d := treeDiff(b, src, dsDst); len(d) > 0 {
+			b.Fatalf("%s: darkshell copy differs: %v", tr.name, d[:min(len(d), 10)])
+		}
+		rows = append(rows, row{name: tr.name + ": nothing changed", hasRsyn: true,
+			ds: median(3, nil, push), rsync: median(3, nil, rsPush)})
+		if tr.name != "workspace" {
+			continue
+		}
+		small := func(i int) {
+			n := 7 + 97*13*i // gen-corpus.py puts file n in src/pkg{n%97}/sub{n%13}
+			p := filepath.Join(src, "src", "pkg07", "sub7", fmt.Sprintf("file%05d.go", n))
+			if _, err := os.Stat(p); err != nil {
+				b.Fatalf("bench file: %v", err)
+			}
+			os.Remove(p)
+			os.WriteFile(p, []byte(fmt.Sprintf("package x // changed %d\n", time.Now().UnixNano())), 0o644)
+		}
+		// Each run changes another file for both tools.
+		var dsRuns, rsRuns []benchResult
+		for i := range 3 {
+			small(i)
+			dr, err := push()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rr, err := rsPush()
+			if err != nil {
+				b.Fatal(err)
+			}
+			dsRuns, rsRuns = append(dsRuns, dr), append(rsRuns, rr)
+		}
+		med := func(rs []benchResult) benchResult {
+			slices.SortFunc(rs, func(a, b benchResult) int { return int((a.secs - b.secs) * 1e9) })
+			return rs[len(rs)/2]
+		}
+		rows = append(rows, row{name: tr.name + ": one small file changed", hasRsyn: true, ds: med(dsRuns), rsync: med(rsRuns)})
+
+		big := filepath.Join(src, "data", "large0.bin")
+		unlink(b, big)
+		f, err := os.OpenFile(big, os.O_WRONLY, 0)
 		if err != nil {
-			b.Fatalf("%s: darkshell: %v", c.name, err)
+			b.Fatal(err)
 		}
-		rt, rw, err := c.rs()
+		junk := make([]byte, 1<<20)
+		for i := range junk {
+			junk[i] = byte(i * 31)
+		}
+		f.WriteAt(junk, 80<<20)
+		f.Close()
+		r = row{name: tr.name + ": 1 MiB changed in 160 MiB file", hasRsyn: true}
+		if r.ds, err = push(); err != nil {
+			b.Fatal(err)
+		}
+		if r.rsync, err = rsPush(); err != nil {
+			b.Fatal(err)
+		}
+		rows = append(rows, r)
+		if d := treeDiff(b, src, dsDst); len(d) > 0 {
+			b.Fatalf("%s: darkshell copy differs: %v", tr.name, d[:min(len(d), 10)])
+		}
+		dl := 0
+		rows = append(rows, row{name: tr.name + ": download one subdir", hasRsyn: true,
+			ds: median(3, nil, func() (benchResult, error) {
+				dl++
+				return ds(api.SyncPull, filepath.Join(b.TempDir(), fmt.Sprint("dl", dl)), filepath.Join(dsDst, "src", "pkg03"))
+			}),
+			rsync: median(3, nil, func() (benchResult, error) {
+				dl++
+				return rs(host+":"+filepath.Join(rsDst, "src", "pkg03")+"/", filepath.Join(b.TempDir(), fmt.Sprint("dl", dl))+"/")
+			})})
+		rows = append(rows, row{name: tr.name + ": download --include /src/pkg03/",
+			ds: median(3, nil, func() (benchResult, error) {
+				dl++
+				return ds(api.SyncPull, filepath.Join(b.TempDir(), fmt.Sprint("dl", dl)), dsDst, "/src/pkg03/")
+			})})
+	}
+
+	fmt.Printf("\nsync benchmark, same sshd, same trees (median of 3 for quick cases; shared 2-core machine: noisy)\n")
+	fmt.Printf("%-44s %9s %12s %9s %12s %9s %12s %8s %8s %8s\n", "case", "ds s", "ds wire", "rsync s", "rsync wire", "tar s", "tar wire", "x rsync", "x tar", "wire x")
+	for _, r := range rows {
+		rsS, rsW, tS, tW, xr, xt, xw := "-", "-", "-", "-", "-", "-", "-"
+		if r.hasRsyn {
+			rsS, rsW = fmt.Sprintf("%.3f", r.rsync.secs), fmt.Sprint(r.rsync.wire)
+			xr = fmt.Sprintf("%.2f", r.ds.secs/r.rsync.secs)
+			xw = fmt.Sprintf("%.2f", float64(r.ds.wire)/float64(max(r.rsync.wire, 1)))
+		}
+		if r.hasTar {
+			tS, tW = fmt.Sprintf("%.3f", r.tar.secs), fmt.Sprint(r.tar.wire)
+			xt = fmt.Sprintf("%.2f", r.ds.secs/r.tar.secs)
+		}
+		fmt.Printf("%-44s %9.3f %12d %9s %12s %9s %12s %8s %8s %8s\n", r.name, r.ds.secs, r.ds.wire, rsS, rsW, tS, tW, xr, xt, xw)
+	}
+}
+
+type countW struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countW) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func cmpErr(errs ...error) error {
+	for _, err := range errs {
 		if err != nil {
-			b.Fatalf("%s: %v", c.name, err)
+			return err
 		}
-		fmt.Printf("%-32s %12.3f %14d %12.3f %14d %8.2f %8.2f\n", c.name, dt.Seconds(), dw, rt.Seconds(), rw,
-			dt.Seconds()/rt.Seconds(), float64(dw)/float64(max(rw, 1)))
 	}
-	if d := treeDiff(b, src, dsDst); len(d) > 0 {
-		b.Fatalf("darkshell copy differs: %v", d[:min(len(d), 10)])
-	}
+	return nil
 }

@@ -2,14 +2,19 @@ package integration
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bohica-labs/darkshell/controller/api"
 )
@@ -59,8 +64,13 @@ func treeDiff(t testing.TB, a, b string) []string {
 			case fi.IsDir():
 				m[rel] = fmt.Sprintf("d:%o", fi.Mode().Perm())
 			default:
-				c, _ := os.ReadFile(p)
-				m[rel] = fmt.Sprintf("f:%o:%d:%x", fi.Mode().Perm(), fi.ModTime().UnixNano(), c)
+				// A hash, not the content: the bench compares 2 GiB trees.
+				h := sha256.New()
+				if f, err := os.Open(p); err == nil {
+					io.Copy(h, f)
+					f.Close()
+				}
+				m[rel] = fmt.Sprintf("f:%o:%d:%x", fi.Mode().Perm(), fi.ModTime().UnixNano(), h.Sum(nil))
 			}
 			return nil
 		})
@@ -91,11 +101,19 @@ func (e *env) syncJSON(args ...string) api.SyncResult {
 	if code != 0 {
 		e.t.Fatalf("darkshell %v: exit %d\n%s%s", args, code, out, errOut)
 	}
-	var r api.SyncResult
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		e.t.Fatalf("darkshell %v: %v\n%s", args, err, out)
+	// NDJSON: progress events, then the result event.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for _, l := range lines[:len(lines)-1] {
+		var ev api.SyncEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Type != "progress" || ev.Progress == nil {
+			e.t.Fatalf("darkshell %v: bad progress line %q (%v)", args, l, err)
+		}
 	}
-	return r
+	var ev api.SyncEvent
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &ev); err != nil || ev.Type != "result" || ev.Result == nil {
+		e.t.Fatalf("darkshell %v: last line is not a result event (%v)\n%s", args, err, out)
+	}
+	return *ev.Result
 }
 
 func TestSyncSSH(t *testing.T) {
@@ -197,5 +215,130 @@ func TestSyncLocal(t *testing.T) {
 	os.Remove(filepath.Join(local, "evil"))
 	if d := treeDiff(t, src, local); len(d) > 0 {
 		t.Fatalf("download: %v", d)
+	}
+}
+
+// TestSyncCreateUploadAndFilters: `sandbox create --upload` several trees
+// in one create; .gitignore honoured on upload (--no-git-ignore sends all);
+// --dry-run writes nothing; download --include /sub/ brings only that.
+func TestSyncCreateUploadAndFilters(t *testing.T) {
+	e := newEnv(t)
+	a, b := t.TempDir(), t.TempDir()
+	makeTree(t, a, 10, 1<<20)
+	os.WriteFile(filepath.Join(a, ".gitignore"), []byte("*.secret\n/build/\n"), 0o644)
+	os.WriteFile(filepath.Join(a, "key.secret"), []byte("s3cr3t"), 0o600)
+	os.MkdirAll(filepath.Join(a, "build"), 0o755)
+	os.WriteFile(filepath.Join(a, "build", "out"), []byte("bin"), 0o644)
+	os.WriteFile(filepath.Join(b, "notes.txt"), []byte("notes"), 0o644)
+	out, errOut, code := e.ds("sandbox", "create", "u", "--driver", "ssh",
+		"--ssh", fmt.Sprintf("%s@127.0.0.1:%d", e.sshd.User, e.sshd.Port), "--identity", e.sshd.ClientKey,
+		"--upload", a+":proj", "--upload", b+":notes", "-o", "json")
+	if code != 0 {
+		t.Fatalf("create --upload: exit %d\n%s%s", code, out, errOut)
+	}
+	var sb api.Sandbox
+	if err := json.Unmarshal([]byte(out), &sb); err != nil || len(sb.Uploads) != 2 {
+		t.Fatalf("create -o json: %v %s", err, out)
+	}
+	proj := filepath.Join(e.sbHome, "proj")
+	for _, p := range []string{"key.secret", "build"} {
+		if _, err := os.Lstat(filepath.Join(proj, p)); err == nil {
+			t.Errorf("ignored %s was uploaded", p)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(e.sbHome, "notes", "notes.txt")); err != nil || string(b) != "notes" {
+		t.Fatalf("second upload: %q %v", b, err)
+	}
+	// Dry run: the plan, nothing written.
+	r := e.syncJSON("sync", "u", a+":proj", "--no-git-ignore", "--dry-run")
+	if !r.DryRun || r.Added != 3 || r.BytesToSend != int64(len("s3cr3t")+len("bin")) {
+		t.Fatalf("dry run plan: %+v", r)
+	}
+	if _, err := os.Lstat(filepath.Join(proj, "key.secret")); err == nil {
+		t.Fatal("dry run wrote a file")
+	}
+	r = e.syncJSON("sync", "u", a+":proj", "--no-git-ignore")
+	if r.Added != 3 {
+		t.Fatalf("--no-git-ignore: %+v", r)
+	}
+	if d := treeDiff(t, a, proj); len(d) > 0 {
+		t.Fatalf("after --no-git-ignore: %v", d)
+	}
+	// Download one subtree by include.
+	local := t.TempDir()
+	e.syncJSON("sandbox", "download", "u", "proj", local, "--include", "/sub/")
+	if d := treeDiff(t, filepath.Join(a, "sub"), filepath.Join(local, "sub")); len(d) > 0 {
+		t.Fatalf("include download: %v", d)
+	}
+	if ents, _ := os.ReadDir(local); len(ents) != 1 {
+		t.Fatalf("include download brought more than sub/: %v", ents)
+	}
+}
+
+// TestSyncInterruptCLI: Ctrl-C (SIGINT) to `darkshell sync` at random
+// points: every file is old or new, no temporary file is left, and the
+// same command run again completes the sync.
+func TestSyncInterruptCLI(t *testing.T) {
+	e := newEnv(t)
+	e.create("s")
+	src := t.TempDir()
+	version := func(v byte, n int) []byte { return bytes.Repeat([]byte{v, byte(n)}, 300_000+n*1000) }
+	const files = 40
+	for i := range files {
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), version('a', i), 0o644)
+	}
+	e.syncJSON("sync", "s", src+":work")
+	for i := range files {
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("f%02d", i)), version('b', i), 0o644)
+		os.WriteFile(filepath.Join(src, fmt.Sprintf("n%02d", i)), version('n', i), 0o644)
+	}
+	dst := filepath.Join(e.sbHome, "work")
+	for _, delay := range []time.Duration{5 * time.Millisecond, 30 * time.Millisecond, 80 * time.Millisecond, 200 * time.Millisecond} {
+		cmd := exec.Command(filepath.Join(binDir, "darkshell"), "sync", "s", src+":work")
+		cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGINT)
+		err := cmd.Wait()
+		// Killed by the signal: it came before the CLI installed its
+		// handler (an early delay on a busy machine); the state must hold too.
+		killed := cmd.ProcessState != nil && !cmd.ProcessState.Exited()
+		if err != nil && !killed && !strings.Contains(errb.String(), "run the same command again") {
+			t.Fatalf("interrupted sync after %v: %v, stderr %q", delay, err, errb.String())
+		}
+		for i := range files {
+			b, _ := os.ReadFile(filepath.Join(dst, fmt.Sprintf("f%02d", i)))
+			if !bytes.Equal(b, version('a', i)) && !bytes.Equal(b, version('b', i)) {
+				t.Fatalf("after %v: f%02d is neither old nor new (%d bytes)", delay, i, len(b))
+			}
+			if b, err := os.ReadFile(filepath.Join(dst, fmt.Sprintf("n%02d", i))); err == nil && !bytes.Equal(b, version('n', i)) {
+				t.Fatalf("after %v: n%02d is partial (%d bytes)", delay, i, len(b))
+			}
+		}
+		// sandboxd removes its temporary files once the daemon has
+		// cancelled the stream.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			var temps []string
+			ents, _ := os.ReadDir(dst)
+			for _, en := range ents {
+				if strings.HasPrefix(en.Name(), ".~ds-sync-") {
+					temps = append(temps, en.Name())
+				}
+			}
+			if len(temps) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %v: temporary files left: %v", delay, temps)
+			}
+		}
+	}
+	e.syncJSON("sync", "s", src+":work")
+	if d := treeDiff(t, src, dst); len(d) > 0 {
+		t.Fatalf("rerun did not complete: %v", d)
 	}
 }

@@ -116,6 +116,14 @@ func (fw *Writer) Frame(t FrameType, payload []byte) error {
 	return err
 }
 
+// Raw writes b, which holds whole frames (built with AppendFrame), in one
+// write.
+func (fw *Writer) Raw(b []byte) (int, error) {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return fw.w.Write(b)
+}
+
 // Msg writes m as a JSON frame of type t.
 func (fw *Writer) Msg(t FrameType, m any) error {
 	p, err := json.Marshal(m)

@@ -64,6 +64,8 @@ func FuzzDecodeMsg(f *testing.F) {
 		{FrameSyncEntries, `{"entries":[{"p":"../x","y":"f"},{"p":"/etc/x","y":"f"}]}`},
 		{FrameSyncNeed, `{"i":3,"sig":true}`},
 		{FrameSyncFile, `{"i":3,"skip":"gone"}`},
+		{FrameSyncPlan, `{"files":3,"bytes":100}`},
+		{FrameSyncPush, `{"root":"/sandbox","include":["/.factory/","src/**/*.go"],"exclude":["!keep","build/"],"git_ignore":true}`},
 		{FrameSyncSummary, `{"entries":3,"added":1,"modified":1,"deleted":0,"unchanged":1,"bytes_to_send":10,"sent_bytes":100,"recv_bytes":20}`},
 	}
 	for _, s := range seeds {
@@ -101,6 +103,8 @@ func FuzzDecodeMsg(f *testing.F) {
 			m = &SyncFileHeader{}
 		case FrameSyncSummary:
 			m = &SyncSummary{}
+		case FrameSyncPlan:
+			m = &SyncPlan{}
 		default:
 			return
 		}

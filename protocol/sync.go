@@ -24,6 +24,8 @@ const (
 	FrameSyncData       FrameType = 0x95 // raw bytes of a signature or an op stream
 	FrameSyncDone       FrameType = 0x96 // empty: the sender has answered every need
 	FrameSyncSummary    FrameType = 0x97 // SyncSummary, receiver to sender, last frame
+	FrameSyncPlan       FrameType = 0x98 // SyncPlan, receiver to sender, before the first need
+	FrameSyncEntriesZ   FrameType = 0x99 // SyncEntries as zstd-compressed JSON, sender to receiver
 )
 
 // Sync limits.
@@ -36,6 +38,8 @@ const (
 	MaxSyncBatch = 1024
 	// MaxSyncExclude bounds the exclude patterns of a request.
 	MaxSyncExclude = 256
+	// MaxSyncEntriesZ bounds the decompressed JSON of one FrameSyncEntriesZ.
+	MaxSyncEntriesZ = 4 << 20
 	// MaxSyncFileSize bounds one file (delta.MaxFileSize).
 	MaxSyncFileSize = 1 << 50
 )
@@ -58,9 +62,16 @@ type SyncRequest struct {
 	DryRun bool `json:"dry_run,omitempty"`
 	// Checksum compares file content (SHA-256) instead of size and mtime.
 	Checksum bool `json:"checksum,omitempty"`
-	// Exclude: glob patterns (path.Match); a pattern without "/" matches any
-	// path component, one with "/" the whole relative path.
+	// Exclude: gitignore-style patterns of paths to leave out ("!"
+	// re-includes, trailing "/" directories only, a "/" elsewhere anchors at
+	// the root, "**" spans components).
 	Exclude []string `json:"exclude,omitempty"`
+	// Include: gitignore-style patterns; when set, only matching paths (and
+	// everything under a matching directory) take part.
+	Include []string `json:"include,omitempty"`
+	// GitIgnore: the sender leaves out what the tree's .gitignore files
+	// ignore; the receiver keeps what its own ignore from --delete.
+	GitIgnore bool `json:"git_ignore,omitempty"`
 }
 
 func (m *SyncRequest) Validate() error {
@@ -70,15 +81,35 @@ func (m *SyncRequest) Validate() error {
 	if m.Root == "" || len(m.Root) > MaxSyncPath || strings.IndexByte(m.Root, 0) >= 0 {
 		return errors.New("sync root must be a non-empty path without NUL bytes")
 	}
-	if len(m.Exclude) > MaxSyncExclude {
-		return fmt.Errorf("%d exclude patterns, limit %d", len(m.Exclude), MaxSyncExclude)
+	if len(m.Exclude)+len(m.Include) > MaxSyncExclude {
+		return fmt.Errorf("%d include and exclude patterns, limit %d", len(m.Exclude)+len(m.Include), MaxSyncExclude)
 	}
 	for _, p := range m.Exclude {
-		if p == "" || len(p) > MaxSyncPath || strings.IndexByte(p, 0) >= 0 {
-			return errors.New("empty or invalid exclude pattern")
+		if err := ValidSyncPattern(p); err != nil {
+			return fmt.Errorf("exclude pattern: %w", err)
 		}
-		if _, err := path.Match(p, ""); err != nil {
-			return fmt.Errorf("exclude pattern %q: %v", truncate(p, 40), err)
+	}
+	for _, p := range m.Include {
+		if err := ValidSyncPattern(p); err != nil {
+			return fmt.Errorf("include pattern: %w", err)
+		}
+		if strings.HasPrefix(p, "!") {
+			return fmt.Errorf("include pattern %q: \"!\" is for --exclude (use --exclude PATTERN)", truncate(p, 40))
+		}
+	}
+	return nil
+}
+
+// ValidSyncPattern checks a gitignore-style pattern: non-empty, at most
+// MaxSyncPath bytes, no NUL, every "/"-separated component a valid
+// path.Match pattern.
+func ValidSyncPattern(p string) error {
+	if p == "" || len(p) > MaxSyncPath || strings.IndexByte(p, 0) >= 0 {
+		return errors.New("empty, too long or contains NUL")
+	}
+	for c := range strings.SplitSeq(p, "/") {
+		if _, err := path.Match(c, ""); err != nil {
+			return fmt.Errorf("%q: %v", truncate(p, 40), err)
 		}
 	}
 	return nil
@@ -233,8 +264,26 @@ func (m *SyncSummary) Validate() error {
 	return nil
 }
 
+// SyncPlan tells the sender what the receiver will ask for
+// (FrameSyncPlan), so both sides can show progress against totals.
+type SyncPlan struct {
+	Files int   `json:"files"` // needs that will follow
+	Bytes int64 `json:"bytes"` // their sizes, summed
+}
+
+func (m *SyncPlan) Validate() error {
+	if m == nil || m.Files < 0 || m.Files > MaxSyncEntries || m.Bytes < 0 {
+		return errors.New("sync plan out of range")
+	}
+	return nil
+}
+
 func syncFrameName(t FrameType) string {
 	switch t {
+	case FrameSyncPlan:
+		return "sync-plan"
+	case FrameSyncEntriesZ:
+		return "sync-entries-z"
 	case FrameSyncPush:
 		return "sync-push"
 	case FrameSyncPull:

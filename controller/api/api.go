@@ -61,6 +61,10 @@ type CreateRequest struct {
 	Driver string           `json:"driver"`
 	SSH    *state.SSHTarget `json:"ssh,omitempty"`
 	Env    []string         `json:"env,omitempty"`
+	// Uploads are pushed into the new sandbox in order (--upload
+	// LOCAL[:REMOTE]); Direction is push and may be left empty. If one
+	// fails the sandbox is deleted again.
+	Uploads []SyncRequest `json:"uploads,omitempty"`
 	// Options for drivers that create sandboxes (local): workspace, limits, unconfined.
 	driver.CreateOptions
 }
@@ -81,6 +85,8 @@ type Sandbox struct {
 	// Resources is the sandbox's use against its limits, where the driver
 	// can tell (local: from its cgroups).
 	Resources *driver.Resources `json:"resources,omitempty"`
+	// Uploads are the results of CreateRequest.Uploads (create only).
+	Uploads []SyncResult `json:"uploads,omitempty"`
 }
 
 // ExecRequest is the body of a non-upgraded POST /v1/sandboxes/{name}/exec.
@@ -140,6 +146,33 @@ type SyncRequest struct {
 	DryRun   bool     `json:"dry_run,omitempty"`
 	Checksum bool     `json:"checksum,omitempty"`
 	Exclude  []string `json:"exclude,omitempty"`
+	// Include and Exclude are gitignore-style patterns (docs/sync.md).
+	Include []string `json:"include,omitempty"`
+	// GitIgnore: leave out what the source tree's .gitignore files ignore
+	// (the CLI sets it for uploads unless --no-git-ignore).
+	GitIgnore bool `json:"git_ignore,omitempty"`
+	// Progress asks for an NDJSON answer: SyncEvent lines of type
+	// "progress", then one "result" or "error" line.
+	Progress bool `json:"progress,omitempty"`
+}
+
+// SyncProgress is a snapshot of a running sync: files and file bytes done
+// out of the plan's totals (totals are 0 until the receiver has planned).
+type SyncProgress struct {
+	FilesDone  int64 `json:"files_done"`
+	FilesTotal int64 `json:"files_total"`
+	BytesDone  int64 `json:"bytes_done"`
+	BytesTotal int64 `json:"bytes_total"`
+	ElapsedMs  int64 `json:"elapsed_ms"`
+}
+
+// SyncEvent is one NDJSON line of a sync with Progress: Type "progress"
+// (Progress set), "result" (Result set) or "error" (Error set).
+type SyncEvent struct {
+	Type     string        `json:"type"`
+	Progress *SyncProgress `json:"progress,omitempty"`
+	Result   *SyncResult   `json:"result,omitempty"`
+	Error    *Error        `json:"error,omitempty"`
 }
 
 // Sync directions.

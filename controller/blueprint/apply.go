@@ -96,7 +96,7 @@ func Apply(ctx context.Context, c *client.Client, bp *Blueprint, name string, on
 			if err := phase("uploads", func() (string, error) {
 				var files int64
 				for _, u := range bp.Uploads {
-					res, err := c.Sync(ctx, name, &api.SyncRequest{Direction: "push", Local: bp.Path(u.From), Remote: u.To, Exclude: u.Exclude})
+					res, err := c.Sync(ctx, name, &api.SyncRequest{Direction: "push", Local: bp.Path(u.From), Remote: u.To, Exclude: u.Exclude, Include: u.Include, GitIgnore: true})
 					if err != nil {
 						return "", fmt.Errorf("upload %s: %w", u.From, err)
 					}

@@ -20,7 +20,7 @@ import (
 func (a *app) createCmd() *cobra.Command {
 	var (
 		drv, sshTarget, identity, proxy string
-		env                             []string
+		env, uploads                    []string
 		opts                            driver.CreateOptions
 		policyFile                      string
 		from, fromName                  string
@@ -125,6 +125,13 @@ image lacks it. The image needs a POSIX sh.`,
 			if req.Rootfs != "" && req.Image != "" {
 				return usagef("--rootfs and --image are exclusive")
 			}
+			for _, u := range uploads {
+				up, err := uploadSpec(u)
+				if err != nil {
+					return err
+				}
+				req.Uploads = append(req.Uploads, up)
+			}
 			if opts.Unconfined {
 				fmt.Fprintf(a.stderr, "WARNING: --unconfined: sandbox %s runs WITHOUT Landlock and seccomp; for development only, never for untrusted code\n", req.Name)
 			}
@@ -140,6 +147,7 @@ image lacks it. The image needs a POSIX sh.`,
 				return a.printJSON(sb)
 			}
 			fmt.Fprintf(a.stdout, "sandbox %s created (driver %s)\n", sb.Name, sb.Driver)
+			printUploads(a.stdout, sb.Name, sb.Uploads)
 			return nil
 		},
 	}
@@ -159,6 +167,7 @@ image lacks it. The image needs a POSIX sh.`,
 	f.StringVar(&policyFile, "policy", "", "policy file (OpenShell format: filesystem_policy, landlock, process are enforced; see policies/ and `darkshell policy validate`)")
 	f.StringVar(&opts.Rootfs, "rootfs", "", "host directory to use as the root file system, read-only (driver local; default: the host's /usr /lib* /bin /sbin /etc /opt)")
 	f.StringVar(&opts.Image, "image", "", "OCI image to use as the root file system: a docker/podman save archive, an OCI archive or an OCI layout dir (driver local; unpacked once at create); for podman/docker an image reference or an archive file to load")
+	f.StringArrayVar(&uploads, "upload", nil, "LOCAL[:REMOTE] directory to upload into the new sandbox (repeatable; .gitignore honoured; REMOTE as for sandbox upload)")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set for every command in the sandbox (repeatable; not for secrets)")
 	return cmd
 }

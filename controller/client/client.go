@@ -356,3 +356,50 @@ func (c *Client) Sync(ctx context.Context, name string, req *api.SyncRequest) (*
 	var res api.SyncResult
 	return &res, c.do(ctx, "POST", "/v1/sandboxes/"+url.PathEscape(name)+"/sync", req, &res)
 }
+
+// SyncProgress runs a sync like Sync and calls progress (from this
+// goroutine) with each progress event the daemon streams.
+func (c *Client) SyncProgress(ctx context.Context, name string, req *api.SyncRequest, progress func(api.SyncProgress)) (*api.SyncResult, error) {
+	r := *req
+	r.Progress = true
+	b, err := json.Marshal(&r)
+	if err != nil {
+		return nil, err
+	}
+	hr, err := http.NewRequestWithContext(ctx, "POST", "http://darkshell/v1/sandboxes/"+url.PathEscape(name)+"/sync", bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(hr)
+	if err != nil {
+		if errors.Is(err, ErrDaemon) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrDaemon, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, decode(resp, nil)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev api.SyncEvent
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w: sync event stream: %v", ErrDaemon, err)
+		}
+		switch {
+		case ev.Type == "progress" && ev.Progress != nil:
+			if progress != nil {
+				progress(*ev.Progress)
+			}
+		case ev.Type == "result" && ev.Result != nil:
+			return ev.Result, nil
+		case ev.Type == "error" && ev.Error != nil:
+			return nil, &APIError{Status: http.StatusOK, Code: ev.Error.Code, Remote: ev.Error.Remote, Message: ev.Error.Message}
+		}
+	}
+}

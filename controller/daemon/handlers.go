@@ -183,7 +183,18 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.startEgress(sb)
-	writeJSON(w, http.StatusCreated, d.view(sb))
+	ups, err := d.createUploads(r.Context(), sb.Name, req.Uploads)
+	if err != nil {
+		d.stopEgress(sb.Name)
+		d.pool.drop(sb.Name)
+		_ = drv.Delete(context.WithoutCancel(r.Context()), d.opts.Home, sb)
+		_ = d.opts.Home.Delete(sb.Name)
+		writeErr(w, fmt.Errorf("create sandbox %s (deleted again): %w", sb.Name, err))
+		return
+	}
+	v := d.view(sb)
+	v.Uploads = ups
+	writeJSON(w, http.StatusCreated, v)
 }
 
 func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {

@@ -71,6 +71,7 @@ func serveList(entries []protocol.SyncEntry, ops func(i int) []byte) func(net.Co
 				w.Data(protocol.FrameSyncData, ops(n.Index))
 			case protocol.FrameSyncNeedEnd:
 				w.Frame(protocol.FrameSyncDone, nil)
+			case protocol.FrameSyncPlan:
 			default:
 				return
 			}

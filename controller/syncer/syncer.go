@@ -1,5 +1,5 @@
 // Package syncer is the controller side of `darkshell sync`: it opens a sync
-// stream to sandboxd and runs the protocol/treesync engine over it, as the
+// stream to sandboxd and runs the internal/treesync engine over it, as the
 // sender for a push (local tree into the sandbox) or as the receiver for a
 // pull, where every path and byte from the sandbox is treated as hostile.
 package syncer
@@ -11,8 +11,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/bohica-labs/darkshell/internal/treesync"
 	"github.com/bohica-labs/darkshell/protocol"
-	"github.com/bohica-labs/darkshell/protocol/treesync"
 )
 
 // Options of one sync.

@@ -13,11 +13,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bohica-labs/darkshell/internal/treesync"
 	"github.com/bohica-labs/darkshell/protocol"
-	"github.com/bohica-labs/darkshell/protocol/treesync"
 	"github.com/bohica-labs/darkshell/sandboxd/syncd"
 )
 
@@ -146,7 +147,7 @@ func allEntries(t *testing.T, dir string) []string {
 }
 
 // editTree applies random edits: add, modify, truncate, delete, type
-// change, mode change.
+// change, mode change, rename.
 func editTree(t *testing.T, rng *rand.Rand, dir string, n int) {
 	makeWritable(t, dir)
 	for i := range n {
@@ -161,7 +162,9 @@ func editTree(t *testing.T, rng *rand.Rand, dir string, n int) {
 			t.Fatal(err)
 		}
 		mt := time.Unix(1_800_000_000+int64(i), 0)
-		switch op := rng.IntN(7); {
+		switch op := rng.IntN(8); {
+		case op == 7 && fi.Mode().IsRegular(): // rename
+			os.Rename(p, filepath.Join(dir, fmt.Sprintf("renamed%d_%d", i, rng.Uint32())))
 		case op == 0 && fi.IsDir(): // add inside
 			mkEntry(t, rng, filepath.Join(p, fmt.Sprintf("added%d_%d", i, rng.Uint32())), rng.IntN(4))
 		case op == 1 && fi.Mode().IsRegular() && fi.Size() > 10: // modify in place
@@ -429,7 +432,14 @@ func TestInterrupt(t *testing.T) {
 	neu = append(neu, randBytes(rng, 100_000)...)
 	os.WriteFile(filepath.Join(src, "big"), neu, 0o644)
 	os.WriteFile(filepath.Join(src, "small"), []byte("v2"), 0o644)
-	for _, budget := range []int{10, 200, 1000, 30_000, 60_000, 120_000} {
+	// New small files go through the placers: each is absent or complete.
+	fresh := map[string][]byte{}
+	for i := range 20 {
+		name := fmt.Sprintf("new%02d", i)
+		fresh[name] = randBytes(rng, 3000+i*500)
+		os.WriteFile(filepath.Join(src, name), fresh[name], 0o644)
+	}
+	for _, budget := range []int{10, 200, 1000, 5000, 12_000, 30_000, 60_000, 120_000} {
 		o := &pipeOpener{t: t, home: home, wrap: func(c net.Conn) net.Conn { return &failConn{Conn: c, budget: budget} }}
 		if _, err := Push(ctx, o, src, "s", Options{}); err == nil {
 			t.Fatalf("budget %d: push succeeded", budget)
@@ -439,10 +449,138 @@ func TestInterrupt(t *testing.T) {
 		if !bytes.Equal(b, old) && !bytes.Equal(b, neu) {
 			t.Fatalf("budget %d: big is neither old nor new (%d bytes)", budget, len(b))
 		}
+		for name, want := range fresh {
+			if b, err := os.ReadFile(filepath.Join(dst, name)); err == nil && !bytes.Equal(b, want) {
+				t.Fatalf("budget %d: %s is partial (%d of %d bytes)", budget, name, len(b), len(want))
+			}
+		}
 		noTemps(t, dst)
 	}
 	if _, err := Push(ctx, o, src, "s", Options{}); err != nil {
 		t.Fatal(err)
 	}
 	checkSame(t, src, dst)
+}
+
+// TestGitIgnoreIncludeDelete: .gitignore'd files are not sent and survive
+// --delete on the receiver; an include pulls only its subtree and --delete
+// leaves the rest of the target alone; the meter ends at the plan's totals.
+func TestGitIgnoreIncludeDelete(t *testing.T) {
+	src, home := t.TempDir(), t.TempDir()
+	o := &pipeOpener{t: t, home: home}
+	ctx := context.Background()
+	files := map[string]string{
+		".gitignore":       "bin/\n*.tmp\n",
+		"main.go":          "package main",
+		"bin/tool":         "ELF",
+		"x.tmp":            "tmp",
+		".factory/plan.md": "plan",
+		"src/a.go":         "a",
+	}
+	for p, b := range files {
+		os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755)
+		os.WriteFile(filepath.Join(src, p), []byte(b), 0o644)
+	}
+	dst := filepath.Join(home, "w")
+	m := &treesync.Meter{}
+	sum, err := Push(ctx, o, src, "w", Options{GitIgnore: true, Delete: true, Meter: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := allEntries(t, dst); strings.Join(got, ",") != ".factory,.factory/plan.md,.gitignore,main.go,src,src/a.go" {
+		t.Fatalf("git-ignore push sent %v", got)
+	}
+	if m.FilesDone.Load() != m.FilesTotal.Load() || m.BytesDone.Load() != m.BytesTotal.Load() || m.FilesTotal.Load() != 4 || m.BytesTotal.Load() != sum.BytesToSend {
+		t.Fatalf("meter %d/%d files %d/%d bytes, summary %+v", m.FilesDone.Load(), m.FilesTotal.Load(), m.BytesDone.Load(), m.BytesTotal.Load(), sum)
+	}
+	// Build outputs made in the sandbox are ignored there too: --delete keeps them.
+	os.MkdirAll(filepath.Join(dst, "bin"), 0o755)
+	os.WriteFile(filepath.Join(dst, "bin/built"), []byte("x"), 0o755)
+	os.WriteFile(filepath.Join(dst, "stray.go"), []byte("x"), 0o644)
+	if _, err := Push(ctx, o, src, "w", Options{GitIgnore: true, Delete: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "bin/built")); err != nil {
+		t.Errorf("--delete removed an ignored receiver file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "stray.go")); err == nil {
+		t.Error("--delete kept a file the source lacks")
+	}
+	// Pull only .factory into a directory with other content, with --delete.
+	local := t.TempDir()
+	os.WriteFile(filepath.Join(local, "mine"), []byte("keep"), 0o644)
+	os.MkdirAll(filepath.Join(local, ".factory"), 0o755)
+	os.WriteFile(filepath.Join(local, ".factory/old"), []byte("gone"), 0o644)
+	if _, err := Pull(ctx, o, "w", local, Options{Include: []string{"/.factory/"}, Delete: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := allEntries(t, local); strings.Join(got, ",") != ".factory,.factory/plan.md,mine" {
+		t.Fatalf("include pull: %v", got)
+	}
+	o.wg.Wait()
+}
+
+// TestRenameReusesContent: a renamed or copied file is rebuilt from the
+// receiver's old file (copy ops), not sent again.
+func TestRenameReusesContent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	src, home := t.TempDir(), t.TempDir()
+	o := &pipeOpener{t: t, home: home}
+	ctx := context.Background()
+	data := randBytes(rng, 300_000)
+	os.MkdirAll(filepath.Join(src, "a"), 0o755)
+	os.WriteFile(filepath.Join(src, "a", "old.bin"), data, 0o644)
+	if _, err := Push(ctx, o, src, "d", Options{Delete: true}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(src, "b"), 0o755)
+	os.Rename(filepath.Join(src, "a", "old.bin"), filepath.Join(src, "b", "new.bin"))
+	sum, err := Push(ctx, o, src, "d", Options{Delete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.CopyBytes != int64(len(data)) || sum.LiteralBytes != 0 || sum.Deleted != 1 {
+		t.Fatalf("rename was not rebuilt from the old file: %+v", sum)
+	}
+	checkSame(t, src, filepath.Join(home, "d"))
+	// A download never diffs against host files the sandbox did not name
+	// (their signatures would reach the sandbox).
+	local := t.TempDir()
+	os.WriteFile(filepath.Join(local, "mine.bin"), data, 0o600)
+	sum, err = Pull(ctx, o, "d", local, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.CopyBytes != 0 {
+		t.Fatalf("pull used an unlisted host file as a basis: %+v", sum)
+	}
+	o.wg.Wait()
+}
+
+// TestSparseFile: a large file that is mostly a hole arrives with its
+// content and stays sparse (the zero runs are not written).
+func TestSparseFile(t *testing.T) {
+	src, home := t.TempDir(), t.TempDir()
+	o := &pipeOpener{t: t, home: home}
+	p := filepath.Join(src, "disk.img")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("head"), 0)
+	f.WriteAt([]byte("tail"), 64<<20)
+	f.Close()
+	if _, err := Push(context.Background(), o, src, "d", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(home, "d", "disk.img")
+	checkSame(t, src, filepath.Join(home, "d"))
+	var st syscall.Stat_t
+	if err := syscall.Stat(dst, &st); err != nil {
+		t.Fatal(err)
+	}
+	if used := st.Blocks * 512; used > 8<<20 {
+		t.Fatalf("64 MiB sparse file uses %d bytes on disk: holes were written", used)
+	}
+	o.wg.Wait()
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/bits"
 	"slices"
+	"sync"
 )
 
 // index finds old full blocks by weak checksum: a bit filter rejects most
@@ -433,7 +434,9 @@ func WriteWhole(r io.Reader, w *OpWriter) (Stats, error) {
 		return Stats{}, err
 	}
 	sum := sha256.New()
-	buf := make([]byte, LiteralChunk)
+	bp := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(bp)
+	buf := *bp
 	var size int64
 	for {
 		n, err := io.ReadFull(r, buf)
@@ -461,3 +464,7 @@ func WriteWhole(r io.Reader, w *OpWriter) (Stats, error) {
 	}
 	return w.Stats(), nil
 }
+
+// chunkPool holds LiteralChunk buffers for WriteWhole, which runs once per
+// file of a tree.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, LiteralChunk); return &b }}

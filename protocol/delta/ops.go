@@ -292,6 +292,11 @@ type OpReader struct {
 // NewOpReader returns an OpReader reading frames from r.
 func NewOpReader(r io.Reader) *OpReader { return &OpReader{r: r} }
 
+// Reset makes r read a new op stream from rd, keeping its buffers.
+func (r *OpReader) Reset(rd io.Reader) {
+	*r = OpReader{r: rd, payload: r.payload[:0], lit: r.lit[:0]}
+}
+
 // WireBytes returns the bytes read so far.
 func (r *OpReader) WireBytes() int64 { return r.wire }
 
@@ -326,7 +331,7 @@ func (r *OpReader) Next() (Op, error) {
 		return Op{}, fmt.Errorf("%w: op %d out of order", ErrInvalid, kind)
 	}
 	if cap(r.payload) < int(n) {
-		r.payload = make([]byte, n, max(n, 64<<10))
+		r.payload = make([]byte, n)
 	}
 	p := r.payload[:n]
 	if _, err := io.ReadFull(r.r, p); err != nil {
@@ -400,7 +405,7 @@ func (r *OpReader) literal(p []byte, op *Op) error {
 			return fmt.Errorf("unable to start zstd: %w", err)
 		}
 		if cap(r.lit) < int(raw) {
-			r.lit = make([]byte, 0, max(raw, 64<<10))
+			r.lit = make([]byte, 0, raw)
 		}
 		// The cap limit makes the decoder stop at raw bytes.
 		out, err := dec.DecodeAll(data, r.lit[:0:raw])

@@ -1,5 +1,5 @@
 // Package syncd serves sync streams (FrameSyncPush, FrameSyncPull) in
-// sandboxd with the protocol/treesync engine: a push receives a tree into
+// sandboxd with the internal/treesync engine: a push receives a tree into
 // the request's root, a pull sends the tree at it.
 package syncd
 
@@ -9,8 +9,8 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/bohica-labs/darkshell/internal/treesync"
 	"github.com/bohica-labs/darkshell/protocol"
-	"github.com/bohica-labs/darkshell/protocol/treesync"
 )
 
 // Root resolves a request's root: a relative one is taken from defaultDir.
@@ -32,6 +32,7 @@ func Serve(ctx context.Context, st io.ReadWriter, f protocol.Frame, defaultDir s
 	opt := treesync.OptionsFrom(&req)
 	switch f.Type {
 	case protocol.FrameSyncPush:
+		opt.Renames = true // a push may reuse any content of the sandbox's own tree
 		_, err := treesync.Receive(ctx, st, root, opt)
 		return err
 	case protocol.FrameSyncPull:

@@ -1,0 +1,1588 @@
+// Package treesync is the directory-tree sync engine of `darkshell sync`,
+// shared by the controller and sandboxd: Send runs on the side that has the
+// source tree, Receive on the side that writes, over one sync stream (after
+// its request frame; spec.md section 7.4). A push runs Send on the
+// controller and Receive in sandboxd; a pull swaps them.
+//
+// The receiver treats everything the sender says as hostile: paths are
+// validated (relative, clean, no "..", no NUL, capped), a parent must be
+// listed as a directory before its children, all file-system access goes
+// through an os.Root (nothing outside the target can be reached, not even
+// through a symlink planted by the peer or a concurrent process), parents
+// are checked to be real directories, files are written to a temporary file
+// and renamed into place only after delta.ApplyLimit verified size and
+// SHA-256 against the announced size.
+package treesync
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bohica-labs/darkshell/protocol"
+	"github.com/bohica-labs/darkshell/protocol/delta"
+)
+
+// TempPrefix starts the names of the receiver's temporary files. The sender
+// never lists such names and the receiver removes stale ones it finds.
+const TempPrefix = ".~ds-sync-"
+
+// Options of one sync. Both sides get them from the protocol.SyncRequest.
+type Options struct {
+	Delete    bool
+	DryRun    bool
+	Checksum  bool
+	Exclude   []string // gitignore-style patterns (see Filter)
+	Include   []string // gitignore-style patterns; empty: everything
+	GitIgnore bool     // the sender honours the tree's .gitignore files
+	// Meter, when set, counts this side's progress (not part of the request).
+	Meter *Meter
+	// Renames lets the receiver diff a new file against an unlisted file
+	// of the same size (a rename or copy). That sends the signature of a
+	// file the sender did not name, so only sandboxd's receiver (a push)
+	// sets it: a download never shows a sandbox hashes of other host files.
+	Renames bool
+}
+
+// Meter counts the progress of a sync, against the receiver's plan; safe
+// for concurrent use. Both sides fill it: the sender learns the totals from
+// the sync-plan frame.
+type Meter struct {
+	FilesTotal, BytesTotal atomic.Int64
+	FilesDone, BytesDone   atomic.Int64
+}
+
+func (m *Meter) plan(files int, bytes int64) {
+	if m != nil {
+		m.FilesTotal.Store(int64(files))
+		m.BytesTotal.Store(bytes)
+	}
+}
+
+func (m *Meter) file() {
+	if m != nil {
+		m.FilesDone.Add(1)
+	}
+}
+
+func (m *Meter) bytes(n int) {
+	if m != nil {
+		m.BytesDone.Add(int64(n))
+	}
+}
+
+// meterReader counts the bytes read through it.
+type meterReader struct {
+	r io.Reader
+	m *Meter
+}
+
+func (mr meterReader) Read(p []byte) (int, error) {
+	n, err := mr.r.Read(p)
+	mr.m.bytes(n)
+	return n, err
+}
+
+// meterWriter counts the bytes written through it.
+type meterWriter struct {
+	w io.Writer
+	m *Meter
+}
+
+func (mw meterWriter) Write(p []byte) (int, error) {
+	n, err := mw.w.Write(p)
+	mw.m.bytes(n)
+	return n, err
+}
+
+// OptionsFrom returns the options of a request.
+func OptionsFrom(req *protocol.SyncRequest) Options {
+	return Options{Delete: req.Delete, DryRun: req.DryRun, Checksum: req.Checksum,
+		Exclude: req.Exclude, Include: req.Include, GitIgnore: req.GitIgnore}
+}
+
+// Request returns the request for root with these options.
+func (o Options) Request(root string) *protocol.SyncRequest {
+	return &protocol.SyncRequest{Root: root, Delete: o.Delete, DryRun: o.DryRun, Checksum: o.Checksum,
+		Exclude: o.Exclude, Include: o.Include, GitIgnore: o.GitIgnore}
+}
+
+type countReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// conn is the frame layer of a sync stream.
+type conn struct {
+	in  *countReader
+	out *countWriter
+	br  *bufio.Reader
+	w   *protocol.Writer
+	buf []byte // unread bytes of the current data frame
+
+	// Reused per file (allocating them per file dominated small files).
+	dw   *bufio.Writer   // data frames out
+	ow   *delta.OpWriter // op streams out, over dw
+	or   *delta.OpReader // op streams in
+	file *bufio.Reader   // a file being sent
+	outf *bufio.Writer   // a file being received
+}
+
+func newConn(rw io.ReadWriter) *conn {
+	c := &conn{in: &countReader{r: rw}, out: &countWriter{w: rw}}
+	c.br = bufio.NewReaderSize(c.in, 64<<10)
+	c.w = protocol.NewWriter(c.out)
+	c.dw = c.dataWriter()
+	c.ow = delta.NewOpWriter(c.dw)
+	c.or = delta.NewOpReader(c)
+	c.file = bufio.NewReaderSize(nil, 256<<10)
+	c.outf = bufio.NewWriterSize(nil, 256<<10)
+	return c
+}
+
+// next reads the next frame; a FrameError becomes a *protocol.RemoteError.
+func (c *conn) next() (protocol.Frame, error) {
+	if len(c.buf) > 0 {
+		return protocol.Frame{}, fmt.Errorf("%w: %d unread bytes of data", protocol.ErrBadFrame, len(c.buf))
+	}
+	f, err := protocol.ReadFrame(c.br, protocol.MaxPayload)
+	if errors.Is(err, io.EOF) {
+		return f, fmt.Errorf("%w: the peer closed the sync stream early", protocol.ErrTruncated)
+	}
+	if err != nil {
+		return f, err
+	}
+	if f.Type == protocol.FrameError {
+		return f, protocol.ErrorFromFrame(f)
+	}
+	return f, nil
+}
+
+// Read reads data frames (FrameSyncData); any other frame is an error.
+func (c *conn) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		f, err := c.next()
+		if err != nil {
+			return 0, err
+		}
+		if f.Type != protocol.FrameSyncData {
+			return 0, fmt.Errorf("%w: got %s inside a data stream", protocol.ErrUnexpectedFrame, f.Type)
+		}
+		c.buf = f.Payload
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+
+func (c *conn) dataWriter() *bufio.Writer {
+	return bufio.NewWriterSize(protocol.DataWriter{W: c.w, Type: protocol.FrameSyncData}, protocol.DataChunk)
+}
+
+// Scan lists the tree at root (not following symlinks; sockets, devices and
+// fifos are left out), parents before children, as the filter of opt
+// selects it. Lstat (and hashing with Checksum) runs in parallel.
+func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, error) {
+	flt := NewFilter(opt)
+	loadIgnore := func(dir string) {
+		if !flt.UsesGitIgnore() {
+			return
+		}
+		f, err := r.OpenFile(path.Join(dir, ".gitignore"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		flt.LoadIgnore(dir, f)
+	}
+	items, err := walkTree(ctx, r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
+		func(p string, d fs.DirEntry, parent walkState) (bool, bool, walkState, error) {
+			isDir := d.IsDir()
+			if strings.HasPrefix(d.Name(), TempPrefix) || flt.Excluded(p, isDir) {
+				return false, false, parent, nil
+			}
+			sel := flt.Selected(p, isDir, parent.sel)
+			if !sel && (!isDir || !flt.MayContain(p)) {
+				return false, false, parent, nil
+			}
+			if err := protocol.ValidSyncPath(p); err != nil {
+				return false, false, parent, fmt.Errorf("unable to sync %q: %v", p, err)
+			}
+			return sel, isDir, walkState{sel: sel}, nil
+		})
+	if err != nil {
+		return nil, fmt.Errorf("unable to scan %s: %w", r.Name(), err)
+	}
+	var paths []string
+	var infos []fs.FileInfo
+	if len(opt.Include) == 0 {
+		paths = make([]string, len(items))
+		infos = make([]fs.FileInfo, len(items))
+		for i := range items {
+			paths[i], infos[i] = items[i].path, items[i].fi
+		}
+	} else {
+		// Keep the unselected directories that lead to a selected path.
+		need := map[string]bool{}
+		for _, it := range items {
+			if it.keep {
+				for d := path.Dir(it.path); d != "." && !need[d]; d = path.Dir(d) {
+					need[d] = true
+				}
+			}
+		}
+		for _, it := range items {
+			if it.keep || need[it.path] {
+				paths = append(paths, it.path)
+				infos = append(infos, it.fi)
+			}
+		}
+	}
+	entries := make([]protocol.SyncEntry, len(paths))
+	keep := make([]bool, len(paths))
+	errs := make([]error, len(paths))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(4*runtime.GOMAXPROCS(0), 64) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(paths) || ctx.Err() != nil {
+					return
+				}
+				keep[i], errs[i] = stat(r, paths[i], infos[i], opt.Checksum, &entries[i])
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := entries[:0]
+	for i := range entries {
+		if keep[i] {
+			out = append(out, entries[i])
+		}
+	}
+	return out, nil
+}
+
+// stat fills e for the entry p whose lstat result is fi (nil: look it up).
+func stat(r *os.Root, p string, fi fs.FileInfo, checksum bool, e *protocol.SyncEntry) (bool, error) {
+	var err error
+	if fi == nil {
+		fi, err = r.Lstat(p)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil // vanished during the scan
+	}
+	if err != nil {
+		return false, err
+	}
+	*e = protocol.SyncEntry{Path: p, Mode: uint32(fi.Mode().Perm())}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		e.Type, e.Size, e.MtimeNs = protocol.SyncFile, fi.Size(), fi.ModTime().UnixNano()
+		if checksum {
+			sum, err := cachedSum(r, p, fi)
+			if err != nil {
+				return false, err
+			}
+			e.Sum = sum
+		}
+	case m.IsDir():
+		e.Type, e.MtimeNs = protocol.SyncDir, fi.ModTime().UnixNano()
+	case m&fs.ModeSymlink != 0:
+		e.Type, e.Mode = protocol.SyncSymlink, 0
+		if e.Link, err = r.Readlink(p); err != nil {
+			return false, err
+		}
+		if e.Link == "" || len(e.Link) > protocol.MaxSyncPath || strings.IndexByte(e.Link, 0) >= 0 || !utf8.ValidString(e.Link) {
+			return false, fmt.Errorf("unable to sync symlink %q: target not UTF-8 or too long", p)
+		}
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+func fileSum(r *os.Root, p string) (string, error) {
+	f, err := r.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Send sends the tree at root to the receiver on rw and returns its summary.
+func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*protocol.SyncSummary, error) {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, fmt.Errorf("unable to open sync source: %w", err)
+	}
+	defer r.Close()
+	entries, err := Scan(ctx, r, opt)
+	if err != nil {
+		return nil, err
+	}
+	c := newConn(rw)
+	if err := sendList(c, entries); err != nil {
+		return nil, err
+	}
+	out := startSendPipeline(c, r, opt.Meter)
+	defer out.abort()
+	next := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := out.failed(); err != nil {
+			return nil, err
+		}
+		f, err := c.next()
+		if err != nil {
+			return nil, err
+		}
+		switch f.Type {
+		case protocol.FrameSyncNeed:
+			var need protocol.SyncNeed
+			if err := protocol.DecodeMsg(f, f.Type, &need); err != nil {
+				return nil, err
+			}
+			if need.Index < next || need.Index >= len(entries) || entries[need.Index].Type != protocol.SyncFile {
+				return nil, fmt.Errorf("%w: need for entry %d out of order or not a file", protocol.ErrInvalid, need.Index)
+			}
+			next = need.Index + 1
+			var sig *delta.Signature
+			if need.Sig {
+				if sig, err = delta.ReadSignature(c); err != nil {
+					return nil, fmt.Errorf("signature of %q: %w", entries[need.Index].Path, err)
+				}
+			}
+			out.add(need.Index, &entries[need.Index], sig)
+		case protocol.FrameSyncPlan:
+			var plan protocol.SyncPlan
+			if err := protocol.DecodeMsg(f, f.Type, &plan); err != nil {
+				return nil, err
+			}
+			opt.Meter.plan(plan.Files, plan.Bytes)
+		case protocol.FrameSyncNeedEnd:
+			// The pipeline writes the remaining files, then sync-done.
+			if err := out.finish(); err != nil {
+				return nil, err
+			}
+			f, err := c.next()
+			if err != nil {
+				return nil, err
+			}
+			var sum protocol.SyncSummary
+			if err := protocol.DecodeMsg(f, protocol.FrameSyncSummary, &sum); err != nil {
+				return nil, err
+			}
+			return &sum, nil
+		default:
+			return nil, fmt.Errorf("%w: got %s", protocol.ErrUnexpectedFrame, f.Type)
+		}
+	}
+}
+
+// sendPipeline answers needs in order while encoding small whole files
+// ahead, in parallel (reading and zstd dominate an initial upload): a
+// writer goroutine emits each answer when it is ready, coalescing ready
+// small files into few stream writes; big files and deltas are streamed by
+// the writer itself.
+type sendPipeline struct {
+	c     *conn
+	r     *os.Root
+	m     *Meter
+	queue chan *sendJob // in need order, to the writer
+	work  chan *sendJob // small whole files, to the encoders
+	wg    sync.WaitGroup
+	done  chan struct{} // the writer has finished
+	mu    sync.Mutex
+	err   error
+	ended bool
+}
+
+type sendJob struct {
+	idx   int
+	e     *protocol.SyncEntry
+	sig   *delta.Signature
+	async bool
+	ready chan struct{}
+	skip  string
+	ops   []byte // encoded op stream (async)
+}
+
+// pipelineDepth bounds the answers encoded ahead of the writer, and
+// asyncSend the size of a file encoded ahead (memory: depth x size).
+const (
+	pipelineDepth = 64
+	asyncSend     = 256 << 10
+)
+
+func startSendPipeline(c *conn, r *os.Root, m *Meter) *sendPipeline {
+	p := &sendPipeline{c: c, r: r, m: m, queue: make(chan *sendJob, pipelineDepth),
+		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{})}
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		p.wg.Go(p.encoder)
+	}
+	go p.writer()
+	return p
+}
+
+func (p *sendPipeline) add(idx int, e *protocol.SyncEntry, sig *delta.Signature) {
+	j := &sendJob{idx: idx, e: e, sig: sig, ready: make(chan struct{})}
+	if sig == nil && e.Size <= asyncSend {
+		j.async = true
+		p.work <- j
+	} else {
+		close(j.ready)
+	}
+	p.queue <- j
+}
+
+func (p *sendPipeline) setErr(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+}
+
+func (p *sendPipeline) failed() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// finish waits until every queued answer and sync-done are written.
+func (p *sendPipeline) finish() error {
+	p.end()
+	<-p.done
+	return p.failed()
+}
+
+func (p *sendPipeline) end() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ended {
+		p.ended = true
+		close(p.work)
+		close(p.queue)
+	}
+}
+
+// abort stops the pipeline (on any return of Send). It does not wait for
+// a writer blocked on the stream: closing the stream ends it.
+func (p *sendPipeline) abort() {
+	p.setErr(errors.New("sync stopped"))
+	p.end()
+}
+
+// encoder encodes small whole files into memory.
+func (p *sendPipeline) encoder() {
+	var buf bytes.Buffer
+	ow := delta.NewOpWriter(&buf)
+	dirs := dirCache{top: p.r}
+	defer dirs.close()
+	for j := range p.work {
+		if p.failed() == nil {
+			buf.Reset()
+			if skip := encodeSmall(&dirs, j.e, ow); skip != "" {
+				j.skip = skip
+			} else {
+				j.ops = bytes.Clone(buf.Bytes())
+			}
+		}
+		close(j.ready)
+	}
+}
+
+// encodeSmall writes the whole-file op stream of e to ow; it returns why
+// the file cannot be sent, or "".
+func encodeSmall(dirs *dirCache, e *protocol.SyncEntry, ow *delta.OpWriter) string {
+	dr, err := dirs.get(path.Dir(e.Path))
+	if err != nil {
+		return err.Error()
+	}
+	f, err := dr.OpenFile(path.Base(e.Path), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err.Error()
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != e.Size {
+		return "changed during the sync"
+	}
+	if _, err := delta.WriteWhole(io.LimitReader(f, e.Size), ow); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// writer emits the answers in need order, then sync-done.
+func (p *sendPipeline) writer() {
+	defer close(p.done)
+	c := p.c
+	var batch []byte
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := c.w.Raw(batch)
+		batch = batch[:0]
+		return err
+	}
+	for {
+		var j *sendJob
+		select {
+		case j = <-p.queue:
+		default:
+			// Nothing queued: send what is batched before waiting.
+			if err := flush(); err != nil {
+				p.setErr(err)
+			}
+			j = <-p.queue
+		}
+		if j == nil {
+			break // queue closed
+		}
+		if p.failed() != nil {
+			<-j.ready
+			continue // drain
+		}
+		if !j.async {
+			if err := flush(); err == nil {
+				err = sendFile(c, p.r, j.idx, j.e, j.sig, p.m)
+				if err != nil {
+					p.setErr(err)
+				}
+			} else {
+				p.setErr(err)
+			}
+			p.m.file()
+			continue
+		}
+		select {
+		case <-j.ready:
+		default:
+			if err := flush(); err != nil {
+				p.setErr(err)
+			}
+			<-j.ready
+		}
+		h, err := json.Marshal(&protocol.SyncFileHeader{Index: j.idx, Skip: j.skip})
+		if err != nil {
+			p.setErr(err)
+			continue
+		}
+		batch = protocol.AppendFrame(batch, protocol.FrameSyncFile, h)
+		for ops := j.ops; len(ops) > 0; {
+			n := min(len(ops), protocol.DataChunk)
+			batch = protocol.AppendFrame(batch, protocol.FrameSyncData, ops[:n])
+			ops = ops[n:]
+		}
+		p.m.bytes(int(j.e.Size))
+		p.m.file()
+		if len(batch) >= 256<<10 {
+			if err := flush(); err != nil {
+				p.setErr(err)
+			}
+		}
+	}
+	if p.failed() == nil {
+		batch = protocol.AppendFrame(batch, protocol.FrameSyncDone, nil)
+		if err := flush(); err != nil {
+			p.setErr(err)
+		}
+	}
+}
+
+func sendList(c *conn, entries []protocol.SyncEntry) error {
+	var batch []protocol.SyncEntry
+	size := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		js, err := json.Marshal(&protocol.SyncEntries{Entries: batch})
+		batch, size = batch[:0], 0
+		if err != nil {
+			return err
+		}
+		z, err := compressEntries(js)
+		if err != nil {
+			return err
+		}
+		return c.w.Frame(protocol.FrameSyncEntriesZ, z)
+	}
+	for i := range entries {
+		e := &entries[i]
+		n := 2*len(e.Path) + 2*len(e.Link) + len(e.Sum) + 100 // JSON may escape
+		if len(batch) == protocol.MaxSyncBatch || size+n > protocol.MaxPayload/2 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, *e)
+		size += n
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return c.w.Frame(protocol.FrameSyncEntriesEnd, nil)
+}
+
+func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Signature, m *Meter) error {
+	f, err := r.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	var fi fs.FileInfo
+	if err == nil {
+		defer f.Close()
+		fi, err = f.Stat()
+	}
+	if err == nil && (!fi.Mode().IsRegular() || fi.Size() != e.Size) {
+		err = errors.New("changed during the sync")
+	}
+	if err != nil {
+		m.bytes(int(e.Size))
+		return c.w.Msg(protocol.FrameSyncFile, &protocol.SyncFileHeader{Index: idx, Skip: err.Error()})
+	}
+	if err := c.w.Msg(protocol.FrameSyncFile, &protocol.SyncFileHeader{Index: idx}); err != nil {
+		return err
+	}
+	dw, ow := c.dw, c.ow
+	c.file.Reset(f)
+	defer c.file.Reset(nil)
+	var src io.Reader = io.LimitReader(c.file, e.Size)
+	if m != nil {
+		src = meterReader{src, m}
+	}
+	if sig != nil {
+		_, err = delta.Diff(sig, src, ow)
+	} else {
+		_, err = delta.WriteWhole(src, ow)
+	}
+	if err != nil {
+		return fmt.Errorf("unable to send %q: %w", e.Path, err)
+	}
+	return dw.Flush()
+}
+
+// need is one file the receiver asks for.
+type need struct {
+	index int
+	sig   bool
+	basis string // with sig: the receiver file to diff against ("" = the entry's own path)
+}
+
+// signed is what the receiver sent for a need: the old file's shape.
+type signed struct {
+	blockSize int
+	oldSize   int64
+	ok        bool
+	basis     string
+}
+
+// minBasis is the smallest new file for which the receiver looks for a
+// renamed or copied old file to diff against.
+const minBasis = 4 << 10
+
+// dirCache keeps os.Roots of the target's directories open, so that a
+// file's operations resolve one path component instead of its whole path.
+type dirCache struct {
+	top *os.Root
+	m   map[string]*os.Root
+}
+
+// maxCachedDirs bounds the directory handles a receiver keeps open.
+const maxCachedDirs = 64
+
+func (d *dirCache) get(dir string) (*os.Root, error) {
+	if dir == "." {
+		return d.top, nil
+	}
+	if r, ok := d.m[dir]; ok {
+		return r, nil
+	}
+	if len(d.m) >= maxCachedDirs {
+		d.close()
+	}
+	r, err := d.top.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	if d.m == nil {
+		d.m = map[string]*os.Root{}
+	}
+	d.m[dir] = r
+	return r, nil
+}
+
+func (d *dirCache) close() {
+	for k, r := range d.m {
+		r.Close()
+		delete(d.m, k)
+	}
+}
+
+type receiver struct {
+	dirs     dirCache
+	c        *conn
+	r        *os.Root
+	opt      Options
+	list     []protocol.SyncEntry
+	have     map[string]fs.FileInfo
+	flt      *Filter
+	protect  map[string]bool    // have entries --delete must keep (ignored, not selected)
+	bySize   map[int64][]string // unlisted receiver files by size: bases for renames
+	verified map[string]bool    // real directories, checked or made in this run
+	touched  map[string]bool    // directories whose entries changed
+	sum      protocol.SyncSummary
+}
+
+// Receive receives a tree into root from the sender on rw; root is created
+// if missing (unless DryRun). It returns the summary it also sent.
+func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*protocol.SyncSummary, error) {
+	start := time.Now()
+	rc := &receiver{c: newConn(rw), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
+		flt: NewFilter(opt), protect: map[string]bool{}}
+	// An existing target is scanned while the list arrives.
+	var err error
+	rc.r, err = os.OpenRoot(root)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("unable to open sync target: %w", err)
+	}
+	if rc.r != nil {
+		defer rc.r.Close()
+	}
+	scanned := make(chan error, 1)
+	go func() { scanned <- rc.scanHave() }()
+	lerr := rc.readList()
+	if err := <-scanned; err != nil {
+		return nil, fmt.Errorf("unable to scan the sync target: %w", err)
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	if rc.r == nil && !opt.DryRun {
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return nil, fmt.Errorf("unable to create sync target: %w", err)
+		}
+		if rc.r, err = os.OpenRoot(root); err != nil {
+			return nil, fmt.Errorf("unable to open sync target: %w", err)
+		}
+		defer rc.r.Close()
+	}
+	rc.dirs.top = rc.r
+	defer rc.dirs.close()
+	needs, err := rc.plan()
+	if err != nil {
+		return nil, err
+	}
+	// Files to delete may be the basis of a renamed file: delete after.
+	if err := rc.transfer(ctx, needs); err != nil {
+		return nil, err
+	}
+	if opt.Delete {
+		if err := rc.deleteExtra(); err != nil {
+			return nil, err
+		}
+	}
+	if err := rc.finishDirs(); err != nil {
+		return nil, err
+	}
+	rc.sum.DryRun = opt.DryRun
+	rc.sum.SentBytes = rc.c.in.n.Load()
+	rc.sum.RecvBytes = rc.c.out.n.Load()
+	rc.sum.DurationMs = time.Since(start).Milliseconds()
+	s := rc.sum
+	if err := rc.c.w.Msg(protocol.FrameSyncSummary, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func (rc *receiver) readList() error {
+	kind := map[string]string{".": protocol.SyncDir}
+	selDir := map[string]bool{".": rc.flt.Selected(".", true, false)}
+	var zbuf []byte
+	for {
+		f, err := rc.c.next()
+		if err != nil {
+			return err
+		}
+		if f.Type == protocol.FrameSyncEntriesEnd {
+			rc.sum.Entries = len(rc.list)
+			return nil
+		}
+		var m protocol.SyncEntries
+		if f.Type == protocol.FrameSyncEntriesZ {
+			err = decodeEntriesZ(f, &m, &zbuf)
+		} else {
+			err = protocol.DecodeMsg(f, protocol.FrameSyncEntries, &m)
+		}
+		if err != nil {
+			return err
+		}
+		for _, e := range m.Entries {
+			if len(kind) > protocol.MaxSyncEntries {
+				return fmt.Errorf("%w: more than %d entries", protocol.ErrInvalid, protocol.MaxSyncEntries)
+			}
+			if _, dup := kind[e.Path]; dup {
+				return fmt.Errorf("%w: entry %q listed twice", protocol.ErrInvalid, e.Path)
+			}
+			if strings.HasPrefix(path.Base(e.Path), TempPrefix) {
+				return fmt.Errorf("%w: entry %q uses the temporary-file prefix", protocol.ErrInvalid, e.Path)
+			}
+			switch kind[path.Dir(e.Path)] {
+			case protocol.SyncDir:
+			case "x": // under an excluded directory
+				kind[e.Path] = "x"
+				continue
+			default:
+				return fmt.Errorf("%w: entry %q: its parent is not a directory listed before it", protocol.ErrInvalid, e.Path)
+			}
+			isDir := e.Type == protocol.SyncDir
+			if rc.flt.ExcludedByPattern(e.Path, isDir) {
+				kind[e.Path] = "x"
+				continue
+			}
+			if rc.flt.Selected(e.Path, isDir, selDir[path.Dir(e.Path)]) {
+				selDir[e.Path] = isDir
+			} else if !isDir {
+				kind[e.Path] = "x"
+				continue
+			}
+			kind[e.Path] = e.Type
+			rc.list = append(rc.list, e)
+		}
+	}
+}
+
+// scanHave lists the receiver's tree and removes stale temporary files.
+// Paths --exclude matches are left out; paths the receiver's own
+// .gitignore files ignore (with GitIgnore) or the include patterns do not
+// select are listed but protected from --delete.
+func (rc *receiver) scanHave() error {
+	rc.have = map[string]fs.FileInfo{}
+	if rc.r == nil {
+		return nil
+	}
+	flt := rc.flt
+	loadIgnore := func(dir string) {
+		if !rc.opt.Delete || !flt.UsesGitIgnore() {
+			return
+		}
+		if f, err := rc.r.OpenFile(path.Join(dir, ".gitignore"), os.O_RDONLY|syscall.O_NOFOLLOW, 0); err == nil {
+			flt.LoadIgnore(dir, f)
+			f.Close()
+		}
+	}
+	items, err := walkTree(context.Background(), rc.r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
+		func(p string, d fs.DirEntry, parent walkState) (bool, bool, walkState, error) {
+			isDir := d.IsDir()
+			if strings.HasPrefix(d.Name(), TempPrefix) {
+				if !rc.opt.DryRun {
+					_ = rc.r.RemoveAll(p)
+				}
+				return false, false, parent, nil
+			}
+			if flt.ExcludedByPattern(p, isDir) {
+				return false, false, parent, nil
+			}
+			st := walkState{sel: flt.Selected(p, isDir, parent.sel)}
+			st.protect = parent.protect || !st.sel || flt.Ignored(p, isDir)
+			return true, isDir && (st.sel || flt.MayContain(p)), st, nil
+		})
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		rc.have[it.path] = it.fi
+		if it.st.protect {
+			rc.protect[it.path] = true
+		}
+	}
+	return nil
+}
+
+func typeOf(fi fs.FileInfo) string {
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		return protocol.SyncFile
+	case m.IsDir():
+		return protocol.SyncDir
+	case m&fs.ModeSymlink != 0:
+		return protocol.SyncSymlink
+	}
+	return "other"
+}
+
+// parentOK checks that p's parent is a real directory of this run.
+func (rc *receiver) parentOK(p string) error {
+	if !rc.verified[path.Dir(p)] {
+		return fmt.Errorf("refusing %q: its parent is not a directory in the target", p)
+	}
+	return nil
+}
+
+func (rc *receiver) remove(p string) error {
+	rc.touched[path.Dir(p)] = true
+	if rc.opt.DryRun {
+		return nil
+	}
+	if err := rc.r.RemoveAll(p); err != nil {
+		return fmt.Errorf("unable to remove %q: %w", p, err)
+	}
+	return nil
+}
+
+// plan compares the list with the tree; it makes directories and symlinks,
+// removes entries whose type changes and returns the files to transfer.
+func (rc *receiver) plan() ([]need, error) {
+	var needs []need
+	dry := rc.opt.DryRun
+	for i := range rc.list {
+		e := &rc.list[i]
+		if err := rc.parentOK(e.Path); err != nil {
+			return nil, err
+		}
+		x, ok := rc.have[e.Path]
+		changed := false
+		if ok && typeOf(x) != e.Type {
+			if err := rc.remove(e.Path); err != nil {
+				return nil, err
+			}
+			ok, changed = false, true
+		}
+		count := func(mod bool) {
+			switch {
+			case !ok && !changed:
+				rc.sum.Added++
+				rc.touched[path.Dir(e.Path)] = true
+			case changed || mod:
+				rc.sum.Modified++
+			default:
+				rc.sum.Unchanged++
+			}
+		}
+		switch e.Type {
+		case protocol.SyncDir:
+			if !ok && !dry {
+				if err := rc.r.Mkdir(e.Path, 0o700); err != nil {
+					return nil, fmt.Errorf("unable to create directory %q: %w", e.Path, err)
+				}
+			}
+			rc.verified[e.Path] = true
+			count(ok && uint32(x.Mode().Perm()) != e.Mode)
+		case protocol.SyncSymlink:
+			if ok {
+				t, err := rc.r.Readlink(e.Path)
+				if err != nil {
+					return nil, err
+				}
+				if t != e.Link {
+					if err := rc.remove(e.Path); err != nil {
+						return nil, err
+					}
+					changed = true
+				}
+			}
+			if (!ok || changed) && !dry {
+				if err := rc.r.Symlink(e.Link, e.Path); err != nil {
+					return nil, fmt.Errorf("unable to create symlink %q: %w", e.Path, err)
+				}
+			}
+			count(false)
+		case protocol.SyncFile:
+			if ok && x.Size() == e.Size {
+				same := x.ModTime().UnixNano() == e.MtimeNs
+				if rc.opt.Checksum {
+					sum, err := cachedSum(rc.r, e.Path, x)
+					if err != nil {
+						return nil, err
+					}
+					same = sum == e.Sum
+				}
+				if same {
+					modeChanged := uint32(x.Mode().Perm()) != e.Mode
+					if !dry {
+						if modeChanged {
+							if err := rc.r.Chmod(e.Path, fs.FileMode(e.Mode)); err != nil {
+								return nil, err
+							}
+						}
+						if x.ModTime().UnixNano() != e.MtimeNs {
+							t := time.Unix(0, e.MtimeNs)
+							if err := rc.r.Chtimes(e.Path, t, t); err != nil {
+								return nil, err
+							}
+						}
+					}
+					count(modeChanged)
+					continue
+				}
+			}
+			n := need{index: i, sig: ok && x.Size() > 0}
+			if !ok && e.Size >= minBasis && rc.opt.Renames {
+				// A new file: diff against an unlisted receiver file of the
+				// same size (a rename or a copy), if there is one.
+				if b := rc.basisFor(e); b != "" {
+					n.sig, n.basis = true, b
+				}
+			}
+			needs = append(needs, n)
+			rc.sum.BytesToSend += e.Size
+			count(true)
+		}
+	}
+	return needs, nil
+}
+
+// basisFor returns an unlisted regular receiver file with e's size,
+// preferring one with e's base name, or "".
+func (rc *receiver) basisFor(e *protocol.SyncEntry) string {
+	if rc.bySize == nil {
+		rc.bySize = map[int64][]string{}
+		listed := make(map[string]bool, len(rc.list))
+		for i := range rc.list {
+			listed[rc.list[i].Path] = true
+		}
+		for p, fi := range rc.have {
+			if !listed[p] && fi.Mode().IsRegular() && fi.Size() >= minBasis {
+				rc.bySize[fi.Size()] = append(rc.bySize[fi.Size()], p)
+			}
+		}
+		for _, ps := range rc.bySize {
+			slices.Sort(ps)
+		}
+	}
+	cands := rc.bySize[e.Size]
+	if len(cands) == 0 {
+		return ""
+	}
+	base := path.Base(e.Path)
+	for _, c := range cands {
+		if path.Base(c) == base {
+			return c
+		}
+	}
+	return cands[0]
+}
+
+// deleteExtra removes what the sender did not list (excluded paths stay).
+func (rc *receiver) deleteExtra() error {
+	want := make(map[string]bool, len(rc.list))
+	for i := range rc.list {
+		want[rc.list[i].Path] = true
+	}
+	paths := make([]string, 0, len(rc.have))
+	for p := range rc.have {
+		if !want[p] {
+			paths = append(paths, p)
+		}
+	}
+	slices.Sort(paths)
+	// A directory holding a protected path is emptied, not removed.
+	holds := map[string]bool{}
+	for p := range rc.protect {
+		for d := path.Dir(p); d != "." && !holds[d]; d = path.Dir(d) {
+			holds[d] = true
+		}
+	}
+	top := ""
+	for _, p := range paths {
+		if rc.protect[p] || holds[p] {
+			continue
+		}
+		if top != "" && strings.HasPrefix(p, top+"/") {
+			rc.sum.Deleted++
+			continue
+		}
+		top = p
+		rc.sum.Deleted++
+		if !rc.verified[path.Dir(p)] {
+			// Its parent became a file or symlink in this run: already gone.
+			continue
+		}
+		if err := rc.remove(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rc *receiver) transfer(ctx context.Context, needs []need) error {
+	c := rc.c
+	if rc.opt.DryRun {
+		needs = nil
+	}
+	var planBytes int64
+	for _, n := range needs {
+		planBytes += rc.list[n.index].Size
+	}
+	rc.opt.Meter.plan(len(needs), planBytes)
+	if err := c.w.Msg(protocol.FrameSyncPlan, &protocol.SyncPlan{Files: len(needs), Bytes: planBytes}); err != nil {
+		return err
+	}
+	sent := make(chan signed, len(needs))
+	errc := make(chan error, 1)
+	go func() { errc <- rc.sendNeeds(ctx, needs, sent) }()
+	pl := rc.startPlacers()
+	defer pl.stop()
+	for k := 0; ; k++ {
+		if err := pl.failed(); err != nil {
+			return err
+		}
+		f, err := c.next()
+		if err != nil {
+			return err
+		}
+		if f.Type == protocol.FrameSyncDone {
+			if k != len(needs) {
+				return fmt.Errorf("%w: sender done after %d of %d files", protocol.ErrInvalid, k, len(needs))
+			}
+			if err := pl.stop(); err != nil {
+				return err
+			}
+			return <-errc
+		}
+		if k >= len(needs) {
+			return fmt.Errorf("%w: got %s after the last file", protocol.ErrUnexpectedFrame, f.Type)
+		}
+		var h protocol.SyncFileHeader
+		if err := protocol.DecodeMsg(f, protocol.FrameSyncFile, &h); err != nil {
+			return err
+		}
+		if h.Index != needs[k].index {
+			return fmt.Errorf("%w: got file %d, want %d", protocol.ErrInvalid, h.Index, needs[k].index)
+		}
+		var s signed
+		select {
+		case s = <-sent:
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+			// The need writer finished: every need, this one too, is queued.
+			errc <- nil
+			select {
+			case s = <-sent:
+			default:
+				return errors.New("need writer ended early")
+			}
+		}
+		e := &rc.list[h.Index]
+		if h.Skip != "" {
+			if len(rc.sum.Skipped) < 100 {
+				rc.sum.Skipped = append(rc.sum.Skipped, e.Path+": "+h.Skip)
+			}
+			rc.opt.Meter.bytes(int(e.Size))
+			rc.opt.Meter.file()
+			continue
+		}
+		if !s.ok && e.Size <= smallFile {
+			// New or whole: rebuild in memory here, write it in a placer.
+			if err := rc.parentOK(e.Path); err != nil {
+				return err
+			}
+			data, err := rc.receiveSmall(e)
+			if err != nil {
+				return err
+			}
+			rc.touched[path.Dir(e.Path)] = true
+			pl.jobs <- placeJob{e: e, data: data}
+			continue
+		}
+		if err := rc.receiveFile(e, s); err != nil {
+			return err
+		}
+		rc.opt.Meter.file()
+	}
+}
+
+// smallFile: whole files up to this size are rebuilt in memory and written
+// by placers, several at a time (file creation dominates small files).
+const smallFile = 1 << 20
+
+// placers is the number of goroutines writing small files.
+const placers = 6
+
+type placeJob struct {
+	e    *protocol.SyncEntry
+	data []byte
+}
+
+// placerPool writes small files into place concurrently.
+type placerPool struct {
+	jobs    chan placeJob
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	err     error
+	stopped bool
+}
+
+func (rc *receiver) startPlacers() *placerPool {
+	pl := &placerPool{jobs: make(chan placeJob, 2*placers)}
+	for range placers {
+		pl.wg.Go(func() {
+			dirs := dirCache{top: rc.r}
+			defer dirs.close()
+			for j := range pl.jobs {
+				if pl.failed() != nil {
+					continue // drain
+				}
+				if err := place(&dirs, j.e, j.data); err != nil {
+					pl.mu.Lock()
+					if pl.err == nil {
+						pl.err = err
+					}
+					pl.mu.Unlock()
+					continue
+				}
+				rc.opt.Meter.file()
+			}
+		})
+	}
+	return pl
+}
+
+func (pl *placerPool) failed() error {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.err
+}
+
+// stop waits for the queued files and returns the first error.
+func (pl *placerPool) stop() error {
+	if !pl.stopped {
+		pl.stopped = true
+		close(pl.jobs)
+		pl.wg.Wait()
+	}
+	return pl.failed()
+}
+
+// receiveSmall rebuilds a whole file from its op stream in memory, checked
+// against its size and SHA-256.
+func (rc *receiver) receiveSmall(e *protocol.SyncEntry) ([]byte, error) {
+	buf := bytes.NewBuffer(make([]byte, 0, e.Size))
+	var dst io.Writer = buf
+	if rc.opt.Meter != nil {
+		dst = meterWriter{buf, rc.opt.Meter}
+	}
+	rc.c.or.Reset(rc.c)
+	st, err := delta.ApplyLimit(emptyReaderAt{}, 0, 0, rc.c.or, dst, e.Size)
+	if err != nil {
+		return nil, fmt.Errorf("unable to receive %q: %w", e.Path, err)
+	}
+	if st.Size != e.Size {
+		return nil, fmt.Errorf("%w: %q was announced with %d bytes, got %d", delta.ErrMismatch, e.Path, e.Size, st.Size)
+	}
+	if len(rc.c.buf) > 0 {
+		return nil, fmt.Errorf("%w: data after the end of %q", protocol.ErrInvalid, e.Path)
+	}
+	rc.sum.LiteralBytes += st.LiteralBytes
+	return buf.Bytes(), nil
+}
+
+// place writes data to a temporary file next to e's path and renames it
+// into place with e's mode and mtime.
+func place(dirs *dirCache, e *protocol.SyncEntry, data []byte) error {
+	dir, name := path.Dir(e.Path), path.Base(e.Path)
+	dr, err := dirs.get(dir)
+	if err != nil {
+		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := TempPrefix + hex.EncodeToString(rnd[:])
+	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)
+	}
+	_, err = out.Write(data)
+	if err == nil {
+		err = out.Chmod(fs.FileMode(e.Mode))
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		t := time.Unix(0, e.MtimeNs)
+		if err = dr.Chtimes(tmp, t, t); err == nil {
+			if err = dr.Rename(tmp, name); err == nil {
+				return nil
+			}
+		}
+	}
+	_ = dr.Remove(tmp)
+	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
+}
+
+// sendNeeds writes the needs, each with the old file's signature if any.
+func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- signed) error {
+	c := rc.c
+	// Needs without a signature are batched into few writes (one per
+	// frame would cost a stream write per file).
+	var batch []byte
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		_, err := c.w.Raw(batch)
+		batch = batch[:0]
+		return err
+	}
+	for _, n := range needs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var sig *delta.Signature
+		basis := n.basis
+		if basis == "" {
+			basis = rc.list[n.index].Path
+		}
+		if n.sig {
+			if err := flush(); err != nil {
+				return err
+			}
+			sig = rc.sign(basis)
+		}
+		s := signed{}
+		if sig != nil {
+			s = signed{blockSize: sig.BlockSize, oldSize: sig.Size, ok: true, basis: basis}
+		}
+		sent <- s
+		msg, err := json.Marshal(&protocol.SyncNeed{Index: n.index, Sig: sig != nil})
+		if err != nil {
+			return err
+		}
+		batch = protocol.AppendFrame(batch, protocol.FrameSyncNeed, msg)
+		if sig != nil {
+			if err := flush(); err != nil {
+				return err
+			}
+			dw := c.dataWriter()
+			if _, err := sig.WriteTo(dw); err != nil {
+				return err
+			}
+			if err := dw.Flush(); err != nil {
+				return err
+			}
+		} else if len(batch) >= 32<<10 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	batch = protocol.AppendFrame(batch, protocol.FrameSyncNeedEnd, nil)
+	return flush()
+}
+
+// sign returns the signature of the old file at p, or nil (send it whole).
+func (rc *receiver) sign(p string) *delta.Signature {
+	f, err := rc.r.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 || fi.Size() > protocol.MaxSyncFileSize {
+		return nil
+	}
+	sig, err := delta.Sign(bufio.NewReaderSize(f, 256<<10), fi.Size())
+	if err != nil {
+		return nil
+	}
+	return sig
+}
+
+type emptyReaderAt struct{}
+
+func (emptyReaderAt) ReadAt([]byte, int64) (int, error) { return 0, io.EOF }
+
+func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
+	if err := rc.parentOK(e.Path); err != nil {
+		return err
+	}
+	dir, name := path.Dir(e.Path), path.Base(e.Path)
+	dr, err := rc.dirs.get(dir)
+	if err != nil {
+		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := TempPrefix + hex.EncodeToString(rnd[:])
+	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			out.Close()
+			_ = dr.Remove(tmp)
+		}
+	}()
+	var old io.ReaderAt = emptyReaderAt{}
+	if s.ok {
+		var of *os.File
+		if s.basis == e.Path {
+			of, err = dr.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		} else {
+			of, err = rc.r.OpenFile(s.basis, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		}
+		if err != nil {
+			return fmt.Errorf("unable to reopen %q: %w", s.basis, err)
+		}
+		defer of.Close()
+		old = of
+	}
+	sw := &sparseWriter{f: out}
+	bw := rc.c.outf
+	bw.Reset(sw)
+	defer bw.Reset(nil)
+	var dst io.Writer = bw
+	if rc.opt.Meter != nil {
+		dst = meterWriter{bw, rc.opt.Meter}
+	}
+	rc.c.or.Reset(rc.c)
+	st, err := delta.ApplyLimit(old, s.oldSize, s.blockSize, rc.c.or, dst, e.Size)
+	if err != nil {
+		return fmt.Errorf("unable to receive %q: %w", e.Path, err)
+	}
+	if st.Size != e.Size {
+		return fmt.Errorf("%w: %q was announced with %d bytes, got %d", delta.ErrMismatch, e.Path, e.Size, st.Size)
+	}
+	if len(rc.c.buf) > 0 {
+		return fmt.Errorf("%w: data after the end of %q", protocol.ErrInvalid, e.Path)
+	}
+	rc.sum.LiteralBytes += st.LiteralBytes
+	rc.sum.CopyBytes += st.CopyBytes
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if err := sw.finish(); err != nil {
+		return err
+	}
+	if err := out.Chmod(fs.FileMode(e.Mode)); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	done = true
+	t := time.Unix(0, e.MtimeNs)
+	if err := dr.Chtimes(tmp, t, t); err == nil {
+		err = dr.Rename(tmp, name)
+		if err == nil {
+			rc.touched[dir] = true
+			return nil
+		}
+	}
+	_ = dr.Remove(tmp)
+	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
+}
+
+// finishDirs sets directory modes and mtimes, children first.
+func (rc *receiver) finishDirs() error {
+	if rc.opt.DryRun {
+		return nil
+	}
+	for i := len(rc.list) - 1; i >= 0; i-- {
+		e := &rc.list[i]
+		if e.Type != protocol.SyncDir {
+			continue
+		}
+		x, ok := rc.have[e.Path]
+		if !ok || typeOf(x) != protocol.SyncDir || uint32(x.Mode().Perm()) != e.Mode {
+			if err := rc.r.Chmod(e.Path, fs.FileMode(e.Mode)); err != nil {
+				return err
+			}
+		}
+		if !ok || rc.touched[e.Path] || x.ModTime().UnixNano() != e.MtimeNs {
+			t := time.Unix(0, e.MtimeNs)
+			if err := rc.r.Chtimes(e.Path, t, t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// sparseWriter writes a file sequentially, leaving runs of zeros of
+// sparseBlock bytes as holes, so a sparse file stays sparse.
+type sparseWriter struct {
+	f   *os.File
+	off int64
+}
+
+const sparseBlock = 64 << 10
+
+var zeros [sparseBlock]byte
+
+func (w *sparseWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(len(p), sparseBlock)
+		if !bytes.Equal(p[:k], zeros[:k]) {
+			if _, err := w.f.WriteAt(p[:k], w.off); err != nil {
+				return n - len(p), err
+			}
+		}
+		w.off += int64(k)
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// finish sets the file's size (a trailing hole is not written).
+func (w *sparseWriter) finish() error { return w.f.Truncate(w.off) }
