@@ -77,6 +77,10 @@ func UnpackImage(ctx context.Context, src, dst string) error {
 	return os.Rename(tmp, dst)
 }
 
+// OpenImage reads a docker/podman save archive, an OCI archive or an OCI
+// layout dir; cleanup removes what it unpacked.
+func OpenImage(src string) (v1.Image, func(), error) { return openImage(src) }
+
 func openImage(src string) (v1.Image, func(), error) {
 	nop := func() {}
 	fi, err := os.Stat(src)
