@@ -20,8 +20,8 @@ help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the system packages tests and the demo need (openssh-server, rsync)
-	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync; do \
+deps: ## Install the system packages tests and the demo need (openssh-server, rsync, clang+libbpf-dev for probes)
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h; do \
 	  [ -x "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \

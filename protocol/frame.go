@@ -219,6 +219,9 @@ func (t FrameType) String() string {
 	if n := syncFrameName(t); n != "" {
 		return n
 	}
+	if n := eventsFrameName(t); n != "" {
+		return n
+	}
 	return fmt.Sprintf("frame(0x%02x)", uint8(t))
 }
 
