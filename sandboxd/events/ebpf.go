@@ -1,0 +1,210 @@
+package events
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/bohica-labs/darkshell/probes"
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// ErrNotSupported wraps every failure that means "this kernel or this
+// process cannot run the probes" (missing feature, no privilege): the
+// caller falls back to procfs and inotify. Other errors are bugs.
+var ErrNotSupported = errors.New("eBPF tracing not supported here")
+
+// EBPF is the loaded and attached probe set. Load it while privileged;
+// Start and everything after works under Landlock and seccomp (no bpf()).
+type EBPF struct {
+	objs   probes.TraceObjects
+	links  []link.Link
+	reader *ringbuf.Reader
+	track  *tracker
+	log    *slog.Logger
+}
+
+// LoadEBPF feature-probes the kernel, loads the probes, attaches them and
+// scopes them to the pid namespace of the calling process (the sandbox's,
+// when sandboxd init calls it). Errors wrap ErrNotSupported when the
+// kernel or the privileges are the reason.
+func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// Feature probes, not version guesses: a ring buffer and the pidns
+	// helper are what the probes cannot do without.
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return nil, fmt.Errorf("%w: ring buffer: %v", ErrNotSupported, err)
+	}
+	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetNsCurrentPidTgid); err != nil {
+		return nil, fmt.Errorf("%w: bpf_get_ns_current_pid_tgid: %v", ErrNotSupported, err)
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, fmt.Errorf("%w: no kernel BTF (tp_btf and CO-RE need it): %v", ErrNotSupported, err)
+	}
+	_ = rlimit.RemoveMemlock() // only matters before memcg accounting (5.11)
+
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return nil, fmt.Errorf("unable to stat the pid namespace: %w", err)
+	}
+	e := &EBPF{log: log}
+	if err := probes.LoadTraceObjects(&e.objs, nil); err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
+			return nil, fmt.Errorf("%w: load probes: %v", ErrNotSupported, err)
+		}
+		return nil, fmt.Errorf("unable to load probes: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	progs := []struct {
+		name string
+		p    *ebpf.Program
+	}{
+		{"sched_process_exec", e.objs.OnExec},
+		{"sched_process_fork", e.objs.OnFork},
+		{"sched_process_exit", e.objs.OnExit},
+		{"sys_enter", e.objs.OnSysEnter},
+		{"sys_exit", e.objs.OnSysExit},
+	}
+	for _, p := range progs {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.p, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			if errors.Is(err, unix.EPERM) || errors.Is(err, ebpf.ErrNotSupported) {
+				return nil, fmt.Errorf("%w: attach tp_btf/%s: %v", ErrNotSupported, p.name, err)
+			}
+			return nil, fmt.Errorf("unable to attach tp_btf/%s: %w", p.name, err)
+		}
+		e.links = append(e.links, l)
+	}
+	e.reader, err = ringbuf.NewReader(e.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("unable to open the ring buffer: %w", err)
+	}
+	// The filter is set last, through the mmap'd .bss: until now the
+	// probes matched nothing.
+	if err := e.objs.FilterNsDev.Set(uint64(st.Dev)); err != nil {
+		return nil, fmt.Errorf("unable to set the pid namespace filter: %w", err)
+	}
+	if err := e.objs.FilterNsIno.Set(st.Ino); err != nil {
+		return nil, fmt.Errorf("unable to set the pid namespace filter: %w", err)
+	}
+	e.track = newTracker(bootWall(), uidMapper())
+	return e, nil
+}
+
+// Lost reads the probe's loss counter (a full ring buffer), through mmap.
+func (e *EBPF) Lost() uint64 {
+	var n uint64
+	if err := e.objs.Lost.Get(&n); err != nil {
+		return 0
+	}
+	return n
+}
+
+// Hello describes the eBPF source for an events stream.
+func (e *EBPF) Hello() protocol.EventsHello {
+	return protocol.EventsHello{
+		Sources:      []string{protocol.SourceEBPF},
+		Fidelity:     protocol.FidelityComplete,
+		FileFidelity: protocol.FidelityComplete,
+	}
+}
+
+// Run reads the ring buffer into hub until ctx ends or the reader is
+// closed. It needs no bpf() call, so it works after lock-down.
+func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
+	hub.SetLost(e.Lost)
+	stop := context.AfterFunc(ctx, func() { e.reader.Close() })
+	defer stop()
+	var rec ringbuf.Record
+	for {
+		if err := e.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("unable to read the ring buffer: %w", err)
+		}
+		r, ok := decodeRecord(rec.RawSample)
+		if !ok {
+			e.log.Warn("short ring buffer record", "bytes", len(rec.RawSample))
+			continue
+		}
+		if ev, ok := e.track.event(r); ok {
+			hub.Publish(ev)
+		}
+	}
+}
+
+// Close detaches and unloads the probes.
+func (e *EBPF) Close() error {
+	if e.reader != nil {
+		e.reader.Close()
+	}
+	for _, l := range e.links {
+		l.Close()
+	}
+	return e.objs.Close()
+}
+
+// bootWall is the wall-clock time of CLOCK_BOOTTIME zero (bpf_ktime_get_boot_ns).
+func bootWall() time.Time {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return now
+	}
+	return now.Add(-time.Duration(ts.Nano()))
+}
+
+// uidMapper maps kernel uids to those of sandboxd's user namespace
+// (/proc/self/uid_map); outside any mapping a uid is reported as is.
+func uidMapper() func(uint32) int {
+	f, err := os.Open("/proc/self/uid_map")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	type ext struct{ in, out, n uint64 }
+	var m []ext
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) != 3 {
+			continue
+		}
+		in, _ := strconv.ParseUint(fs[0], 10, 32)
+		out, _ := strconv.ParseUint(fs[1], 10, 32)
+		n, _ := strconv.ParseUint(fs[2], 10, 32)
+		m = append(m, ext{in, out, n})
+	}
+	if len(m) == 1 && m[0].in == 0 && m[0].out == 0 {
+		return nil // the initial namespace: identity
+	}
+	return func(u uint32) int {
+		for _, x := range m {
+			if uint64(u) >= x.out && uint64(u) < x.out+x.n {
+				return int(uint64(u) - x.out + x.in)
+			}
+		}
+		return int(u)
+	}
+}
