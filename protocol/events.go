@@ -136,6 +136,9 @@ type EventsHello struct {
 	HistoryCap int `json:"history_cap"`
 	// Note explains a degraded source (why eBPF is not in use).
 	Note string `json:"note,omitempty"`
+	// Epoch identifies the history (Unix ns of its start): sequence
+	// numbers of two epochs are unrelated (sandboxd restarted).
+	Epoch int64 `json:"epoch,omitempty"`
 }
 
 func (m *EventsHello) Validate() error {
@@ -235,6 +238,8 @@ type Event struct {
 	// State of a sandbox_state event; Message of an alert.
 	State    string `json:"state,omitempty"`
 	Message  string `json:"message,omitempty"`
+	// Lost: alert events about lost events, the loss counter's total.
+	Lost     uint64 `json:"lost,omitempty"`
 	Source   string `json:"source"`
 	Fidelity string `json:"fidelity"`
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/bohica-labs/darkshell/protocol"
+	"github.com/bohica-labs/darkshell/sandboxd/events"
 	"github.com/bohica-labs/darkshell/sandboxd/internal/process"
 	"github.com/bohica-labs/darkshell/sandboxd/syncd"
 )
@@ -34,6 +35,10 @@ type Options struct {
 	LandlockABI   int
 	Confined      []string
 	EventFidelity string
+
+	// Events is the hub of a source started before lock-down (sandboxd
+	// init's eBPF probes); nil: procfs+inotify start on the first events stream.
+	Events *events.Hub
 }
 
 // Server serves the sandboxd protocol. One Server owns all processes it
@@ -44,6 +49,7 @@ type Server struct {
 	start time.Time
 	procs *process.Manager
 	dir   string // default directory of exec and relative sync roots
+	ev    eventsState
 
 	mu     sync.Mutex
 	conns  int
@@ -63,11 +69,15 @@ func New(opts Options) *Server {
 		opts.BaseEnv = DefaultEnv()
 	}
 	hello := protocol.NewHello(protocol.RoleSandboxd, protocol.BuildVersion,
-		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync)
+		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync, protocol.CapEvents)
 	hello.LandlockABI = opts.LandlockABI
 	hello.Confined = opts.Confined
 	hello.EventFidelity = opts.EventFidelity
+	if hello.EventFidelity == "" {
+		hello.EventFidelity = eventFidelity(opts.Events)
+	}
 	return &Server{
+		ev:    eventsState{hub: opts.Events},
 		log:   log,
 		hello: hello,
 		start: time.Now(),
@@ -225,6 +235,8 @@ func (s *Server) dispatch(ctx context.Context, st io.ReadWriteCloser, w *protoco
 		return w.Msg(protocol.FrameExecListReply, &protocol.ExecList{Processes: s.procs.List()})
 	case protocol.FrameSyncPush, protocol.FrameSyncPull:
 		return syncd.Serve(ctx, st, f, s.dir)
+	case protocol.FrameEvents:
+		return s.serveEvents(ctx, st, f)
 	}
 	return &process.Error{Code: protocol.CodeUnsupported, Msg: fmt.Sprintf("stream kind %s is not offered by this sandboxd", f.Type)}
 }

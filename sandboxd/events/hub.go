@@ -47,6 +47,7 @@ func NewHub(capacity int, hello protocol.EventsHello) *Hub {
 		capacity = DefaultHistory
 	}
 	hello.HistoryCap = capacity
+	hello.Epoch = time.Now().UnixNano()
 	return &Hub{ring: make([]protocol.Event, capacity), subs: map[*sub]struct{}{}, hello: hello, lost: func() uint64 { return 0 }}
 }
 

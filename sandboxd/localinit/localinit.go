@@ -21,7 +21,11 @@
 //     the host: no /home /root /run /var /mnt /srv, no DarkShell state.
 //  5. pivot_root into it, detach the old root, make / read-only.
 //  6. Bring up loopback in the (empty) network namespace; set the hostname.
-//  7. Privileged helpers would start here (eBPF probes: a later issue).
+//  7. Load the eBPF trace probes (package events) while still privileged,
+//     scoped in the kernel to this pid namespace; the ring buffer and the
+//     .bss knobs are read through mmap after lock-down (no bpf() needed,
+//     and seccomp denies it). If the kernel or the privileges do not
+//     allow it, the server falls back to procfs+inotify.
 //  8. Drop privileges: clear the capability bounding and ambient sets, set
 //     groups/gid/uid to the unprivileged sandbox ids, clear the remaining
 //     capability sets, mark the process non-dumpable, set no_new_privs.
@@ -142,7 +146,8 @@ func Run(ctx context.Context, o Options) error {
 	if err := syscall.Sethostname([]byte(o.Name)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)
 	}
-	// 7. eBPF probes and other privileged helpers go here (later issue).
+	// 7. eBPF probes, while privileged (docs/trace.md).
+	probes, hub := loadProbes(log)
 	if err := dropPrivileges(o.UID, o.GID); err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}
@@ -177,6 +182,7 @@ func Run(ctx context.Context, o Options) error {
 		Logger:      log,
 		LandlockABI: rep.LandlockABI,
 		Confined:    rep.Confined,
+		Events:      hub,
 	})
 	ssrv, err := sshserver.New(sshserver.Options{HostKey: hostKey, AuthorizedKey: authKey, Serve: srv, Logger: log})
 	if err != nil {
@@ -189,6 +195,7 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	runProbes(ctx, probes, hub, log)
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
