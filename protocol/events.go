@@ -236,8 +236,8 @@ type Event struct {
 	Result string `json:"result,omitempty"`
 	Errno  string `json:"errno,omitempty"`
 	// State of a sandbox_state event; Message of an alert.
-	State    string `json:"state,omitempty"`
-	Message  string `json:"message,omitempty"`
+	State   string `json:"state,omitempty"`
+	Message string `json:"message,omitempty"`
 	// Lost: alert events about lost events, the loss counter's total.
 	Lost     uint64 `json:"lost,omitempty"`
 	Source   string `json:"source"`

@@ -137,7 +137,9 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	sandbox.AddCommand(a.createCmd(), a.listCmd(), a.getCmd(), a.deleteCmd(), a.execCmd(), a.connectCmd(), a.attachCmd(), a.psCmd())
 	sandbox.AddCommand(a.lifecycleCmds()...)
 	sandbox.AddCommand(a.uploadCmd(), a.downloadCmd())
+	sandbox.AddCommand(a.watchCmd(), a.logsCmd())
 	root.AddCommand(sandbox, a.execCmd(), a.syncCmd(), a.versionCmd(), a.daemonCmd())
+	root.AddCommand(a.traceCmd())
 	return root
 }
 

@@ -160,7 +160,7 @@ func (d *Daemon) events(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 			if n := sub.Skipped(); n > skipped {
 				emit(&protocol.Event{Time: time.Now(), Kind: protocol.KindAlert, Source: protocol.SourceDaemon, Fidelity: st.Hello.Fidelity,
-					Lost: n, Message: fmt.Sprintf("%d events skipped: this reader was too slow", n-skipped)})
+					Message: fmt.Sprintf("%d events skipped: this reader was too slow", n-skipped)})
 				skipped = n
 				if fl != nil {
 					fl.Flush()
