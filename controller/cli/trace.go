@@ -317,6 +317,9 @@ func (t *tree) hasMatch(n *node) bool {
 }
 
 func (n *node) line() string {
+	if n.pid == 0 {
+		return "[-] file changes without a process (inotify cannot attribute them)"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "[%d] ", n.pid)
 	cmd := strings.Join(n.argv, " ")

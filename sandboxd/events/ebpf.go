@@ -36,11 +36,13 @@ type EBPF struct {
 	reader *ringbuf.Reader
 	track  *tracker
 	log    *slog.Logger
+	nsDev  uint64
+	nsIno  uint64
 }
 
-// LoadEBPF feature-probes the kernel, loads the probes, attaches them and
-// scopes them to the pid namespace of the calling process (the sandbox's,
-// when sandboxd init calls it). Errors wrap ErrNotSupported when the
+// LoadEBPF feature-probes the kernel, loads the probes and attaches them,
+// matching nothing until Enable scopes them to the pid namespace of the
+// calling process (the sandbox's, when sandboxd init calls it). Errors wrap ErrNotSupported when the
 // kernel or the privileges are the reason.
 func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
 	if log == nil {
@@ -99,16 +101,22 @@ func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("unable to open the ring buffer: %w", err)
 	}
-	// The filter is set last, through the mmap'd .bss: until now the
-	// probes matched nothing.
-	if err := e.objs.FilterNsDev.Set(uint64(st.Dev)); err != nil {
-		return nil, fmt.Errorf("unable to set the pid namespace filter: %w", err)
-	}
-	if err := e.objs.FilterNsIno.Set(st.Ino); err != nil {
-		return nil, fmt.Errorf("unable to set the pid namespace filter: %w", err)
-	}
+	e.nsDev, e.nsIno = uint64(st.Dev), st.Ino
 	e.track = newTracker(bootWall(), uidMapper())
 	return e, nil
+}
+
+// Enable scopes the probes to the pid namespace LoadEBPF ran in; until
+// then they match nothing (sandboxd init's own set-up is not traced). It
+// writes the mmap'd .bss only, so it works after lock-down.
+func (e *EBPF) Enable() error {
+	if err := e.objs.FilterNsDev.Set(e.nsDev); err != nil {
+		return fmt.Errorf("unable to set the pid namespace filter: %w", err)
+	}
+	if err := e.objs.FilterNsIno.Set(e.nsIno); err != nil {
+		return fmt.Errorf("unable to set the pid namespace filter: %w", err)
+	}
+	return nil
 }
 
 // Lost reads the probe's loss counter (a full ring buffer), through mmap.

@@ -37,6 +37,9 @@ func TestEBPFHostNamespace(t *testing.T) {
 	e, err := LoadEBPF(nil)
 	skipIfNotSupported(t, err)
 	defer e.Close()
+	if err := e.Enable(); err != nil {
+		t.Fatal(err)
+	}
 	hub := NewHub(1<<16, e.Hello())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -22,6 +22,7 @@
 //  5. pivot_root into it, detach the old root, make / read-only.
 //  6. Bring up loopback in the (empty) network namespace; set the hostname.
 //  7. Load the eBPF trace probes (package events) while still privileged,
+//     done before step 3 since loading needs the host's /sys/kernel/btf,
 //     scoped in the kernel to this pid namespace; the ring buffer and the
 //     .bss knobs are read through mmap after lock-down (no bpf() needed,
 //     and seccomp denies it). If the kernel or the privileges do not
@@ -131,6 +132,10 @@ func Run(ctx context.Context, o Options) error {
 		process.SetStartWrapper(wrap)
 	}
 
+	// 7. eBPF probes, while privileged and while the host's /sys (kernel
+	// BTF) is still reachable, i.e. before the new root (docs/trace.md).
+	probes, hub := loadProbes(log)
+
 	rep := &Report{Confined: []string{"mount-ns", "pid-ns", "net-ns", "uts-ns", "ipc-ns", "cgroup-ns"}}
 	if o.UserNS {
 		rep.Confined = append(rep.Confined, "user-ns")
@@ -146,8 +151,6 @@ func Run(ctx context.Context, o Options) error {
 	if err := syscall.Sethostname([]byte(o.Name)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)
 	}
-	// 7. eBPF probes, while privileged (docs/trace.md).
-	probes, hub := loadProbes(log)
 	if err := dropPrivileges(o.UID, o.GID); err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}
@@ -188,14 +191,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runProbes(ctx, probes, hub, log) // before ready: the first exec is traced
 	if ready := os.NewFile(3, "ready"); ready != nil {
 		ready.WriteString("ready\n")
 		ready.Close()
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	runProbes(ctx, probes, hub, log)
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
 	go func() {

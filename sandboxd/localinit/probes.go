@@ -23,10 +23,14 @@ func loadProbes(log *slog.Logger) (*events.EBPF, *events.Hub) {
 	return e, events.NewHub(0, e.Hello())
 }
 
-// runProbes reads the ring buffer into hub until ctx ends; it works under
-// Landlock and seccomp (mmap and epoll only).
+// runProbes enables the probes and reads the ring buffer into hub until
+// ctx ends; called after lock-down, it needs no bpf() (mmap and epoll only).
 func runProbes(ctx context.Context, e *events.EBPF, hub *events.Hub, log *slog.Logger) {
 	if e == nil {
+		return
+	}
+	if err := e.Enable(); err != nil {
+		log.Error("unable to enable the eBPF probes", "err", err)
 		return
 	}
 	go func() {
