@@ -210,7 +210,9 @@ func TestTraceLocalEBPF(t *testing.T) {
 	}
 	// Nested: the inner shell's parent is the middle one.
 	mid := kids[2]
-	inner := findExec(evs, func(ev *protocol.Event) bool { return ev.PPID == mid.PID && slices.Equal(ev.Argv, []string{"sh", "-c", "exit 7"}) })
+	inner := findExec(evs, func(ev *protocol.Event) bool {
+		return ev.PPID == mid.PID && slices.Equal(ev.Argv, []string{"sh", "-c", "exit 7"})
+	})
 	if inner == nil || inner.ParentExecID != mid.ExecID {
 		t.Fatalf("inner shell under %s: %+v", mid.ExecID, inner)
 	}
@@ -289,7 +291,9 @@ func TestTraceLocalEBPF(t *testing.T) {
 
 	// The other sandbox traces its own activity (positive control).
 	oevs := traceEvents(t, e, "other", "--files")
-	if findExec(oevs, func(ev *protocol.Event) bool { return slices.Contains(ev.Argv, "echo x > /sandbox/othermarker; true othermarker") }) == nil {
+	if findExec(oevs, func(ev *protocol.Event) bool {
+		return slices.Contains(ev.Argv, "echo x > /sandbox/othermarker; true othermarker")
+	}) == nil {
 		t.Errorf("the other sandbox's trace lacks its own command")
 	}
 
