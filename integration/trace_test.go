@@ -319,3 +319,73 @@ func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
 }
+
+// TestTraceFallbackSSH traces an ssh sandbox, where sandboxd runs
+// unprivileged and cannot load BPF: processes come from /proc polling and
+// file changes from inotify, and the stream says so.
+func TestTraceFallbackSSH(t *testing.T) {
+	e := newEnv(t)
+	e.create("s")
+	// The fallback sources start with the first events stream.
+	if _, errOut, code := e.ds("trace", "s", "-o", "json"); code != 0 {
+		t.Fatalf("first trace: %d %s", code, errOut)
+	}
+	text, _, _ := e.ds("trace", "s")
+	if !strings.HasPrefix(text, "sources: procfs+inotify (fidelity: polled)") || !strings.Contains(text, "note: eBPF probes not loaded") {
+		t.Fatalf("fallback header: %q", text)
+	}
+	script := `cd "$HOME"; echo one > f1; mv f1 f2; rm f2; mkdir d; sleep 0.5; sh -c 'sleep 0.4; exit 2'; exit 0`
+	if _, errOut, code := e.ds("exec", "s", "--", "sh", "-c", script); code != 0 {
+		t.Fatalf("script: %d %s", code, errOut)
+	}
+	evs := waitEvents(t, e, "s", "the polled tree", func(evs []protocol.Event) bool {
+		top := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sh", "-c", script}) })
+		return top != nil && exitOf(evs, top.PID, top.Seq) != nil
+	}, "--files")
+	top := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sh", "-c", script}) })
+	sleep := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sleep", "0.5"}) })
+	if sleep == nil || sleep.PPID != top.PID || sleep.ParentExecID != top.ExecID {
+		dumpEvents(t, evs)
+		t.Fatalf("polled child `sleep 0.5` under the script: %+v", sleep)
+	}
+	inner := findExec(evs, func(ev *protocol.Event) bool { return len(ev.Argv) == 3 && ev.Argv[2] == "sleep 0.4; exit 2" })
+	nested := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sleep", "0.4"}) })
+	if inner == nil || nested == nil || nested.PPID != inner.PID || inner.PPID != top.PID {
+		dumpEvents(t, evs)
+		t.Fatalf("nested polled shells: %+v %+v", inner, nested)
+	}
+	for _, ev := range evs {
+		switch {
+		case ev.IsFile():
+			if ev.Source != protocol.SourceInotify || ev.Fidelity != protocol.FidelityChanges || ev.PID != 0 {
+				t.Errorf("file event not from inotify with fidelity changes: %+v", ev)
+			}
+		case ev.Kind == protocol.KindExec || ev.Kind == protocol.KindExit:
+			if ev.Source != protocol.SourceProcfs || ev.Fidelity != protocol.FidelityPolled {
+				t.Errorf("process event not from procfs with fidelity polled: %+v", ev)
+			}
+			if ev.Kind == protocol.KindExit && (ev.ExitCode != nil || ev.Signal != 0) {
+				t.Errorf("a polled exit cannot know its status: %+v", ev)
+			}
+		}
+	}
+	// File changes in order (inotify reports a create, then the write at close).
+	home := e.sbHome
+	type fw struct{ kind, path, newPath string }
+	want := []fw{
+		{protocol.KindFileWrite, home + "/f1", ""},
+		{protocol.KindFileWrite, home + "/f1", ""},
+		{protocol.KindFileRename, home + "/f1", home + "/f2"},
+		{protocol.KindFileUnlink, home + "/f2", ""},
+		{protocol.KindFileMkdir, home + "/d", ""},
+	}
+	var got []fw
+	for _, ev := range evs {
+		if ev.IsFile() && strings.HasPrefix(ev.Path, home+"/") && !strings.Contains(ev.Path, "/.") {
+			got = append(got, fw{ev.Kind, ev.Path, ev.NewPath})
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("inotify file events:\n got %v\nwant %v", got, want)
+	}
+}
