@@ -1,13 +1,18 @@
 package integration
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -388,4 +393,94 @@ func TestTraceFallbackSSH(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("inotify file events:\n got %v\nwant %v", got, want)
 	}
+}
+
+// TestWatchLocal follows a sandbox's unified stream live and posts it to a
+// webhook: an exec started after the watch shows up on both.
+func TestWatchLocal(t *testing.T) {
+	e := newLocalEnv(t)
+	e.createLocal("w")
+	var mu sync.Mutex
+	var posted []protocol.Event
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []protocol.Event
+		if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		mu.Lock()
+		posted = append(posted, batch...)
+		mu.Unlock()
+	}))
+	defer hook.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "darkshell"), "sandbox", "watch", "w", "--webhook", hook.URL)
+	cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		cmd.Wait()
+	}()
+	lines := make(chan protocol.Event, 1024)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<22)
+		for sc.Scan() {
+			var ev protocol.Event
+			if json.Unmarshal(sc.Bytes(), &ev) == nil {
+				lines <- ev
+			}
+		}
+	}()
+	// The watch is live once an exec started after it shows up; retry
+	// with fresh markers until then (the subscription races the first one).
+	deadline := time.After(15 * time.Second)
+	var marker string
+	for i := 0; ; i++ {
+		marker = fmt.Sprintf("watchmarker%d", i)
+		if _, errOut, code := e.ds("exec", "w", "--", "sh", "-c", "echo "+marker+" > /sandbox/"+marker); code != 0 {
+			t.Fatalf("exec: %d %s", code, errOut)
+		}
+		got := false
+		wait := time.After(time.Second)
+	read:
+		for {
+			select {
+			case ev, ok := <-lines:
+				if !ok {
+					t.Fatal("watch ended")
+				}
+				if ev.Kind == protocol.KindFileWrite && ev.Path == "/sandbox/"+marker && ev.Sandbox == "w" {
+					got = true
+					break read
+				}
+			case <-wait:
+				break read
+			case <-deadline:
+				t.Fatal("no live event on the watch stream")
+			}
+		}
+		if got {
+			break
+		}
+	}
+	waitFor(t, 10*time.Second, "the webhook batch", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, ev := range posted {
+			if ev.Path == "/sandbox/"+marker {
+				return true
+			}
+		}
+		return false
+	})
 }
