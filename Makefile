@@ -52,8 +52,17 @@ darkshell: sandboxd
 demo: deps build ## The main job: a sandbox on a loopback sshd this starts itself, then exec
 	./scripts/demo.sh
 
+.PHONY: probes
+probes: ## Regenerate the eBPF objects and Go bindings in probes/ (needs clang, libbpf-dev: make deps)
+	cd probes && $(GO) generate ./...
+
+.PHONY: probes-check
+probes-check: ## Fail when the committed probes/ output is stale
+	@$(MAKE) -s probes
+	@if [ -n "$$(git status --porcelain -- probes/)" ]; then git status --short -- probes/; echo "probes/ output is stale: run 'make probes' and commit the result"; exit 1; fi
+
 .PHONY: test
-test: deps build lint test-unit test-fuzz test-integration ## Everything CI runs: lint, unit, fuzz, integration
+test: deps build lint probes-check test-unit test-fuzz test-integration ## Everything CI runs: lint, probes staleness, unit, fuzz, integration
 	@echo "all tests passed"
 
 .PHONY: test-short
@@ -93,6 +102,10 @@ bench-sync: deps build ## Sync: darkshell vs rsync -a over the same sshd (initia
 .PHONY: bench-local
 bench-local: build ## local driver: create-to-first-exec and exec p50/p99 (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-100} $(GO) test -count=1 -run '^$$' -bench BenchmarkLocalCreate -benchtime 1x -timeout 20m ./integration/
+
+.PHONY: bench-trace
+bench-trace: build ## Tracing overhead (exec-heavy loop and a go build, tracing off vs on) and event loss at high exec rates (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkTrace -benchtime 1x -timeout 20m -v ./integration/
 
 .PHONY: clean
 clean: ## Remove build output
