@@ -288,6 +288,17 @@ static __always_inline void walk(struct path *pp, struct event *e)
 	e->ncomp = n;
 }
 
+// Wake the reader only when this much is pending; below it, the reader
+// polls (sandboxd/events: pollInterval). A wakeup per event would cost the
+// reader a context switch per event, the main cost of tracing.
+#define WAKE_BYTES (256 << 10)
+
+static __always_inline void submit(struct event *e)
+{
+	long avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, avail >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline struct event *reserve(void)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -334,7 +345,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		e->args_len = len;
 	struct fs_struct *fs = BPF_CORE_READ(t, fs);
 	walk(&fs->pwd, e);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -353,7 +364,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	e->kind = K_FORK;
 	e->pid = ns.tgid;
 	e->ppid = ns_tgid(child, cur_level(t));
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -373,7 +384,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	e->ppid = ns_tgid(BPF_CORE_READ(p, real_parent), cur_level(p));
 	e->ret = BPF_CORE_READ(p, exit_code);
 	e->start = BPF_CORE_READ(p, start_boottime);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -513,6 +524,6 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 		bpf_probe_read_user_str(e->s2, sizeof(e->s2), p2);
 	if (e->s1[0] != '/')
 		dir_of(dfd, e);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }

@@ -23,6 +23,10 @@ import (
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
+// pollInterval is how often the reader looks at the ring buffer when the
+// probes did not wake it (they do at 256 KiB pending).
+const pollInterval = 20 * time.Millisecond
+
 // ErrNotSupported wraps every failure that means "this kernel or this
 // process cannot run the probes" (missing feature, no privilege): the
 // caller falls back to procfs and inotify. Other errors are bugs.
@@ -119,6 +123,25 @@ func (e *EBPF) Enable() error {
 	return nil
 }
 
+// Disable makes the probes match nothing (they stay attached).
+func (e *EBPF) Disable() error {
+	if err := e.objs.FilterNsIno.Set(uint64(0)); err != nil {
+		return fmt.Errorf("unable to clear the pid namespace filter: %w", err)
+	}
+	return nil
+}
+
+// ScopeToPID re-scopes the probes to the pid namespace of process pid
+// (benchmarks and tests that trace a workload they start themselves).
+func (e *EBPF) ScopeToPID(pid int) error {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
+		return fmt.Errorf("unable to stat the pid namespace of %d: %w", pid, err)
+	}
+	e.nsDev, e.nsIno = uint64(st.Dev), st.Ino
+	return e.Enable()
+}
+
 // Lost reads the probe's loss counter (a full ring buffer), through mmap.
 func (e *EBPF) Lost() uint64 {
 	var n uint64
@@ -145,7 +168,13 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 	defer stop()
 	var rec ringbuf.Record
 	for {
+		// The probes wake the reader only when much is pending; below
+		// that, poll (bounds an event's latency by pollInterval).
+		e.reader.SetDeadline(time.Now().Add(pollInterval))
 		if err := e.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
 			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
@@ -215,4 +244,16 @@ func uidMapper() func(uint32) int {
 		}
 		return int(u)
 	}
+}
+
+// SetFiles turns the file audit on or off (mmap'd .bss, works after lock-down).
+func (e *EBPF) SetFiles(on bool) error {
+	var v uint32
+	if on {
+		v = 1
+	}
+	if err := e.objs.FilesOn.Set(v); err != nil {
+		return fmt.Errorf("unable to switch the file audit: %w", err)
+	}
+	return nil
 }
