@@ -28,6 +28,9 @@ const (
 	MaxEventArgv = 256
 	// MaxEventString bounds every string field of an event, in bytes.
 	MaxEventString = 4096
+	// MaxEventArgvBytes bounds the sum of an event's argv strings, so one
+	// event always fits a frame (JSON escapes at most 6x).
+	MaxEventArgvBytes = 16 << 10
 	// MaxEventsPayload is the frame limit readers apply to events frames.
 	MaxEventsPayload = 1 << 20
 )
@@ -244,6 +247,25 @@ type Event struct {
 	Fidelity string `json:"fidelity"`
 }
 
+// ClampArgv returns argv cut to the event limits (count, per-string and
+// total bytes; cut strings stay valid UTF-8).
+func ClampArgv(argv []string) []string {
+	out := make([]string, 0, min(len(argv), MaxEventArgv))
+	total := 0
+	for _, a := range argv {
+		if len(out) == MaxEventArgv || total >= MaxEventArgvBytes {
+			break
+		}
+		a = strings.ToValidUTF8(a, "\uFFFD")
+		if n := min(MaxEventString, MaxEventArgvBytes-total); len(a) > n {
+			a = strings.ToValidUTF8(a[:n], "")
+		}
+		out = append(out, a)
+		total += len(a)
+	}
+	return out
+}
+
 // IsFile reports whether the event is a file event.
 func (e *Event) IsFile() bool { return strings.HasPrefix(e.Kind, "file_") }
 
@@ -279,10 +301,15 @@ func (e *Event) Validate() error {
 	if len(e.Argv) > MaxEventArgv {
 		return fmt.Errorf("argv of %d, limit %d", len(e.Argv), MaxEventArgv)
 	}
+	total := 0
 	for _, s := range e.Argv {
 		if err := eventString(s); err != nil {
 			return fmt.Errorf("argv: %w", err)
 		}
+		total += len(s)
+	}
+	if total > MaxEventArgvBytes {
+		return fmt.Errorf("argv of %d bytes, limit %d", total, MaxEventArgvBytes)
 	}
 	for _, s := range []string{e.Sandbox, e.ExecID, e.ParentExecID, e.Comm, e.Binary, e.Cwd, e.Path,
 		e.NewPath, e.Intent, e.Result, e.Errno, e.State, e.Message} {

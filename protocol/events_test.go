@@ -22,10 +22,11 @@ func TestEventsWireConstants(t *testing.T) {
 		t.Error("FrameEvents must be a request type and the in-stream frames must not")
 	}
 	ints := map[string][2]int{
-		"MaxEventBatch":    {MaxEventBatch, 512},
-		"MaxEventArgv":     {MaxEventArgv, 256},
-		"MaxEventString":   {MaxEventString, 4096},
-		"MaxEventsPayload": {MaxEventsPayload, 1 << 20},
+		"MaxEventBatch":     {MaxEventBatch, 512},
+		"MaxEventArgv":      {MaxEventArgv, 256},
+		"MaxEventString":    {MaxEventString, 4096},
+		"MaxEventArgvBytes": {MaxEventArgvBytes, 16384},
+		"MaxEventsPayload":  {MaxEventsPayload, 1 << 20},
 	}
 	for n, v := range ints {
 		if v[0] != v[1] {
@@ -74,6 +75,9 @@ func TestEventValidate(t *testing.T) {
 		{"long path", func(e *Event) { e.Path = strings.Repeat("a", MaxEventString+1) }, false},
 		{"not utf8", func(e *Event) { e.Binary = "\xff\xfe" }, false},
 		{"argv limit", func(e *Event) { e.Argv = make([]string, MaxEventArgv+1) }, false},
+		{"argv bytes", func(e *Event) {
+			e.Argv = []string{strings.Repeat("a", 4096), strings.Repeat("a", 4096), strings.Repeat("a", 4096), strings.Repeat("a", 4096), "a"}
+		}, false},
 		{"bad result", func(e *Event) { e.Result = "maybe" }, false},
 	}
 	for _, c := range cases {
@@ -88,6 +92,21 @@ func TestEventValidate(t *testing.T) {
 	var nilEv *Event
 	if nilEv.Validate() == nil {
 		t.Error("nil event validated")
+	}
+}
+
+func TestClampArgv(t *testing.T) {
+	long := make([]string, 400)
+	for i := range long {
+		long[i] = strings.Repeat("é", 3000) // 6000 bytes, cut inside a rune
+	}
+	e := okEvent()
+	e.Argv = ClampArgv(long)
+	if err := e.Validate(); err != nil {
+		t.Fatalf("clamped argv invalid: %v", err)
+	}
+	if got := ClampArgv([]string{"a", "b"}); len(got) != 2 || got[1] != "b" {
+		t.Fatalf("short argv changed: %q", got)
 	}
 }
 

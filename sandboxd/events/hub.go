@@ -272,11 +272,13 @@ func (b *batcher) flushAlways() error {
 	return nil
 }
 
-// approxSize bounds the JSON size of e from above, cheaply.
+// approxSize bounds the JSON size of e from above, cheaply (an escape
+// takes at most 6 bytes: \u0000).
 func approxSize(e *protocol.Event) int {
-	n := 400 + len(e.Binary) + len(e.Cwd) + len(e.Path) + len(e.NewPath) + len(e.Message) + len(e.Comm)
+	n := 600 + 6*(len(e.Binary)+len(e.Cwd)+len(e.Path)+len(e.NewPath)+len(e.Message)+len(e.Comm)+
+		len(e.Sandbox)+len(e.ExecID)+len(e.ParentExecID)+len(e.Intent)+len(e.Errno)+len(e.State))
 	for _, a := range e.Argv {
-		n += 8 + 2*len(a) // escapes can double a string
+		n += 3 + 6*len(a)
 	}
 	return n
 }

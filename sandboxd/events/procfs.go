@@ -147,10 +147,7 @@ func (p *Procfs) sample(hub *Hub) {
 			Source: protocol.SourceProcfs, Fidelity: protocol.FidelityPolled,
 		}
 		if argv, err := in.proc.CmdLine(); err == nil {
-			if len(argv) > protocol.MaxEventArgv {
-				argv = argv[:protocol.MaxEventArgv]
-			}
-			ev.Argv = argv
+			ev.Argv = protocol.ClampArgv(argv)
 		}
 		if cwd, err := in.proc.Cwd(); err == nil {
 			ev.Cwd = cwd
