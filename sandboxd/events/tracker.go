@@ -6,6 +6,8 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -223,35 +225,41 @@ func resolve(dir, p string) string {
 	return path.Join(dir, p)
 }
 
+// bytesOf views a C char array as bytes, without copying.
+func bytesOf(b []int8) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), len(b))
+}
+
 // cstr converts a NUL-terminated C char array to a valid UTF-8 string.
 func cstr(b []int8) string {
-	bs := make([]byte, 0, len(b))
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		bs = append(bs, byte(c))
+	bs := bytesOf(b)
+	if i := bytes.IndexByte(bs, 0); i >= 0 {
+		bs = bs[:i]
+	}
+	if utf8.Valid(bs) {
+		return string(bs)
 	}
 	return strings.ToValidUTF8(string(bs), "\uFFFD")
 }
 
 // argv splits the NUL-separated argument area read from the process.
 func argv(b []int8) []string {
-	bs := make([]byte, len(b))
-	for i, c := range b {
-		bs[i] = byte(c)
-	}
-	bs = bytes.TrimRight(bs, "\x00")
+	bs := bytes.TrimRight(bytesOf(b), "\x00")
 	if len(bs) == 0 {
 		return nil
 	}
-	parts := bytes.Split(bs, []byte{0})
-	out := make([]string, 0, min(len(parts), protocol.MaxEventArgv))
-	for _, p := range parts {
-		if len(out) == protocol.MaxEventArgv {
-			break
+	var out []string
+	for len(bs) > 0 {
+		a := bs
+		if i := bytes.IndexByte(bs, 0); i >= 0 {
+			a, bs = bs[:i], bs[i+1:]
+		} else {
+			bs = nil
 		}
-		out = append(out, strings.ToValidUTF8(string(p), "\uFFFD"))
+		out = append(out, string(a))
 	}
-	return out
+	return protocol.ClampArgv(out)
 }
