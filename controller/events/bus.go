@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,10 +182,16 @@ func (b *Bus) Pump(ctx context.Context, name string, o Opener) error {
 
 func (b *Bus) pump(name string, sb *sandboxBus, st *Stream) {
 	defer st.Close()
+	state := func(s, msg string) {
+		b.Publish(protocol.Event{Time: time.Now(), Sandbox: name, Kind: protocol.KindSandboxState, State: s, Message: msg,
+			Source: protocol.SourceDaemon, Fidelity: st.Hello.Fidelity})
+	}
+	state("traced", fmt.Sprintf("events from %s (fidelity %s)", strings.Join(st.Hello.Sources, "+"), st.Hello.Fidelity))
 	defer func() {
 		b.mu.Lock()
 		sb.pumping = false
 		b.mu.Unlock()
+		state("untraced", "the event stream from the sandbox ended (sandbox stopped or unreachable)")
 	}()
 	b.mu.Lock()
 	lost := sb.lost
