@@ -294,6 +294,24 @@ func TestTraceLocalEBPF(t *testing.T) {
 		t.Errorf("text tree:\n%s", text)
 	}
 
+	// --since: a window that ends before now excludes the script; a wide one keeps it.
+	time.Sleep(1500 * time.Millisecond)
+	for _, ev := range traceEvents(t, e, "tr", "--since", "1s") {
+		if ev.PID == top.PID {
+			t.Fatalf("--since 1s still shows the script: %+v", ev)
+		}
+	}
+	if findExec(traceEvents(t, e, "tr", "--since", "1h"), isTop) == nil {
+		t.Error("--since 1h lost the script")
+	}
+
+	// The probes' descriptors stay in PID 1: a sandbox process sees none of
+	// its own and cannot look at PID 1's (escape checklist 10).
+	fds, errOut, code := e.ds("exec", "tr", "--", "sh", "-c", "ls -l /proc/self/fd/; ls -l /proc/1/fd/ && echo READABLE")
+	if strings.Contains(fds, "bpf") || strings.Contains(fds, "READABLE") || !strings.Contains(errOut, "Permission denied") {
+		t.Errorf("descriptors: exit %d\n%s\n%s", code, fds, errOut)
+	}
+
 	// The other sandbox traces its own activity (positive control).
 	oevs := traceEvents(t, e, "other", "--files")
 	if findExec(oevs, func(ev *protocol.Event) bool {
