@@ -14,14 +14,6 @@ import (
 	"github.com/bohica-labs/darkshell/sandboxd/events"
 )
 
-// runInPidNS runs script with sh in a new pid namespace; before releasing
-// it, scope (if not nil) is called with the child's pid. It returns how
-// long the script ran.
-func runInPidNS(tb testing.TB, script string, env []string, scope func(pid int) error) time.Duration {
-	d, _ := runInPidNSCPU(tb, script, env, scope)
-	return d
-}
-
 // cpuSelf is this process's CPU time so far (user + system).
 func cpuSelf() time.Duration {
 	var ru syscall.Rusage
@@ -29,8 +21,10 @@ func cpuSelf() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// runInPidNSCPU is runInPidNS that also returns the CPU time (user +
-// system) the workload used, its descendants included.
+// runInPidNSCPU runs script with sh in a new pid namespace; before
+// releasing it, scope (if not nil) is called with the child's pid. It
+// returns how long the script ran and the CPU time (user + system) it
+// used, its descendants included.
 func runInPidNSCPU(tb testing.TB, script string, env []string, scope func(pid int) error) (time.Duration, time.Duration) {
 	tb.Helper()
 	cmd := exec.Command("/bin/sh", "-c", `read go; exec /bin/sh -c "$0"`, script)
