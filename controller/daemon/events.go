@@ -30,9 +30,12 @@ func (d *Daemon) eventRoutes(mux *http.ServeMux) {
 }
 
 // startEventPump starts, in the background, the pump that feeds the bus
-// (and so the host log) from a new session, if sandboxd offers events.
+// (and so the host log) from a new session, if sandboxd has eBPF probes
+// running anyway. Sandboxes with only the fallback sources (procfs
+// polling, inotify) get a pump, and start those sources, when someone
+// first asks for their events: polling is not free.
 func (d *Daemon) startEventPump(name string, s *session.Session) {
-	if !slices.Contains(s.Remote().Caps, protocol.CapEvents) {
+	if !slices.Contains(s.Remote().Caps, protocol.CapEvents) || s.Remote().EventFidelity != protocol.SourceEBPF {
 		return
 	}
 	go func() {
