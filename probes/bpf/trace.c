@@ -253,39 +253,61 @@ static __always_inline unsigned int cur_level(struct task_struct *t)
 	return BPF_CORE_READ(t, thread_pid, level);
 }
 
+struct walk_ctx {
+	struct dentry *d;
+	struct vfsmount *vm;
+	struct mount *m;
+	unsigned long moff;
+	struct event *e;
+	__u32 n;
+};
+
+// walk_step is one step of walk, run by bpf_loop: the verifier checks it
+// once instead of once per unrolled iteration (which made loading slow).
+static long walk_step(__u64 i, struct walk_ctx *c)
+{
+	// Copy to locals first: inside BPF_CORE_READ, c->x would be a CO-RE
+	// access of walk_ctx, a type the kernel does not have.
+	struct dentry *d = c->d;
+	struct vfsmount *vm = c->vm;
+	struct mount *m = c->m;
+	struct dentry *root = BPF_CORE_READ(vm, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == root) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (mp == m || !mp)
+			return 1;
+		c->d = BPF_CORE_READ(m, mnt_mountpoint);
+		c->m = mp;
+		c->vm = (void *)mp + c->moff;
+		return 0;
+	}
+	if (d == parent || !d)
+		return 1;
+	__u32 n = c->n;
+	if (n >= MAX_COMPS) {
+		c->e->truncated = 1;
+		return 1;
+	}
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	bpf_probe_read_kernel_str(c->e->comps[n], COMP_LEN, name);
+	c->n = n + 1;
+	c->d = parent;
+	return 0;
+}
+
 // walk records the components of a path, innermost first, crossing mounts
 // up to the root of the task's mount namespace.
 static __always_inline void walk(struct path *pp, struct event *e)
 {
-	struct dentry *d = BPF_CORE_READ(pp, dentry);
-	struct vfsmount *vm = BPF_CORE_READ(pp, mnt);
-	unsigned long moff = bpf_core_field_offset(struct mount, mnt);
-	struct mount *m = (void *)vm - moff;
-	__u32 n = 0;
-	for (int i = 0; i < MAX_COMPS + 6; i++) {
-		struct dentry *root = BPF_CORE_READ(vm, mnt_root);
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		if (d == root) {
-			struct mount *mp = BPF_CORE_READ(m, mnt_parent);
-			if (mp == m || !mp)
-				break;
-			d = BPF_CORE_READ(m, mnt_mountpoint);
-			m = mp;
-			vm = (void *)mp + moff;
-			continue;
-		}
-		if (d == parent || !d)
-			break;
-		if (n >= MAX_COMPS) {
-			e->truncated = 1;
-			break;
-		}
-		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-		bpf_probe_read_kernel_str(e->comps[n], COMP_LEN, name);
-		n++;
-		d = parent;
-	}
-	e->ncomp = n;
+	struct walk_ctx c = {};
+	c.d = BPF_CORE_READ(pp, dentry);
+	c.vm = BPF_CORE_READ(pp, mnt);
+	c.moff = bpf_core_field_offset(struct mount, mnt);
+	c.m = (void *)c.vm - c.moff;
+	c.e = e;
+	bpf_loop(MAX_COMPS + 6, walk_step, &c, 0);
+	e->ncomp = c.n;
 }
 
 // Wake the reader only when this much is pending; below it, the reader
@@ -420,22 +442,23 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 static __always_inline void dir_of(long dfd, struct event *e)
 {
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	struct path *pp;
 	if ((int)dfd == AT_FDCWD) {
 		struct fs_struct *fs = BPF_CORE_READ(t, fs);
-		walk(&fs->pwd, e);
-		e->dirfd_rel = 1;
-		return;
+		pp = &fs->pwd;
+	} else {
+		struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+		unsigned int max = BPF_CORE_READ(fdt, max_fds);
+		if (dfd < 0 || (unsigned long)dfd >= max)
+			return;
+		struct file **fds = BPF_CORE_READ(fdt, fd);
+		struct file *f = 0;
+		bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd]);
+		if (!f)
+			return;
+		pp = &f->f_path;
 	}
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	if (dfd < 0 || (unsigned long)dfd >= max)
-		return;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = 0;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd]);
-	if (!f)
-		return;
-	walk(&f->f_path, e);
+	walk(pp, e);
 	e->dirfd_rel = 1;
 }
 

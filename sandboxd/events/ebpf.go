@@ -52,13 +52,16 @@ func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	// Feature probes, not version guesses: a ring buffer and the pidns
-	// helper are what the probes cannot do without.
+	// Feature probes, not version guesses: a ring buffer, the pidns
+	// helper and bpf_loop are what the probes cannot do without.
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		return nil, fmt.Errorf("%w: ring buffer: %v", ErrNotSupported, err)
 	}
 	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetNsCurrentPidTgid); err != nil {
 		return nil, fmt.Errorf("%w: bpf_get_ns_current_pid_tgid: %v", ErrNotSupported, err)
+	}
+	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnLoop); err != nil {
+		return nil, fmt.Errorf("%w: bpf_loop: %v", ErrNotSupported, err)
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return nil, fmt.Errorf("%w: no kernel BTF (tp_btf and CO-RE need it): %v", ErrNotSupported, err)
