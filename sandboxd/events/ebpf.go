@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -44,11 +45,58 @@ type EBPF struct {
 	nsIno  uint64
 }
 
-// LoadEBPF feature-probes the kernel, loads the probes and attaches them,
+// LoadEBPF is PrepareEBPF then Load.
+func LoadEBPF(log *slog.Logger) (*EBPF, error) {
+	p, err := PrepareEBPF()
+	if err != nil {
+		return nil, err
+	}
+	return p.Load(log)
+}
+
+// Prepared holds what loading the probes needs from the file system: the
+// kernel's BTF, the probes' spec, the pid namespace and uid map of the
+// calling process. Prepare while the host's /sys and /proc are visible;
+// Load needs no file system.
+type Prepared struct {
+	spec   *ebpf.CollectionSpec
+	cache  *btf.Cache // holds the kernel's BTF, read once
+	kernel *btf.Spec
+	nsDev  uint64
+	nsIno  uint64
+	uidMap func(uint32) int
+}
+
+// PrepareEBPF reads the kernel BTF and the probes' spec. Errors wrap
+// ErrNotSupported when the kernel lacks BTF.
+func PrepareEBPF() (*Prepared, error) {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return nil, fmt.Errorf("%w: no kernel BTF (tp_btf and CO-RE need it): %v", ErrNotSupported, err)
+	}
+	// One cache for CO-RE and for finding the tp_btf targets: the kernel's
+	// BTF is decoded once, now, while /sys is visible.
+	cache := btf.NewCache()
+	kernel, err := cache.Kernel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: kernel BTF: %v", ErrNotSupported, err)
+	}
+	spec, err := probes.LoadTrace()
+	if err != nil {
+		return nil, fmt.Errorf("unable to parse the probes: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return nil, fmt.Errorf("unable to stat the pid namespace: %w", err)
+	}
+	return &Prepared{spec: spec, cache: cache, kernel: kernel, nsDev: uint64(st.Dev), nsIno: st.Ino, uidMap: uidMapper()}, nil
+}
+
+// Load feature-probes the kernel, loads the probes and attaches them,
 // matching nothing until Enable scopes them to the pid namespace of the
-// calling process (the sandbox's, when sandboxd init calls it). Errors wrap ErrNotSupported when the
-// kernel or the privileges are the reason.
-func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
+// process that prepared them (the sandbox's, when sandboxd init does).
+// Errors wrap ErrNotSupported when the kernel or the privileges are the
+// reason.
+func (p *Prepared) Load(log *slog.Logger) (_ *EBPF, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -63,17 +111,11 @@ func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
 	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnLoop); err != nil {
 		return nil, fmt.Errorf("%w: bpf_loop: %v", ErrNotSupported, err)
 	}
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return nil, fmt.Errorf("%w: no kernel BTF (tp_btf and CO-RE need it): %v", ErrNotSupported, err)
-	}
 	_ = rlimit.RemoveMemlock() // only matters before memcg accounting (5.11)
 
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
-		return nil, fmt.Errorf("unable to stat the pid namespace: %w", err)
-	}
-	e := &EBPF{log: log}
-	if err := probes.LoadTraceObjects(&e.objs, nil); err != nil {
+	e := &EBPF{log: log, nsDev: p.nsDev, nsIno: p.nsIno}
+	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: p.kernel}, Cache: p.cache}
+	if err := p.spec.LoadAndAssign(&e.objs, opts); err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
 			return nil, fmt.Errorf("%w: load probes: %v", ErrNotSupported, err)
 		}
@@ -108,8 +150,7 @@ func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("unable to open the ring buffer: %w", err)
 	}
-	e.nsDev, e.nsIno = uint64(st.Dev), st.Ino
-	e.track = newTracker(bootWall(), uidMapper())
+	e.track = newTracker(bootWall(), p.uidMap)
 	return e, nil
 }
 

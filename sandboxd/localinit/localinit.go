@@ -132,9 +132,11 @@ func Run(ctx context.Context, o Options) error {
 		process.SetStartWrapper(wrap)
 	}
 
-	// 7. eBPF probes, while privileged and while the host's /sys (kernel
-	// BTF) is still reachable, i.e. before the new root (docs/trace.md).
-	probes, hub := loadProbes(log)
+	// 7. eBPF probes, while privileged: the kernel BTF is read now, while
+	// the host's /sys is reachable; verification and attachment run
+	// alongside building the root and are joined before dropping
+	// privileges (docs/trace.md).
+	probesDone := loadProbes(log)
 
 	rep := &Report{Confined: []string{"mount-ns", "pid-ns", "net-ns", "uts-ns", "ipc-ns", "cgroup-ns"}}
 	if o.UserNS {
@@ -151,6 +153,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := syscall.Sethostname([]byte(o.Name)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)
 	}
+	probes, hub := probesDone()
 	if err := dropPrivileges(o.UID, o.GID); err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}

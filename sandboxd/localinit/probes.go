@@ -4,23 +4,48 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/bohica-labs/darkshell/sandboxd/events"
 )
 
-// loadProbes loads the eBPF trace probes; it must run before privileges
-// are dropped. Without them (nil, nil) the server uses the fallbacks.
-func loadProbes(log *slog.Logger) (*events.EBPF, *events.Hub) {
-	e, err := events.LoadEBPF(log.With("component", "ebpf"))
+// loadProbes reads the kernel's BTF (from the host's /sys, so before the
+// new root) and loads the eBPF trace probes in the background; the
+// returned function waits for them and must be called before privileges
+// are dropped. Without probes it returns (nil, nil) and the server uses
+// the fallbacks.
+func loadProbes(log *slog.Logger) func() (*events.EBPF, *events.Hub) {
+	start := time.Now()
+	prep, err := events.PrepareEBPF()
 	if err != nil {
-		if errors.Is(err, events.ErrNotSupported) {
-			log.Warn("eBPF tracing unavailable, falling back to procfs+inotify", "err", err)
-		} else {
-			log.Error("unable to load eBPF probes, falling back to procfs+inotify", "err", err)
-		}
-		return nil, nil
+		return func() (*events.EBPF, *events.Hub) { return probesFailed(log, err) }
 	}
-	return e, events.NewHub(0, e.Hello())
+	type result struct {
+		e   *events.EBPF
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		e, err := prep.Load(log.With("component", "ebpf"))
+		ch <- result{e, err}
+	}()
+	return func() (*events.EBPF, *events.Hub) {
+		r := <-ch
+		if r.err != nil {
+			return probesFailed(log, r.err)
+		}
+		log.Debug("eBPF probes loaded", "took", time.Since(start))
+		return r.e, events.NewHub(0, r.e.Hello())
+	}
+}
+
+func probesFailed(log *slog.Logger, err error) (*events.EBPF, *events.Hub) {
+	if errors.Is(err, events.ErrNotSupported) {
+		log.Warn("eBPF tracing unavailable, falling back to procfs+inotify", "err", err)
+	} else {
+		log.Error("unable to load eBPF probes, falling back to procfs+inotify", "err", err)
+	}
+	return nil, nil
 }
 
 // runProbes enables the probes and reads the ring buffer into hub until
