@@ -156,8 +156,8 @@ func TestTraceLocalEBPF(t *testing.T) {
 	}
 
 	top := findExec(evs, isTop)
-	if top.PPID != 1 || top.Binary != "/usr/bin/sh" || top.Cwd != "/sandbox" || top.UID != 65000 {
-		t.Errorf("top shell: ppid=%d binary=%q cwd=%q uid=%d, want 1 /usr/bin/sh /sandbox 65000", top.PPID, top.Binary, top.Cwd, top.UID)
+	if top.PPID != 1 || top.Binary != "/usr/bin/sh" || top.Cwd != "/sandbox" || top.UID == nil || *top.UID != 65000 {
+		t.Errorf("top shell: ppid=%d binary=%q cwd=%q uid=%v, want 1 /usr/bin/sh /sandbox 65000", top.PPID, top.Binary, top.Cwd, top.UID)
 	}
 	if ex := exitOf(evs, top.PID, top.Seq); ex.ExitCode == nil || *ex.ExitCode != 3 || ex.ExecID != top.ExecID || ex.DurationNs < int64(200*time.Millisecond) {
 		t.Errorf("top exit: %+v", ex)
@@ -387,8 +387,8 @@ func TestTraceFallbackSSH(t *testing.T) {
 			if ev.Source != protocol.SourceProcfs || ev.Fidelity != protocol.FidelityPolled {
 				t.Errorf("process event not from procfs with fidelity polled: %+v", ev)
 			}
-			if ev.Kind == protocol.KindExit && (ev.ExitCode != nil || ev.Signal != 0) {
-				t.Errorf("a polled exit cannot know its status: %+v", ev)
+			if ev.Kind == protocol.KindExit && (ev.ExitCode != nil || ev.Signal != 0 || ev.UID != nil) {
+				t.Errorf("a polled exit cannot know its status or uid: %+v", ev)
 			}
 		}
 	}

@@ -218,13 +218,14 @@ type Event struct {
 	PPID int `json:"ppid,omitempty"`
 	// ExecID names one program run: "<pid>.<n>" for the n-th exec of pid.
 	// Events of a process before its first exec carry its parent's.
-	ExecID       string   `json:"exec_id,omitempty"`
-	ParentExecID string   `json:"parent_exec_id,omitempty"`
-	UID          int      `json:"uid"`
-	Comm         string   `json:"comm,omitempty"`
-	Binary       string   `json:"binary,omitempty"`
-	Argv         []string `json:"argv,omitempty"`
-	Cwd          string   `json:"cwd,omitempty"`
+	ExecID       string `json:"exec_id,omitempty"`
+	ParentExecID string `json:"parent_exec_id,omitempty"`
+	// UID is absent when the source cannot know it (inotify, polled exits).
+	UID    *int     `json:"uid,omitempty"`
+	Comm   string   `json:"comm,omitempty"`
+	Binary string   `json:"binary,omitempty"`
+	Argv   []string `json:"argv,omitempty"`
+	Cwd    string   `json:"cwd,omitempty"`
 	// ExitCode of a normal exit; Signal of a death by signal (then no ExitCode).
 	ExitCode *int `json:"exit_code,omitempty"`
 	Signal   int  `json:"signal,omitempty"`

@@ -153,7 +153,8 @@ func (p *Procfs) sample(hub *Hub) {
 			ev.Cwd = cwd
 		}
 		if st, err := in.proc.NewStatus(); err == nil {
-			ev.UID = int(st.UIDs[0])
+			uid := int(st.UIDs[0])
+			ev.UID = &uid
 		}
 		hub.Publish(ev)
 	}

@@ -66,7 +66,7 @@ func (t *tracker) event(r *probes.TraceEvent) (protocol.Event, bool) {
 	e := protocol.Event{
 		Time:     t.bootWall.Add(time.Duration(r.Ts)),
 		PID:      int(r.Pid),
-		UID:      t.uidMap(r.Uid),
+		UID:      ptr(t.uidMap(r.Uid)),
 		Comm:     cstr(r.Comm[:]),
 		Source:   protocol.SourceEBPF,
 		Fidelity: protocol.FidelityComplete,
@@ -263,3 +263,5 @@ func argv(b []int8) []string {
 	}
 	return protocol.ClampArgv(out)
 }
+
+func ptr[T any](v T) *T { return &v }

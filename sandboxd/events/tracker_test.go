@@ -56,7 +56,7 @@ func TestTracker(t *testing.T) {
 			comps(r, "sandbox")
 		}), func(t *testing.T, e protocol.Event) {
 			if e.Kind != protocol.KindExec || e.ExecID != "7-1" || e.ParentExecID != "1-0" || e.Binary != "/usr/bin/sh" ||
-				!slices.Equal(e.Argv, []string{"sh", "-c", "x"}) || e.Cwd != "/sandbox" || e.UID != 65000 || !e.Time.Equal(time.Unix(100, 2000)) {
+				!slices.Equal(e.Argv, []string{"sh", "-c", "x"}) || e.Cwd != "/sandbox" || e.UID == nil || *e.UID != 65000 || !e.Time.Equal(time.Unix(100, 2000)) {
 				t.Errorf("%+v", e)
 			}
 		}},
