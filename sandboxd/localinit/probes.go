@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/bohica-labs/darkshell/sandboxd/events"
@@ -31,6 +32,10 @@ func loadProbes(log *slog.Logger) func() (*events.EBPF, *events.Hub) {
 	}()
 	return func() (*events.EBPF, *events.Hub) {
 		r := <-ch
+		// The kernel's BTF, decoded to load the probes, is garbage now:
+		// give the memory back before the workload's limits apply.
+		prep = nil
+		debug.FreeOSMemory()
 		if r.err != nil {
 			return probesFailed(log, r.err)
 		}
