@@ -13,8 +13,9 @@ import (
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
-// DefaultHistory is how many events a Hub keeps by default.
-const DefaultHistory = 65536
+// DefaultHistory is how many events a Hub keeps by default (about 16 MiB
+// when full: a few hundred commands with their file events).
+const DefaultHistory = 32768
 
 // subQueue is the bounded queue of one live subscriber.
 const subQueue = 8192
