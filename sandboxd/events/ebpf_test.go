@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,9 +26,10 @@ func skipIfNotSupported(t testing.TB, err error) {
 	t.Fatal(err)
 }
 
-// TestEBPFHostNamespace loads the probes scoped to the test's own pid
-// namespace and checks one child's exec, file events and exit.
-func TestEBPFHostNamespace(t *testing.T) {
+// TestEBPFPidNamespace loads the probes, scopes them to a child's new pid
+// namespace and checks that child's exec, file events and exit, with
+// in-namespace pids, and that nothing of the host shows up.
+func TestEBPFPidNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("DARKSHELL_REQUIRE_ALL") != "" {
 			t.Fatal("needs root to load eBPF")
@@ -37,9 +39,6 @@ func TestEBPFHostNamespace(t *testing.T) {
 	e, err := LoadEBPF(nil)
 	skipIfNotSupported(t, err)
 	defer e.Close()
-	if err := e.Enable(); err != nil {
-		t.Fatal(err)
-	}
 	hub := NewHub(1<<16, e.Hello())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -47,13 +46,26 @@ func TestEBPFHostNamespace(t *testing.T) {
 	go func() { done <- e.Run(ctx, hub) }()
 
 	dir := t.TempDir()
-	cmd := exec.Command("/bin/sh", "-c", "cd "+dir+" && echo hi > a && mv a b && rm b && mkdir d && exit 3")
-	err = cmd.Run()
+	script := "cd " + dir + " && echo hi > a && mv a b && rm b && mkdir d && exit 3"
+	cmd := exec.Command("/bin/sh", "-c", `read go; exec /bin/sh -c "$0"`, script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	in, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ScopeToPID(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	in.Write([]byte("go\n"))
+	in.Close()
+	err = cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
 		t.Fatalf("script: %v", err)
 	}
-	pid := cmd.Process.Pid
+	// Host noise while scoped: must not show up.
+	exec.Command("/bin/sh", "-c", "true hostnoise").Run()
+
 	want := []struct{ kind, path string }{
 		{protocol.KindFileWrite, filepath.Join(dir, "a")},
 		{protocol.KindFileRename, filepath.Join(dir, "a")},
@@ -66,10 +78,18 @@ func TestEBPFHostNamespace(t *testing.T) {
 		var execSeen, exitSeen bool
 		got := 0
 		for _, ev := range evs {
-			if ev.Kind == protocol.KindExec && ev.PID == pid && ev.Binary == "/bin/sh" {
-				execSeen = len(ev.Argv) == 3 && ev.Argv[0] == "/bin/sh"
+			if ev.PID != 1 && ev.PID != 2 && ev.PID != 3 && ev.PID != 4 {
+				t.Fatalf("event from outside the namespace: %+v", ev)
 			}
-			if ev.Kind == protocol.KindExit && ev.PID == pid {
+			for _, a := range ev.Argv {
+				if a == "hostnoise" {
+					t.Fatalf("host activity traced: %+v", ev)
+				}
+			}
+			if ev.Kind == protocol.KindExec && ev.PID == 1 && len(ev.Argv) == 3 && ev.Argv[2] == script {
+				execSeen = ev.Binary == "/bin/sh"
+			}
+			if ev.Kind == protocol.KindExit && ev.PID == 1 {
 				exitSeen = ev.ExitCode != nil && *ev.ExitCode == 3 && ev.DurationNs > 0
 			}
 			if got < len(want) && ev.Kind == want[got].kind && ev.Path == want[got].path && ev.Result == protocol.ResultOK {
@@ -81,16 +101,14 @@ func TestEBPFHostNamespace(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			for _, ev := range evs {
-				if ev.PID >= pid {
-					t.Logf("%+v", ev)
-				}
+				t.Logf("%+v", ev)
 			}
 			t.Fatalf("exec=%v exit=%v file events in order=%d/%d", execSeen, exitSeen, got, len(want))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if l := e.Lost(); l != 0 {
-		t.Logf("lost %d events (host activity)", l)
+		t.Errorf("lost %d events", l)
 	}
 	cancel()
 	if err := <-done; err != nil {
