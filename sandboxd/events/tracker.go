@@ -44,7 +44,8 @@ type proc struct {
 type tracker struct {
 	procs    map[uint32]*proc
 	execs    uint64
-	bootWall time.Time // wall-clock time of boot-ns 0
+	comms    map[[16]int8]string // interned command names
+	bootWall time.Time           // wall-clock time of boot-ns 0
 	uidMap   func(uint32) int
 }
 
@@ -52,7 +53,7 @@ func newTracker(bootWall time.Time, uidMap func(uint32) int) *tracker {
 	if uidMap == nil {
 		uidMap = func(u uint32) int { return int(u) }
 	}
-	t := &tracker{procs: map[uint32]*proc{}, bootWall: bootWall, uidMap: uidMap}
+	t := &tracker{procs: map[uint32]*proc{}, comms: map[[16]int8]string{}, bootWall: bootWall, uidMap: uidMap}
 	// PID 1 is sandboxd itself; it was exec'd before the probes existed.
 	t.procs[1] = &proc{execID: "1-0", binary: "sandboxd"}
 	return t
@@ -67,7 +68,7 @@ func (t *tracker) event(r *probes.TraceEvent) (protocol.Event, bool) {
 		Time:     t.bootWall.Add(time.Duration(r.Ts)),
 		PID:      int(r.Pid),
 		UID:      ptr(t.uidMap(r.Uid)),
-		Comm:     cstr(r.Comm[:]),
+		Comm:     t.comm(r.Comm),
 		Source:   protocol.SourceEBPF,
 		Fidelity: protocol.FidelityComplete,
 	}
@@ -136,6 +137,18 @@ func (t *tracker) event(r *probes.TraceEvent) (protocol.Event, bool) {
 		return e, false
 	}
 	return e, true
+}
+
+// comm returns the command name, interned: there are few distinct ones.
+func (t *tracker) comm(c [16]int8) string {
+	if s, ok := t.comms[c]; ok {
+		return s
+	}
+	s := cstr(c[:])
+	if len(t.comms) < 4096 {
+		t.comms[c] = s
+	}
+	return s
 }
 
 func (t *tracker) file(r *probes.TraceEvent, e *protocol.Event) {
