@@ -76,7 +76,7 @@ func BenchmarkTrace(b *testing.B) {
 		hub    *events.Hub
 		lost   uint64
 	}
-	traced := func(script string, env []string, history int) result {
+	traced := func(script string, env []string, history int, stalled bool) result {
 		e, err := events.LoadEBPF(nil)
 		if err != nil {
 			requireFeature(b, "eBPF tracing: "+err.Error())
@@ -86,8 +86,14 @@ func BenchmarkTrace(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		c0 := cpuSelf()
-		go func() { e.Run(ctx, hub); close(done) }()
+		run := func() { go func() { e.Run(ctx, hub); close(done) }() }
+		if !stalled {
+			run()
+		}
 		d, cpu := runInPidNSCPU(b, script, env, e.ScopeToPID)
+		if stalled {
+			run() // a reader that was stuck during the whole workload
+		}
 		time.Sleep(300 * time.Millisecond) // let the reader drain
 		cancel()
 		<-done
@@ -127,7 +133,7 @@ func BenchmarkTrace(b *testing.B) {
 	for r := 0; r < rounds; r++ {
 		d, cpu := runInPidNSCPU(b, execLoop(n, par), nil, nil)
 		keep(&lOff, d, cpu)
-		res := traced(execLoop(n, par), nil, 0)
+		res := traced(execLoop(n, par), nil, 0, false)
 		keep(&lOn, res.d, res.cpu)
 	}
 	execs := n * par
@@ -141,7 +147,7 @@ func BenchmarkTrace(b *testing.B) {
 		d, cpu := runInPidNSCPU(b, s, env, nil)
 		keep(&gOff, d, cpu)
 		s, env = gobuild()
-		res := traced(s, env, 0)
+		res := traced(s, env, 0, false)
 		keep(&gOn, res.d, res.cpu)
 	}
 	b.Logf("go build (fresh GOCACHE), best of 2: off %v wall / %v CPU, on %v wall / %v CPU: overhead %+.1f%% wall, %+.1f%% CPU",
@@ -150,7 +156,7 @@ func BenchmarkTrace(b *testing.B) {
 	// Loss at the highest exec rate this machine reaches: the exec events
 	// of /bin/true against the execs done, and the probe's loss counter.
 	const fn, fpar = 5000, 4
-	res := traced(execLoop(fn, fpar), nil, 1<<20) // keeps every event, to count them
+	res := traced(execLoop(fn, fpar), nil, 1<<20, false) // keeps every event, to count them
 	seen := 0
 	for _, ev := range res.hub.History(&protocol.EventsRequest{History: true}) {
 		if ev.Kind == protocol.KindExec && (ev.Binary == "/bin/true" || ev.Binary == "/usr/bin/true") {
@@ -161,5 +167,20 @@ func BenchmarkTrace(b *testing.B) {
 	b.Logf("loss: %d execs in %v (%.0f execs/s, %d parallel loops): %d exec events seen, %d events lost (counted by the probe)", fn*fpar, res.d, rate, fpar, seen, res.lost)
 	if uint64(seen)+res.lost < uint64(fn*fpar) {
 		b.Errorf("silent loss: %d execs, %d exec events seen, only %d counted as lost", fn*fpar, seen, res.lost)
+	}
+
+	// A reader stalled for the whole workload: the ring buffer (4 MiB)
+	// overflows, and every event that did not fit is counted.
+	const sn = 2500
+	res = traced(execLoop(sn, 2), nil, 1<<20, true)
+	seen = 0
+	for _, ev := range res.hub.History(&protocol.EventsRequest{History: true}) {
+		if ev.Kind == protocol.KindExec && (ev.Binary == "/bin/true" || ev.Binary == "/usr/bin/true") {
+			seen++
+		}
+	}
+	b.Logf("stalled reader: %d execs, %d exec events kept, %d events lost and counted", 2*sn, seen, res.lost)
+	if res.lost == 0 || uint64(seen)+res.lost < 2*sn {
+		b.Errorf("stalled reader: %d execs, %d seen, %d counted as lost: a loss went uncounted", 2*sn, seen, res.lost)
 	}
 }
