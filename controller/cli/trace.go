@@ -124,37 +124,71 @@ func (a *app) runTrace(ctx context.Context, name string, f traceFlags) error {
 	defer stop()
 	tr := newTree(f)
 	live := f.follow && isTerminal(a.stdout) && !a.json()
-	var lastDraw time.Time
-	for {
-		e, err := st.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) || ctx.Err() != nil {
-				break
-			}
-			return err
-		}
-		if !tr.add(e) {
-			continue
-		}
-		if a.json() {
-			if err := json.NewEncoder(a.stdout).Encode(e); err != nil {
+	if !live {
+		for {
+			e, err := st.Next()
+			if err != nil {
+				if errors.Is(err, io.EOF) || ctx.Err() != nil {
+					break
+				}
 				return err
 			}
-			continue
+			if !tr.add(e) {
+				continue
+			}
+			if a.json() {
+				if err := json.NewEncoder(a.stdout).Encode(e); err != nil {
+					return err
+				}
+			}
 		}
-		if live && time.Since(lastDraw) > 100*time.Millisecond {
-			lastDraw = time.Now()
-			fmt.Fprint(a.stdout, "\x1b[H\x1b[2J")
+		if !a.json() {
 			tr.render(a.stdout, st)
 		}
+		return nil
 	}
-	if !a.json() {
-		if live {
-			fmt.Fprint(a.stdout, "\x1b[H\x1b[2J")
+	// Live: read in the background, redraw in place at most 10 times a
+	// second while something changed.
+	evs := make(chan *protocol.Event, 1024)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(evs)
+		for {
+			e, err := st.Next()
+			if err != nil {
+				errc <- err
+				return
+			}
+			evs <- e
 		}
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	dirty := true
+	redraw := func() {
+		fmt.Fprint(a.stdout, "\x1b[H\x1b[2J")
 		tr.render(a.stdout, st)
+		dirty = false
 	}
-	return nil
+	for {
+		select {
+		case e, ok := <-evs:
+			if !ok {
+				redraw()
+				if err := <-errc; !errors.Is(err, io.EOF) && ctx.Err() == nil {
+					return err
+				}
+				return nil
+			}
+			if tr.add(e) {
+				dirty = true
+			}
+		case <-tick.C:
+			if dirty {
+				redraw()
+			}
+		}
+	}
 }
 
 // tree is the process tree built from exec/fork/exit events.
