@@ -279,6 +279,19 @@ func TestTraceLocalEBPF(t *testing.T) {
 			t.Fatalf("--binary tr let through %+v", ev)
 		}
 	}
+	pathed := traceEvents(t, e, "tr", "--files", "--path", "/sandbox")
+	nfiles := 0
+	for _, ev := range pathed {
+		if ev.IsFile() {
+			nfiles++
+			if !strings.HasPrefix(ev.Path, "/sandbox/") && !strings.HasPrefix(ev.NewPath, "/sandbox/") {
+				t.Fatalf("--path /sandbox let through %+v", ev)
+			}
+		}
+	}
+	if nfiles < 4 {
+		t.Errorf("--path /sandbox: %d file events, want the script's 4 at least", nfiles)
+	}
 	sub := traceEvents(t, e, "tr", "--pid", fmt.Sprint(mid.PID))
 	pids := map[int]bool{}
 	for _, ev := range sub {
