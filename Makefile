@@ -24,8 +24,8 @@ help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, podman with runc and catatonit)
-	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit; do \
+deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, ping, podman with runc and catatonit, clang+libbpf-dev for probes)
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h; do \
 	  [ -x "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \
@@ -68,8 +68,17 @@ darkshell: sandboxd
 demo: deps build ## The main job: a sandbox on a loopback sshd this starts itself, then exec
 	./scripts/demo.sh
 
+.PHONY: probes
+probes: ## Regenerate the eBPF objects and Go bindings in probes/ (needs clang, libbpf-dev: make deps)
+	cd probes && $(GO) generate ./...
+
+.PHONY: probes-check
+probes-check: ## Fail when the committed probes/ output is stale
+	@$(MAKE) -s probes
+	@if [ -n "$$(git status --porcelain -- probes/)" ]; then git status --short -- probes/; echo "probes/ output is stale: run 'make probes' and commit the result"; exit 1; fi
+
 .PHONY: test
-test: deps build lint test-unit test-fuzz test-integration ## Everything CI runs: lint, unit, fuzz, integration
+test: deps build lint probes-check test-unit test-fuzz test-integration ## Everything CI runs: lint, probes staleness, unit, fuzz, integration
 	@echo "all tests passed"
 
 .PHONY: test-short
@@ -121,6 +130,10 @@ bench-podman: deps build ## podman driver: exec through the daemon API and a fre
 .PHONY: bench-mcp
 bench-mcp: deps build ## MCP tools/call latency: bridge, in-sandbox, stdio shim vs direct stdio (local driver, needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-1000} $(GO) test -count=1 -run '^$$' -bench BenchmarkMCP -benchtime 1x -timeout 20m ./integration/
+
+.PHONY: bench-trace
+bench-trace: build ## Tracing overhead (exec-heavy loop and a go build, tracing off vs on) and event loss at high exec rates (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkTrace -benchtime 1x -timeout 20m -v ./integration/
 
 .PHONY: clean
 clean: ## Remove build output

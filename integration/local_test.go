@@ -114,7 +114,7 @@ func TestLocalConfinement(t *testing.T) {
 		}
 	})
 	t.Run("root holds only the system dirs", func(t *testing.T) {
-		want := []string{"dev", "proc", "sandbox", "tmp"}
+		want := []string{"dev", "proc", "run", "sandbox", "tmp"} // run holds only darkshell's trust files
 		for _, d := range []string{"usr", "lib", "lib64", "lib32", "bin", "sbin", "etc", "opt"} {
 			if _, err := os.Lstat("/" + d); err == nil {
 				want = append(want, d)
@@ -224,7 +224,10 @@ func TestLocalConfinement(t *testing.T) {
 	})
 	t.Run("host files invisible", func(t *testing.T) {
 		home, _ := os.UserHomeDir()
-		for _, p := range []string{"/root", "/home", "/run", "/var", "/mnt", "/srv", home + "/.ssh", e.home,
+		if got := e.mustBash(name, "ls -A /run /run/darkshell"); got != "/run:\ndarkshell\n\n/run/darkshell:\nca-bundle.pem\negress-ca.pem\n" {
+			t.Fatalf("/run holds more than the trust files: %q", got)
+		}
+		for _, p := range []string{"/root", "/home", "/run/sshd", "/run/user", "/var", "/mnt", "/srv", home + "/.ssh", e.home,
 			filepath.Join(e.home, "sandboxes", name, "keys")} {
 			e.refused(name, "ls "+p, "No such file or directory")
 		}

@@ -233,6 +233,9 @@ func (t FrameType) String() string {
 	if n := mcpFrameName(t); n != "" {
 		return n
 	}
+	if n := eventsFrameName(t); n != "" {
+		return n
+	}
 	return fmt.Sprintf("frame(0x%02x)", uint8(t))
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/bohica-labs/darkshell/protocol"
+	"github.com/bohica-labs/darkshell/sandboxd/events"
 	"github.com/bohica-labs/darkshell/sandboxd/forward"
 	"github.com/bohica-labs/darkshell/sandboxd/internal/process"
 	"github.com/bohica-labs/darkshell/sandboxd/mcp"
@@ -37,6 +38,10 @@ type Options struct {
 	LandlockABI   int
 	Confined      []string
 	EventFidelity string
+
+	// Events is the hub of a source started before lock-down (sandboxd
+	// init's eBPF probes); nil: procfs+inotify start on the first events stream.
+	Events *events.Hub
 }
 
 // Server serves the sandboxd protocol. One Server owns all processes it
@@ -49,6 +54,7 @@ type Server struct {
 	dir   string // default directory of exec and relative sync roots
 	mcp   *mcp.Manager
 	fwd   *forward.Server
+	ev    eventsState
 
 	mu     sync.Mutex
 	conns  int
@@ -69,12 +75,16 @@ func New(opts Options) *Server {
 	}
 	hello := protocol.NewHello(protocol.RoleSandboxd, protocol.BuildVersion,
 		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync,
-		protocol.CapForward, protocol.CapMCP)
+		protocol.CapForward, protocol.CapMCP, protocol.CapEvents)
 	hello.LandlockABI = opts.LandlockABI
 	hello.Confined = opts.Confined
 	hello.EventFidelity = opts.EventFidelity
+	if hello.EventFidelity == "" {
+		hello.EventFidelity = eventFidelity(opts.Events)
+	}
 	mcps := mcp.New(opts.DefaultDir, opts.BaseEnv, log)
 	return &Server{
+		ev:    eventsState{hub: opts.Events},
 		log:   log,
 		hello: hello,
 		start: time.Now(),
@@ -240,6 +250,8 @@ func (s *Server) dispatch(ctx context.Context, st io.ReadWriteCloser, w *protoco
 		return s.fwd.Serve(ctx, st, f)
 	case protocol.FrameMCPServe:
 		return s.mcp.Serve(ctx, st, f)
+	case protocol.FrameEvents:
+		return s.serveEvents(ctx, st, f)
 	}
 	return &process.Error{Code: protocol.CodeUnsupported, Msg: fmt.Sprintf("stream kind %s is not offered by this sandboxd", f.Type)}
 }

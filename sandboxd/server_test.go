@@ -530,7 +530,7 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{"oversized", []byte{byte(protocol.FrameExecStart), 0x7f, 0, 0, 0}, protocol.CodeLimit},
 		{"not a request", protocol.AppendFrame(nil, protocol.FrameStdout, []byte("x")), protocol.CodeBadRequest},
-		{"unknown kind", protocol.AppendFrame(nil, 0x30, []byte("{}")), protocol.CodeUnsupported},
+		{"unknown kind", protocol.AppendFrame(nil, 0x7f, []byte("{}")), protocol.CodeUnsupported},
 		{"garbage json", protocol.AppendFrame(nil, protocol.FrameExecStart, []byte("{nope")), protocol.CodeBadRequest},
 		{"invalid attach", protocol.AppendFrame(nil, protocol.FrameExecAttach, []byte(`{"id":""}`)), protocol.CodeBadRequest},
 		{"type zero", []byte{0, 0, 0, 0, 0}, protocol.CodeBadRequest},

@@ -139,8 +139,9 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	sandbox.AddCommand(a.uploadCmd(), a.downloadCmd())
 	sandbox.AddCommand(a.netTestCmd())
 	root.AddCommand(sandbox, a.execCmd(), a.syncCmd(), a.versionCmd(), a.daemonCmd())
-	root.AddCommand(a.policyCmd(), a.blueprintCmd(), a.imageCmd())
+	root.AddCommand(a.policyCmd(), a.blueprintCmd(), a.imageCmd(), a.traceCmd())
 	root.AddCommand(a.mcpCmd(), a.providerCmd(), a.forwardCmd()) // mcp.go, provider.go, forward.go
+	sandbox.AddCommand(a.watchCmd(), a.logsCmd())
 	return root
 }
 

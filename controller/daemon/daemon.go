@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bohica-labs/darkshell/controller/events"
 	"github.com/bohica-labs/darkshell/controller/state"
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -35,6 +36,7 @@ type Daemon struct {
 	opts    Options
 	log     *slog.Logger
 	pool    *pool
+	bus     *events.Bus
 	started time.Time
 
 	active   atomic.Int64 // open requests and streams
@@ -50,6 +52,7 @@ func New(opts Options) *Daemon {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Daemon{opts: opts, log: log, pool: newPool(opts.Home, log), started: time.Now(), stop: make(chan struct{})}
+	d.bus = events.NewBus(opts.Home.LogDir(), log.With("component", "events"))
 	d.lastSeen.Store(time.Now().UnixNano())
 	return d
 }

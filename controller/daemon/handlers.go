@@ -34,6 +34,7 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("GET /v1/sandboxes/{name}/processes", d.processes)
 	mux.HandleFunc("POST /v1/sandboxes/{name}/exec", d.exec)
 	mux.HandleFunc("POST /v1/sandboxes/{name}/sync", d.sync)
+	d.eventRoutes(mux)
 	d.lifecycleRoutes(mux)
 	d.toolRoutes(mux)   // mcp.go, forward.go
 	d.egressRoutes(mux) // egress.go
@@ -233,6 +234,7 @@ func (d *Daemon) session(ctx context.Context, name string) (*session.Session, er
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errConnect, err)
 	}
+	d.startEventPump(name, s)
 	return s, nil
 }
 

@@ -21,7 +21,12 @@
 //     the host: no /home /root /run /var /mnt /srv, no DarkShell state.
 //  5. pivot_root into it, detach the old root, make / read-only.
 //  6. Bring up loopback in the (empty) network namespace; set the hostname.
-//  7. Privileged helpers would start here (eBPF probes: a later issue).
+//  7. Load the eBPF trace probes (package events) while still privileged,
+//     done before step 3 since loading needs the host's /sys/kernel/btf,
+//     scoped in the kernel to this pid namespace; the ring buffer and the
+//     .bss knobs are read through mmap after lock-down (no bpf() needed,
+//     and seccomp denies it). If the kernel or the privileges do not
+//     allow it, the server falls back to procfs+inotify.
 //  8. Drop privileges: clear the capability bounding and ambient sets, set
 //     groups/gid/uid to the unprivileged sandbox ids, clear the remaining
 //     capability sets, mark the process non-dumpable, set no_new_privs.
@@ -131,6 +136,12 @@ func Run(ctx context.Context, o Options) error {
 		process.SetStartWrapper(wrap)
 	}
 
+	// 7. eBPF probes, while privileged: the kernel BTF is read now, while
+	// the host's /sys is reachable; verification and attachment run
+	// alongside building the root and are joined before dropping
+	// privileges (docs/trace.md).
+	probesDone := loadProbes(log)
+
 	rep := &Report{Confined: []string{"mount-ns", "pid-ns", "net-ns", "uts-ns", "ipc-ns", "cgroup-ns"}}
 	if o.UserNS {
 		rep.Confined = append(rep.Confined, "user-ns")
@@ -150,7 +161,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := syscall.Sethostname([]byte(o.Name)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)
 	}
-	// 7. eBPF probes and other privileged helpers go here (later issue).
+	probes, hub := probesDone()
 	if err := dropPrivileges(o.UID, o.GID, o.UserNS); err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}
@@ -194,18 +205,20 @@ func Run(ctx context.Context, o Options) error {
 		Logger:      log,
 		LandlockABI: rep.LandlockABI,
 		Confined:    rep.Confined,
+		Events:      hub,
 	})
 	ssrv, err := sshserver.New(sshserver.Options{HostKey: hostKey, AuthorizedKey: authKey, Serve: srv, Logger: log})
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	runProbes(ctx, probes, hub, log) // before ready: the first exec is traced
 	if ready := os.NewFile(3, "ready"); ready != nil {
 		ready.WriteString("ready\n")
 		ready.Close()
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
 	go func() {

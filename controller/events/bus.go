@@ -1,0 +1,233 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// DefaultQueue is a subscriber's queue length.
+const DefaultQueue = 4096
+
+// Bus is the daemon's event bus: per sandbox, one pump reads sandboxd's
+// events stream and publishes into the bus; the bus hands every event to
+// the sandbox's host log and to every subscriber, through bounded queues.
+type Bus struct {
+	logDir string // per-sandbox logs go to logDir/<sandbox>/events.jsonl
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	sbs   map[string]*sandboxBus
+	close bool
+}
+
+type sandboxBus struct {
+	subs    map[*Sub]struct{}
+	log     *Log
+	pumping bool
+	lastSeq uint64
+	epoch   int64
+	hello   protocol.EventsHello
+	lost    uint64
+}
+
+// Sub is one subscriber. Read C; Skipped counts events dropped because the
+// subscriber was slow.
+type Sub struct {
+	C       chan protocol.Event
+	skipped atomic.Uint64
+	bus     *Bus
+	name    string
+	once    sync.Once
+}
+
+// Skipped is how many events this subscriber missed because its queue was full.
+func (s *Sub) Skipped() uint64 { return s.skipped.Load() }
+
+// Close unsubscribes.
+func (s *Sub) Close() {
+	s.once.Do(func() {
+		s.bus.mu.Lock()
+		if sb := s.bus.sbs[s.name]; sb != nil {
+			delete(sb.subs, s)
+		}
+		s.bus.mu.Unlock()
+	})
+}
+
+// NewBus returns a bus writing host logs under logDir.
+func NewBus(logDir string, log *slog.Logger) *Bus {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Bus{logDir: logDir, log: log, sbs: map[string]*sandboxBus{}}
+}
+
+// LogDir is the host log directory of sandbox name.
+func (b *Bus) LogDir(name string) string { return filepath.Join(b.logDir, name) }
+
+func (b *Bus) sandbox(name string) *sandboxBus {
+	sb := b.sbs[name]
+	if sb == nil {
+		sb = &sandboxBus{subs: map[*Sub]struct{}{}}
+		b.sbs[name] = sb
+	}
+	return sb
+}
+
+// Subscribe returns a subscriber to sandbox name's events (queue <= 0:
+// DefaultQueue).
+func (b *Bus) Subscribe(name string, queue int) *Sub {
+	if queue <= 0 {
+		queue = DefaultQueue
+	}
+	s := &Sub{C: make(chan protocol.Event, queue), bus: b, name: name}
+	b.mu.Lock()
+	b.sandbox(name).subs[s] = struct{}{}
+	b.mu.Unlock()
+	return s
+}
+
+// Publish hands e (e.Sandbox names the sandbox) to the log and every
+// subscriber. It never blocks.
+func (b *Bus) Publish(e protocol.Event) {
+	b.mu.Lock()
+	sb := b.sandbox(e.Sandbox)
+	if e.Seq > sb.lastSeq && e.Source != protocol.SourceDaemon {
+		sb.lastSeq = e.Seq
+	}
+	subs := make([]*Sub, 0, len(sb.subs))
+	for s := range sb.subs {
+		subs = append(subs, s)
+	}
+	lg := sb.log
+	b.mu.Unlock()
+	if lg != nil {
+		if err := lg.Write(&e); err != nil {
+			b.log.Warn("unable to write the event log", "sandbox", e.Sandbox, "err", err)
+		}
+	}
+	for _, s := range subs {
+		select {
+		case s.C <- e:
+		default:
+			s.skipped.Add(1)
+		}
+	}
+}
+
+// Status is what the bus knows of a sandbox's sources.
+func (b *Bus) Status(name string) (hello protocol.EventsHello, lost uint64, pumping bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	sb := b.sandbox(name)
+	return sb.hello, sb.lost, sb.pumping
+}
+
+// Pump makes sure one pump reads sandbox name's events into the bus: it
+// opens a stream with o (history since the last event seen, files, follow)
+// and publishes until the stream ends or ctx ends. It returns at once if a
+// pump runs already; else after the stream's hello.
+func (b *Bus) Pump(ctx context.Context, name string, o Opener) error {
+	b.mu.Lock()
+	if b.close {
+		b.mu.Unlock()
+		return errors.New("event bus closed")
+	}
+	sb := b.sandbox(name)
+	if sb.pumping {
+		b.mu.Unlock()
+		return nil
+	}
+	sb.pumping = true
+	since := sb.lastSeq
+	if sb.log == nil {
+		lg, err := OpenLog(b.LogDir(name), 0, 0)
+		if err != nil {
+			b.log.Warn("no host event log", "sandbox", name, "err", err)
+		} else {
+			sb.log = lg
+		}
+	}
+	b.mu.Unlock()
+	st, err := Open(ctx, o, &protocol.EventsRequest{History: true, Follow: true, Files: true, SinceSeq: since})
+	if err == nil && since > 0 && st.Hello.Epoch != sb.epoch {
+		// sandboxd restarted: its sequence numbers start again.
+		st.Close()
+		st, err = Open(ctx, o, &protocol.EventsRequest{History: true, Follow: true, Files: true})
+	}
+	if err != nil {
+		b.mu.Lock()
+		sb.pumping = false
+		b.mu.Unlock()
+		return fmt.Errorf("unable to start the event pump of %s: %w", name, err)
+	}
+	st.Unbind() // ctx bounds the start only
+	b.mu.Lock()
+	sb.hello = st.Hello
+	sb.epoch = st.Hello.Epoch
+	b.mu.Unlock()
+	go b.pump(name, sb, st)
+	return nil
+}
+
+func (b *Bus) pump(name string, sb *sandboxBus, st *Stream) {
+	defer st.Close()
+	state := func(s, msg string) {
+		b.Publish(protocol.Event{Time: time.Now(), Sandbox: name, Kind: protocol.KindSandboxState, State: s, Message: msg,
+			Source: protocol.SourceDaemon, Fidelity: st.Hello.Fidelity})
+	}
+	state("traced", fmt.Sprintf("events from %s (fidelity %s)", strings.Join(st.Hello.Sources, "+"), st.Hello.Fidelity))
+	defer func() {
+		b.mu.Lock()
+		sb.pumping = false
+		b.mu.Unlock()
+		state("untraced", "the event stream from the sandbox ended (sandbox stopped or unreachable)")
+	}()
+	b.mu.Lock()
+	lost := sb.lost
+	b.mu.Unlock()
+	for {
+		batch, err := st.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				b.log.Debug("event pump ended", "sandbox", name, "err", err)
+			}
+			return
+		}
+		if batch.Lost > lost {
+			b.Publish(protocol.Event{Time: time.Now(), Sandbox: name, Kind: protocol.KindAlert, Source: protocol.SourceDaemon,
+				Fidelity: st.Hello.Fidelity, Lost: batch.Lost,
+				Message: fmt.Sprintf("%d events lost in the sandbox (ring buffer full), %d in total", batch.Lost-lost, batch.Lost)})
+			lost = batch.Lost
+			b.mu.Lock()
+			sb.lost = lost
+			b.mu.Unlock()
+		}
+		for _, e := range batch.Events {
+			e.Sandbox = name
+			b.Publish(e)
+		}
+	}
+}
+
+// Close closes the host logs; pumps end with their sessions.
+func (b *Bus) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.close = true
+	for _, sb := range b.sbs {
+		if sb.log != nil {
+			sb.log.Close()
+		}
+	}
+}

@@ -1,0 +1,552 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// trace.c: the process and file audit probes of one sandbox.
+//
+// Only tp_btf programs: they need no tracefs and load where fentry/fexit/lsm
+// are refused (see docs/trace.md). Every program first checks that the
+// current task is in the sandbox's pid namespace (filter_ns_dev/ino, set by
+// the loader through the mmap'd .bss), so nothing of the host or of another
+// sandbox is ever copied out of the kernel. Pids are those of the sandbox's
+// namespace. Kernel types are declared here with preserve_access_index, so
+// the object relocates against the running kernel's BTF (CO-RE) and no
+// vmlinux.h is needed.
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define MAX_COMPS 12
+#define COMP_LEN 48
+#define STR_LEN 256
+#define ARGS_LEN 512
+
+enum kind {
+	K_EXEC = 1,
+	K_FORK = 2,
+	K_EXIT = 3,
+	K_FILE = 4,
+};
+
+enum fop {
+	OP_OPEN = 1,
+	OP_UNLINK = 2,
+	OP_RENAME = 3,
+	OP_MKDIR = 4,
+	OP_RMDIR = 5,
+	OP_CHMOD = 6,
+};
+
+// Kernel types, only the fields read here (CO-RE relocated).
+struct qstr {
+	const unsigned char *name;
+} __attribute__((preserve_access_index));
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+} __attribute__((preserve_access_index));
+
+struct vfsmount {
+	struct dentry *mnt_root;
+} __attribute__((preserve_access_index));
+
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+} __attribute__((preserve_access_index));
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct fs_struct {
+	struct path pwd;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct path f_path;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct upid {
+	int nr;
+	void *ns;
+} __attribute__((preserve_access_index));
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;
+	int tgid;
+	int exit_code;
+	__u64 start_boottime;
+	struct task_struct *real_parent;
+	struct task_struct *group_leader;
+	struct pid *thread_pid;
+	struct mm_struct *mm;
+	struct fs_struct *fs;
+	struct files_struct *files;
+} __attribute__((preserve_access_index));
+
+struct linux_binprm {
+	const char *filename;
+} __attribute__((preserve_access_index));
+
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+	unsigned long r10;
+} __attribute__((preserve_access_index));
+#define ARG0(r) BPF_CORE_READ(r, di)
+#define ARG1(r) BPF_CORE_READ(r, si)
+#define ARG2(r) BPF_CORE_READ(r, dx)
+#define ARG3(r) BPF_CORE_READ(r, r10)
+#define NR_open 2
+#define NR_creat 85
+#define NR_unlink 87
+#define NR_rename 82
+#define NR_mkdir 83
+#define NR_rmdir 84
+#define NR_chmod 90
+#define NR_openat 257
+#define NR_mkdirat 258
+#define NR_unlinkat 263
+#define NR_renameat 264
+#define NR_fchmodat 268
+#define NR_renameat2 316
+#define NR_openat2 437
+#define NR_fchmodat2 452
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs {
+	unsigned long regs[31];
+} __attribute__((preserve_access_index));
+#define ARG0(r) BPF_CORE_READ(r, regs[0])
+#define ARG1(r) BPF_CORE_READ(r, regs[1])
+#define ARG2(r) BPF_CORE_READ(r, regs[2])
+#define ARG3(r) BPF_CORE_READ(r, regs[3])
+#define NR_open -1
+#define NR_creat -1
+#define NR_unlink -1
+#define NR_rename -1
+#define NR_mkdir -1
+#define NR_rmdir -1
+#define NR_chmod -1
+#define NR_openat 56
+#define NR_mkdirat 34
+#define NR_unlinkat 35
+#define NR_renameat 38
+#define NR_fchmodat 53
+#define NR_renameat2 276
+#define NR_openat2 437
+#define NR_fchmodat2 452
+#else
+#error "unsupported target architecture"
+#endif
+
+#define AT_FDCWD -100
+#define AT_REMOVEDIR 0x200
+
+// One record of the ring buffer. Layout shared with the Go decoder
+// (sandboxd/events/ebpf.go decodes it through the bpf2go type).
+struct event {
+	__u64 ts;         // bpf_ktime_get_boot_ns
+	__u64 start;      // exit: the task's start_boottime
+	__u32 kind;       // enum kind
+	__u32 pid;        // tgid in the sandbox's pid namespace
+	__u32 ppid;       // fork: the child's pid; exec/exit: the parent's
+	__u32 uid;        // kernel uid
+	__s32 ret;        // exit: raw exit_code; file: syscall return
+	__u32 op;         // file: enum fop
+	__u32 flags;      // file: open flags / unlinkat flags
+	__u32 ncomp;      // directory components in comps, innermost first
+	__u32 truncated;  // 1 if the directory walk stopped at MAX_COMPS
+	__u32 pad;
+	char comm[16];
+	char s1[STR_LEN];   // exec: filename; file: path
+	char s2[STR_LEN];   // file: rename target
+	char args[ARGS_LEN];// exec: argv, NUL separated
+	__u32 args_len;
+	__u32 dirfd_rel;  // file: 1 if s1 is relative to the walked dir
+	char comps[MAX_COMPS][COMP_LEN];
+};
+
+// Knobs, written by the loader through the mmap'd .bss (never bpf()).
+volatile __u64 filter_ns_dev = 0;
+volatile __u64 filter_ns_ino = 0;
+volatile __u32 files_on = 1;
+// Counters read by the loader through the mmap'd .bss.
+volatile __u64 lost = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+struct pending {
+	__s64 id;
+	__u64 a0, a1, a2, a3;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, struct pending);
+} inflight SEC(".maps");
+
+// Force BTF for the event type so bpf2go generates a Go struct for it.
+const struct event *unused_event __attribute__((unused));
+
+// in_sandbox reports whether the current task is in the sandbox's pid
+// namespace, and gives its pid and tgid there.
+static __always_inline int in_sandbox(struct bpf_pidns_info *ns)
+{
+	if (filter_ns_ino == 0)
+		return 0;
+	if (bpf_get_ns_current_pid_tgid(filter_ns_dev, filter_ns_ino, ns, sizeof(*ns)))
+		return 0;
+	return 1;
+}
+
+// ns_tgid is the tgid of task t in the pid namespace at level.
+static __always_inline __u32 ns_tgid(struct task_struct *t, unsigned int level)
+{
+	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
+	struct pid *p = BPF_CORE_READ(leader, thread_pid);
+	if (!p)
+		return 0;
+	unsigned int plevel = BPF_CORE_READ(p, level);
+	if (plevel != level || level > 32)
+		return 0; // another namespace (the parent of the sandbox's init)
+	int nr = 0;
+	unsigned long off = bpf_core_field_offset(struct pid, numbers) + level * bpf_core_type_size(struct upid);
+	bpf_probe_read_kernel(&nr, sizeof(nr), (void *)p + off);
+	return nr;
+}
+
+static __always_inline unsigned int cur_level(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, thread_pid, level);
+}
+
+struct walk_ctx {
+	struct dentry *d;
+	struct vfsmount *vm;
+	struct mount *m;
+	unsigned long moff;
+	struct event *e;
+	__u32 n;
+};
+
+// walk_step is one step of walk, run by bpf_loop: the verifier checks it
+// once instead of once per unrolled iteration (which made loading slow).
+static long walk_step(__u64 i, struct walk_ctx *c)
+{
+	// Copy to locals first: inside BPF_CORE_READ, c->x would be a CO-RE
+	// access of walk_ctx, a type the kernel does not have.
+	struct dentry *d = c->d;
+	struct vfsmount *vm = c->vm;
+	struct mount *m = c->m;
+	struct dentry *root = BPF_CORE_READ(vm, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == root) {
+		struct mount *mp = BPF_CORE_READ(m, mnt_parent);
+		if (mp == m || !mp)
+			return 1;
+		c->d = BPF_CORE_READ(m, mnt_mountpoint);
+		c->m = mp;
+		c->vm = (void *)mp + c->moff;
+		return 0;
+	}
+	if (d == parent || !d)
+		return 1;
+	__u32 n = c->n;
+	if (n >= MAX_COMPS) {
+		c->e->truncated = 1;
+		return 1;
+	}
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	bpf_probe_read_kernel_str(c->e->comps[n], COMP_LEN, name);
+	c->n = n + 1;
+	c->d = parent;
+	return 0;
+}
+
+// walk records the components of a path, innermost first, crossing mounts
+// up to the root of the task's mount namespace.
+static __always_inline void walk(struct path *pp, struct event *e)
+{
+	struct walk_ctx c = {};
+	c.d = BPF_CORE_READ(pp, dentry);
+	c.vm = BPF_CORE_READ(pp, mnt);
+	c.moff = bpf_core_field_offset(struct mount, mnt);
+	c.m = (void *)c.vm - c.moff;
+	c.e = e;
+	bpf_loop(MAX_COMPS + 6, walk_step, &c, 0);
+	e->ncomp = c.n;
+}
+
+// Wake the reader only when this much is pending; below it, the reader
+// polls (sandboxd/events: pollInterval). A wakeup per event would cost the
+// reader a context switch per event, the main cost of tracing.
+#define WAKE_BYTES (256 << 10)
+
+static __always_inline void submit(struct event *e)
+{
+	long avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, avail >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline struct event *reserve(void)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&lost, 1);
+		return 0;
+	}
+	e->ts = bpf_ktime_get_boot_ns();
+	e->start = 0;
+	e->ncomp = 0;
+	e->truncated = 0;
+	e->args_len = 0;
+	e->dirfd_rel = 0;
+	e->op = 0;
+	e->flags = 0;
+	e->ret = 0;
+	e->s1[0] = 0;
+	e->s2[0] = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->uid = (__u32)bpf_get_current_uid_gid();
+	return e;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	struct bpf_pidns_info ns;
+	if (!in_sandbox(&ns))
+		return 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	e->kind = K_EXEC;
+	e->pid = ns.tgid;
+	e->ppid = ns_tgid(BPF_CORE_READ(t, real_parent), cur_level(t));
+	bpf_probe_read_kernel_str(e->s1, sizeof(e->s1), BPF_CORE_READ(bprm, filename));
+	unsigned long as = BPF_CORE_READ(t, mm, arg_start);
+	unsigned long ae = BPF_CORE_READ(t, mm, arg_end);
+	unsigned long len = ae - as;
+	if (len > ARGS_LEN)
+		len = ARGS_LEN;
+	if (len > 0 && bpf_probe_read_user(e->args, len, (void *)as) == 0)
+		e->args_len = len;
+	struct fs_struct *fs = BPF_CORE_READ(t, fs);
+	walk(&fs->pwd, e);
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0; // a new thread, not a process
+	struct bpf_pidns_info ns;
+	if (!in_sandbox(&ns))
+		return 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	e->kind = K_FORK;
+	e->pid = ns.tgid;
+	e->ppid = ns_tgid(child, cur_level(t));
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p)
+{
+	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
+		return 0; // a thread other than the group leader
+	struct bpf_pidns_info ns;
+	if (!in_sandbox(&ns))
+		return 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	e->kind = K_EXIT;
+	e->pid = ns.tgid;
+	e->ppid = ns_tgid(BPF_CORE_READ(p, real_parent), cur_level(p));
+	e->ret = BPF_CORE_READ(p, exit_code);
+	e->start = BPF_CORE_READ(p, start_boottime);
+	submit(e);
+	return 0;
+}
+
+static __always_inline int watched(long id)
+{
+	return id == NR_openat || id == NR_open || id == NR_creat || id == NR_openat2 ||
+	       id == NR_unlink || id == NR_unlinkat || id == NR_rename || id == NR_renameat ||
+	       id == NR_renameat2 || id == NR_mkdir || id == NR_mkdirat || id == NR_rmdir ||
+	       id == NR_chmod || id == NR_fchmodat || id == NR_fchmodat2;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
+{
+	if (!files_on || id < 0 || !watched(id))
+		return 0;
+	struct bpf_pidns_info ns;
+	if (!in_sandbox(&ns))
+		return 0;
+	struct pending pe = {};
+	pe.id = id;
+	pe.a0 = ARG0(regs);
+	pe.a1 = ARG1(regs);
+	pe.a2 = ARG2(regs);
+	pe.a3 = ARG3(regs);
+	__u64 key = bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&inflight, &key, &pe, BPF_ANY);
+	return 0;
+}
+
+// dir_of walks the directory a relative path is resolved against: the
+// working directory for AT_FDCWD, else the directory descriptor's path.
+static __always_inline void dir_of(long dfd, struct event *e)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	struct path *pp;
+	if ((int)dfd == AT_FDCWD) {
+		struct fs_struct *fs = BPF_CORE_READ(t, fs);
+		pp = &fs->pwd;
+	} else {
+		struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+		unsigned int max = BPF_CORE_READ(fdt, max_fds);
+		if (dfd < 0 || (unsigned long)dfd >= max)
+			return;
+		struct file **fds = BPF_CORE_READ(fdt, fd);
+		struct file *f = 0;
+		bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd]);
+		if (!f)
+			return;
+		pp = &f->f_path;
+	}
+	walk(pp, e);
+	e->dirfd_rel = 1;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	struct pending *pp = bpf_map_lookup_elem(&inflight, &key);
+	if (!pp)
+		return 0;
+	struct pending pe = *pp;
+	bpf_map_delete_elem(&inflight, &key);
+	struct bpf_pidns_info ns;
+	if (!in_sandbox(&ns))
+		return 0;
+	struct event *e = reserve();
+	if (!e)
+		return 0;
+	e->kind = K_FILE;
+	e->pid = ns.tgid;
+	e->ret = (__s32)ret;
+	long dfd = AT_FDCWD;
+	const char *p1 = 0, *p2 = 0;
+	long id = pe.id;
+	if (id == NR_openat || id == NR_openat2) {
+		e->op = OP_OPEN;
+		dfd = pe.a0;
+		p1 = (const char *)pe.a1;
+		if (id == NR_openat)
+			e->flags = pe.a2;
+		else {
+			__u64 fl = 0; // struct open_how starts with flags
+			bpf_probe_read_user(&fl, sizeof(fl), (void *)pe.a2);
+			e->flags = fl;
+		}
+	} else if (id == NR_open) {
+		e->op = OP_OPEN;
+		p1 = (const char *)pe.a0;
+		e->flags = pe.a1;
+	} else if (id == NR_creat) {
+		e->op = OP_OPEN;
+		p1 = (const char *)pe.a0;
+		e->flags = 01 | 0100 | 01000; // O_WRONLY|O_CREAT|O_TRUNC
+	} else if (id == NR_unlink) {
+		e->op = OP_UNLINK;
+		p1 = (const char *)pe.a0;
+	} else if (id == NR_unlinkat) {
+		dfd = pe.a0;
+		p1 = (const char *)pe.a1;
+		e->flags = pe.a2;
+		e->op = (pe.a2 & AT_REMOVEDIR) ? OP_RMDIR : OP_UNLINK;
+	} else if (id == NR_rmdir) {
+		e->op = OP_RMDIR;
+		p1 = (const char *)pe.a0;
+	} else if (id == NR_rename) {
+		e->op = OP_RENAME;
+		p1 = (const char *)pe.a0;
+		p2 = (const char *)pe.a1;
+	} else if (id == NR_renameat || id == NR_renameat2) {
+		e->op = OP_RENAME;
+		dfd = pe.a0;
+		p1 = (const char *)pe.a1;
+		p2 = (const char *)pe.a3; // newdirfd (a2) is assumed equal to olddirfd
+	} else if (id == NR_mkdir) {
+		e->op = OP_MKDIR;
+		p1 = (const char *)pe.a0;
+		e->flags = pe.a1;
+	} else if (id == NR_mkdirat) {
+		e->op = OP_MKDIR;
+		dfd = pe.a0;
+		p1 = (const char *)pe.a1;
+		e->flags = pe.a2;
+	} else if (id == NR_chmod) {
+		e->op = OP_CHMOD;
+		p1 = (const char *)pe.a0;
+		e->flags = pe.a1;
+	} else {
+		e->op = OP_CHMOD; // fchmodat, fchmodat2
+		dfd = pe.a0;
+		p1 = (const char *)pe.a1;
+		e->flags = pe.a2;
+	}
+	if (p1)
+		bpf_probe_read_user_str(e->s1, sizeof(e->s1), p1);
+	if (p2)
+		bpf_probe_read_user_str(e->s2, sizeof(e->s2), p2);
+	if (e->s1[0] != '/')
+		dir_of(dfd, e);
+	submit(e);
+	return 0;
+}

@@ -1,0 +1,117 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// skipIfNotSupported skips on ErrNotSupported, unless DARKSHELL_REQUIRE_ALL
+// is set: then a missing feature is a failure.
+func skipIfNotSupported(t testing.TB, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, ErrNotSupported) && os.Getenv("DARKSHELL_REQUIRE_ALL") == "" {
+		t.Skipf("SKIP (eBPF unavailable): %v", err)
+	}
+	t.Fatal(err)
+}
+
+// TestEBPFPidNamespace loads the probes, scopes them to a child's new pid
+// namespace and checks that child's exec, file events and exit, with
+// in-namespace pids, and that nothing of the host shows up.
+func TestEBPFPidNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("DARKSHELL_REQUIRE_ALL") != "" {
+			t.Fatal("needs root to load eBPF")
+		}
+		t.Skip("SKIP: needs root to load eBPF")
+	}
+	e, err := LoadEBPF(nil)
+	skipIfNotSupported(t, err)
+	defer e.Close()
+	hub := NewHub(1<<16, e.Hello())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx, hub) }()
+
+	dir := t.TempDir()
+	script := "cd " + dir + " && echo hi > a && mv a b && rm b && mkdir d && exit 3"
+	cmd := exec.Command("/bin/sh", "-c", `read go; exec /bin/sh -c "$0"`, script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	in, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ScopeToPID(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	in.Write([]byte("go\n"))
+	in.Close()
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("script: %v", err)
+	}
+	// Host noise while scoped: must not show up.
+	exec.Command("/bin/sh", "-c", "true hostnoise").Run()
+
+	want := []struct{ kind, path string }{
+		{protocol.KindFileWrite, filepath.Join(dir, "a")},
+		{protocol.KindFileRename, filepath.Join(dir, "a")},
+		{protocol.KindFileUnlink, filepath.Join(dir, "b")},
+		{protocol.KindFileMkdir, filepath.Join(dir, "d")},
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		evs := hub.History(&protocol.EventsRequest{History: true, Files: true})
+		var execSeen, exitSeen bool
+		got := 0
+		for _, ev := range evs {
+			if ev.PID != 1 && ev.PID != 2 && ev.PID != 3 && ev.PID != 4 {
+				t.Fatalf("event from outside the namespace: %+v", ev)
+			}
+			for _, a := range ev.Argv {
+				if a == "hostnoise" {
+					t.Fatalf("host activity traced: %+v", ev)
+				}
+			}
+			if ev.Kind == protocol.KindExec && ev.PID == 1 && len(ev.Argv) == 3 && ev.Argv[2] == script {
+				execSeen = ev.Binary == "/bin/sh"
+			}
+			if ev.Kind == protocol.KindExit && ev.PID == 1 {
+				exitSeen = ev.ExitCode != nil && *ev.ExitCode == 3 && ev.DurationNs > 0
+			}
+			if got < len(want) && ev.Kind == want[got].kind && ev.Path == want[got].path && ev.Result == protocol.ResultOK {
+				got++
+			}
+		}
+		if execSeen && exitSeen && got == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, ev := range evs {
+				t.Logf("%+v", ev)
+			}
+			t.Fatalf("exec=%v exit=%v file events in order=%d/%d", execSeen, exitSeen, got, len(want))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l := e.Lost(); l != 0 {
+		t.Errorf("lost %d events", l)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,280 @@
+package events
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bohica-labs/darkshell/probes"
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// Raw record kinds and file operations (enum kind, enum fop in probes/trace.c).
+const (
+	rawExec = 1
+	rawFork = 2
+	rawExit = 3
+	rawFile = 4
+
+	opOpen   = 1
+	opUnlink = 2
+	opRename = 3
+	opMkdir  = 4
+	opRmdir  = 5
+	opChmod  = 6
+)
+
+// proc is what the tracker knows of one live process.
+type proc struct {
+	execID       string
+	parentExecID string
+	binary       string
+	since        uint64 // boot ns of its exec (or fork)
+}
+
+// tracker turns the probe's raw records into events: it assigns exec ids,
+// remembers parentage and start times, resolves paths and decodes exit
+// statuses. It is used by one goroutine.
+type tracker struct {
+	procs    map[uint32]*proc
+	execs    uint64
+	comms    map[[16]int8]string // interned command names
+	bootWall time.Time           // wall-clock time of boot-ns 0
+	uidMap   func(uint32) int
+}
+
+func newTracker(bootWall time.Time, uidMap func(uint32) int) *tracker {
+	if uidMap == nil {
+		uidMap = func(u uint32) int { return int(u) }
+	}
+	t := &tracker{procs: map[uint32]*proc{}, comms: map[[16]int8]string{}, bootWall: bootWall, uidMap: uidMap}
+	// PID 1 is sandboxd itself; it was exec'd before the probes existed.
+	t.procs[1] = &proc{execID: "1-0", binary: "sandboxd"}
+	return t
+}
+
+// limit bounds the tracked processes; beyond it the oldest knowledge is
+// dropped (events then lack exec ids, never block).
+const maxTracked = 65536
+
+func (t *tracker) event(r *probes.TraceEvent) (protocol.Event, bool) {
+	e := protocol.Event{
+		Time:     t.bootWall.Add(time.Duration(r.Ts)),
+		PID:      int(r.Pid),
+		UID:      ptr(t.uidMap(r.Uid)),
+		Comm:     t.comm(r.Comm),
+		Source:   protocol.SourceEBPF,
+		Fidelity: protocol.FidelityComplete,
+	}
+	p := t.procs[r.Pid]
+	switch r.Kind {
+	case rawFork:
+		e.Kind = protocol.KindFork
+		child := r.Ppid // the probe puts the child's pid here
+		e.PPID = int(r.Pid)
+		e.PID = int(child)
+		np := &proc{since: r.Ts}
+		if p != nil {
+			np.execID = p.execID
+			np.parentExecID = p.parentExecID
+			np.binary = p.binary
+			e.ParentExecID = p.execID
+		}
+		if len(t.procs) < maxTracked {
+			t.procs[child] = np
+		}
+		e.ExecID = np.execID
+		e.Binary = np.binary
+	case rawExec:
+		e.Kind = protocol.KindExec
+		e.PPID = int(r.Ppid)
+		t.execs++
+		np := &proc{execID: fmt.Sprintf("%d-%d", r.Pid, t.execs), since: r.Ts, binary: cstr(r.S1[:])}
+		if p != nil {
+			np.parentExecID = p.execID
+		} else if pp := t.procs[r.Ppid]; pp != nil {
+			np.parentExecID = pp.execID
+		}
+		if p != nil || len(t.procs) < maxTracked {
+			t.procs[r.Pid] = np
+		}
+		e.ExecID, e.ParentExecID, e.Binary = np.execID, np.parentExecID, np.binary
+		e.Argv = argv(r.Args[:min(int(r.ArgsLen), len(r.Args))])
+		e.Cwd = dirPath(r)
+	case rawExit:
+		e.Kind = protocol.KindExit
+		e.PPID = int(r.Ppid)
+		raw := int(r.Ret)
+		if sig := raw & 0x7f; sig != 0 {
+			e.Signal = sig
+		} else {
+			code := (raw >> 8) & 0xff
+			e.ExitCode = &code
+		}
+		since := r.Start
+		if p != nil {
+			e.ExecID, e.ParentExecID, e.Binary = p.execID, p.parentExecID, p.binary
+			if p.since != 0 {
+				since = p.since
+			}
+			delete(t.procs, r.Pid)
+		}
+		if since != 0 && r.Ts > since {
+			e.DurationNs = int64(r.Ts - since)
+		}
+	case rawFile:
+		if p != nil {
+			e.ExecID, e.ParentExecID, e.Binary = p.execID, p.parentExecID, p.binary
+		}
+		t.file(r, &e)
+	default:
+		return e, false
+	}
+	return e, true
+}
+
+// comm returns the command name, interned: there are few distinct ones.
+func (t *tracker) comm(c [16]int8) string {
+	if s, ok := t.comms[c]; ok {
+		return s
+	}
+	s := cstr(c[:])
+	if len(t.comms) < 4096 {
+		t.comms[c] = s
+	}
+	return s
+}
+
+func (t *tracker) file(r *probes.TraceEvent, e *protocol.Event) {
+	p1 := cstr(r.S1[:])
+	dir := ""
+	if r.DirfdRel != 0 {
+		dir = dirPath(r)
+	}
+	e.Path = resolve(dir, p1)
+	switch r.Op {
+	case opOpen:
+		e.Intent = intent(r.Flags)
+		e.Kind = protocol.KindFileOpen
+		if e.Intent != "read" {
+			e.Kind = protocol.KindFileWrite
+		}
+	case opUnlink:
+		e.Kind = protocol.KindFileUnlink
+	case opRename:
+		e.Kind = protocol.KindFileRename
+		e.NewPath = resolve(dir, cstr(r.S2[:]))
+	case opMkdir:
+		e.Kind = protocol.KindFileMkdir
+	case opRmdir:
+		e.Kind = protocol.KindFileRmdir
+	default:
+		e.Kind = protocol.KindFileChmod
+	}
+	e.Result = protocol.ResultOK
+	if r.Ret < 0 {
+		errno := unix.Errno(-r.Ret)
+		e.Errno = unix.ErrnoName(errno)
+		e.Result = protocol.ResultError
+		if errno == unix.EACCES || errno == unix.EPERM {
+			e.Result = protocol.ResultDenied
+		}
+	}
+}
+
+// intent names what an open asked for.
+func intent(flags uint32) string {
+	var parts []string
+	switch flags & unix.O_ACCMODE {
+	case unix.O_RDONLY:
+		parts = append(parts, "read")
+	case unix.O_WRONLY:
+		parts = append(parts, "write")
+	default:
+		parts = append(parts, "read", "write")
+	}
+	if flags&unix.O_CREAT != 0 {
+		parts = append(parts, "create")
+	}
+	if flags&unix.O_TRUNC != 0 {
+		parts = append(parts, "truncate")
+	}
+	if flags&unix.O_APPEND != 0 {
+		parts = append(parts, "append")
+	}
+	return strings.Join(parts, ",")
+}
+
+// dirPath joins the walked directory components (innermost first).
+func dirPath(r *probes.TraceEvent) string {
+	n := min(int(r.Ncomp), len(r.Comps))
+	var b strings.Builder
+	if r.Truncated != 0 {
+		b.WriteString("...")
+	}
+	for i := n - 1; i >= 0; i-- {
+		b.WriteByte('/')
+		b.WriteString(cstr(r.Comps[i][:]))
+	}
+	if b.Len() == 0 {
+		return "/"
+	}
+	return b.String()
+}
+
+func resolve(dir, p string) string {
+	if p == "" || strings.HasPrefix(p, "/") || dir == "" {
+		if strings.HasPrefix(p, "/") {
+			return path.Clean(p)
+		}
+		return p
+	}
+	return path.Join(dir, p)
+}
+
+// bytesOf views a C char array as bytes, without copying.
+func bytesOf(b []int8) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), len(b))
+}
+
+// cstr converts a NUL-terminated C char array to a valid UTF-8 string.
+func cstr(b []int8) string {
+	bs := bytesOf(b)
+	if i := bytes.IndexByte(bs, 0); i >= 0 {
+		bs = bs[:i]
+	}
+	if utf8.Valid(bs) {
+		return string(bs)
+	}
+	return strings.ToValidUTF8(string(bs), "\uFFFD")
+}
+
+// argv splits the NUL-separated argument area read from the process.
+func argv(b []int8) []string {
+	bs := bytes.TrimRight(bytesOf(b), "\x00")
+	if len(bs) == 0 {
+		return nil
+	}
+	var out []string
+	for len(bs) > 0 {
+		a := bs
+		if i := bytes.IndexByte(bs, 0); i >= 0 {
+			a, bs = bs[:i], bs[i+1:]
+		} else {
+			bs = nil
+		}
+		out = append(out, string(a))
+	}
+	return protocol.ClampArgv(out)
+}
+
+func ptr[T any](v T) *T { return &v }
