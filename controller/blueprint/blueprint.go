@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/bohica-labs/darkshell/controller/forward"
 	"github.com/bohica-labs/darkshell/controller/policy"
@@ -129,25 +130,29 @@ func (bp *Blueprint) Path(p string) string {
 }
 
 // secretLooking matches values that look like credentials.
-var secretLooking = []*regexp.Regexp{
-	regexp.MustCompile(`^(ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{20,}$`),
-	regexp.MustCompile(`^sk-[A-Za-z0-9_-]{20,}$`),
-	regexp.MustCompile(`^(AKIA|ASIA)[A-Z0-9]{16}$`),
-	regexp.MustCompile(`^xox[abprs]-[A-Za-z0-9-]{10,}$`),
-	regexp.MustCompile(`^-----BEGIN [A-Z ]*PRIVATE KEY-----`),
-	regexp.MustCompile(`^eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.`), // a JWT
-}
+var secretLooking = sync.OnceValue(func() []*regexp.Regexp {
+	return []*regexp.Regexp{
+		regexp.MustCompile(`^(ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{20,}$`),
+		regexp.MustCompile(`^sk-[A-Za-z0-9_-]{20,}$`),
+		regexp.MustCompile(`^(AKIA|ASIA)[A-Z0-9]{16}$`),
+		regexp.MustCompile(`^xox[abprs]-[A-Za-z0-9-]{10,}$`),
+		regexp.MustCompile(`^-----BEGIN [A-Z ]*PRIVATE KEY-----`),
+		regexp.MustCompile(`^eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.`), // a JWT
+	}
+})
 
-var secretKey = regexp.MustCompile(`(?i)(secret|token|password|passwd|api_?key|private_?key|credential)`)
+var secretKey = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?i)(secret|token|password|passwd|api_?key|private_?key|credential)`)
+})
 
 // LooksSecret reports whether an env entry looks like a credential.
 func LooksSecret(key, value string) bool {
-	for _, re := range secretLooking {
+	for _, re := range secretLooking() {
 		if re.MatchString(value) {
 			return true
 		}
 	}
-	return secretKey.MatchString(key) && len(value) >= 12 && !strings.ContainsAny(value, " /")
+	return secretKey().MatchString(key) && len(value) >= 12 && !strings.ContainsAny(value, " /")
 }
 
 var drivers = []string{"local", "ssh", "podman", "docker"}

@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bohica-labs/darkshell/controller/state"
@@ -65,7 +66,8 @@ func (p *Provider) Values() []string {
 	return out
 }
 
-var keyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+// keyRE is compiled on first use: CLI start-up pays for no regexp it does not run.
+var keyRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`) })
 
 // Validate checks a provider record.
 func (p *Provider) Validate() error {
@@ -83,7 +85,7 @@ func (p *Provider) Validate() error {
 		return errors.New("a provider needs at least one credential (--credential KEY=VALUE or --from-env KEY)")
 	}
 	for k, v := range p.Credentials {
-		if !keyRE.MatchString(k) {
+		if !keyRE().MatchString(k) {
 			return fmt.Errorf("credential key %q: must be an environment variable name", k)
 		}
 		if v == "" || strings.IndexByte(v, 0) >= 0 {

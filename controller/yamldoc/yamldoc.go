@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -101,13 +102,13 @@ func (d *Doc) Problem(p string, format string, args ...any) Problem {
 // Key returns a path element for a map key, quoted when it is not a plain
 // identifier.
 func Key(k string) string {
-	if plainKey.MatchString(k) {
+	if plainKey().MatchString(k) {
 		return "." + k
 	}
 	return ".'" + strings.ReplaceAll(k, "'", "\\'") + "'"
 }
 
-var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+var plainKey = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_-]+$`) })
 
 func fromYAMLError(file string, err error) Problem {
 	p := Problem{File: file, Msg: err.Error()}
