@@ -287,6 +287,17 @@ func TestEgressProxy(t *testing.T) {
 	if !strings.Contains(string(b), `"kind":"policy_decision"`) || !strings.Contains(string(b), "other.test") {
 		t.Errorf("egress log: %s", b)
 	}
+	// ... and are events on the sandbox's one stream (watch, trace, export).
+	waitFor(t, 5*time.Second, "policy decisions in the event log", func() bool {
+		b, _ := os.ReadFile(filepath.Join(e.home, "logs", "eg", "events.jsonl"))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, `"kind":"policy_decision"`) && strings.Contains(l, `"host":"other.test"`) &&
+				strings.Contains(l, `"result":"deny"`) && strings.Contains(l, `"source":"daemon"`) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func TestEgressPolicyReload(t *testing.T) {

@@ -246,6 +246,12 @@ func TestMCPBridge(t *testing.T) {
 	if !strings.Contains(logs, `"decision":"deny"`) || !strings.Contains(logs, `"tool":"echo"`) || !strings.Contains(logs, `"kind":"policy_decision"`) {
 		t.Fatalf("mcp logs lack the calls or the denial:\n%s", logs)
 	}
+	// The calls are events on the sandbox's one stream too (watch, trace, export).
+	waitFor(t, 5*time.Second, "MCP calls in the event log", func() bool {
+		b, _ := os.ReadFile(filepath.Join(e.home, "logs", "mb", "events.jsonl"))
+		return strings.Contains(string(b), `"kind":"mcp_call"`) && strings.Contains(string(b), `"tool":"echo"`) &&
+			strings.Contains(string(b), `"server":"every"`) && strings.Contains(string(b), `"source":"bridge"`)
+	})
 
 	// Crash mid-call: the call fails clearly, the server restarts, the next call works.
 	done := make(chan map[string]any, 1)

@@ -243,7 +243,16 @@ type Event struct {
 	State   string `json:"state,omitempty"`
 	Message string `json:"message,omitempty"`
 	// Lost: alert events about lost events, the loss counter's total.
-	Lost     uint64 `json:"lost,omitempty"`
+	Lost uint64 `json:"lost,omitempty"`
+	// Policy decisions (egress proxy, MCP tool policy) and net_connect:
+	// the destination, the matched policy and rule (Result: allow/deny).
+	Host   string `json:"host,omitempty"`
+	Port   int    `json:"port,omitempty"`
+	Policy string `json:"policy,omitempty"`
+	Rule   string `json:"rule,omitempty"`
+	// MCP calls: server, tool, and the call's duration in DurationNs.
+	Server   string `json:"server,omitempty"`
+	Tool     string `json:"tool,omitempty"`
 	Source   string `json:"source"`
 	Fidelity string `json:"fidelity"`
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/provider"
 	"github.com/bohica-labs/darkshell/controller/session"
 	"github.com/bohica-labs/darkshell/controller/state"
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // egressRun is one sandbox's egress proxy while the daemon runs.
@@ -124,9 +125,12 @@ func (d *Daemon) startEgress(sb *state.Sandbox) {
 	logf, _ := os.OpenFile(filepath.Join(d.opts.Home.SandboxDir(name), "egress.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	run := &egressRun{log: logf}
 	run.proxy = &egress.Proxy{
-		Resolver:      resolver(),
-		Logger:        d.log.With("sandbox", name),
-		OnDecision:    func(o egress.Outcome) { run.record(o) },
+		Resolver: resolver(),
+		Logger:   d.log.With("sandbox", name),
+		OnDecision: func(o egress.Outcome) {
+			run.record(o)
+			d.bus.Publish(decisionEvent(name, o))
+		},
 		UpstreamRoots: upstreamRoots(d.log),
 		Secrets:       d.secrets(sb),
 	}
@@ -413,4 +417,23 @@ func upstreamRoots(log *slog.Logger) *x509.CertPool {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(b)
 	return pool
+}
+
+// decisionEvent is an egress decision on the sandbox's event stream.
+func decisionEvent(sandbox string, o egress.Outcome) protocol.Event {
+	result := "allow"
+	if !o.Decision.Allow {
+		result = "deny"
+	}
+	msg := o.Decision.Reason
+	if o.Err != "" {
+		result, msg = "error", o.Err
+	}
+	path := o.Request.Path
+	if o.Request.Method != "" {
+		path = o.Request.Method + " " + path
+	}
+	return protocol.Event{Time: time.Now().UTC(), Sandbox: sandbox, Kind: protocol.KindPolicy, Binary: o.Request.Binary,
+		Host: o.Request.Host, Port: o.Request.Port, Path: path, Policy: o.Decision.Policy, Rule: o.Decision.Rule,
+		Result: result, Message: msg, Source: protocol.SourceDaemon, Fidelity: protocol.FidelityComplete}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/bohica-labs/darkshell/controller/mcp"
 	"github.com/bohica-labs/darkshell/controller/provider"
 	"github.com/bohica-labs/darkshell/controller/session"
+	"github.com/bohica-labs/darkshell/mcpproxy"
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // tools holds the daemon's MCP servers, providers and forwards. The daemon
@@ -43,6 +45,7 @@ func (d *Daemon) tools() *tools {
 	t := &tools{providers: provider.Open(d.opts.Home)}
 	t.mcp = mcp.NewManager(mcp.Options{Home: d.opts.Home, Providers: t.providers, Session: sf, Logger: d.log, Hold: d.track})
 	t.fwd = forward.NewManager(d.opts.Home, sf, d.track, d.log)
+	t.mcp.SetEventSink(func(sandbox string, ev mcpproxy.Event) { d.bus.Publish(mcpEvent(sandbox, ev)) })
 	toolsOf[d] = t
 	go func() {
 		t.mcp.Restore()
@@ -210,4 +213,18 @@ func (d *Daemon) providerDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// mcpEvent is an MCP call or tool-policy decision on the event stream.
+func mcpEvent(sandbox string, ev mcpproxy.Event) protocol.Event {
+	e := protocol.Event{Time: ev.Time.UTC(), Sandbox: sandbox, Kind: ev.Kind, Server: ev.Server, Tool: ev.Tool,
+		Rule: ev.Rule, DurationNs: int64(ev.DurationMs * 1e6), Message: ev.Error,
+		Source: protocol.SourceBridge, Fidelity: protocol.FidelityComplete, Result: ev.Decision}
+	if ev.Kind == mcpproxy.KindCall && ev.Decision == "allow" {
+		e.Result = protocol.ResultOK
+		if ev.IsError || ev.Error != "" {
+			e.Result = protocol.ResultError
+		}
+	}
+	return e
 }
