@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -117,7 +118,9 @@ func newEgressNet(t testing.TB) *egressNet {
 		"--listen-address="+egressDNSAddr, "--bind-interfaces", "--port=53", "--log-queries", "--log-facility="+n.dnsLog,
 		"--address=/allowed.test/"+egressPublicAddr, "--address=/other.test/"+egressPublicAddr,
 		"--address=/loop.test/127.0.0.1", "--address=/private.test/"+egressPrivAddr, "--address=/corp.test/"+egressPrivAddr,
-		"--address=/meta.test/169.254.169.254", "--address=/self.test/"+egressHostAddr)
+		"--address=/meta.test/169.254.169.254", "--address=/self.test/"+egressHostAddr,
+		// A rebinding-style name: a loopback answer next to a public one.
+		"--address=/rebind.test/127.0.0.1", "--address=/rebind.test/"+egressPublicAddr)
 	if err := dns.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +137,12 @@ func newEgressNet(t testing.TB) *egressNet {
 			return d.DialContext(ctx, network, egressDNSAddr+":53")
 		}}
 		a, err := r.LookupHost(context.Background(), "allowed.test")
-		return err == nil && len(a) > 0
+		if err != nil || len(a) == 0 {
+			return false
+		}
+		// The rebinding-style name must really answer loopback too.
+		rb, err := r.LookupHost(context.Background(), "rebind.test")
+		return err == nil && slices.Contains(rb, "127.0.0.1") && slices.Contains(rb, egressPublicAddr)
 	})
 	t.Setenv("DARKSHELL_EGRESS_DNS", egressDNSAddr+":53")
 	t.Setenv("DARKSHELL_EGRESS_UPSTREAM_CA", n.caFile)
@@ -162,6 +170,7 @@ network_policies:
       - { host: private.test, port: 8080 }
       - { host: meta.test, port: 8080 }
       - { host: self.test, port: 8080 }
+      - { host: rebind.test, port: 8080 }
       - { host: corp.test, port: 8080, allowed_ips: [10.77.0.0/16] }
     binaries:
       - { path: /usr/bin/curl }
@@ -204,6 +213,13 @@ func TestEgressProxy(t *testing.T) {
 	denied("name resolving to a private address", "http://private.test:8080/", egressPrivAddr+" (private)")
 	denied("name resolving to link-local (metadata)", "http://meta.test:8080/", "169.254.169.254 (link-local)")
 	denied("IP literal private", "http://"+egressPrivAddr+":8080/", "no network policy allows "+egressPrivAddr)
+	// A name that also resolves to loopback: only the checked public
+	// address is ever connected to.
+	for range 3 {
+		if out, errOut, code := curl("http://rebind.test:8080/r"); code != 0 || !strings.Contains(out, "upstream "+egressPublicAddr+":8080 saw GET /r") {
+			t.Fatalf("rebind.test: %d %q %q", code, out, errOut)
+		}
+	}
 	if out, errOut, code := curl("http://corp.test:8080/x"); code != 0 || !strings.Contains(out, egressPrivAddr+":8080 saw GET /x") {
 		t.Errorf("allowed_ips permits the private address: %d %q %q", code, out, errOut)
 	}
