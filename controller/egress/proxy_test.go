@@ -64,7 +64,39 @@ network_policies:
       - { path: /usr/bin/curl }
 `
 
-func newTestProxy(t *testing.T) (*Proxy, *fakeNet, *[]Outcome) {
+// outcomes is the decisions a test proxy reported, safe to read while it runs.
+type outcomes struct {
+	mu   sync.Mutex
+	list []Outcome
+}
+
+func (o *outcomes) add(x Outcome) { o.mu.Lock(); o.list = append(o.list, x); o.mu.Unlock() }
+
+// wait returns the decisions once there are at least n (or after 5 s).
+func (o *outcomes) wait(n int) []Outcome {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		o.mu.Lock()
+		l := append([]Outcome(nil), o.list...)
+		o.mu.Unlock()
+		if len(l) >= n || time.Now().After(deadline) {
+			return l
+		}
+	}
+}
+
+func (f *fakeNet) dials() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.dialed...)
+}
+
+func (f *fakeNet) lookedUp() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.lookups...)
+}
+
+func newTestProxy(t *testing.T) (*Proxy, *fakeNet, *outcomes) {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/ok/host" {
@@ -88,11 +120,10 @@ func newTestProxy(t *testing.T) (*Proxy, *fakeNet, *[]Outcome) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var outs []Outcome
-	p := &Proxy{Resolver: fn, Dial: fn.Dial, OnDecision: func(o Outcome) { mu.Lock(); outs = append(outs, o); mu.Unlock() }}
+	outs := &outcomes{}
+	p := &Proxy{Resolver: fn, Dial: fn.Dial, OnDecision: outs.add}
 	p.SetEngine(eng)
-	return p, fn, &outs
+	return p, fn, outs
 }
 
 // client returns a connection served by p as if from caller.
@@ -157,8 +188,8 @@ func TestProxyHTTP(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, "/ok/again") {
 		t.Fatalf("keep-alive after a deny: %d %q", resp.StatusCode, body)
 	}
-	if len(fn.dialed) != 1 || fn.dialed[0] != "198.51.100.7:80" {
-		t.Fatalf("dials: %v (want one, to the checked address)", fn.dialed)
+	if d := fn.dials(); len(d) != 1 || d[0] != "198.51.100.7:80" {
+		t.Fatalf("dials: %v (want one, to the checked address)", d)
 	}
 }
 
@@ -175,8 +206,8 @@ func TestProxyConnect(t *testing.T) {
 	if resp.StatusCode != 200 || body != "upstream saw GET /through" {
 		t.Fatalf("through the tunnel: %d %q", resp.StatusCode, body)
 	}
-	if len(*outs) != 1 || !(*outs)[0].Decision.Allow || (*outs)[0].Addr != "198.51.100.7:443" {
-		t.Fatalf("outcomes: %+v", *outs)
+	if l := outs.wait(1); len(l) != 1 || !l[0].Decision.Allow || l[0].Addr != "198.51.100.7:443" {
+		t.Fatalf("outcomes: %+v", l)
 	}
 }
 
@@ -203,11 +234,11 @@ func TestProxyRefusals(t *testing.T) {
 			if resp.StatusCode != tc.status || !strings.Contains(body, tc.reason) {
 				t.Fatalf("%d %q", resp.StatusCode, body)
 			}
-			if !tc.lookup && len(fn.lookups) > 0 {
-				t.Fatalf("resolved %v before an allow", fn.lookups)
+			if l := fn.lookedUp(); !tc.lookup && len(l) > 0 {
+				t.Fatalf("resolved %v before an allow", l)
 			}
-			if len(fn.dialed) > 0 {
-				t.Fatalf("dialed %v", fn.dialed)
+			if d := fn.dials(); len(d) > 0 {
+				t.Fatalf("dialed %v", d)
 			}
 		})
 	}
@@ -215,8 +246,8 @@ func TestProxyRefusals(t *testing.T) {
 		p, fn, _ := newTestProxy(t)
 		c := client(t, p, curl)
 		resp, _ := roundTrip(t, c, bufio.NewReader(c), "GET http://corp.test/x HTTP/1.1\r\n\r\n")
-		if resp.StatusCode != 200 || len(fn.dialed) != 1 || fn.dialed[0] != "10.9.1.2:80" {
-			t.Fatalf("%d %v", resp.StatusCode, fn.dialed)
+		if d := fn.dials(); resp.StatusCode != 200 || len(d) != 1 || d[0] != "10.9.1.2:80" {
+			t.Fatalf("%d %v", resp.StatusCode, d)
 		}
 	})
 }
@@ -253,12 +284,13 @@ func TestProxyDomainFronting(t *testing.T) {
 	if err := tc.Handshake(); err == nil {
 		t.Fatal("a fronted TLS handshake went through")
 	}
-	last := (*outs)[len(*outs)-1]
+	l := outs.wait(2)
+	last := l[len(l)-1]
 	if last.Decision.Allow || !strings.Contains(last.Decision.Reason, `TLS server name "evil.test" does not match`) {
 		t.Fatalf("decision: %+v", last.Decision)
 	}
-	if n := len(fn.dialed); n != 2 { // the plain request, then the tunnel
-		t.Fatalf("dials: %v", fn.dialed)
+	if d := fn.dials(); len(d) != 2 { // the plain request, then the tunnel
+		t.Fatalf("dials: %v", d)
 	}
 	// The matching name passes the check (the test upstream then fails
 	// the handshake, being plain HTTP, which is fine here).
@@ -268,7 +300,7 @@ func TestProxyDomainFronting(t *testing.T) {
 	tc = tls.Client(c, &tls.Config{ServerName: "public.test", InsecureSkipVerify: true})
 	tc.SetDeadline(time.Now().Add(5 * time.Second))
 	tc.Handshake()
-	for _, o := range *outs {
+	for _, o := range outs.wait(3) {
 		if strings.Contains(o.Decision.Reason, `"public.test" does not match`) {
 			t.Fatalf("the matching name was refused: %+v", o)
 		}
