@@ -34,6 +34,23 @@ step "inside: who, where, what is visible"
 step "inside: what is refused (each line should fail)"
 "$DS" exec box --sh -- 'touch /etc/x 2>&1; ls /root 2>&1; unshare -r true 2>&1; cat /proc/net/route | wc -l' || true
 
+step "darkshell sync: a small tree into the sandbox, then one file changed (block-level delta)"
+mkdir -p "$work/src/pkg"
+for i in $(seq 1 50); do printf 'package pkg\n// file %d\n' "$i" > "$work/src/pkg/f$i.go"; done
+"$DS" sync box "$work/src:/sandbox/src"
+echo "// changed" >> "$work/src/pkg/f7.go"
+"$DS" sync box "$work/src:/sandbox/src"
+"$DS" exec box -- sh -c 'ls /sandbox/src/pkg | wc -l; tail -1 /sandbox/src/pkg/f7.go'
+
+step "darkshell trace box --files: what ran in the sandbox (eBPF process tree and file audit)"
+"$DS" exec box --sh -- 'cd /sandbox && (echo a | tr a b > out.txt; sh -c "exit 3"); mv out.txt moved.txt; rm moved.txt' || true
+"$DS" trace box --follow=false | tail -12
+"$DS" trace box --files --path /sandbox --follow=false | grep -E '/sandbox/(out|moved)' | tail -6
+
+step "egress: deny by default; policy test says why"
+"$DS" exec box -- sh -c 'curl -sS --max-time 5 http://example.invalid/ 2>&1 | head -1' || true
+"$DS" policy test box --host pypi.org --port 443 --binary /usr/bin/python3 || true
+
 step "darkshell sandbox delete box"
 "$DS" sandbox delete box
 
