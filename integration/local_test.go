@@ -246,6 +246,8 @@ func TestLocalConfinement(t *testing.T) {
 		if comm := strings.TrimSpace(e.mustBash(name, "cat /proc/1/comm")); !strings.HasPrefix(comm, "sandboxd") {
 			t.Fatalf("pid 1 in the sandbox is %q, not its own init", comm)
 		}
+		// Signals cannot reach the host: its pids do not exist here.
+		e.refused(name, fmt.Sprintf("kill -0 %d", os.Getpid()), "No such process")
 		if strings.Contains(e.mustBash(name, "cat /proc/*/cmdline 2>/dev/null | tr '\\0' ' '"), "go test") {
 			t.Fatal("the sandbox sees the test process")
 		}
@@ -662,6 +664,11 @@ func TestLocalSyscallEscapes(t *testing.T) {
 		{"kexec_load", unix.SYS_KEXEC_LOAD, `0, 0, 0, 0`, eperm, false},
 		{"reboot", unix.SYS_REBOOT, `0, 0, 0, 0`, eperm, false},
 		{"userfaultfd user mode", unix.SYS_USERFAULTFD, `1`, eperm, true},
+		{"open_tree", unix.SYS_OPEN_TREE, `-100, "/", 0`, eperm, true},
+		{"fsopen", unix.SYS_FSOPEN, `"tmpfs", 0`, eperm, false},
+		{"move_mount", unix.SYS_MOVE_MOUNT, `-100, "/tmp", -100, "/sandbox", 0`, eperm, false},
+		{"mount_setattr", unix.SYS_MOUNT_SETATTR, `-100, "/tmp", 0, 0, 0`, eperm, false},
+		{"process_vm_writev self", unix.SYS_PROCESS_VM_WRITEV, `$$, 0, 0, 0, 0, 0`, eperm, true},
 		{"TIOCSTI ioctl", unix.SYS_IOCTL, `0, 0x5412, 0`, eperm, true},
 		{"TIOCSTI ioctl, high bits", unix.SYS_IOCTL, `0, 0x100005412, 0`, eperm, true},
 		{"TIOCLINUX ioctl", unix.SYS_IOCTL, `0, 0x541C, 0`, eperm, true},
