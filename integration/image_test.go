@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,4 +52,54 @@ func TestImageBuild(t *testing.T) {
 			t.Fatalf("sandboxd in podman: %v %q", err, out)
 		}
 	})
+}
+
+// TestImageSave: a sandbox's image plus its workspace becomes a new image,
+// with credentials, histories, temp files and placeholders left out; a
+// sandbox made from it starts with the saved workspace.
+func TestImageSave(t *testing.T) {
+	e := newLocalEnv(t)
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.tar")
+	tag, _ := name.NewTag("darkshell.test/mini:1")
+	if err := tarball.WriteToFile(base, tag, imageOf(t, miniRoot(t))); err != nil {
+		t.Fatal(err)
+	}
+	const secret = "s3cret-save-0042"
+	if _, errOut, code := e.ds("provider", "create", "--name", "tok", "--type", "generic", "--credential", "TOKEN="+secret); code != 0 {
+		t.Fatal(errOut)
+	}
+	e.createLocal("orig", "--image", base, "--provider", "tok")
+	e.mustBash("orig", `mkdir -p /sandbox/app /sandbox/.ssh && echo 'package main' > /sandbox/app/main.go &&
+echo 'ls -la' > /sandbox/.bash_history && echo key > /sandbox/.ssh/id_rsa && echo "TOKEN=$TOKEN" > /sandbox/app/config.txt &&
+echo x > /sandbox/notes.tmp && echo A=1 > /sandbox/.env && ln -s app/main.go /sandbox/link`)
+	out := filepath.Join(dir, "saved.tar")
+	if _, errOut, code := e.ds("sandbox", "image", "save", "orig", "darkshell.test/saved:1", "--dest", out); code != 2 || !strings.Contains(errOut, "--confirm") {
+		t.Fatalf("without --confirm: %d %q", code, errOut)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatal("an image was written without --confirm")
+	}
+	res, errOut, code := e.ds("sandbox", "image", "save", "orig", "darkshell.test/saved:1", "--dest", out, "--confirm")
+	if code != 0 {
+		t.Fatalf("save: %d %s", code, errOut)
+	}
+	for _, want := range []string{"/sandbox/.bash_history", "/sandbox/.ssh", "/sandbox/app/config.txt", "/sandbox/notes.tmp", "/sandbox/.env", "placeholder"} {
+		if !strings.Contains(res, want) {
+			t.Errorf("the stripped list lacks %s:\n%s", want, res)
+		}
+	}
+	e.createLocal("copy", "--image", out)
+	got := e.mustBash("copy", "cat /sandbox/app/main.go /etc/os-release; readlink /sandbox/link; ls -A /sandbox /sandbox/app")
+	if !strings.Contains(got, "package main") || !strings.Contains(got, "ID=darkshell-mini") || !strings.Contains(got, "app/main.go") {
+		t.Fatalf("the saved workspace and root: %q", got)
+	}
+	for _, gone := range []string{".bash_history", ".ssh", "config.txt", "notes.tmp", ".env"} {
+		if strings.Contains(got, gone) {
+			t.Errorf("%s is in the saved image: %q", gone, got)
+		}
+	}
+	if strings.Contains(e.mustBash("copy", "cat /sandbox/app/* 2>/dev/null; env"), secret) {
+		t.Fatal("the secret reached the saved image")
+	}
 }

@@ -61,7 +61,7 @@ func miniRoot(t *testing.T) string {
 		}
 	}
 	libRe := regexp.MustCompile(`(/[^ ]+\.so[^ ]*)`)
-	for _, tool := range []string{"bash", "sh", "cat", "ls", "id", "touch", "mkdir", "rm"} {
+	for _, tool := range []string{"bash", "sh", "cat", "ls", "id", "touch", "mkdir", "rm", "ln", "readlink", "env"} {
 		bin, err := exec.LookPath(tool)
 		if err != nil {
 			t.Fatal(err)

@@ -137,7 +137,7 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	sandbox.AddCommand(a.createCmd(), a.listCmd(), a.getCmd(), a.deleteCmd(), a.execCmd(), a.connectCmd(), a.attachCmd(), a.psCmd())
 	sandbox.AddCommand(a.lifecycleCmds()...)
 	sandbox.AddCommand(a.uploadCmd(), a.downloadCmd())
-	sandbox.AddCommand(a.netTestCmd())
+	sandbox.AddCommand(a.netTestCmd(), a.imageSaveCmd())
 	root.AddCommand(sandbox, a.execCmd(), a.syncCmd(), a.versionCmd(), a.daemonCmd())
 	root.AddCommand(a.policyCmd(), a.blueprintCmd(), a.imageCmd(), a.traceCmd())
 	root.AddCommand(a.mcpCmd(), a.providerCmd(), a.forwardCmd()) // mcp.go, provider.go, forward.go

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/bohica-labs/darkshell/controller/blueprint"
 	"github.com/bohica-labs/darkshell/controller/image"
+	"github.com/bohica-labs/darkshell/controller/provider"
 )
 
 func (a *app) imageCmd() *cobra.Command {
@@ -72,5 +74,77 @@ create; the local driver runs them with --image.`,
 	build.Flags().StringVar(&o.Output, "output", image.OCIArchive, "oci-archive, oci-layout or docker-archive")
 	build.Flags().StringVar(&o.Dest, "dest", "", "where to write (default: from the tag, in the current directory)")
 	cmd.AddCommand(build)
+	return cmd
+}
+
+func (a *app) imageSaveCmd() *cobra.Command {
+	var (
+		o       image.SaveOptions
+		confirm bool
+	)
+	save := &cobra.Command{
+		Use:   "save NAME TAG --confirm [--output oci-archive|oci-layout|docker-archive] [--dest PATH]",
+		Short: "Make an image from a sandbox: its image or rootfs plus its workspace, sanitized",
+		Long: `Pack a local sandbox's root (the image or rootfs it was created from) and its
+workspace (/sandbox) into a new image. The workspace is sanitized: credential
+directories and files (.ssh, .aws, .kube, .docker, .gnupg, gh and gcloud config,
+.netrc, .git-credentials, .npmrc, .pypirc), .env files, shell and tool histories,
+temporary files, darkshell's own state, and any file holding a credential
+placeholder or one of the sandbox's provider values are left out, and listed.
+The image config keeps the base's environment, never the sandbox's. Nothing is
+written without --confirm. Stop the sandbox first for a consistent copy.`,
+		Example: `  darkshell sandbox image save dev darkshell/dev-snapshot:1 --confirm --dest dev.tar`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !confirm {
+				return usagef("image save packs the sandbox's workspace into an image: check what it holds, then add --confirm")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			sb, err := c.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if sb.Driver != "local" {
+				return fmt.Errorf("sandbox %s: image save works on local sandboxes (driver %s)", args[0], sb.Driver)
+			}
+			var x struct {
+				Image, Rootfs, Workspace string
+				Providers                []string
+			}
+			json.Unmarshal(sb.Extra, &x)
+			o.Base, o.Rootfs, o.Workspace, o.Tag = x.Image, x.Rootfs, x.Workspace, args[1]
+			if o.Workspace == "" {
+				o.Workspace = filepath.Join(c.Home().SandboxDir(sb.Name), "workspace")
+			}
+			for _, p := range x.Providers {
+				if pr, err := provider.Open(c.Home()).Get(p); err == nil {
+					o.Secrets = append(o.Secrets, pr.Values()...)
+				}
+			}
+			if o.Dest == "" {
+				o.Dest = strings.NewReplacer("/", "-", ":", "-").Replace(o.Tag) + ".tar"
+			}
+			res, err := image.Save(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return a.printJSON(res)
+			}
+			fmt.Fprintf(a.stdout, "saved %s from sandbox %s (%d workspace files, %d layers) -> %s\n", res.Tag, sb.Name, res.Files, res.Layers, res.Dest)
+			for _, s := range res.Stripped {
+				fmt.Fprintf(a.stdout, "  stripped %-40s %s\n", s.Path, s.Reason)
+			}
+			return nil
+		},
+	}
+	save.Flags().BoolVar(&confirm, "confirm", false, "really write the image")
+	save.Flags().StringVar(&o.Output, "output", image.OCIArchive, "oci-archive, oci-layout or docker-archive")
+	save.Flags().StringVar(&o.Dest, "dest", "", "where to write (default: from the tag)")
+	cmd := &cobra.Command{Use: "image", Short: "Images from sandboxes"}
+	cmd.AddCommand(save)
 	return cmd
 }

@@ -183,6 +183,17 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 				return fmt.Errorf("chown workspace: %w", err)
 			}
 		}
+		// An image's own /sandbox seeds a new workspace (the bind would
+		// hide it), as container engines copy an image into a new volume.
+		root := x.Rootfs
+		if x.Image != "" {
+			root = p.imageRoot()
+		}
+		if root != "" {
+			if err := seedWorkspace(filepath.Join(root, "sandbox"), ws, x); err != nil {
+				return fmt.Errorf("seed the workspace from the image: %w", err)
+			}
+		}
 	} else {
 		if !filepath.IsAbs(ws) {
 			return fmt.Errorf("--workspace %q must be an absolute path", ws)
@@ -599,4 +610,49 @@ func providerPlaceholders(p paths, names []string) ([]string, error) {
 		}
 	}
 	return env, nil
+}
+
+// seedWorkspace copies src (an image's /sandbox) into the new workspace ws:
+// modes kept, symlinks copied as links, owned by the sandbox ids.
+func seedWorkspace(src, ws string, x Extra) error {
+	if fi, err := os.Lstat(src); err != nil || !fi.IsDir() {
+		return nil
+	}
+	return filepath.WalkDir(src, func(full string, de os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, full)
+		if rel == "." {
+			return nil
+		}
+		dst := filepath.Join(ws, rel)
+		info, err := os.Lstat(full)
+		if err != nil {
+			return err
+		}
+		switch {
+		case info.IsDir():
+			err = os.Mkdir(dst, info.Mode().Perm()|0o700)
+		case info.Mode()&os.ModeSymlink != 0:
+			var target string
+			if target, err = os.Readlink(full); err == nil {
+				err = os.Symlink(target, dst)
+			}
+		case info.Mode().IsRegular():
+			var b []byte
+			if b, err = os.ReadFile(full); err == nil {
+				err = os.WriteFile(dst, b, info.Mode().Perm())
+			}
+		default:
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !rootless() {
+			return os.Lchown(dst, x.UID, x.GID)
+		}
+		return nil
+	})
 }
