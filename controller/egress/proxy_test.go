@@ -134,16 +134,17 @@ func client(t *testing.T, p *Proxy, who Caller) net.Conn {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			p.ServeConn(context.Background(), c, who)
-		}
-	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Accept before the listener closes: a connection still in the
+	// backlog would be reset.
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.ServeConn(context.Background(), s, who)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
