@@ -140,7 +140,7 @@ func Run(ctx context.Context, o Options) error {
 	// the host's /sys is reachable; verification and attachment run
 	// alongside building the root and are joined before dropping
 	// privileges (docs/trace.md).
-	probesDone := loadProbes(log)
+	probesPrepared, probesDone, probesRelease := loadProbes(log)
 
 	rep := &Report{Confined: []string{"mount-ns", "pid-ns", "net-ns", "uts-ns", "ipc-ns", "cgroup-ns"}}
 	if o.UserNS {
@@ -148,6 +148,7 @@ func Run(ctx context.Context, o Options) error {
 	} else {
 		rep.Confined = append(rep.Confined, "rootful") // set up by host root, no user namespace
 	}
+	probesPrepared() // the kernel's BTF is read from the host's /sys
 	bound, err := buildRoot(o)
 	if err != nil {
 		return fmt.Errorf("build root: %w", err)
@@ -218,6 +219,9 @@ func Run(ctx context.Context, o Options) error {
 		ready.WriteString("ready\n")
 		ready.Close()
 	}
+	// The decoded BTF is garbage now: give it back and turn the collector
+	// on again (the controller's first request is still on its way).
+	probesRelease()
 
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)

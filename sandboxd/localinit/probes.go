@@ -15,33 +15,45 @@ import (
 // returned function waits for them and must be called before privileges
 // are dropped. Without probes it returns (nil, nil) and the server uses
 // the fallbacks.
-func loadProbes(log *slog.Logger) func() (*events.EBPF, *events.Hub) {
+//
+// prepared (returned first) must be waited for before the root changes:
+// decoding the kernel's BTF reads /sys. The collector is off while the
+// BTF is decoded (it is all garbage afterwards, so collecting midway only
+// costs time); the returned release gives the memory back and must run
+// before the workload starts (it is quick to call right after ready).
+func loadProbes(log *slog.Logger) (prepared func(), done func() (*events.EBPF, *events.Hub), release func()) {
 	start := time.Now()
-	prep, err := events.PrepareEBPF()
-	if err != nil {
-		return func() (*events.EBPF, *events.Hub) { return probesFailed(log, err) }
-	}
+	gc := debug.SetGCPercent(-1)
 	type result struct {
 		e   *events.EBPF
 		err error
 	}
+	prepCh := make(chan struct{})
 	ch := make(chan result, 1)
 	go func() {
+		prep, err := events.PrepareEBPF()
+		close(prepCh)
+		if err != nil {
+			ch <- result{nil, err}
+			return
+		}
 		e, err := prep.Load(log.With("component", "ebpf"))
 		ch <- result{e, err}
 	}()
-	return func() (*events.EBPF, *events.Hub) {
-		r := <-ch
-		// The kernel's BTF, decoded to load the probes, is garbage now:
-		// give the memory back before the workload's limits apply.
-		prep = nil
+	prepared = func() { <-prepCh }
+	release = func() {
+		debug.SetGCPercent(gc)
 		debug.FreeOSMemory()
+	}
+	done = func() (*events.EBPF, *events.Hub) {
+		r := <-ch
 		if r.err != nil {
 			return probesFailed(log, r.err)
 		}
 		log.Debug("eBPF probes loaded", "took", time.Since(start))
 		return r.e, events.NewHub(0, r.e.Hello())
 	}
+	return prepared, done, release
 }
 
 func probesFailed(log *slog.Logger, err error) (*events.EBPF, *events.Hub) {
