@@ -17,7 +17,7 @@ func TestImageBuild(t *testing.T) {
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.tar")
 	tag, _ := name.NewTag("darkshell.test/mini:1")
-	if err := tarball.WriteToFile(base, tag, imageOf(t, miniRoot(t))); err != nil {
+	if err := tarball.WriteToFile(base, tag, layerImage(t, miniRoot(t))); err != nil {
 		t.Fatal(err)
 	}
 	for _, format := range []string{"oci-archive", "oci-layout", "docker-archive"} {
@@ -62,7 +62,7 @@ func TestImageSave(t *testing.T) {
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.tar")
 	tag, _ := name.NewTag("darkshell.test/mini:1")
-	if err := tarball.WriteToFile(base, tag, imageOf(t, miniRoot(t))); err != nil {
+	if err := tarball.WriteToFile(base, tag, layerImage(t, miniRoot(t))); err != nil {
 		t.Fatal(err)
 	}
 	const secret = "s3cret-save-0042"

@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,10 +10,8 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
@@ -80,27 +76,6 @@ func miniRoot(t *testing.T) string {
 	return dir
 }
 
-// imageOf turns dir into a one-layer image.
-func imageOf(t *testing.T, dir string) v1.Image {
-	t.Helper()
-	var buf bytes.Buffer
-	cmd := exec.Command("tar", "-C", dir, "-cf", "-", ".")
-	cmd.Stdout = &buf
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	data := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
 // checkRoot asserts the sandbox runs on the mini root, not the host's.
 func checkRoot(t *testing.T, e *env, name string) {
 	t.Helper()
@@ -126,7 +101,7 @@ func TestLocalRootfsAndImage(t *testing.T) {
 			t.Fatalf("get does not show the rootfs: %s", out)
 		}
 	})
-	img := imageOf(t, root)
+	img := layerImage(t, root)
 	t.Run("docker save archive", func(t *testing.T) {
 		e.t = t
 		archive := filepath.Join(t.TempDir(), "mini.tar")

@@ -202,7 +202,7 @@ func writeToolImage(t testing.TB, archive, tag string) {
 	}
 }
 
-// layerImage turns dir into a one-layer image (imageOf for testing.TB).
+// layerImage turns dir into a one-layer image.
 func layerImage(t testing.TB, dir string) v1.Image {
 	t.Helper()
 	var buf bytes.Buffer

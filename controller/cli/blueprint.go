@@ -69,21 +69,7 @@ instead. Exit status 1 when the file is not valid.`,
 			default:
 				return err
 			}
-			if a.json() {
-				if err := a.printJSON(res); err != nil {
-					return err
-				}
-			} else if res.Valid {
-				fmt.Fprintf(a.stdout, "%s: valid (sandbox %s)\n", args[0], res.Name)
-			} else {
-				for _, p := range res.Problems {
-					fmt.Fprintln(a.stdout, p.String())
-				}
-			}
-			if !res.Valid {
-				return &exitError{code: ExitFail, msg: fmt.Sprintf("%s: %d problems", args[0], len(res.Problems))}
-			}
-			return nil
+			return a.reportValidation(args[0], res, res.Problems, "valid (sandbox "+res.Name+")")
 		},
 	})
 	return cmd

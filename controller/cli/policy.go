@@ -61,21 +61,7 @@ process.run_as_user/group. Exit status 1 when the file is not valid.`,
 			default:
 				return err
 			}
-			if a.json() {
-				if err := a.printJSON(res); err != nil {
-					return err
-				}
-			} else if res.Valid {
-				fmt.Fprintf(a.stdout, "%s: valid (%d network rules)\n", file, res.Rules)
-			} else {
-				for _, p := range res.Problems {
-					fmt.Fprintln(a.stdout, p.String())
-				}
-			}
-			if !res.Valid {
-				return &exitError{code: ExitFail, msg: fmt.Sprintf("%s: %d problems", file, len(res.Problems))}
-			}
-			return nil
+			return a.reportValidation(file, res, res.Problems, fmt.Sprintf("valid (%d network rules)", res.Rules))
 		},
 	}
 	cmd.AddCommand(validate, a.policyTestCmd(), a.policySetCmd())
@@ -262,4 +248,24 @@ when the request would not get through.`,
 	f.BoolVar(&tlsOn, "tls", false, "do a TLS handshake (default: when the port is 443)")
 	f.BoolVar(&noHT, "no-http", false, "stop after the connection (and TLS): send no HTTP request")
 	return cmd
+}
+
+// reportValidation prints a validate command's result (res as JSON, or
+// ok / every problem as text) and fails with exit status 1 on problems.
+func (a *app) reportValidation(file string, res any, problems []yamldoc.Problem, ok string) error {
+	if a.json() {
+		if err := a.printJSON(res); err != nil {
+			return err
+		}
+	} else if len(problems) == 0 {
+		fmt.Fprintf(a.stdout, "%s: %s\n", file, ok)
+	} else {
+		for _, p := range problems {
+			fmt.Fprintln(a.stdout, p.String())
+		}
+	}
+	if len(problems) > 0 {
+		return &exitError{code: ExitFail, msg: fmt.Sprintf("%s: %d problems", file, len(problems))}
+	}
+	return nil
 }
