@@ -26,7 +26,7 @@ help: ## Show this help
 .PHONY: deps
 deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, ping, podman with runc and catatonit, clang+libbpf-dev for probes)
 	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping wget:/usr/bin/wget podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h; do \
-	  [ -x "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
+	  [ -e "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
