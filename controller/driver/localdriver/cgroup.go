@@ -1,7 +1,6 @@
 package localdriver
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bohica-labs/darkshell/controller/cgroupfs"
 	"github.com/bohica-labs/darkshell/controller/driver"
 )
 
@@ -37,63 +37,6 @@ type cgroups struct {
 // the workload's --pids-limit: its Go runtime dies if it cannot make a thread.
 const pidsHeadroom = 64
 
-// cgroupMounts maps a v1 controller name (and "" for cgroup2) to its mount point.
-func cgroupMounts() (map[string]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 3 {
-			continue
-		}
-		switch qf[0] {
-		case "cgroup2":
-			if _, ok := m[""]; !ok {
-				m[""] = pf[4]
-			}
-		case "cgroup":
-			for _, o := range strings.Split(qf[2], ",") {
-				if _, ok := m[o]; !ok {
-					m[o] = pf[4]
-				}
-			}
-		}
-	}
-	return m, sc.Err()
-}
-
-// ownCgroups maps a v1 controller (and "" for v2) to this process's cgroup path.
-func ownCgroups() (map[string]string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil, err
-	}
-	m := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		f := strings.SplitN(l, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		if f[1] == "" {
-			m[""] = f[2]
-			continue
-		}
-		for _, c := range strings.Split(f[1], ",") {
-			m[c] = f[2]
-		}
-	}
-	return m, nil
-}
-
 // cgroupName is unique per installation and sandbox.
 func cgroupName(home, name string) string {
 	h := sha256.Sum256([]byte(home))
@@ -103,11 +46,11 @@ func cgroupName(home, name string) string {
 // makeCgroups creates the sandbox's cgroups and writes the limits. On error
 // nothing is left behind.
 func makeCgroups(home, name string, o driver.CreateOptions) (cg *cgroups, err error) {
-	mounts, err := cgroupMounts()
+	mounts, err := cgroupfs.Mounts()
 	if err != nil {
 		return nil, err
 	}
-	own, err := ownCgroups()
+	own, err := cgroupfs.Of(0)
 	if err != nil {
 		return nil, err
 	}
@@ -315,31 +258,6 @@ func parseSize(s string) (int64, error) {
 // usage reads the sandbox's cgroups (v1 memory and pids dirs, as recorded).
 func usage(x Extra) *driver.Resources {
 	r := &driver.Resources{PidsLimit: x.PidsLimit}
-	readInt := func(p string) int64 {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return 0
-		}
-		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		return n
-	}
-	for _, d := range x.Cgroups {
-		if _, err := os.Stat(filepath.Join(d, "memory.usage_in_bytes")); err == nil {
-			r.MemoryBytes = readInt(filepath.Join(d, "memory.usage_in_bytes"))
-			if lim := readInt(filepath.Join(d, "memory.limit_in_bytes")); lim > 0 && lim < 1<<60 {
-				r.MemoryLimitBytes = lim
-			}
-			if b, err := os.ReadFile(filepath.Join(d, "memory.oom_control")); err == nil {
-				for _, l := range strings.Split(string(b), "\n") {
-					if v, ok := strings.CutPrefix(l, "oom_kill "); ok {
-						r.OOMKills, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-					}
-				}
-			}
-		}
-		if _, err := os.Stat(filepath.Join(d, "pids.current")); err == nil {
-			r.Pids = readInt(filepath.Join(d, "pids.current"))
-		}
-	}
+	cgroupfs.FillUsage(r, x.Cgroups...)
 	return r
 }
