@@ -370,7 +370,7 @@ func TestTraceFallbackSSH(t *testing.T) {
 	if !strings.HasPrefix(text, "sources: procfs+inotify (fidelity: polled)") || !strings.Contains(text, "note: eBPF probes not loaded") {
 		t.Fatalf("fallback header: %q", text)
 	}
-	script := `cd "$HOME"; echo one > f1; mv f1 f2; rm f2; mkdir d; sleep 0.5; sh -c 'sleep 0.4; exit 2'; exit 0`
+	script := `cd "$HOME"; echo one > f1; mv f1 f2; rm f2; mkdir d; sleep 1; sh -c 'sleep 1.1; exit 2'; exit 0`
 	if _, errOut, code := e.ds("exec", "s", "--", "sh", "-c", script); code != 0 {
 		t.Fatalf("script: %d %s", code, errOut)
 	}
@@ -379,13 +379,13 @@ func TestTraceFallbackSSH(t *testing.T) {
 		return top != nil && exitOf(evs, top.PID, top.Seq) != nil
 	}, "--files")
 	top := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sh", "-c", script}) })
-	sleep := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sleep", "0.5"}) })
+	sleep := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sleep", "1"}) })
 	if sleep == nil || sleep.PPID != top.PID || sleep.ParentExecID != top.ExecID {
 		dumpEvents(t, evs)
-		t.Fatalf("polled child `sleep 0.5` under the script: %+v", sleep)
+		t.Fatalf("polled child `sleep 1` under the script: %+v", sleep)
 	}
-	inner := findExec(evs, func(ev *protocol.Event) bool { return len(ev.Argv) == 3 && ev.Argv[2] == "sleep 0.4; exit 2" })
-	nested := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sleep", "0.4"}) })
+	inner := findExec(evs, func(ev *protocol.Event) bool { return len(ev.Argv) == 3 && ev.Argv[2] == "sleep 1.1; exit 2" })
+	nested := findExec(evs, func(ev *protocol.Event) bool { return slices.Equal(ev.Argv, []string{"sleep", "1.1"}) })
 	if inner == nil || nested == nil || nested.PPID != inner.PID || inner.PPID != top.PID {
 		dumpEvents(t, evs)
 		t.Fatalf("nested polled shells: %+v %+v", inner, nested)
@@ -513,5 +513,38 @@ func TestWatchLocal(t *testing.T) {
 			}
 		}
 		return false
+	})
+}
+
+// TestTraceSurvivesDaemonExit: the host's probe set is loaded by the
+// daemon and shared by every local sandbox; a sandbox holds the set's
+// links, so after the daemon that loaded it exits, the sandbox's processes
+// are still traced by eBPF. No descriptor of the probes reaches a workload.
+func TestTraceSurvivesDaemonExit(t *testing.T) {
+	e := newLocalEnv(t)
+	e.createLocal("keep")
+	text, _, _ := e.ds("trace", "keep")
+	if !strings.Contains(text, "sources: ebpf (fidelity: complete)") {
+		requireFeature(t, "eBPF tracing in a local sandbox: "+firstLine(text))
+	}
+	fds, errOut, code := e.ds("exec", "keep", "--", "sh", "-c", "ls -l /proc/self/fd/")
+	if code != 0 {
+		t.Fatalf("list fds: %d %s", code, errOut)
+	}
+	if !strings.Contains(fds, "0 ->") || strings.Contains(fds, "bpf") {
+		t.Fatalf("a probe descriptor reached the workload:\n%s", fds)
+	}
+	if _, errOut, code := e.ds("daemon", "stop"); code != 0 {
+		t.Fatalf("daemon stop: %d %s", code, errOut)
+	}
+	// The next command starts a new daemon, which loads a set of its own;
+	// "keep" is still served by the first one's programs.
+	if _, errOut, code := e.ds("exec", "keep", "--", "sh", "-c", "true after-restart-marker"); code != 0 {
+		t.Fatalf("exec after restart: %d %s", code, errOut)
+	}
+	waitEvents(t, e, "keep", "the exec after the daemon restarted", func(evs []protocol.Event) bool {
+		return findExec(evs, func(ev *protocol.Event) bool {
+			return len(ev.Argv) == 3 && ev.Argv[2] == "true after-restart-marker" && ev.Source == protocol.SourceEBPF
+		}) != nil
 	})
 }

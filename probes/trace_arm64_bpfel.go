@@ -36,6 +36,13 @@ type TraceEvent struct {
 	Comps     [12][48]int8
 }
 
+type TraceKnobs struct {
+	_       structs.HostLayout
+	On      uint32
+	FilesOn uint32
+	Lost    uint64
+}
+
 type TracePending struct {
 	_  structs.HostLayout
 	Id int64
@@ -49,18 +56,16 @@ type TracePending struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TraceMapEvents      = "events"
-	TraceMapInflight    = "inflight"
-	TraceProgOnExec     = "on_exec"
-	TraceProgOnExit     = "on_exit"
-	TraceProgOnFork     = "on_fork"
-	TraceProgOnSysEnter = "on_sys_enter"
-	TraceProgOnSysExit  = "on_sys_exit"
-	TraceVarFilesOn     = "files_on"
-	TraceVarFilterNsDev = "filter_ns_dev"
-	TraceVarFilterNsIno = "filter_ns_ino"
-	TraceVarLost        = "lost"
-	TraceVarUnusedEvent = "unused_event"
+	TraceMapInflight     = "inflight"
+	TraceMapSandboxKnobs = "sandbox_knobs"
+	TraceMapSandboxRings = "sandbox_rings"
+	TraceProgOnExec      = "on_exec"
+	TraceProgOnExit      = "on_exit"
+	TraceProgOnFork      = "on_fork"
+	TraceProgOnSysEnter  = "on_sys_enter"
+	TraceProgOnSysExit   = "on_sys_exit"
+	TraceVarUnusedEvent  = "unused_event"
+	TraceVarUnusedKnobs  = "unused_knobs"
 )
 
 // LoadTrace returns the embedded CollectionSpec for Trace.
@@ -116,19 +121,17 @@ type TraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TraceMapSpecs struct {
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Inflight *ebpf.MapSpec `ebpf:"inflight"`
+	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
+	SandboxKnobs *ebpf.MapSpec `ebpf:"sandbox_knobs"`
+	SandboxRings *ebpf.MapSpec `ebpf:"sandbox_rings"`
 }
 
 // TraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TraceVariableSpecs struct {
-	FilesOn     *ebpf.VariableSpec `ebpf:"files_on"`
-	FilterNsDev *ebpf.VariableSpec `ebpf:"filter_ns_dev"`
-	FilterNsIno *ebpf.VariableSpec `ebpf:"filter_ns_ino"`
-	Lost        *ebpf.VariableSpec `ebpf:"lost"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedKnobs *ebpf.VariableSpec `ebpf:"unused_knobs"`
 }
 
 // TraceObjects contains all objects after they have been loaded into the kernel.
@@ -151,14 +154,16 @@ func (o *TraceObjects) Close() error {
 //
 // It can be passed to LoadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TraceMaps struct {
-	Events   *ebpf.Map `ebpf:"events"`
-	Inflight *ebpf.Map `ebpf:"inflight"`
+	Inflight     *ebpf.Map `ebpf:"inflight"`
+	SandboxKnobs *ebpf.Map `ebpf:"sandbox_knobs"`
+	SandboxRings *ebpf.Map `ebpf:"sandbox_rings"`
 }
 
 func (m *TraceMaps) Close() error {
 	return _TraceClose(
-		m.Events,
 		m.Inflight,
+		m.SandboxKnobs,
+		m.SandboxRings,
 	)
 }
 
@@ -166,11 +171,8 @@ func (m *TraceMaps) Close() error {
 //
 // It can be passed to LoadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TraceVariables struct {
-	FilesOn     *ebpf.Variable `ebpf:"files_on"`
-	FilterNsDev *ebpf.Variable `ebpf:"filter_ns_dev"`
-	FilterNsIno *ebpf.Variable `ebpf:"filter_ns_ino"`
-	Lost        *ebpf.Variable `ebpf:"lost"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	UnusedKnobs *ebpf.Variable `ebpf:"unused_knobs"`
 }
 
 // TracePrograms contains all programs after they have been loaded into the kernel.

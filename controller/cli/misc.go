@@ -93,7 +93,12 @@ func (a *app) daemonCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			level := slog.LevelInfo
+			if os.Getenv("DARKSHELL_DEBUG") != "" {
+				level = slog.LevelDebug
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			slog.SetDefault(log) // the drivers log through the default logger
 			return daemon.New(daemon.Options{Home: h, Log: log, IdleTimeout: idle}).Serve(ctx, l)
 		},
 	}

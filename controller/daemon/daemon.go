@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bohica-labs/darkshell/controller/driver/localdriver"
 	"github.com/bohica-labs/darkshell/controller/events"
 	"github.com/bohica-labs/darkshell/controller/state"
 	"github.com/bohica-labs/darkshell/protocol"
@@ -85,6 +86,9 @@ func (d *Daemon) Serve(ctx context.Context, l net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	d.log.Info("daemon serving", "socket", l.Addr().String(), "version", protocol.BuildVersion, "pid", os.Getpid())
+	// Local sandboxes share one set of eBPF probes: load it now, not in
+	// the first create.
+	localdriver.WarmProbes()
 
 	var idle <-chan time.Time
 	if d.opts.IdleTimeout > 0 {

@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// trace.c: the process and file audit probes of one sandbox.
+// trace.c: the process and file audit probes of every sandbox on a host.
 //
 // Only tp_btf programs: they need no tracefs and load where fentry/fexit/lsm
-// are refused (see docs/trace.md). Every program first checks that the
-// current task is in the sandbox's pid namespace (filter_ns_dev/ino, set by
-// the loader through the mmap'd .bss), so nothing of the host or of another
-// sandbox is ever copied out of the kernel. Pids are those of the sandbox's
-// namespace. Kernel types are declared here with preserve_access_index, so
-// the object relocates against the running kernel's BTF (CO-RE) and no
-// vmlinux.h is needed.
+// are refused (see docs/trace.md). One loaded copy serves every sandbox:
+// each program first looks the current task's pid namespace up in `sandbox_rings`
+// and `sandbox_knobs` (entries the loader adds per sandbox), so nothing of the host
+// or of a namespace without an entry is ever copied out of the kernel, and
+// each sandbox's events go to its own ring buffer, read by its own sandboxd.
+// Pids are those of the sandbox's namespace. Kernel types are declared here
+// with preserve_access_index, so the object relocates against the running
+// kernel's BTF (CO-RE) and no vmlinux.h is needed.
 
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -82,9 +83,17 @@ struct files_struct {
 	struct fdtable *fdt;
 } __attribute__((preserve_access_index));
 
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct pid_namespace {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
 struct upid {
 	int nr;
-	void *ns;
+	struct pid_namespace *ns;
 } __attribute__((preserve_access_index));
 
 struct pid {
@@ -120,7 +129,9 @@ struct pt_regs {
 	unsigned long si;
 	unsigned long dx;
 	unsigned long r10;
+	unsigned long orig_ax;
 } __attribute__((preserve_access_index));
+#define SYSNO(r) ((long)BPF_CORE_READ(r, orig_ax))
 #define ARG0(r) BPF_CORE_READ(r, di)
 #define ARG1(r) BPF_CORE_READ(r, si)
 #define ARG2(r) BPF_CORE_READ(r, dx)
@@ -143,7 +154,9 @@ struct pt_regs {
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	unsigned long regs[31];
+	int syscallno;
 } __attribute__((preserve_access_index));
+#define SYSNO(r) ((long)BPF_CORE_READ(r, syscallno))
 #define ARG0(r) BPF_CORE_READ(r, regs[0])
 #define ARG1(r) BPF_CORE_READ(r, regs[1])
 #define ARG2(r) BPF_CORE_READ(r, regs[2])
@@ -194,17 +207,42 @@ struct event {
 	char comps[MAX_COMPS][COMP_LEN];
 };
 
-// Knobs, written by the loader through the mmap'd .bss (never bpf()).
-volatile __u64 filter_ns_dev = 0;
-volatile __u64 filter_ns_ino = 0;
-volatile __u32 files_on = 1;
-// Counters read by the loader through the mmap'd .bss.
-volatile __u64 lost = 0;
+// Per sandbox: a switch and a loss counter, in a one-element array the
+// sandbox's sandboxd maps into memory (it writes `on` and `files_on` and
+// reads `lost` after lock-down, with no bpf() call).
+struct knobs {
+	__u32 on;       // 0 until sandboxd is confined: its own set-up is not traced
+	__u32 files_on; // the file audit
+	__u64 lost;     // events dropped on a full ring buffer
+};
 
-struct {
+struct inner_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
-} events SEC(".maps");
+};
+
+struct inner_knobs {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct knobs);
+};
+
+// The sandboxes, keyed by the inode number of their pid namespace.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__array(values, struct inner_ring);
+} sandbox_rings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__array(values, struct inner_knobs);
+} sandbox_knobs SEC(".maps");
 
 struct pending {
 	__s64 id;
@@ -218,19 +256,9 @@ struct {
 	__type(value, struct pending);
 } inflight SEC(".maps");
 
-// Force BTF for the event type so bpf2go generates a Go struct for it.
+// Force BTF for these types so bpf2go generates Go structs for them.
 const struct event *unused_event __attribute__((unused));
-
-// in_sandbox reports whether the current task is in the sandbox's pid
-// namespace, and gives its pid and tgid there.
-static __always_inline int in_sandbox(struct bpf_pidns_info *ns)
-{
-	if (filter_ns_ino == 0)
-		return 0;
-	if (bpf_get_ns_current_pid_tgid(filter_ns_dev, filter_ns_ino, ns, sizeof(*ns)))
-		return 0;
-	return 1;
-}
+const struct knobs *unused_knobs __attribute__((unused));
 
 // ns_tgid is the tgid of task t in the pid namespace at level.
 static __always_inline __u32 ns_tgid(struct task_struct *t, unsigned int level)
@@ -248,9 +276,46 @@ static __always_inline __u32 ns_tgid(struct task_struct *t, unsigned int level)
 	return nr;
 }
 
-static __always_inline unsigned int cur_level(struct task_struct *t)
+// sandbox is where the current task's events go.
+struct sandbox {
+	void *ring;
+	struct knobs *k;
+	__u32 tgid;  // the task's tgid in the sandbox's pid namespace
+	__u32 level; // the depth of that namespace
+};
+
+// sandbox_of finds the sandbox of the current task t: the entries of its
+// own pid namespace. Host tasks (level 0) return at the first test.
+static __always_inline int sandbox_of(struct task_struct *t, struct sandbox *sb)
 {
-	return BPF_CORE_READ(t, thread_pid, level);
+	struct pid *p = BPF_CORE_READ(t, thread_pid);
+	if (!p)
+		return 0;
+	unsigned int level = BPF_CORE_READ(p, level);
+	if (level == 0 || level > 32)
+		return 0;
+	unsigned long off = bpf_core_field_offset(struct pid, numbers) + level * bpf_core_type_size(struct upid) +
+			    bpf_core_field_offset(struct upid, ns);
+	struct pid_namespace *ns = 0;
+	bpf_probe_read_kernel(&ns, sizeof(ns), (void *)p + off);
+	if (!ns)
+		return 0;
+	__u32 inum = BPF_CORE_READ(ns, ns.inum);
+	void *km = bpf_map_lookup_elem(&sandbox_knobs, &inum);
+	if (!km)
+		return 0;
+	__u32 zero = 0;
+	struct knobs *k = bpf_map_lookup_elem(km, &zero);
+	if (!k || !k->on)
+		return 0;
+	void *ring = bpf_map_lookup_elem(&sandbox_rings, &inum);
+	if (!ring)
+		return 0;
+	sb->ring = ring;
+	sb->k = k;
+	sb->level = level;
+	sb->tgid = ns_tgid(t, level);
+	return 1;
 }
 
 struct walk_ctx {
@@ -315,17 +380,17 @@ static __always_inline void walk(struct path *pp, struct event *e)
 // reader a context switch per event, the main cost of tracing.
 #define WAKE_BYTES (256 << 10)
 
-static __always_inline void submit(struct event *e)
+static __always_inline void submit(struct sandbox *sb, struct event *e)
 {
-	long avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	long avail = bpf_ringbuf_query(sb->ring, BPF_RB_AVAIL_DATA);
 	bpf_ringbuf_submit(e, avail >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline struct event *reserve(void)
+static __always_inline struct event *reserve(struct sandbox *sb)
 {
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	struct event *e = bpf_ringbuf_reserve(sb->ring, sizeof(*e), 0);
 	if (!e) {
-		__sync_fetch_and_add(&lost, 1);
+		__sync_fetch_and_add(&sb->k->lost, 1);
 		return 0;
 	}
 	e->ts = bpf_ktime_get_boot_ns();
@@ -344,19 +409,24 @@ static __always_inline struct event *reserve(void)
 	return e;
 }
 
+static __always_inline struct task_struct *current(void)
+{
+	return (struct task_struct *)bpf_get_current_task_btf();
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
 {
-	struct bpf_pidns_info ns;
-	if (!in_sandbox(&ns))
+	struct task_struct *t = current();
+	struct sandbox sb;
+	if (!sandbox_of(t, &sb))
 		return 0;
-	struct event *e = reserve();
+	struct event *e = reserve(&sb);
 	if (!e)
 		return 0;
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
 	e->kind = K_EXEC;
-	e->pid = ns.tgid;
-	e->ppid = ns_tgid(BPF_CORE_READ(t, real_parent), cur_level(t));
+	e->pid = sb.tgid;
+	e->ppid = ns_tgid(BPF_CORE_READ(t, real_parent), sb.level);
 	bpf_probe_read_kernel_str(e->s1, sizeof(e->s1), BPF_CORE_READ(bprm, filename));
 	unsigned long as = BPF_CORE_READ(t, mm, arg_start);
 	unsigned long ae = BPF_CORE_READ(t, mm, arg_end);
@@ -367,7 +437,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 		e->args_len = len;
 	struct fs_struct *fs = BPF_CORE_READ(t, fs);
 	walk(&fs->pwd, e);
-	submit(e);
+	submit(&sb, e);
 	return 0;
 }
 
@@ -376,17 +446,16 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0; // a new thread, not a process
-	struct bpf_pidns_info ns;
-	if (!in_sandbox(&ns))
+	struct sandbox sb;
+	if (!sandbox_of(current(), &sb))
 		return 0;
-	struct event *e = reserve();
+	struct event *e = reserve(&sb);
 	if (!e)
 		return 0;
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
 	e->kind = K_FORK;
-	e->pid = ns.tgid;
-	e->ppid = ns_tgid(child, cur_level(t));
-	submit(e);
+	e->pid = sb.tgid;
+	e->ppid = ns_tgid(child, sb.level);
+	submit(&sb, e);
 	return 0;
 }
 
@@ -395,18 +464,18 @@ int BPF_PROG(on_exit, struct task_struct *p)
 {
 	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
 		return 0; // a thread other than the group leader
-	struct bpf_pidns_info ns;
-	if (!in_sandbox(&ns))
+	struct sandbox sb;
+	if (!sandbox_of(current(), &sb))
 		return 0;
-	struct event *e = reserve();
+	struct event *e = reserve(&sb);
 	if (!e)
 		return 0;
 	e->kind = K_EXIT;
-	e->pid = ns.tgid;
-	e->ppid = ns_tgid(BPF_CORE_READ(p, real_parent), cur_level(p));
+	e->pid = sb.tgid;
+	e->ppid = ns_tgid(BPF_CORE_READ(p, real_parent), sb.level);
 	e->ret = BPF_CORE_READ(p, exit_code);
 	e->start = BPF_CORE_READ(p, start_boottime);
-	submit(e);
+	submit(&sb, e);
 	return 0;
 }
 
@@ -421,10 +490,10 @@ static __always_inline int watched(long id)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
-	if (!files_on || id < 0 || !watched(id))
+	if (id < 0 || !watched(id))
 		return 0;
-	struct bpf_pidns_info ns;
-	if (!in_sandbox(&ns))
+	struct sandbox sb;
+	if (!sandbox_of(current(), &sb) || !sb.k->files_on)
 		return 0;
 	struct pending pe = {};
 	pe.id = id;
@@ -441,7 +510,7 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 // working directory for AT_FDCWD, else the directory descriptor's path.
 static __always_inline void dir_of(long dfd, struct event *e)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	struct task_struct *t = current();
 	struct path *pp;
 	if ((int)dfd == AT_FDCWD) {
 		struct fs_struct *fs = BPF_CORE_READ(t, fs);
@@ -465,20 +534,24 @@ static __always_inline void dir_of(long dfd, struct event *e)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
+	// Every syscall of the machine passes here: the cheap test first.
+	long nr = SYSNO(regs);
+	if (nr < 0 || !watched(nr))
+		return 0;
 	__u64 key = bpf_get_current_pid_tgid();
 	struct pending *pp = bpf_map_lookup_elem(&inflight, &key);
 	if (!pp)
 		return 0;
 	struct pending pe = *pp;
 	bpf_map_delete_elem(&inflight, &key);
-	struct bpf_pidns_info ns;
-	if (!in_sandbox(&ns))
+	struct sandbox sb;
+	if (!sandbox_of(current(), &sb))
 		return 0;
-	struct event *e = reserve();
+	struct event *e = reserve(&sb);
 	if (!e)
 		return 0;
 	e->kind = K_FILE;
-	e->pid = ns.tgid;
+	e->pid = sb.tgid;
 	e->ret = (__s32)ret;
 	long dfd = AT_FDCWD;
 	const char *p1 = 0, *p2 = 0;
@@ -547,6 +620,6 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 		bpf_probe_read_user_str(e->s2, sizeof(e->s2), p2);
 	if (e->s1[0] != '/')
 		dir_of(dfd, e);
-	submit(e);
+	submit(&sb, e);
 	return 0;
 }

@@ -3,6 +3,7 @@ package events
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,12 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/features"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/bohica-labs/darkshell/probes"
@@ -31,168 +27,141 @@ const pollInterval = 20 * time.Millisecond
 // ErrNotSupported wraps every failure that means "this kernel or this
 // process cannot run the probes" (missing feature, no privilege): the
 // caller falls back to procfs and inotify. Other errors are bugs.
-var ErrNotSupported = errors.New("eBPF tracing not supported here")
+var ErrNotSupported = probes.ErrNotSupported
 
-// EBPF is the loaded and attached probe set. Load it while privileged;
-// Start and everything after works under Landlock and seccomp (no bpf()).
+// EBPF reads one sandbox's share of the probes: its ring buffer and knobs.
+// Open it while bpf() is still allowed; Enable, Run and everything after
+// work under Landlock and seccomp (mmap and epoll only).
 type EBPF struct {
-	objs   probes.TraceObjects
-	links  []link.Link
+	set    *probes.Set // set when this process loaded the probes itself
+	ns     uint32      // the pid namespace it added to set
+	ring   *ebpf.Map
+	knobs  *ebpf.Map
+	mem    *ebpf.Memory
 	reader *ringbuf.Reader
 	track  *tracker
 	log    *slog.Logger
-	nsDev  uint64
-	nsIno  uint64
 }
 
-// LoadEBPF is PrepareEBPF then Load.
-func LoadEBPF(log *slog.Logger) (*EBPF, error) {
-	p, err := PrepareEBPF()
+// LoadEBPF loads a probe set of this process's own, scoped to nothing
+// until ScopeToPID (tests and benchmarks that trace a workload they start
+// themselves; sandboxes get their share from the host, OpenEBPF). Errors
+// wrap ErrNotSupported when the kernel or the privileges are the reason.
+func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
+	set, err := probes.Load()
 	if err != nil {
 		return nil, err
 	}
-	return p.Load(log)
-}
-
-// Prepared holds what loading the probes needs from the file system: the
-// kernel's BTF, the probes' spec, the pid namespace and uid map of the
-// calling process. Prepare while the host's /sys and /proc are visible;
-// Load needs no file system.
-type Prepared struct {
-	spec   *ebpf.CollectionSpec
-	cache  *btf.Cache // holds the kernel's BTF, read once
-	kernel *btf.Spec
-	nsDev  uint64
-	nsIno  uint64
-	uidMap func(uint32) int
-}
-
-// PrepareEBPF reads the kernel BTF and the probes' spec. Errors wrap
-// ErrNotSupported when the kernel lacks BTF.
-func PrepareEBPF() (*Prepared, error) {
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return nil, fmt.Errorf("%w: no kernel BTF (tp_btf and CO-RE need it): %v", ErrNotSupported, err)
-	}
-	// One cache for CO-RE and for finding the tp_btf targets: the kernel's
-	// BTF is decoded once, now, while /sys is visible.
-	cache := btf.NewCache()
-	kernel, err := cache.Kernel()
+	sb, err := set.NewSandbox()
 	if err != nil {
-		return nil, fmt.Errorf("%w: kernel BTF: %v", ErrNotSupported, err)
+		set.Close()
+		return nil, err
 	}
-	spec, err := probes.LoadTrace()
+	e, err := newEBPF(sb.Ring, sb.Knobs, log)
 	if err != nil {
-		return nil, fmt.Errorf("unable to parse the probes: %w", err)
+		sb.Close()
+		set.Close()
+		return nil, err
 	}
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
-		return nil, fmt.Errorf("unable to stat the pid namespace: %w", err)
-	}
-	return &Prepared{spec: spec, cache: cache, kernel: kernel, nsDev: uint64(st.Dev), nsIno: st.Ino, uidMap: uidMapper()}, nil
-}
-
-// Load feature-probes the kernel, loads the probes and attaches them,
-// matching nothing until Enable scopes them to the pid namespace of the
-// process that prepared them (the sandbox's, when sandboxd init does).
-// Errors wrap ErrNotSupported when the kernel or the privileges are the
-// reason.
-func (p *Prepared) Load(log *slog.Logger) (_ *EBPF, err error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	// Feature probes, not version guesses: a ring buffer, the pidns
-	// helper and bpf_loop are what the probes cannot do without.
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		return nil, fmt.Errorf("%w: ring buffer: %v", ErrNotSupported, err)
-	}
-	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetNsCurrentPidTgid); err != nil {
-		return nil, fmt.Errorf("%w: bpf_get_ns_current_pid_tgid: %v", ErrNotSupported, err)
-	}
-	if err := features.HaveProgramHelper(ebpf.Kprobe, asm.FnLoop); err != nil {
-		return nil, fmt.Errorf("%w: bpf_loop: %v", ErrNotSupported, err)
-	}
-	_ = rlimit.RemoveMemlock() // only matters before memcg accounting (5.11)
-
-	e := &EBPF{log: log, nsDev: p.nsDev, nsIno: p.nsIno}
-	opts := &ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: p.kernel}, Cache: p.cache}
-	if err := p.spec.LoadAndAssign(&e.objs, opts); err != nil {
-		if errors.Is(err, unix.EPERM) || errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
-			return nil, fmt.Errorf("%w: load probes: %v", ErrNotSupported, err)
-		}
-		return nil, fmt.Errorf("unable to load probes: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			e.Close()
-		}
-	}()
-	progs := []struct {
-		name string
-		p    *ebpf.Program
-	}{
-		{"sched_process_exec", e.objs.OnExec},
-		{"sched_process_fork", e.objs.OnFork},
-		{"sched_process_exit", e.objs.OnExit},
-		{"sys_enter", e.objs.OnSysEnter},
-		{"sys_exit", e.objs.OnSysExit},
-	}
-	for _, p := range progs {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.p, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			if errors.Is(err, unix.EPERM) || errors.Is(err, ebpf.ErrNotSupported) {
-				return nil, fmt.Errorf("%w: attach tp_btf/%s: %v", ErrNotSupported, p.name, err)
-			}
-			return nil, fmt.Errorf("unable to attach tp_btf/%s: %w", p.name, err)
-		}
-		e.links = append(e.links, l)
-	}
-	e.reader, err = ringbuf.NewReader(e.objs.Events)
-	if err != nil {
-		return nil, fmt.Errorf("unable to open the ring buffer: %w", err)
-	}
-	e.track = newTracker(bootWall(), p.uidMap)
+	e.set = set
 	return e, nil
 }
 
-// Enable scopes the probes to the pid namespace LoadEBPF ran in; until
-// then they match nothing (sandboxd init's own set-up is not traced). It
-// writes the mmap'd .bss only, so it works after lock-down.
-func (e *EBPF) Enable() error {
-	if err := e.objs.FilterNsDev.Set(e.nsDev); err != nil {
-		return fmt.Errorf("unable to set the pid namespace filter: %w", err)
+// OpenEBPF reads the share a host daemon loaded for this sandbox, from the
+// descriptors of its ring buffer and knobs (which it takes over).
+func OpenEBPF(ringFD, knobsFD int, log *slog.Logger) (*EBPF, error) {
+	ring, err := ebpf.NewMapFromFD(ringFD)
+	if err != nil {
+		return nil, fmt.Errorf("ring buffer descriptor %d: %w", ringFD, err)
 	}
-	if err := e.objs.FilterNsIno.Set(e.nsIno); err != nil {
-		return fmt.Errorf("unable to set the pid namespace filter: %w", err)
+	knobs, err := ebpf.NewMapFromFD(knobsFD)
+	if err != nil {
+		ring.Close()
+		return nil, fmt.Errorf("knobs descriptor %d: %w", knobsFD, err)
+	}
+	e, err := newEBPF(ring, knobs, log)
+	if err != nil {
+		ring.Close()
+		knobs.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func newEBPF(ring, knobs *ebpf.Map, log *slog.Logger) (*EBPF, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if ring.Type() != ebpf.RingBuf {
+		return nil, fmt.Errorf("ring buffer descriptor is a %s map", ring.Type())
+	}
+	mem, err := knobs.Memory()
+	if err != nil {
+		return nil, fmt.Errorf("map the knobs: %w", err)
+	}
+	reader, err := ringbuf.NewReader(ring)
+	if err != nil {
+		return nil, fmt.Errorf("unable to open the ring buffer: %w", err)
+	}
+	return &EBPF{ring: ring, knobs: knobs, mem: mem, reader: reader, log: log,
+		track: newTracker(bootWall(), uidMapper())}, nil
+}
+
+func (e *EBPF) setKnob(off int64, v uint32) error {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], v)
+	_, err := e.mem.WriteAt(b[:], off)
+	return err
+}
+
+// Enable switches the probes on for this sandbox; until then they match
+// nothing (sandboxd init's own set-up is not traced). It writes mapped
+// memory only, so it works after lock-down.
+func (e *EBPF) Enable() error {
+	if err := e.setKnob(probes.KnobOn, 1); err != nil {
+		return fmt.Errorf("unable to switch the probes on: %w", err)
 	}
 	return nil
 }
 
 // Disable makes the probes match nothing (they stay attached).
 func (e *EBPF) Disable() error {
-	if err := e.objs.FilterNsIno.Set(uint64(0)); err != nil {
-		return fmt.Errorf("unable to clear the pid namespace filter: %w", err)
+	if err := e.setKnob(probes.KnobOn, 0); err != nil {
+		return fmt.Errorf("unable to switch the probes off: %w", err)
 	}
 	return nil
 }
 
-// ScopeToPID re-scopes the probes to the pid namespace of process pid
-// (benchmarks and tests that trace a workload they start themselves).
+// ScopeToPID re-scopes a self-loaded probe set to the pid namespace of
+// process pid and enables it (benchmarks and tests that trace a workload
+// they start themselves).
 func (e *EBPF) ScopeToPID(pid int) error {
-	var st unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
-		return fmt.Errorf("unable to stat the pid namespace of %d: %w", pid, err)
+	if e.set == nil {
+		return errors.New("the probes were handed over by the host: their scope is fixed")
 	}
-	e.nsDev, e.nsIno = uint64(st.Dev), st.Ino
+	ns, err := probes.PidNS(pid)
+	if err != nil {
+		return err
+	}
+	if e.ns != 0 {
+		if err := e.set.Remove(e.ns); err != nil {
+			return err
+		}
+	}
+	if err := e.set.Add(ns, &probes.Sandbox{Ring: e.ring, Knobs: e.knobs}); err != nil {
+		return err
+	}
+	e.ns = ns
 	return e.Enable()
 }
 
 // Lost reads the probe's loss counter (a full ring buffer), through mmap.
 func (e *EBPF) Lost() uint64 {
-	var n uint64
-	if err := e.objs.Lost.Get(&n); err != nil {
+	var b [8]byte
+	if _, err := e.mem.ReadAt(b[:], probes.KnobLost); err != nil {
 		return 0
 	}
-	return n
+	return binary.NativeEndian.Uint64(b[:])
 }
 
 // Hello describes the eBPF source for an events stream.
@@ -235,15 +204,14 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 	}
 }
 
-// Close detaches and unloads the probes.
+// Close stops reading; a self-loaded set is detached and unloaded.
 func (e *EBPF) Close() error {
-	if e.reader != nil {
-		e.reader.Close()
+	e.reader.Close()
+	err := errors.Join(e.ring.Close(), e.knobs.Close())
+	if e.set != nil {
+		err = errors.Join(err, e.set.Close())
 	}
-	for _, l := range e.links {
-		l.Close()
-	}
-	return e.objs.Close()
+	return err
 }
 
 // bootWall is the wall-clock time of CLOCK_BOOTTIME zero (bpf_ktime_get_boot_ns).
@@ -290,13 +258,13 @@ func uidMapper() func(uint32) int {
 	}
 }
 
-// SetFiles turns the file audit on or off (mmap'd .bss, works after lock-down).
+// SetFiles turns the file audit on or off (mapped memory, works after lock-down).
 func (e *EBPF) SetFiles(on bool) error {
 	var v uint32
 	if on {
 		v = 1
 	}
-	if err := e.objs.FilesOn.Set(v); err != nil {
+	if err := e.setKnob(probes.KnobFilesOn, v); err != nil {
 		return fmt.Errorf("unable to switch the file audit: %w", err)
 	}
 	return nil

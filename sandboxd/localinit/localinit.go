@@ -4,9 +4,9 @@
 // confines itself and serves SSH on a unix socket. The order matters and is
 // irreversible:
 //
-//  0. Close every descriptor inherited from the host side but stdio and the
-//     readiness pipe (fd 3): whatever the controller's ancestors leaked
-//     must not reach sandbox processes.
+//  0. Close every descriptor inherited from the host side but stdio, the
+//     readiness pipe (fd 3) and the probe descriptors (ProbeFDs): whatever
+//     the controller's ancestors leaked must not reach sandbox processes.
 //  1. Read the host key and the authorized client key (host paths).
 //  2. Listen on the SSH unix socket at its host path, so it exists before
 //     lock-down; the listening descriptor is all that is kept (close-on-exec,
@@ -21,12 +21,11 @@
 //     the host: no /home /root /run /var /mnt /srv, no DarkShell state.
 //  5. pivot_root into it, detach the old root, make / read-only.
 //  6. Bring up loopback in the (empty) network namespace; set the hostname.
-//  7. Load the eBPF trace probes (package events) while still privileged,
-//     done before step 3 since loading needs the host's /sys/kernel/btf,
-//     scoped in the kernel to this pid namespace; the ring buffer and the
-//     .bss knobs are read through mmap after lock-down (no bpf() needed,
-//     and seccomp denies it). If the kernel or the privileges do not
-//     allow it, the server falls back to procfs+inotify.
+//  7. Take over this sandbox's share of the host's eBPF trace probes (the
+//     controller loads them once per host and routes this pid namespace's
+//     events to a ring buffer of its own); the ring buffer and the knobs
+//     are read through mmap after lock-down (no bpf() needed, and seccomp
+//     denies it). Without them the server falls back to procfs+inotify.
 //  8. Drop privileges: clear the capability bounding and ambient sets, set
 //     groups/gid/uid to the unprivileged sandbox ids, clear the remaining
 //     capability sets, mark the process non-dumpable, set no_new_privs.
@@ -88,6 +87,7 @@ type Options struct {
 	Env           []string  `json:"env,omitempty"`    // added to every command's environment (the egress proxy's address)
 	CADir         string    `json:"ca_dir,omitempty"` // host dir bound read-only at /run/darkshell (the egress CA and trust bundle)
 	Extra         []string  `json:"report"`           // confinements applied by the controller (e.g. cgroups), for the hello
+	Probes        *ProbeFDs `json:"probes,omitempty"` // the sandbox's share of the host's eBPF probes (nil: fallbacks)
 	// WorkloadCgroups are host paths of v1 cgroup dirs, each a child of
 	// the cgroup sandboxd is in, that every command sandboxd starts is born
 	// in: the limits bind the workload, while sandboxd keeps headroom in
@@ -113,7 +113,13 @@ func Run(ctx context.Context, o Options) error {
 	if os.Getpid() != 1 {
 		return errors.New("init must run as PID 1 of a new pid namespace (started by the local driver)")
 	}
-	closeInherited(log)
+	t0 := time.Now()
+	closeInherited(log, o.Probes)
+	// Nothing init or the workload executes may regain a capability; the
+	// ones init's set-up uses stay effective until dropPrivileges.
+	if err := dropBoundingSet(); err != nil {
+		return err
+	}
 	hostKey, authKey, err := sshserver.ReadKeyFiles(o.HostKey, o.AuthorizedKey)
 	if err != nil {
 		return err
@@ -136,23 +142,18 @@ func Run(ctx context.Context, o Options) error {
 		process.SetStartWrapper(wrap)
 	}
 
-	// 7. eBPF probes, while privileged: the kernel BTF is read now, while
-	// the host's /sys is reachable; verification and attachment run
-	// alongside building the root and are joined before dropping
-	// privileges (docs/trace.md).
-	probesPrepared, probesDone, probesRelease := loadProbes(log)
-
 	rep := &Report{Confined: []string{"mount-ns", "pid-ns", "net-ns", "uts-ns", "ipc-ns", "cgroup-ns"}}
 	if o.UserNS {
 		rep.Confined = append(rep.Confined, "user-ns")
 	} else {
 		rep.Confined = append(rep.Confined, "rootful") // set up by host root, no user namespace
 	}
-	probesPrepared() // the kernel's BTF is read from the host's /sys
+	tRoot := time.Now()
 	bound, err := buildRoot(o)
 	if err != nil {
 		return fmt.Errorf("build root: %w", err)
 	}
+	tRoot2 := time.Now()
 	if o.Rootfs != "" {
 		rep.Confined = append(rep.Confined, "rootfs="+o.Rootfs)
 	}
@@ -162,7 +163,11 @@ func Run(ctx context.Context, o Options) error {
 	if err := syscall.Sethostname([]byte(o.Name)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)
 	}
-	probes, hub := probesDone()
+	// 7. The sandbox's share of the host's eBPF probes, while bpf() is
+	// still allowed (docs/trace.md).
+	probes, hub := openProbes(o.Probes, log)
+	tLock := time.Now()
+	var steps []any // how long each step of the lock-down took, for the log
 	if err := dropPrivileges(o.UID, o.GID, o.UserNS); err != nil {
 		return fmt.Errorf("drop privileges: %w", err)
 	}
@@ -180,7 +185,9 @@ func Run(ctx context.Context, o Options) error {
 			fs = *o.FS
 			rep.Confined = append(rep.Confined, "policy")
 		}
+		tLL := time.Now()
 		abi, scoped, err := applyLandlock(fs)
+		steps = append(steps, "drop", tLL.Sub(tLock), "landlock", time.Since(tLL))
 		if err != nil {
 			return fmt.Errorf("landlock: %w", err)
 		}
@@ -189,16 +196,20 @@ func Run(ctx context.Context, o Options) error {
 		if scoped {
 			rep.Confined = append(rep.Confined, "landlock-scoped")
 		}
+		tSC := time.Now()
 		if err := applySeccomp(); err != nil {
 			return fmt.Errorf("seccomp: %w", err)
 		}
 		rep.Confined = append(rep.Confined, "seccomp")
+		tCan := time.Now()
 		if err := Canaries(); err != nil {
 			return fmt.Errorf("self-check failed, refusing to serve: %w", err)
 		}
+		steps = append(steps, "seccomp", tCan.Sub(tSC), "canaries", time.Since(tCan))
 	}
 	rep.Confined = append(rep.Confined, o.Extra...)
-	log.Info("sandbox confined", "landlock_abi", rep.LandlockABI, "confined", strings.Join(rep.Confined, ","))
+	log.Info("sandbox confined", append([]any{"landlock_abi", rep.LandlockABI, "confined", strings.Join(rep.Confined, ","),
+		"took", time.Since(t0), "root", tRoot2.Sub(tRoot)}, steps...)...)
 
 	srv := sandboxd.New(sandboxd.Options{
 		DefaultDir:  Workspace,
@@ -219,9 +230,6 @@ func Run(ctx context.Context, o Options) error {
 		ready.WriteString("ready\n")
 		ready.Close()
 	}
-	// The decoded BTF is garbage now: give it back and turn the collector
-	// on again (the controller's first request is still on its way).
-	probesRelease()
 
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
@@ -335,7 +343,7 @@ func workloadCgroups(dirs []string, log *slog.Logger) (func(start func() error) 
 // closeInherited closes descriptors above 3 that are not close-on-exec:
 // they were inherited across exec from the host side (the Go runtime opens
 // its own close-on-exec), and sandbox processes would inherit them in turn.
-func closeInherited(log *slog.Logger) {
+func closeInherited(log *slog.Logger, keep *ProbeFDs) {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		log.Warn("unable to list inherited descriptors", "err", err)
@@ -343,7 +351,7 @@ func closeInherited(log *slog.Logger) {
 	}
 	for _, e := range ents {
 		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd <= 3 {
+		if err != nil || fd <= 3 || keep.keep(fd) {
 			continue
 		}
 		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)

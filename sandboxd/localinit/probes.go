@@ -4,65 +4,61 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"runtime/debug"
-	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bohica-labs/darkshell/sandboxd/events"
 )
 
-// loadProbes reads the kernel's BTF (from the host's /sys, so before the
-// new root) and loads the eBPF trace probes in the background; the
-// returned function waits for them and must be called before privileges
-// are dropped. Without probes it returns (nil, nil) and the server uses
-// the fallbacks.
-//
-// prepared (returned first) must be waited for before the root changes:
-// decoding the kernel's BTF reads /sys. The collector is off while the
-// BTF is decoded (it is all garbage afterwards, so collecting midway only
-// costs time); the returned release gives the memory back and must run
-// before the workload starts (it is quick to call right after ready).
-func loadProbes(log *slog.Logger) (prepared func(), done func() (*events.EBPF, *events.Hub), release func()) {
-	start := time.Now()
-	gc := debug.SetGCPercent(-1)
-	type result struct {
-		e   *events.EBPF
-		err error
-	}
-	prepCh := make(chan struct{})
-	ch := make(chan result, 1)
-	go func() {
-		prep, err := events.PrepareEBPF()
-		close(prepCh)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		e, err := prep.Load(log.With("component", "ebpf"))
-		ch <- result{e, err}
-	}()
-	prepared = func() { <-prepCh }
-	release = func() {
-		debug.SetGCPercent(gc)
-		debug.FreeOSMemory()
-	}
-	done = func() (*events.EBPF, *events.Hub) {
-		r := <-ch
-		if r.err != nil {
-			return probesFailed(log, r.err)
-		}
-		log.Debug("eBPF probes loaded", "took", time.Since(start))
-		return r.e, events.NewHub(0, r.e.Hello())
-	}
-	return prepared, done, release
+// ProbeFDs are the descriptors of the sandbox's share of the host's eBPF
+// probes, inherited from the controller: its ring buffer and knobs (package
+// probes) and duplicates of the probe set's links, held so the probes stay
+// attached while this sandbox runs even if the controller exits.
+type ProbeFDs struct {
+	Ring  int   `json:"ring"`
+	Knobs int   `json:"knobs"`
+	Links []int `json:"links"`
 }
 
-func probesFailed(log *slog.Logger, err error) (*events.EBPF, *events.Hub) {
-	if errors.Is(err, events.ErrNotSupported) {
-		log.Warn("eBPF tracing unavailable, falling back to procfs+inotify", "err", err)
-	} else {
-		log.Error("unable to load eBPF probes, falling back to procfs+inotify", "err", err)
+// keep reports whether fd is one of p's.
+func (p *ProbeFDs) keep(fd int) bool {
+	if p == nil {
+		return false
 	}
-	return nil, nil
+	if fd == p.Ring || fd == p.Knobs {
+		return true
+	}
+	for _, l := range p.Links {
+		if fd == l {
+			return true
+		}
+	}
+	return false
+}
+
+// openProbes takes over the probe descriptors (while bpf() is allowed: it
+// asks the kernel what they are). Every one is made close-on-exec, so no
+// sandbox process inherits them. Without descriptors (the controller could
+// not load the probes: no privilege, or an old kernel) it returns nil and
+// the server uses the procfs and inotify fallbacks.
+func openProbes(p *ProbeFDs, log *slog.Logger) (*events.EBPF, *events.Hub) {
+	if p == nil {
+		log.Warn("no eBPF probes from the controller, falling back to procfs+inotify")
+		return nil, nil
+	}
+	for _, fd := range append([]int{p.Ring, p.Knobs}, p.Links...) {
+		unix.CloseOnExec(fd)
+	}
+	e, err := events.OpenEBPF(p.Ring, p.Knobs, log.With("component", "ebpf"))
+	if err != nil {
+		if errors.Is(err, events.ErrNotSupported) {
+			log.Warn("eBPF tracing unavailable, falling back to procfs+inotify", "err", err)
+		} else {
+			log.Error("unable to read the eBPF probes, falling back to procfs+inotify", "err", err)
+		}
+		return nil, nil
+	}
+	return e, events.NewHub(0, e.Hello())
 }
 
 // runProbes enables the probes and reads the ring buffer into hub until

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,6 +161,7 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 			}
 		}
 	}
+	t0 := time.Now()
 	p := paths{h.SandboxDir(sb.Name)}
 	if err := prepareRoot(ctx, p, x); err != nil {
 		return err
@@ -212,9 +214,11 @@ func (Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) erro
 	if err := pinHostKey(p, sb.Name); err != nil {
 		return err
 	}
+	t1 := time.Now()
 	if err := launch(ctx, h, p, sb.Name, ws, sb.Env, &x); err != nil {
 		return err
 	}
+	slog.Debug("local sandbox started", "name", sb.Name, "prepare", t1.Sub(t0), "init_ready", time.Since(t1))
 	if sb.Extra, err = json.Marshal(x); err != nil {
 		return err
 	}
@@ -317,6 +321,8 @@ type initConfig struct {
 	// CADir is the host dir holding the egress CA bundle files bound
 	// read-only at /run/darkshell in the sandbox.
 	CADir string `json:"ca_dir,omitempty"`
+	// Probes: the sandbox's share of the host's eBPF probes.
+	Probes *probeFDs `json:"probes,omitempty"`
 }
 
 // rootless reports whether sandboxes are made without root: then a user
@@ -352,6 +358,14 @@ func start(ctx context.Context, bin string, p paths, name, ws string, env []stri
 		return 0, 0, err
 	}
 	defer r.Close()
+	// The sandbox's share of the host's eBPF probes (fds from 4 on).
+	share := newProbeShare()
+	defer share.close()
+	extra, probeFDs, err := share.files([]*os.File{w})
+	if err != nil {
+		w.Close()
+		return 0, 0, err
+	}
 	cfg, err := json.Marshal(initConfig{
 		Name: name, Workspace: ws, RootDir: p.rootDir(), Socket: p.socket(),
 		HostKey: p.hostKey(), AuthorizedKey: p.clientKey() + ".pub",
@@ -360,8 +374,9 @@ func start(ctx context.Context, bin string, p paths, name, ws string, env []stri
 		// Every local sandbox finds the egress proxy (run by the daemon;
 		// without network_policies it denies everything, saying why), then
 		// the sandbox's own --env values.
-		Env:   append(append(egress.ProxyEnv(), trustEnv...), append(placeholders, env...)...),
-		CADir: p.trustDir(),
+		Env:    append(append(egress.ProxyEnv(), trustEnv...), append(placeholders, env...)...),
+		CADir:  p.trustDir(),
+		Probes: probeFDs,
 	})
 	if err != nil {
 		return 0, 0, err
@@ -372,7 +387,7 @@ func start(ctx context.Context, bin string, p paths, name, ws string, env []stri
 	// readable inside the sandbox, a non-dumpable PID 1's environ is not.
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SANDBOXD_INIT=" + string(cfg)}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{w}
+	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setsid: true,
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET |
@@ -410,10 +425,18 @@ func start(ctx context.Context, bin string, p paths, name, ws string, env []stri
 	}
 	pid = cmd.Process.Pid
 	// v1 limits apply before init starts any workload: it only serves
-	// after it reported ready, which is read below.
-	if err := cg.join(pid); err != nil {
+	// after it reported ready, which is read below. So does the probes'
+	// route: init switches it on only once confined.
+	detach, err := share.attach(pid)
+	if err == nil {
+		err = cg.join(pid)
+	}
+	if err != nil {
 		syscall.Kill(pid, syscall.SIGKILL)
 		cmd.Wait()
+		if detach != nil {
+			detach()
+		}
 		return 0, 0, err
 	}
 	startTime, _ = procStartTime(pid)
@@ -427,6 +450,7 @@ func start(ctx context.Context, bin string, p paths, name, ws string, env []stri
 		if how, err := exitHow(pid); err == nil {
 			recordExit(p, pid, how)
 		}
+		detach()
 		cmd.Wait()
 	}()
 
