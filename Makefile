@@ -59,10 +59,13 @@ sandboxd:
 	done
 	@cp $(BIN)/sandboxd-linux-$$($(GO) env GOARCH) $(BIN)/sandboxd
 
+# darkshell is the thin front (a fresh `exec` starts in a few milliseconds);
+# darkshell-core, next to it, is the full CLI and daemon it hands the rest to.
 .PHONY: darkshell
 darkshell: sandboxd
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-core ./cmd/darkshell-core
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell ./cmd/darkshell
-	@echo "built $(BIN)/darkshell and $(BIN)/sandboxd, version $(VERSION)"
+	@echo "built $(BIN)/darkshell (+ darkshell-core) and $(BIN)/sandboxd, version $(VERSION)"
 
 .PHONY: demo
 demo: deps build ## The main job: a sandbox on a loopback sshd this starts itself, then exec

@@ -3,10 +3,12 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -481,5 +483,60 @@ func TestOversizedFrameThroughDaemon(t *testing.T) {
 	out, _, code := e.ds("exec", "s", "--", "echo", "ok")
 	if code != 0 || out != "ok\n" {
 		t.Fatal("daemon broken after an oversized frame")
+	}
+}
+
+// TestFrontExec: with the daemon up, the thin front serves `darkshell exec`
+// alone (DARKSHELL_CORE points nowhere, and it still works: output, exit
+// status, stdin, -o json, a command that cannot be found); anything it
+// cannot serve (an unknown sandbox, a refusal before the command started,
+// another command) goes to darkshell-core, which says why.
+func TestFrontExec(t *testing.T) {
+	e := newEnv(t)
+	e.create("s")
+	front := func(stdin string, env []string, args ...string) (string, string, int) {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(binDir, "darkshell"), args...)
+		cmd.Env = append(append(os.Environ(), "DARKSHELL_HOME="+e.home), env...)
+		var o, eb bytes.Buffer
+		cmd.Stdout, cmd.Stderr, cmd.Stdin = &o, &eb, strings.NewReader(stdin)
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return o.String(), eb.String(), code
+	}
+	noCore := []string{"DARKSHELL_CORE=/nonexistent/darkshell-core"}
+	if out, errOut, code := front("", noCore, "exec", "s", "--", "sh", "-c", "echo out; echo err >&2; exit 7"); code != 7 || out != "out\n" || errOut != "err\n" {
+		t.Fatalf("front exec: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code := front("piped\n", noCore, "exec", "-i", "s", "--", "cat"); code != 0 || out != "piped\n" {
+		t.Fatalf("front exec -i: %d %q %q", code, out, errOut)
+	}
+	out, errOut, code := front("", noCore, "exec", "-o", "json", "s", "--", "sh", "-c", "printf hi; exit 3")
+	var doc struct {
+		Stdout string `json:"stdout"`
+		Exit   int    `json:"exit_code"`
+		Status int    `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || code != 3 || doc.Stdout != "hi" || doc.Exit != 3 || doc.Status != 3 {
+		t.Fatalf("front exec -o json: %d %q %q (%v)", code, out, errOut, err)
+	}
+	if _, errOut, code := front("", noCore, "exec", "s", "--", "/no/such/binary"); code != 127 || !strings.Contains(errOut, "exec in s:") {
+		t.Fatalf("front exec of a missing binary: %d %q", code, errOut)
+	}
+	// Not the front's to serve: it runs the core (here: nowhere, so it says so).
+	if _, errOut, code := front("", noCore, "exec", "nosuch", "--", "true"); code != 125 || !strings.Contains(errOut, "/nonexistent/darkshell-core") {
+		t.Fatalf("unknown sandbox did not go to the core: %d %q", code, errOut)
+	}
+	if _, errOut, code := front("", noCore, "sandbox", "list"); code != 125 || !strings.Contains(errOut, "/nonexistent/darkshell-core") {
+		t.Fatalf("sandbox list did not go to the core: %d %q", code, errOut)
+	}
+	// With the core next to it, the same refusal is the core's own message.
+	if _, errOut, code := front("", nil, "exec", "nosuch", "--", "true"); code != 125 || !strings.Contains(errOut, "nosuch") {
+		t.Fatalf("unknown sandbox: %d %q", code, errOut)
 	}
 }

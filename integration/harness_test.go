@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if url := os.Getenv("DARKSHELL_TEST_HTTP_CLIENT"); url != "" {
 		os.Exit(httpClientBench(url))
 	}
+	if spec := os.Getenv("DARKSHELL_TEST_SPAWN"); spec != "" {
+		os.Exit(spawnLoop(spec))
+	}
 	flag.Parse() // testing.Short needs parsed flags
 	binDir = os.Getenv("DARKSHELL_BIN_DIR")
 	if binDir == "" && !testing.Short() {

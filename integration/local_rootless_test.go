@@ -32,12 +32,14 @@ func TestLocalRootless(t *testing.T) {
 	os.Chmod(filepath.Dir(dir), 0o755) // the uid must traverse the test's temp dirs
 	os.Chmod(dir, 0o755)
 	bin := filepath.Join(dir, "darkshell")
-	b, err := os.ReadFile(filepath.Join(binDir, "darkshell"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"darkshell", "darkshell-core"} { // the front finds the core next to it
+		b, err := os.ReadFile(filepath.Join(binDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	home := filepath.Join(dir, "home")
 	os.Mkdir(home, 0o700)

@@ -848,7 +848,14 @@ func TestLocalNoInheritedFDs(t *testing.T) {
 	defer f2.Close()
 	daemon := exec.Command(filepath.Join(binDir, "darkshell"), "daemon", "run")
 	daemon.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
-	daemon.ExtraFiles = []*os.File{f1, f2} // fds 3 and 4 of the daemon, inherited by its children
+	// fds 3 to 18 of the daemon, inherited by its children: the host file
+	// last, above the descriptors the daemon hands init on purpose (the
+	// readiness pipe and the probes' share, from 3 on).
+	for range 15 {
+		daemon.ExtraFiles = append(daemon.ExtraFiles, f1)
+	}
+	daemon.ExtraFiles = append(daemon.ExtraFiles, f2)
+	secretFD := 2 + len(daemon.ExtraFiles)
 	if err := daemon.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -862,8 +869,8 @@ func TestLocalNoInheritedFDs(t *testing.T) {
 	})
 	e.createLocal("fds")
 	// Positive control: the daemon does hold the file the test leaked to it.
-	if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/4", daemon.Process.Pid)); l != secret {
-		t.Fatalf("the daemon's fd 4 is %q, want %s", l, secret)
+	if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", daemon.Process.Pid, secretFD)); l != secret {
+		t.Fatalf("the daemon's fd %d is %q, want %s", secretFD, l, secret)
 	}
 	out := e.mustBash("fds", "ls /proc/self/fd")
 	if got := strings.Fields(out); !slices.Equal(got, []string{"0", "1", "2", "3"}) { // 3: ls's own directory

@@ -604,7 +604,7 @@ func TestPodmanRootless(t *testing.T) {
 	os.Chmod(dir, 0o755)
 	pe := &podmanEnv{env: &env{t: t}, dir: dir, archive: filepath.Join(dir, "image.tar")}
 	writeToolImage(t, pe.archive, "darkshell.test/tools:1")
-	for _, f := range []string{"darkshell", "sandboxd"} {
+	for _, f := range []string{"darkshell", "darkshell-core", "sandboxd"} {
 		b, err := os.ReadFile(filepath.Join(binDir, f))
 		if err != nil {
 			t.Fatal(err)

@@ -1,11 +1,8 @@
-// Command darkshell is the DarkShell host controller and CLI.
+// Command darkshell is the DarkShell CLI. It is the thin front
+// (controller/front): it serves `darkshell exec` while the daemon is up and
+// runs darkshell-core, installed next to it, for everything else.
 package main
 
-import (
-	"github.com/bohica-labs/darkshell/controller/cli"
-	_ "github.com/bohica-labs/darkshell/controller/driver/enginedriver"
-	_ "github.com/bohica-labs/darkshell/controller/driver/localdriver"
-	_ "github.com/bohica-labs/darkshell/controller/driver/sshdriver"
-)
+import "github.com/bohica-labs/darkshell/controller/front"
 
-func main() { cli.Main() }
+func main() { front.Main() }

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bohica-labs/darkshell/controller/client"
+	"github.com/bohica-labs/darkshell/controller/execcli"
 )
 
 // Exit statuses of commands other than exec.
@@ -26,9 +27,9 @@ const (
 
 // Exit statuses of exec when darkshell itself is the cause.
 const (
-	ExitExecFailed   = 125 // darkshell failed (unknown sandbox, transport down)
-	ExitCannotInvoke = 126
-	ExitNotFound     = 127
+	ExitExecFailed   = execcli.ExitExecFailed // darkshell failed (unknown sandbox, transport down)
+	ExitCannotInvoke = execcli.ExitCannotInvoke
+	ExitNotFound     = execcli.ExitNotFound
 )
 
 // exitError carries an exit status out of a command; msg (if any) is printed.

@@ -1,35 +1,19 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"unicode/utf8"
-
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/bohica-labs/darkshell/controller/client"
-	"github.com/bohica-labs/darkshell/controller/stream"
+	"github.com/bohica-labs/darkshell/controller/execcli"
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
-type execFlags struct {
-	tty, interactive, shell, durable bool
-	env                              []string
-	dir, key                         string
-	timeout                          time.Duration
-}
-
 func (a *app) execCmd() *cobra.Command {
-	var f execFlags
+	var f execcli.Flags
 	cmd := &cobra.Command{
 		Use:   "exec NAME [flags] -- CMD [ARGS...]",
 		Short: "Run a command in a sandbox",
@@ -51,57 +35,24 @@ cannot be invoked; 127 if it was not found.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.BoolVarP(&f.tty, "tty", "t", false, "allocate a pseudo-terminal")
-	fl.BoolVarP(&f.interactive, "interactive", "i", false, "send stdin to the command (otherwise it reads /dev/null)")
-	fl.BoolVar(&f.shell, "sh", false, "run CMD as one string with sh -c")
-	fl.StringArrayVarP(&f.env, "env", "e", nil, "KEY=VALUE for the command (repeatable)")
-	fl.StringVarP(&f.dir, "workdir", "w", "", "working directory inside the sandbox")
-	fl.DurationVar(&f.timeout, "timeout", 0, "kill the command's process group after this long (e.g. 30s)")
-	fl.BoolVar(&f.durable, "durable", false, "keep the command running if darkshell goes away; re-attach with `sandbox attach`")
-	fl.StringVar(&f.key, "idempotency-key", "", "run at most once per key: a repeat attaches to the first run (implies --durable)")
+	fl.BoolVarP(&f.TTY, "tty", "t", false, "allocate a pseudo-terminal")
+	fl.BoolVarP(&f.Interactive, "interactive", "i", false, "send stdin to the command (otherwise it reads /dev/null)")
+	fl.BoolVar(&f.Shell, "sh", false, "run CMD as one string with sh -c")
+	fl.StringArrayVarP(&f.Env, "env", "e", nil, "KEY=VALUE for the command (repeatable)")
+	fl.StringVarP(&f.Dir, "workdir", "w", "", "working directory inside the sandbox")
+	fl.DurationVar(&f.Timeout, "timeout", 0, "kill the command's process group after this long (e.g. 30s)")
+	fl.BoolVar(&f.Durable, "durable", false, "keep the command running if darkshell goes away; re-attach with `sandbox attach`")
+	fl.StringVar(&f.Key, "idempotency-key", "", "run at most once per key: a repeat attaches to the first run (implies --durable)")
 	return cmd
 }
 
-func (a *app) runExec(ctx context.Context, name string, argv []string, f execFlags) error {
-	if f.shell && len(argv) != 1 {
-		argv = []string{strings.Join(argv, " ")}
-	}
-	for _, e := range f.env {
-		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-			return usagef("-e %q is not KEY=VALUE", e)
-		}
-	}
-	if f.timeout < 0 {
-		return usagef("--timeout must not be negative")
-	}
-	req := &protocol.ExecStart{
-		Argv: argv, Shell: f.shell, Env: f.env, Dir: f.dir, Stdin: f.interactive || f.tty,
-		TimeoutMs: f.timeout.Milliseconds(), Durable: f.durable || f.key != "", IdempotencyKey: f.key,
-	}
-	var restore func()
-	if f.tty {
-		stdinFd := int(os.Stdin.Fd())
-		rows, cols := uint16(24), uint16(80)
-		if w, h, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
-			rows, cols = uint16(h), uint16(w)
-		}
-		t := os.Getenv("TERM")
-		if t == "" {
-			t = "xterm-256color"
-		}
-		req.PTY = &protocol.PTY{Term: t, Rows: rows, Cols: cols}
-		if term.IsTerminal(stdinFd) {
-			old, err := term.MakeRaw(stdinFd)
-			if err == nil {
-				restore = func() { term.Restore(stdinFd, old) }
-			}
-		}
-	}
-	if restore != nil {
-		defer restore()
-	}
-	if err := req.Validate(); err != nil {
+func (a *app) runExec(ctx context.Context, name string, argv []string, f execcli.Flags) error {
+	req, err := execcli.Request(argv, f)
+	if err != nil {
 		return usagef("%v", err)
+	}
+	if f.TTY {
+		defer execcli.RawTerminal()()
 	}
 	c, err := a.client()
 	if err != nil {
@@ -109,141 +60,39 @@ func (a *app) runExec(ctx context.Context, name string, argv []string, f execFla
 	}
 	p, err := c.Exec(ctx, name, req)
 	if err != nil {
+		ef := execFailure(name, err)
 		if a.json() {
-			a.printJSON(execJSON{Error: err.Error(), Status: exitStatusOf(execFailure(name, err))})
+			execcli.PrintJSON(a.stdout, execcli.Result{Error: err.Error(), Status: ef.code})
 		}
-		return execFailure(name, err)
+		return ef
 	}
+	s := execcli.IO{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr}
 	if a.json() {
-		return a.execJSON(ctx, p, req.Stdin)
-	}
-	return a.drive(ctx, p, req.Stdin, req.PTY != nil)
-}
-
-// execJSON is `exec -o json`'s one document.
-type execJSON struct {
-	ID     string `json:"id,omitempty"`
-	PID    int    `json:"pid,omitempty"`
-	Stdout string `json:"stdout"`
-	Stderr string `json:"stderr"`
-	// Binary output that is not UTF-8 is given base64-encoded instead.
-	StdoutBase64 []byte `json:"stdout_base64,omitempty"`
-	StderrBase64 []byte `json:"stderr_base64,omitempty"`
-	ExitCode     int    `json:"exit_code"`
-	Signal       int    `json:"signal,omitempty"`
-	TimedOut     bool   `json:"timed_out,omitempty"`
-	DurationMs   int64  `json:"duration_ms"`
-	// Status is what the process exit status of this command is.
-	Status int    `json:"status"`
-	Error  string `json:"error,omitempty"`
-}
-
-// execJSON collects the whole output and prints one JSON document.
-func (a *app) execJSON(ctx context.Context, p *stream.Proc, stdin bool) error {
-	defer p.Close()
-	if stdin {
-		go p.CopyStdin(a.stdin)
-	}
-	var out, errb bytes.Buffer
-	res := execJSON{ID: p.Started.ID, PID: p.Started.PID}
-	exit, err := p.Wait(&out, &errb)
-	setText := func(b []byte, s *string, raw *[]byte) {
-		if utf8.Valid(b) {
-			*s = string(b)
-		} else {
-			*raw = b
-		}
-	}
-	setText(out.Bytes(), &res.Stdout, &res.StdoutBase64)
-	setText(errb.Bytes(), &res.Stderr, &res.StderrBase64)
-	var ret error
-	if err != nil {
-		ret = execFailure("", err)
-		res.Error, res.Status = err.Error(), exitStatusOf(ret)
+		err = execcli.JSON(ctx, p, s, req.Stdin)
 	} else {
-		res.ExitCode, res.Signal, res.TimedOut, res.DurationMs, res.Status = exit.Code, exit.Signal, exit.TimedOut, exit.DurationMs, exit.Status()
-		if res.Status != 0 {
-			ret = &exitError{code: res.Status}
-		}
+		err = execcli.Drive(ctx, p, s, req.Stdin, req.PTY != nil)
 	}
-	if perr := a.printJSON(res); perr != nil {
-		return perr
-	}
-	if ee, ok := ret.(*exitError); ok {
-		ee.msg = "" // the document says it all
-	}
-	return ret
+	return asExitError(err)
 }
 
-func exitStatusOf(err error) int {
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
+// asExitError turns execcli's failures into the CLI's exit errors.
+func asExitError(err error) error {
+	var f *execcli.Failure
+	if errors.As(err, &f) {
+		return &exitError{f.Code, f.Msg}
 	}
-	return ExitExecFailed
-}
-
-// drive pumps stdin, signals and window changes into p and output out of it.
-func (a *app) drive(ctx context.Context, p *stream.Proc, stdin, tty bool) error {
-	defer p.Close()
-	sigs := make(chan os.Signal, 8)
-	if tty {
-		signal.Notify(sigs, syscall.SIGWINCH)
-	} else {
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
-	}
-	defer signal.Stop(sigs)
-	go func() {
-		for s := range sigs {
-			if s == syscall.SIGWINCH {
-				if w, h, err := term.GetSize(int(os.Stdout.Fd())); err == nil {
-					p.Resize(uint16(h), uint16(w))
-				}
-				continue
-			}
-			p.Signal(int(s.(syscall.Signal)))
-		}
-	}()
-	if stdin {
-		go p.CopyStdin(a.stdin)
-	}
-	exit, err := p.Wait(a.stdout, a.stderr)
-	if err != nil {
-		return execFailure("", err)
-	}
-	if exit.TimedOut {
-		fmt.Fprintf(a.stderr, "darkshell: command timed out after %s and was killed\n", time.Duration(exit.DurationMs)*time.Millisecond)
-	}
-	if s := exit.Status(); s != 0 {
-		return &exitError{code: s}
-	}
-	return nil
+	return err
 }
 
 // execFailure maps a failure before or during exec to exec's exit statuses.
-func execFailure(name string, err error) error {
-	code := ""
-	if re, ok := protocol.AsRemoteError(err); ok {
-		code = re.Code
-	}
+func execFailure(name string, err error) *exitError {
+	remote := ""
 	var ae *client.APIError
-	if errors.As(err, &ae) && ae.Remote != "" {
-		code = ae.Remote
+	if errors.As(err, &ae) {
+		remote = ae.Remote
 	}
-	msg := err.Error()
-	if name != "" {
-		msg = fmt.Sprintf("exec in %s: %s", name, msg)
-	}
-	switch code {
-	case protocol.CodeNotFound:
-		return &exitError{ExitNotFound, msg}
-	case protocol.CodeCannotInvoke:
-		return &exitError{ExitCannotInvoke, msg}
-	}
-	if errors.Is(err, stream.ErrNoExit) {
-		msg += " (the connection to the sandbox broke; a --durable command keeps running: see `darkshell sandbox ps`)"
-	}
-	return &exitError{ExitExecFailed, msg}
+	f := execcli.Fail(name, err, remote)
+	return &exitError{f.Code, f.Msg}
 }
 
 func (a *app) connectCmd() *cobra.Command {
@@ -253,7 +102,7 @@ func (a *app) connectCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sh := `if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi`
-			return a.runExec(cmd.Context(), args[0], []string{sh}, execFlags{tty: true, shell: true})
+			return a.runExec(cmd.Context(), args[0], []string{sh}, execcli.Flags{TTY: true, Shell: true})
 		},
 	}
 }
@@ -277,7 +126,7 @@ func (a *app) attachCmd() *cobra.Command {
 			if p.Started.Lost > 0 {
 				fmt.Fprintf(a.stderr, "darkshell: %d bytes of output were no longer kept\n", p.Started.Lost)
 			}
-			return a.drive(cmd.Context(), p, stdin, false)
+			return asExitError(execcli.Drive(cmd.Context(), p, execcli.IO{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr}, stdin, false))
 		},
 	}
 	cmd.Flags().Int64Var(&offset, "offset", 0, "output bytes already seen (stdout+stderr)")
