@@ -548,3 +548,32 @@ func TestTraceSurvivesDaemonExit(t *testing.T) {
 		}) != nil
 	})
 }
+
+// TestSandboxStateEvents: the daemon records a sandbox's lifecycle as
+// sandbox_state events, in order, in the host event log (and so in watch).
+func TestSandboxStateEvents(t *testing.T) {
+	e := newLocalEnv(t)
+	e.createLocal("life")
+	for _, op := range []string{"stop", "start"} {
+		if _, errOut, code := e.ds("sandbox", op, "life"); code != 0 {
+			t.Fatalf("%s: %d %s", op, code, errOut)
+		}
+	}
+	if _, errOut, code := e.ds("sandbox", "delete", "life"); code != 0 {
+		t.Fatalf("delete: %d %s", code, errOut)
+	}
+	var states []string
+	waitFor(t, 5*time.Second, "the lifecycle in the event log", func() bool {
+		b, _ := os.ReadFile(filepath.Join(e.home, "logs", "life", "events.jsonl"))
+		states = states[:0]
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var ev protocol.Event
+			if json.Unmarshal([]byte(line), &ev) == nil && ev.Kind == protocol.KindSandboxState && ev.Source == protocol.SourceDaemon {
+				if ev.State != "traced" && ev.State != "untraced" {
+					states = append(states, ev.State)
+				}
+			}
+		}
+		return slices.Equal(states, []string{"created", "stopped", "started", "deleted"})
+	})
+}

@@ -29,6 +29,13 @@ func (d *Daemon) eventRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/sandboxes/{name}/logs", d.logs)
 }
 
+// stateEvent publishes a sandbox_state event of the sandbox's lifecycle
+// (created, started, stopped, deleted) as the daemon carries it out.
+func (d *Daemon) stateEvent(name, state, msg string) {
+	d.bus.Publish(protocol.Event{Time: time.Now(), Sandbox: name, Kind: protocol.KindSandboxState, State: state,
+		Message: msg, Source: protocol.SourceDaemon})
+}
+
 // startEventPump starts, in the background, the pump that feeds the bus
 // (and so the host log) from a new session, if sandboxd has eBPF probes
 // running anyway. Sandboxes with only the fallback sources (procfs

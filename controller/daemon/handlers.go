@@ -184,12 +184,14 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.startEgress(sb)
+	d.stateEvent(sb.Name, "created", "driver "+sb.Driver)
 	ups, err := d.createUploads(r.Context(), sb.Name, req.Uploads)
 	if err != nil {
 		d.stopEgress(sb.Name)
 		d.pool.drop(sb.Name)
 		_ = drv.Delete(context.WithoutCancel(r.Context()), d.opts.Home, sb)
 		_ = d.opts.Home.Delete(sb.Name)
+		d.stateEvent(sb.Name, "deleted", "an upload at create failed: "+err.Error())
 		writeErr(w, fmt.Errorf("create sandbox %s (deleted again): %w", sb.Name, err))
 		return
 	}
@@ -216,6 +218,7 @@ func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	d.stateEvent(sb.Name, "deleted", "")
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -58,6 +58,9 @@ func (d *Daemon) lifecycle(w http.ResponseWriter, r *http.Request, op string) {
 	}
 	if op == "start" {
 		d.startEgress(sb)
+		d.stateEvent(sb.Name, "started", "")
+	} else {
+		d.stateEvent(sb.Name, "stopped", "")
 	}
 	writeJSON(w, http.StatusOK, d.view(sb))
 }

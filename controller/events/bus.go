@@ -33,6 +33,7 @@ type Bus struct {
 type sandboxBus struct {
 	subs    map[*Sub]struct{}
 	log     *Log
+	noLog   bool // the log could not be opened (warned once)
 	pumping bool
 	lastSeq uint64
 	epoch   int64
@@ -84,6 +85,20 @@ func (b *Bus) sandbox(name string) *sandboxBus {
 	return sb
 }
 
+// openLog opens sandbox name's host event log if it is not open (b.mu held).
+func (b *Bus) openLog(name string, sb *sandboxBus) {
+	if sb.log != nil || sb.noLog {
+		return
+	}
+	lg, err := OpenLog(b.LogDir(name), 0, 0)
+	if err != nil {
+		sb.noLog = true // said once
+		b.log.Warn("no host event log", "sandbox", name, "err", err)
+		return
+	}
+	sb.log = lg
+}
+
 // Subscribe returns a subscriber to sandbox name's events (queue <= 0:
 // DefaultQueue).
 func (b *Bus) Subscribe(name string, queue int) *Sub {
@@ -102,6 +117,9 @@ func (b *Bus) Subscribe(name string, queue int) *Sub {
 func (b *Bus) Publish(e protocol.Event) {
 	b.mu.Lock()
 	sb := b.sandbox(e.Sandbox)
+	if !b.close {
+		b.openLog(e.Sandbox, sb)
+	}
 	if e.Seq > sb.lastSeq && e.Source != protocol.SourceDaemon {
 		sb.lastSeq = e.Seq
 	}
@@ -150,14 +168,7 @@ func (b *Bus) Pump(ctx context.Context, name string, o Opener) error {
 	}
 	sb.pumping = true
 	since := sb.lastSeq
-	if sb.log == nil {
-		lg, err := OpenLog(b.LogDir(name), 0, 0)
-		if err != nil {
-			b.log.Warn("no host event log", "sandbox", name, "err", err)
-		} else {
-			sb.log = lg
-		}
-	}
+	b.openLog(name, sb)
 	b.mu.Unlock()
 	st, err := Open(ctx, o, &protocol.EventsRequest{History: true, Follow: true, Files: true, SinceSeq: since})
 	if err == nil && since > 0 && st.Hello.Epoch != sb.epoch {
