@@ -112,7 +112,7 @@ func Apply(ctx context.Context, c *client.Client, bp *Blueprint, name string, on
 				var names []string
 				for _, m := range bp.MCPServers {
 					if _, err := c.MCPAdd(ctx, name, &api.MCPAddRequest{Server: m.Name, Transport: m.Transport, Command: m.Command, URL: m.URL,
-						Providers: m.Providers, Env: m.Env, Allow: m.AllowTools, Deny: m.DenyTools}); err != nil {
+						Providers: m.Providers, Env: m.Env, Allow: m.AllowTools, Deny: m.DenyTools, Rules: m.rules, DenyRules: m.denyRules}); err != nil {
 						return "", fmt.Errorf("MCP server %s: %w", m.Name, err)
 					}
 					names = append(names, m.Name)

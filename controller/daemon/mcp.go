@@ -108,7 +108,8 @@ func (d *Daemon) mcpAdd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &mcp.Record{Sandbox: r.PathValue("name"), Name: req.Server, Transport: req.Transport, Argv: req.Command,
-		URL: req.URL, Dir: req.Dir, Providers: req.Providers, Allow: req.Allow, Deny: req.Deny, Port: req.Port}
+		URL: req.URL, Dir: req.Dir, Providers: req.Providers, Allow: req.Allow, Deny: req.Deny, Port: req.Port,
+		Rules: req.Rules, DenyRules: req.DenyRules}
 	for _, e := range req.Env {
 		if strings.Contains(e, "=") {
 			rec.Env = append(rec.Env, e)

@@ -52,15 +52,20 @@ type Record struct {
 	Providers []string `json:"providers,omitempty"`
 	EnvKeys   []string `json:"env_keys,omitempty"`
 	// Env holds non-secret KEY=VALUE settings.
-	Env     []string  `json:"env,omitempty"`
-	Allow   []string  `json:"allow,omitempty"`
-	Deny    []string  `json:"deny,omitempty"`
-	Port    int       `json:"port"` // loopback port in the sandbox
-	Created time.Time `json:"created"`
+	Env   []string `json:"env,omitempty"`
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
+	// Rules and DenyRules: tool rules in OpenShell's `protocol: mcp` shape.
+	Rules     []protocol.MCPRule `json:"rules,omitempty"`
+	DenyRules []protocol.MCPRule `json:"deny_rules,omitempty"`
+	Port      int                `json:"port"` // loopback port in the sandbox
+	Created   time.Time          `json:"created"`
 }
 
 // Policy is the record's tool policy.
-func (r *Record) Policy() mcpproxy.Policy { return mcpproxy.Policy{Allow: r.Allow, Deny: r.Deny} }
+func (r *Record) Policy() mcpproxy.Policy {
+	return mcpproxy.Policy{Allow: r.Allow, Deny: r.Deny, Rules: r.Rules, DenyRules: r.DenyRules}
+}
 
 // Validate checks a record before it is stored.
 func (r *Record) Validate() error {
