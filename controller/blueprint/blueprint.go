@@ -172,7 +172,9 @@ var drivers = []string{"local", "ssh", "podman", "docker"}
 func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 	var ps yamldoc.Problems
 	bad := func(at, format string, args ...any) { ps = append(ps, d.Problem(at, format, args...)) }
-	if bp.Version != Version {
+	if bp.Version == 0 {
+		bad("$", "version is missing: write `version: %d` at the top", Version)
+	} else if bp.Version != Version {
 		bad("$.version", "version must be %d (got %d): write `version: %d`", Version, bp.Version, Version)
 	}
 	if err := state.ValidName(bp.Name); err != nil {
@@ -218,8 +220,8 @@ func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 			}
 			bp.PolicyData, bp.PolicySource = data, f
 		case pr.Inline != nil:
-			if err := pr.Inline.Validate(); err != nil {
-				bad("$.policy.inline", "%v", err)
+			if ips := pr.Inline.ValidateIn(d, "$.policy.inline"); len(ips) > 0 {
+				ps = append(ps, ips...)
 				break
 			}
 			bp.PolicyData, bp.PolicySource = inlineYAML(pr.Inline), d.File+" (inline policy)"

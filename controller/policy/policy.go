@@ -166,7 +166,7 @@ func Parse(file string, data []byte) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ps := p.validate(doc); len(ps) > 0 {
+	if ps := p.validate(doc, "$"); len(ps) > 0 {
 		ps.Sort()
 		return nil, ps
 	}
@@ -175,11 +175,18 @@ func Parse(file string, data []byte) (*Policy, error) {
 
 // Validate checks a policy that did not come from a file (no positions).
 func (p *Policy) Validate() error {
-	if ps := p.validate(nil); len(ps) > 0 {
+	if ps := p.validate(nil, "$"); len(ps) > 0 {
 		ps.Sort()
 		return ps
 	}
 	return nil
+}
+
+// ValidateIn checks a policy embedded in another document d at the YAML
+// path root (e.g. a blueprint's `$.policy.inline`), so that problems point
+// into that document.
+func (p *Policy) ValidateIn(d *yamldoc.Doc, root string) yamldoc.Problems {
+	return p.validate(d, root)
 }
 
 var (
@@ -191,9 +198,11 @@ var (
 	onErrors     = []string{"", "fail_closed", "fail_open"}
 )
 
-func (p *Policy) validate(d *yamldoc.Doc) yamldoc.Problems {
+func (p *Policy) validate(d *yamldoc.Doc, root string) yamldoc.Problems {
 	var ps yamldoc.Problems
-	bad := func(at, format string, args ...any) { ps = append(ps, d.Problem(at, format, args...)) }
+	bad := func(at, format string, args ...any) {
+		ps = append(ps, d.Problem(root+strings.TrimPrefix(at, "$"), format, args...))
+	}
 	oneOf := func(at, v string, allowed []string) {
 		for _, a := range allowed {
 			if v == a {
