@@ -179,6 +179,7 @@ workdir: /sandbox/out
 	broken = strings.Replace(broken, fsJS, "/sandbox/no-such-server.js", 1)
 	port2 := freeSandboxPort(t, fwdPort+1)
 	broken = strings.Replace(broken, fmt.Sprintf(`port: "%d"`, fwdPort), fmt.Sprintf(`port: "%d"`, port2), 1)
+	bridges := countProcs(everythingJS(servers))
 	bfile := filepath.Join(dir, "broken.yaml")
 	os.WriteFile(bfile, []byte(broken), 0o600)
 	_, errOut, code = e.ds("sandbox", "create", "--from", bfile)
@@ -198,6 +199,31 @@ workdir: /sandbox/out
 		c.Close()
 		t.Fatal("a forward of the failed create is listening")
 	}
+	// Its bridged server (started before the in-sandbox one failed) is gone.
+	waitFor(t, 10*time.Second, "the rolled-back bridge server to exit", func() bool { return countProcs(everythingJS(servers)) == bridges })
+
+	// Deleting the sandbox stops its bridged server and frees its forward.
+	e.mustDS("sandbox", "delete", "bpe2e")
+	waitFor(t, 10*time.Second, "the deleted sandbox's bridge server to exit", func() bool { return countProcs(everythingJS(servers)) == bridges-1 })
+	waitFor(t, 10*time.Second, "the deleted sandbox's forward to close", func() bool {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", fwdPort), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+}
+
+// countProcs counts host processes whose command line contains s.
+func countProcs(s string) int {
+	n := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		if b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline")); err == nil && strings.Contains(string(b), s) {
+			n++
+		}
+	}
+	return n
 }
 
 // freeSandboxPort returns a host loopback port from first up to 7399 that
