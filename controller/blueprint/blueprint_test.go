@@ -210,3 +210,25 @@ func TestSchemaMatchesMCPServer(t *testing.T) {
 		t.Errorf("schema's mcp_servers has %d keys, the parser %d", len(props), n)
 	}
 }
+
+func TestOverlappingUploads(t *testing.T) {
+	for _, c := range []struct {
+		to   []string
+		want bool
+	}{
+		{[]string{"/sandbox/src", "/sandbox/docs"}, false},
+		{[]string{"/sandbox/src", "/sandbox/src/sub"}, true},
+		{[]string{"/sandbox/src/", "/sandbox/src"}, true},
+		{[]string{"/sandbox/src", "/sandbox/srcx"}, false},
+		{[]string{"", "/sandbox/x"}, true},
+		{[]string{"/a"}, false},
+	} {
+		var us []Upload
+		for _, to := range c.to {
+			us = append(us, Upload{From: "x", To: to})
+		}
+		if got := overlapping(us); got != c.want {
+			t.Errorf("overlapping(%v) = %v", c.to, got)
+		}
+	}
+}
