@@ -25,6 +25,10 @@ type Policy struct {
 	Deny      []string           `json:"deny,omitempty"`
 	Rules     []protocol.MCPRule `json:"rules,omitempty"`
 	DenyRules []protocol.MCPRule `json:"deny_rules,omitempty"`
+	// Endpoint, if set, is a second policy a request must pass as well:
+	// the `protocol: mcp` rules a sandbox policy file sets for the
+	// server's URL (http transport).
+	Endpoint *Policy `json:"endpoint,omitempty"`
 }
 
 // Validate checks every glob's syntax.
@@ -35,6 +39,11 @@ func (p Policy) Validate() error {
 		}
 		if _, err := path.Match(g, ""); err != nil {
 			return fmt.Errorf("tool glob %q: %w", g, err)
+		}
+	}
+	if p.Endpoint != nil {
+		if err := p.Endpoint.Validate(); err != nil {
+			return fmt.Errorf("endpoint rules: %w", err)
 		}
 	}
 	return protocol.ValidMCPRules(p.Rules, p.DenyRules)
@@ -49,10 +58,17 @@ func (p Policy) Decide(tool string) (ok bool, rule string) {
 	if ok, rule = p.decideGlobs(tool); !ok {
 		return ok, rule
 	}
-	if len(p.Rules)+len(p.DenyRules) == 0 {
-		return ok, rule
+	if len(p.Rules)+len(p.DenyRules) > 0 {
+		if ok, rule = p.decideRules("tools/call", tool, nil, true); !ok {
+			return ok, rule
+		}
 	}
-	return p.decideRules("tools/call", tool, nil, true)
+	if p.Endpoint != nil {
+		if eok, erule := p.Endpoint.Decide(tool); !eok {
+			return false, "policy file " + erule
+		}
+	}
+	return ok, rule
 }
 
 func (p Policy) decideGlobs(tool string) (bool, string) {
@@ -81,20 +97,33 @@ func (p Policy) DecideRequest(method, tool string, params json.RawMessage) (ok b
 			return ok, rule
 		}
 	}
-	if len(p.Rules)+len(p.DenyRules) == 0 {
-		return true, rule
+	if len(p.Rules)+len(p.DenyRules) > 0 {
+		var flat map[string]string
+		if p.hasOwnParams() {
+			flat = flatten(params)
+		}
+		if ok, rule = p.decideRules(method, tool, flat, false); !ok {
+			return ok, rule
+		}
 	}
-	var flat map[string]string
-	if p.hasParams() {
-		flat = flatten(params)
+	if p.Endpoint != nil {
+		if eok, erule := p.Endpoint.DecideRequest(method, tool, params); !eok {
+			return false, "policy file " + erule
+		}
 	}
-	return p.decideRules(method, tool, flat, false)
+	return true, rule
 }
 
 // HasRules reports whether method-level rules are set.
-func (p Policy) HasRules() bool { return len(p.Rules)+len(p.DenyRules) > 0 }
+func (p Policy) HasRules() bool {
+	return len(p.Rules)+len(p.DenyRules) > 0 || p.Endpoint != nil && p.Endpoint.HasRules()
+}
 
 func (p Policy) hasParams() bool {
+	return p.hasOwnParams() || p.Endpoint != nil && p.Endpoint.hasParams()
+}
+
+func (p Policy) hasOwnParams() bool {
 	for _, rs := range [][]protocol.MCPRule{p.Rules, p.DenyRules} {
 		for _, r := range rs {
 			if len(r.Params) > 0 {

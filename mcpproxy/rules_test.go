@@ -163,3 +163,38 @@ func TestProxyRules(t *testing.T) {
 		t.Fatalf("status = %+v", st)
 	}
 }
+
+// TestEndpointPolicy: a policy file's rules apply on top of the server's
+// own; a request must pass both.
+func TestEndpointPolicy(t *testing.T) {
+	p := Policy{Deny: []string{"drop_*"}, Endpoint: &Policy{
+		Rules:     []protocol.MCPRule{{Method: "tools/list"}, {Method: "tools/call", Tool: []string{"read_*", "drop_*"}}},
+		DenyRules: []protocol.MCPRule{{Method: "tools/call", Tool: []string{"read_secret"}}},
+	}}
+	for _, c := range []struct {
+		method, tool string
+		ok           bool
+		rule         string
+	}{
+		{"tools/call", "read_file", true, ""},
+		{"tools/call", "read_secret", false, "policy file deny_rules"},
+		{"tools/call", "drop_table", false, `deny-tool "drop_*"`},
+		{"tools/call", "write_file", false, "policy file tools/call \"write_file\" is not matched"},
+		{"tools/list", "", true, ""},
+		{"prompts/list", "", false, "policy file prompts/list is not matched"},
+	} {
+		ok, rule := p.DecideRequest(c.method, c.tool, nil)
+		if ok != c.ok || !strings.Contains(rule, c.rule) {
+			t.Errorf("%s %s: %v %q, want %v %q", c.method, c.tool, ok, rule, c.ok, c.rule)
+		}
+	}
+	if ok, _ := p.Decide("read_secret"); ok {
+		t.Error("tools/list shows a tool the policy file denies")
+	}
+	if !p.HasRules() || (Policy{Endpoint: &Policy{}}).HasRules() {
+		t.Error("HasRules")
+	}
+	if err := (Policy{Endpoint: &Policy{Rules: []protocol.MCPRule{{}}}}).Validate(); err == nil {
+		t.Error("a bad endpoint rule was accepted")
+	}
+}

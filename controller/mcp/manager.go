@@ -56,6 +56,9 @@ type Info struct {
 	// Rules and DenyRules are the server's OpenShell-shaped tool rules.
 	Rules     []protocol.MCPRule `json:"rules,omitempty"`
 	DenyRules []protocol.MCPRule `json:"deny_rules,omitempty"`
+	// EndpointPolicies name the policy file's network policies whose
+	// `protocol: mcp` rules also apply (http transport).
+	EndpointPolicies []string `json:"endpoint_policies,omitempty"`
 }
 
 // Options configure a Manager.
@@ -377,7 +380,8 @@ func (l *stderrLog) Write(p []byte) (int, error) {
 
 func infoOf(r *Record, st string) Info {
 	return Info{Name: r.Name, Transport: r.Transport, State: st, Command: r.Argv, Remote: r.URL,
-		Providers: r.Providers, Allow: r.Allow, Deny: r.Deny, Rules: r.Rules, DenyRules: r.DenyRules}
+		Providers: r.Providers, Allow: r.Allow, Deny: r.Deny, Rules: r.Rules, DenyRules: r.DenyRules,
+		EndpointPolicies: r.EndpointPolicies}
 }
 
 // runtime runs one server.

@@ -58,13 +58,24 @@ type Record struct {
 	// Rules and DenyRules: tool rules in OpenShell's `protocol: mcp` shape.
 	Rules     []protocol.MCPRule `json:"rules,omitempty"`
 	DenyRules []protocol.MCPRule `json:"deny_rules,omitempty"`
-	Port      int                `json:"port"` // loopback port in the sandbox
-	Created   time.Time          `json:"created"`
+	// EndpointRules and EndpointDenyRules (http transport) are the
+	// `protocol: mcp` rules the sandbox's policy file sets for URL, taken
+	// when the server is added, from the network policies named in
+	// EndpointPolicies; a request must pass them as well.
+	EndpointRules     []protocol.MCPRule `json:"endpoint_rules,omitempty"`
+	EndpointDenyRules []protocol.MCPRule `json:"endpoint_deny_rules,omitempty"`
+	EndpointPolicies  []string           `json:"endpoint_policies,omitempty"`
+	Port              int                `json:"port"` // loopback port in the sandbox
+	Created           time.Time          `json:"created"`
 }
 
 // Policy is the record's tool policy.
 func (r *Record) Policy() mcpproxy.Policy {
-	return mcpproxy.Policy{Allow: r.Allow, Deny: r.Deny, Rules: r.Rules, DenyRules: r.DenyRules}
+	p := mcpproxy.Policy{Allow: r.Allow, Deny: r.Deny, Rules: r.Rules, DenyRules: r.DenyRules}
+	if len(r.EndpointRules)+len(r.EndpointDenyRules) > 0 {
+		p.Endpoint = &mcpproxy.Policy{Rules: r.EndpointRules, DenyRules: r.EndpointDenyRules}
+	}
+	return p
 }
 
 // Validate checks a record before it is stored.
