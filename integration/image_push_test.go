@@ -111,7 +111,7 @@ func TestImagePush(t *testing.T) {
 		if out, err := pe.podman("pull", "--tls-verify=false", ref); err != nil {
 			t.Fatalf("podman pull: %v %s", err, out)
 		}
-		out, err := pe.podman("run", "--rm", "--network", "none", ref, "/usr/local/bin/sandboxd", "version")
+		out, err := pe.podman("run", "--rm", "--network", "none", ref, "/usr/local/bin/sandboxd", "--version")
 		if err != nil || !strings.Contains(out, strings.Fields(v)[1]) {
 			t.Fatalf("sandboxd in podman: %v %q", err, out)
 		}

@@ -91,6 +91,17 @@ network_policies:
 			t.Errorf("call %s = %v, want an error with %q", tool, r, want)
 		}
 	}
+	// Rules given to mcp add (METHOD[:TOOL]) apply with the policy file's.
+	e.mustDS("mcp", "add", "mp", "remote2", "--transport", "http", "--url", fmt.Sprintf("http://127.0.0.1:%d/mcp", port),
+		"--rule", "tools/list", "--rule", "tools/call:who*", "--deny-rule", "tools/call:whoami")
+	url2 := e.mcpURL("mp", "remote2")
+	if r := e.client("mp", "-url", url2, "call", "whoami", "{}"); !strings.Contains(fmt.Sprint(r["call_error"]), `deny_rules {method: "tools/call", tool: "whoami"}`) {
+		t.Fatalf("call denied by --deny-rule = %v", r)
+	}
+	if _, errOut, code := e.ds("mcp", "add", "mp", "bad", "--transport", "http", "--url", "http://127.0.0.1:1/mcp", "--rule", "tools/list:x"); code != 2 || !strings.Contains(errOut, "tools/call only") {
+		t.Fatalf("bad --rule: %d %q", code, errOut)
+	}
+	e.mustDS("mcp", "remove", "mp", "remote2")
 	lj := e.mustDS("mcp", "list", "mp", "-o", "json")
 	var ls []struct {
 		EndpointPolicies []string `json:"endpoint_policies"`
