@@ -138,6 +138,10 @@ bench-mcp: deps build ## MCP tools/call latency: bridge, in-sandbox, stdio shim 
 bench-trace: build ## Tracing overhead (exec-heavy loop and a go build, tracing off vs on) and event loss at high exec rates (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkTrace -benchtime 1x -timeout 20m -v ./integration/
 
+.PHONY: bench-blueprint
+bench-blueprint: deps build ## Blueprint to ready (local driver): no uploads, two uploads, uploads + bridged MCP server + forward, vs the same separate commands (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-10} $(GO) test -count=1 -run '^$$' -bench BenchmarkBlueprint -benchtime 1x -timeout 20m ./integration/
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN) $(AGENTBIN)/sandboxd-*

@@ -47,7 +47,7 @@ func TestImageBuild(t *testing.T) {
 		if out, err := pe.podman("load", "-i", archive); err != nil {
 			t.Fatalf("podman load: %v %s", err, out)
 		}
-		out, err := pe.podman("run", "--rm", "--network", "none", "darkshell.test/built:1", "/usr/local/bin/sandboxd", "version")
+		out, err := pe.podman("run", "--rm", "--network", "none", "darkshell.test/built:1", "/usr/local/bin/sandboxd", "--version")
 		if err != nil || strings.TrimSpace(out) == "" {
 			t.Fatalf("sandboxd in podman: %v %q", err, out)
 		}

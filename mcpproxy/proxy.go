@@ -70,6 +70,7 @@ type Event struct {
 	Kind       string          `json:"kind"` // KindCall or KindPolicy
 	Server     string          `json:"server"`
 	Tool       string          `json:"tool"`
+	Method     string          `json:"method,omitempty"` // set on a denied method other than tools/call
 	Session    string          `json:"session,omitempty"`
 	Args       json.RawMessage `json:"args,omitempty"` // redacted
 	Decision   string          `json:"decision"`       // "allow" or "deny"
@@ -442,10 +443,22 @@ var local = map[string]bool{
 	"notifications/roots/list_changed": true, "logging/setLevel": true,
 }
 
+// relayed methods are forwarded to the upstream (tools/call aside, which
+// callTool checks itself); others are refused as not relayed.
+var relayed = map[string]bool{
+	"tools/list": true, "resources/list": true, "resources/templates/list": true, "resources/read": true,
+	"prompts/list": true, "prompts/get": true, "completion/complete": true,
+}
+
 func (p *Proxy) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if local[method] {
 			return next(ctx, method, req)
+		}
+		if method != "tools/call" && relayed[method] && p.opts.Policy.HasRules() {
+			if ok, rule := p.opts.Policy.DecideRequest(method, "", p.paramsJSON(req)); !ok {
+				return nil, p.refuse(req, method, "", nil, rule)
+			}
 		}
 		g, release, err := p.acquire(ctx)
 		if err != nil {
@@ -535,6 +548,38 @@ func (p *Proxy) emit(ev Event) {
 	}
 }
 
+// paramsJSON is a request's params as JSON, when a rule needs them.
+func (p *Proxy) paramsJSON(req mcp.Request) json.RawMessage {
+	if !p.opts.Policy.hasParams() {
+		return nil
+	}
+	b, err := json.Marshal(req.GetParams())
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// refuse counts and reports a policy denial and returns the error the
+// client gets, naming the rule.
+func (p *Proxy) refuse(req mcp.Request, method, tool string, args json.RawMessage, rule string) error {
+	p.denied.Add(1)
+	ev := Event{Time: time.Now().UTC(), Kind: KindPolicy, Server: p.opts.Name, Tool: tool, Args: args, Decision: "deny", Rule: rule}
+	if s := req.GetSession(); s != nil {
+		ev.Session = s.ID()
+	}
+	var msg string
+	if tool != "" {
+		msg = fmt.Sprintf("tool %q is denied by the darkshell tool policy of MCP server %q (%s)", tool, p.opts.Name, rule)
+	} else {
+		ev.Method = method
+		msg = fmt.Sprintf("method %s is denied by the darkshell tool policy of MCP server %q (%s)", method, p.opts.Name, rule)
+	}
+	ev.Error = msg
+	p.emit(ev)
+	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg}
+}
+
 func (p *Proxy) callTool(ctx context.Context, g *generation, req mcp.Request) (mcp.Result, error) {
 	raw, ok := req.GetParams().(*mcp.CallToolParamsRaw)
 	if !ok || raw == nil {
@@ -545,13 +590,8 @@ func (p *Proxy) callTool(ctx context.Context, g *generation, req mcp.Request) (m
 	if s := req.GetSession(); s != nil {
 		ev.Session = s.ID()
 	}
-	if ok, rule := p.opts.Policy.Decide(raw.Name); !ok {
-		p.denied.Add(1)
-		ev.Kind, ev.Decision, ev.Rule = KindPolicy, "deny", rule
-		msg := fmt.Sprintf("tool %q is denied by the darkshell tool policy of MCP server %q (%s)", raw.Name, p.opts.Name, rule)
-		ev.Error = msg
-		p.emit(ev)
-		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg}
+	if ok, rule := p.opts.Policy.DecideRequest("tools/call", raw.Name, p.paramsJSON(req)); !ok {
+		return nil, p.refuse(req, "tools/call", raw.Name, ev.Args, rule)
 	}
 	p.calls.Add(1)
 	params := &mcp.CallToolParams{Name: raw.Name}

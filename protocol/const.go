@@ -97,6 +97,10 @@ const (
 	CapEvents  = "events"
 	CapForward = "forward"
 	CapMCP     = "mcp"
+	// CapMCPRules: MCPServe's Rules and DenyRules are enforced. A peer
+	// without it would ignore them, so the controller refuses to start a
+	// server with rules there.
+	CapMCPRules = "mcp-rules"
 )
 
 // Roles in Hello.Role.

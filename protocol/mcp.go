@@ -98,6 +98,9 @@ type MCPServe struct {
 	Addr  string   `json:"addr"`
 	Allow []string `json:"allow,omitempty"`
 	Deny  []string `json:"deny,omitempty"`
+	// Rules and DenyRules are MCP rules in OpenShell's shape (MCPRule).
+	Rules     []MCPRule `json:"rules,omitempty"`
+	DenyRules []MCPRule `json:"deny_rules,omitempty"`
 }
 
 func (m *MCPServe) Validate() error {
@@ -137,7 +140,7 @@ func (m *MCPServe) Validate() error {
 			return fmt.Errorf("tool glob %q: %v", truncate(g, 40), err)
 		}
 	}
-	return nil
+	return ValidMCPRules(m.Rules, m.DenyRules)
 }
 
 // MCPReady answers MCPServe: the server's URL inside the sandbox.

@@ -60,6 +60,7 @@ func TestMCPValidate(t *testing.T) {
 // FuzzMCPDecode: MCP messages decode and validate or fail, never panic.
 func FuzzMCPDecode(f *testing.F) {
 	f.Add(uint8(FrameMCPServe), []byte(`{"name":"fs","argv":["node","a.js"],"addr":"127.0.0.1:0","deny":["w*"]}`))
+	f.Add(uint8(FrameMCPServe), []byte(`{"name":"fs","argv":["n"],"addr":"127.0.0.1:0","rules":[{"method":"tools/call","tool":["r*"],"params":{"arguments.p":["/s/*"]}}],"deny_rules":[{"method":"*"}]}`))
 	f.Add(uint8(FrameMCPReady), []byte(`{"addr":"127.0.0.1:1","url":"http://127.0.0.1:1/mcp"}`))
 	f.Add(uint8(FrameMCPStatus), []byte(`{"state":"running","pid":2,"restarts":1}`))
 	f.Fuzz(func(t *testing.T, typ uint8, p []byte) {

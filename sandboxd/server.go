@@ -75,7 +75,7 @@ func New(opts Options) *Server {
 	}
 	hello := protocol.NewHello(protocol.RoleSandboxd, protocol.BuildVersion,
 		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync,
-		protocol.CapForward, protocol.CapMCP, protocol.CapEvents)
+		protocol.CapForward, protocol.CapMCP, protocol.CapMCPRules, protocol.CapEvents)
 	hello.LandlockABI = opts.LandlockABI
 	hello.Confined = opts.Confined
 	hello.EventFidelity = opts.EventFidelity

@@ -41,7 +41,7 @@ stdin/stdout for the darkshell controller and is not meant to be run by humans.
 Usage:
   sandboxd serve [--no-agent] [--workdir DIR]
   sandboxd agent --socket PATH [--idle DURATION]
-  sandboxd version [--json]
+  sandboxd version [--json]        (also: sandboxd --version)
   sandboxd mcp connect [--workdir DIR] SERVER
   sandboxd init --name N --workspace DIR --root-dir DIR --socket PATH
                 --host-key FILE --authorized-key FILE [--uid N] [--gid N]
@@ -94,7 +94,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		return runInit(ctx, log, args[1:])
 	case "mcp":
 		return runMCP(ctx, log, args[1:])
-	case "version":
+	case "version", "--version", "-version":
 		fs := newFlags("version")
 		asJSON := fs.Bool("json", false, "print JSON including the executable's sha256")
 		if err := fs.Parse(args[1:]); err != nil {

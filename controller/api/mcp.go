@@ -1,5 +1,7 @@
 package api
 
+import "github.com/bohica-labs/darkshell/protocol"
+
 // MCPAddRequest is the body of POST /v1/sandboxes/{name}/mcp.
 type MCPAddRequest struct {
 	Server    string   `json:"server"`
@@ -13,6 +15,10 @@ type MCPAddRequest struct {
 	Allow []string `json:"allow_tools,omitempty"`
 	Deny  []string `json:"deny_tools,omitempty"`
 	Port  int      `json:"port,omitempty"`
+	// Rules and DenyRules are tool rules in OpenShell's `protocol: mcp`
+	// shape (method, tool globs, params globs); both forms apply.
+	Rules     []protocol.MCPRule `json:"rules,omitempty"`
+	DenyRules []protocol.MCPRule `json:"deny_rules,omitempty"`
 }
 
 // ProviderRequest is the body of POST /v1/providers and PATCH /v1/providers/{name}.

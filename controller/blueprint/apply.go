@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/goccy/go-yaml"
 
@@ -94,15 +98,32 @@ func Apply(ctx context.Context, c *client.Client, bp *Blueprint, name string, on
 		}
 		if len(bp.Uploads) > 0 {
 			if err := phase("uploads", func() (string, error) {
-				var files int64
-				for _, u := range bp.Uploads {
+				// Trees whose destinations do not overlap go in parallel.
+				var files atomic.Int64
+				one := func(u Upload) error {
 					res, err := c.Sync(ctx, name, &api.SyncRequest{Direction: "push", Local: bp.Path(u.From), Remote: u.To, Exclude: u.Exclude, Include: u.Include, GitIgnore: true})
 					if err != nil {
-						return "", fmt.Errorf("upload %s: %w", u.From, err)
+						return fmt.Errorf("upload %s: %w", u.From, err)
 					}
-					files += int64(res.Entries)
+					files.Add(int64(res.Entries))
+					return nil
 				}
-				return fmt.Sprintf("%d trees, %d entries", len(bp.Uploads), files), nil
+				if !overlapping(bp.Uploads) {
+					g, _ := errgroup.WithContext(ctx)
+					for _, u := range bp.Uploads {
+						g.Go(func() error { return one(u) })
+					}
+					if err := g.Wait(); err != nil {
+						return "", err
+					}
+				} else {
+					for _, u := range bp.Uploads {
+						if err := one(u); err != nil {
+							return "", err
+						}
+					}
+				}
+				return fmt.Sprintf("%d trees, %d entries", len(bp.Uploads), files.Load()), nil
 			}); err != nil {
 				return err
 			}
@@ -112,7 +133,7 @@ func Apply(ctx context.Context, c *client.Client, bp *Blueprint, name string, on
 				var names []string
 				for _, m := range bp.MCPServers {
 					if _, err := c.MCPAdd(ctx, name, &api.MCPAddRequest{Server: m.Name, Transport: m.Transport, Command: m.Command, URL: m.URL,
-						Providers: m.Providers, Env: m.Env, Allow: m.AllowTools, Deny: m.DenyTools}); err != nil {
+						Providers: m.Providers, Env: m.Env, Allow: m.AllowTools, Deny: m.DenyTools, Rules: m.rules, DenyRules: m.denyRules}); err != nil {
 						return "", fmt.Errorf("MCP server %s: %w", m.Name, err)
 					}
 					names = append(names, m.Name)
@@ -192,4 +213,21 @@ func inlineYAML(p *policy.Policy) []byte {
 		return nil
 	}
 	return b
+}
+
+// overlapping reports whether two uploads write into the same tree (one
+// destination inside or equal to another, or a default destination).
+func overlapping(us []Upload) bool {
+	for i, a := range us {
+		for _, b := range us[i+1:] {
+			if a.To == "" || b.To == "" {
+				return true
+			}
+			x, y := path.Clean(a.To)+"/", path.Clean(b.To)+"/"
+			if strings.HasPrefix(x, y) || strings.HasPrefix(y, x) {
+				return true
+			}
+		}
+	}
+	return false
 }

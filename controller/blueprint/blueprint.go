@@ -8,6 +8,7 @@ package blueprint
 import (
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/state"
 	"github.com/bohica-labs/darkshell/controller/yamldoc"
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // Version is the schema version this build reads.
@@ -64,6 +66,15 @@ type MCPServer struct {
 	Env        []string `yaml:"env,omitempty" json:"env,omitempty"`
 	AllowTools []string `yaml:"allowed_tools,omitempty" json:"allowed_tools,omitempty"`
 	DenyTools  []string `yaml:"denied_tools,omitempty" json:"denied_tools,omitempty"`
+	// Rules and DenyRules are tool rules in the shape of OpenShell's
+	// `protocol: mcp` rules: `rules: [{allow: {method, tool, params}}]`,
+	// `deny_rules: [{method, tool, params}]`. They apply together with
+	// allowed_tools and denied_tools.
+	Rules     []policy.Rule  `yaml:"rules,omitempty" json:"rules,omitempty"`
+	DenyRules []policy.Match `yaml:"deny_rules,omitempty" json:"deny_rules,omitempty"`
+
+	// rules and denyRules are Rules and DenyRules once checked.
+	rules, denyRules []protocol.MCPRule
 }
 
 // Forward is a port forward: `[bind:]port` from the host into the
@@ -111,6 +122,7 @@ func Parse(file string, data []byte, refs Refs) (*Blueprint, error) {
 	}
 	bp.Dir = filepath.Dir(file)
 	if ps := bp.validate(doc, refs); len(ps) > 0 {
+		ps.Sort()
 		return nil, ps
 	}
 	return &bp, nil
@@ -160,7 +172,9 @@ var drivers = []string{"local", "ssh", "podman", "docker"}
 func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 	var ps yamldoc.Problems
 	bad := func(at, format string, args ...any) { ps = append(ps, d.Problem(at, format, args...)) }
-	if bp.Version != Version {
+	if bp.Version == 0 {
+		bad("$", "version is missing: write `version: %d` at the top", Version)
+	} else if bp.Version != Version {
 		bad("$.version", "version must be %d (got %d): write `version: %d`", Version, bp.Version, Version)
 	}
 	if err := state.ValidName(bp.Name); err != nil {
@@ -206,8 +220,8 @@ func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 			}
 			bp.PolicyData, bp.PolicySource = data, f
 		case pr.Inline != nil:
-			if err := pr.Inline.Validate(); err != nil {
-				bad("$.policy.inline", "%v", err)
+			if ips := pr.Inline.ValidateIn(d, "$.policy.inline"); len(ips) > 0 {
+				ps = append(ps, ips...)
 				break
 			}
 			bp.PolicyData, bp.PolicySource = inlineYAML(pr.Inline), d.File+" (inline policy)"
@@ -221,7 +235,8 @@ func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 		}
 	}
 	names := map[string]bool{}
-	for i, m := range bp.MCPServers {
+	for i := range bp.MCPServers {
+		m := &bp.MCPServers[i]
 		at := fmt.Sprintf("$.mcp_servers[%d]", i)
 		if m.Name == "" {
 			bad(at, "name is required")
@@ -250,6 +265,20 @@ func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 			if k, v, ok := strings.Cut(e, "="); ok && LooksSecret(k, v) {
 				bad(fmt.Sprintf("%s.env[%d]", at, j), "%s looks like a secret: put it in a provider (darkshell provider create) and list the key alone", k)
 			}
+		}
+		for _, l := range []struct {
+			key   string
+			globs []string
+		}{{"allowed_tools", m.AllowTools}, {"denied_tools", m.DenyTools}} {
+			for j, g := range l.globs {
+				if _, err := path.Match(g, ""); err != nil || g == "" {
+					bad(fmt.Sprintf("%s.%s[%d]", at, l.key, j), "%q is not a tool glob (path.Match syntax, e.g. \"read_*\")", g)
+				}
+			}
+		}
+		m.rules, m.denyRules = policy.MCPRules(at, m.Rules, m.DenyRules, bad)
+		if len(m.rules)+len(m.denyRules) > protocol.MaxMCPRules {
+			bad(at, "%d rules, at most %d", len(m.rules)+len(m.denyRules), protocol.MaxMCPRules)
 		}
 	}
 	for i, f := range bp.Forwards {

@@ -173,3 +173,62 @@ func TestSchemaMatchesStruct(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaMatchesMCPServer: the schema's mcp_servers items have exactly
+// the MCPServer struct's keys.
+func TestSchemaMatchesMCPServer(t *testing.T) {
+	b, err := os.ReadFile("../../docs/blueprint.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Properties struct {
+			MCP struct {
+				Items struct {
+					Properties map[string]json.RawMessage `json:"properties"`
+				} `json:"items"`
+			} `json:"mcp_servers"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	props := s.Properties.MCP.Items.Properties
+	typ := reflect.TypeOf(MCPServer{})
+	n := 0
+	for i := range typ.NumField() {
+		tag := strings.Split(typ.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" || !typ.Field(i).IsExported() {
+			continue
+		}
+		n++
+		if _, ok := props[tag]; !ok {
+			t.Errorf("schema's mcp_servers lacks %s", tag)
+		}
+	}
+	if n != len(props) {
+		t.Errorf("schema's mcp_servers has %d keys, the parser %d", len(props), n)
+	}
+}
+
+func TestOverlappingUploads(t *testing.T) {
+	for _, c := range []struct {
+		to   []string
+		want bool
+	}{
+		{[]string{"/sandbox/src", "/sandbox/docs"}, false},
+		{[]string{"/sandbox/src", "/sandbox/src/sub"}, true},
+		{[]string{"/sandbox/src/", "/sandbox/src"}, true},
+		{[]string{"/sandbox/src", "/sandbox/srcx"}, false},
+		{[]string{"", "/sandbox/x"}, true},
+		{[]string{"/a"}, false},
+	} {
+		var us []Upload
+		for _, to := range c.to {
+			us = append(us, Upload{From: "x", To: to})
+		}
+		if got := overlapping(us); got != c.want {
+			t.Errorf("overlapping(%v) = %v", c.to, got)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bohica-labs/darkshell/controller/api"
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 func (a *app) mcpCmd() *cobra.Command {
@@ -19,6 +20,7 @@ func (a *app) mcpCmd() *cobra.Command {
 
 func (a *app) mcpAddCmd() *cobra.Command {
 	var req api.MCPAddRequest
+	var rules, denyRules []string
 	cmd := &cobra.Command{
 		Use:   "add NAME SERVER --transport bridge|in-sandbox|http [flags] [-- COMMAND [ARGS...]]",
 		Short: "Add an MCP server and expose it inside the sandbox at a loopback URL",
@@ -34,7 +36,15 @@ HTTP endpoint on loopback, listed in /sandbox/.darkshell/mcp.json.
               "Authorization: Bearer").
 
 --allow-tool/--deny-tool take globs; denied tools are hidden from tools/list
-and refused on call with an error naming the policy.`,
+and refused on call with an error naming the policy.
+
+--rule and --deny-rule take rules in the shape of OpenShell's "protocol: mcp"
+rules, as METHOD or METHOD:TOOL with globs (* and ?), e.g. --rule tools/list
+--rule 'tools/call:read_*' --deny-rule 'tools/call:read_secret*'. With any
+--rule, a relayed method must match one; deny rules win. Rules on call
+arguments (params) are written in a blueprint (docs/blueprint.md). For
+--transport http, the protocol: mcp rules of the sandbox's policy file for
+the URL apply as well.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
@@ -50,6 +60,19 @@ and refused on call with an error naming the policy.`,
 				return usagef("--transport is required (bridge, in-sandbox or http)")
 			}
 			req.Server = args[1]
+			for _, l := range []struct {
+				specs []string
+				dst   *[]protocol.MCPRule
+				flag  string
+			}{{rules, &req.Rules, "--rule"}, {denyRules, &req.DenyRules, "--deny-rule"}} {
+				for _, s := range l.specs {
+					r, err := parseMCPRule(s)
+					if err != nil {
+						return usagef("%s %q: %v", l.flag, s, err)
+					}
+					*l.dst = append(*l.dst, r)
+				}
+			}
 			c, err := a.client()
 			if err != nil {
 				return err
@@ -71,6 +94,8 @@ and refused on call with an error naming the policy.`,
 	f.StringArrayVar(&req.Env, "env", nil, "KEY=VALUE (non-secret setting) or KEY (only this provider credential)")
 	f.StringArrayVar(&req.Allow, "allow-tool", nil, "tool name glob to allow (repeatable; none: all)")
 	f.StringArrayVar(&req.Deny, "deny-tool", nil, "tool name glob to deny (repeatable)")
+	f.StringArrayVar(&rules, "rule", nil, "allow rule METHOD[:TOOL] in OpenShell's protocol: mcp shape, globs * and ? (repeatable)")
+	f.StringArrayVar(&denyRules, "deny-rule", nil, "deny rule METHOD[:TOOL] (repeatable; deny wins)")
 	f.StringVar(&req.URL, "url", "", "remote Streamable HTTP endpoint (--transport http)")
 	f.StringVar(&req.Dir, "dir", "", "working directory of the server")
 	f.IntVar(&req.Port, "port", 0, "loopback port in the sandbox (default: the first free one from 7300)")
@@ -183,4 +208,14 @@ func (a *app) mcpLogsCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVarP(&n, "tail", "n", 0, "only the last N events")
 	return cmd
+}
+
+// parseMCPRule reads METHOD or METHOD:TOOL.
+func parseMCPRule(s string) (protocol.MCPRule, error) {
+	method, tool, hasTool := strings.Cut(s, ":")
+	r := protocol.MCPRule{Method: method}
+	if hasTool {
+		r.Tool = []string{tool}
+	}
+	return r, r.Validate()
 }

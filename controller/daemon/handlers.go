@@ -207,6 +207,9 @@ func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.stopEgress(sb.Name)
+	// Its MCP servers (bridges on the host) and forwards go with it.
+	d.tools().mcp.RemoveSandbox(sb.Name)
+	d.tools().fwd.RemoveSandbox(sb.Name)
 	d.pool.drop(sb.Name)
 	if drv, err := driver.Get(sb.Driver); err == nil {
 		if err := drv.Delete(r.Context(), d.opts.Home, sb); err != nil {

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/bohica-labs/darkshell/controller/api"
+	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/forward"
 	"github.com/bohica-labs/darkshell/controller/mcp"
 	"github.com/bohica-labs/darkshell/controller/provider"
@@ -108,7 +109,24 @@ func (d *Daemon) mcpAdd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &mcp.Record{Sandbox: r.PathValue("name"), Name: req.Server, Transport: req.Transport, Argv: req.Command,
-		URL: req.URL, Dir: req.Dir, Providers: req.Providers, Allow: req.Allow, Deny: req.Deny, Port: req.Port}
+		URL: req.URL, Dir: req.Dir, Providers: req.Providers, Allow: req.Allow, Deny: req.Deny, Port: req.Port,
+		Rules: req.Rules, DenyRules: req.DenyRules}
+	if rec.Transport == protocol.MCPHTTP {
+		// The sandbox's policy file may set protocol: mcp rules for the URL.
+		sb, err := d.opts.Home.Get(rec.Sandbox)
+		if err != nil {
+			toolErr(w, err)
+			return
+		}
+		pol, err := recordPolicy(sb)
+		if err == nil {
+			rec.EndpointRules, rec.EndpointDenyRules, rec.EndpointPolicies, err = egress.MCPEndpointRules(pol, rec.URL)
+		}
+		if err != nil {
+			writeErr(w, fmt.Errorf("%w: %v", errBadRequest, err))
+			return
+		}
+	}
 	for _, e := range req.Env {
 		if strings.Contains(e, "=") {
 			rec.Env = append(rec.Env, e)

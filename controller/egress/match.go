@@ -3,6 +3,8 @@ package egress
 import (
 	"path"
 	"strings"
+
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // MatchHost reports whether host matches an endpoint host pattern:
@@ -71,28 +73,6 @@ func matchSegs(ps, ss []string) bool {
 }
 
 // MatchWild matches s against a pattern where `*` is any run of bytes
-// (slashes included) and `?` one byte: query values, tool names.
-func MatchWild(pattern, s string) bool {
-	px, sx := 0, 0
-	star, mark := -1, 0
-	for sx < len(s) {
-		switch {
-		case px < len(pattern) && (pattern[px] == '?' || pattern[px] == s[sx]):
-			px++
-			sx++
-		case px < len(pattern) && pattern[px] == '*':
-			star, mark = px, sx
-			px++
-		case star >= 0:
-			px = star + 1
-			mark++
-			sx = mark
-		default:
-			return false
-		}
-	}
-	for px < len(pattern) && pattern[px] == '*' {
-		px++
-	}
-	return px == len(pattern)
-}
+// (slashes included) and `?` one byte: query values, tool names. It is the
+// glob of MCP rules (protocol.MatchMCPGlob), shared so both agree.
+func MatchWild(pattern, s string) bool { return protocol.MatchMCPGlob(pattern, s) }

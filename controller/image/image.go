@@ -50,6 +50,14 @@ type Options struct {
 	// Labels and Env go into the image config.
 	Labels map[string]string
 	Env    []string
+	// Push, if set, is a registry reference (REGISTRY/REPO:TAG) the image
+	// is pushed to; Dest may then be empty (no local copy). Loopback
+	// registries are spoken to over plain HTTP, others over HTTPS unless
+	// Insecure. Credentials come from the docker/podman auth files.
+	Push     string
+	Insecure bool
+	// Progress, if set, gets push progress (bytes done of total).
+	Progress func(done, total int64)
 }
 
 // Result describes a built image.
@@ -61,12 +69,19 @@ type Result struct {
 	Dest     string `json:"dest"`
 	Sandboxd string `json:"sandboxd"` // version baked in
 	Layers   int    `json:"layers"`
+	// Pushed is the pushed image by digest (REGISTRY/REPO@sha256:...).
+	Pushed string `json:"pushed,omitempty"`
 }
 
 // Build writes the base image plus a sandboxd layer to o.Dest.
 func Build(ctx context.Context, o Options) (*Result, error) {
 	if o.Output == "" {
 		o.Output = OCIArchive
+	}
+	if o.Push != "" {
+		if _, err := pushRef(o.Push, o.Insecure); err != nil {
+			return nil, err
+		}
 	}
 	tag, err := name.NewTag(o.Tag)
 	if err != nil {
@@ -115,12 +130,27 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return nil, err
 	}
-	if err := write(img, tag, o); err != nil {
-		return nil, err
+	if o.Dest != "" {
+		if err := write(img, tag, o); err != nil {
+			return nil, err
+		}
+	} else if o.Push == "" {
+		return nil, errors.New("nowhere to write the image: give a destination or a registry to push to")
 	}
 	d, _ := img.Digest()
 	ls, _ := img.Layers()
-	return &Result{Tag: tag.String(), Digest: d.String(), Arch: arch, Output: o.Output, Dest: o.Dest, Sandboxd: protocol.BuildVersion, Layers: len(ls)}, nil
+	res := &Result{Tag: tag.String(), Digest: d.String(), Arch: arch, Output: o.Output, Dest: o.Dest, Sandboxd: protocol.BuildVersion, Layers: len(ls)}
+	if o.Dest == "" {
+		res.Output = ""
+	}
+	if o.Push != "" {
+		pushed, err := Push(ctx, img, o.Push, o.Insecure, o.Progress)
+		if err != nil {
+			return nil, err
+		}
+		res.Pushed = pushed
+	}
+	return res, nil
 }
 
 func write(img v1.Image, tag name.Tag, o Options) error {

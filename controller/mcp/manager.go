@@ -53,6 +53,12 @@ type Info struct {
 	Providers []string `json:"providers,omitempty"`
 	Allow     []string `json:"allow,omitempty"`
 	Deny      []string `json:"deny,omitempty"`
+	// Rules and DenyRules are the server's OpenShell-shaped tool rules.
+	Rules     []protocol.MCPRule `json:"rules,omitempty"`
+	DenyRules []protocol.MCPRule `json:"deny_rules,omitempty"`
+	// EndpointPolicies name the policy file's network policies whose
+	// `protocol: mcp` rules also apply (http transport).
+	EndpointPolicies []string `json:"endpoint_policies,omitempty"`
 }
 
 // Options configure a Manager.
@@ -374,7 +380,8 @@ func (l *stderrLog) Write(p []byte) (int, error) {
 
 func infoOf(r *Record, st string) Info {
 	return Info{Name: r.Name, Transport: r.Transport, State: st, Command: r.Argv, Remote: r.URL,
-		Providers: r.Providers, Allow: r.Allow, Deny: r.Deny}
+		Providers: r.Providers, Allow: r.Allow, Deny: r.Deny, Rules: r.Rules, DenyRules: r.DenyRules,
+		EndpointPolicies: r.EndpointPolicies}
 }
 
 // runtime runs one server.
@@ -617,6 +624,9 @@ func (rt *runtime) linkInSandbox(s *session.Session) error {
 	if h := s.Remote(); !h.Has(protocol.CapMCP) {
 		return errors.New("this sandbox's sandboxd does not offer MCP (cap \"mcp\"); upgrade it")
 	}
+	if h := s.Remote(); rt.rec.Policy().HasRules() && !h.Has(protocol.CapMCPRules) {
+		return errors.New("this sandbox's sandboxd cannot enforce MCP rules (cap \"mcp-rules\"): upgrade it, or rebuild its image with `darkshell image build`")
+	}
 	err := rt.serveInSandbox(s, fmt.Sprintf("127.0.0.1:%d", rt.rec.Port))
 	if err != nil && strings.Contains(err.Error(), "address already in use") {
 		// Drivers that share the host's loopback: take any free port.
@@ -634,7 +644,7 @@ func (rt *runtime) serveInSandbox(s *session.Session, addr string) error {
 	stop := context.AfterFunc(rt.ctx, func() { st.Close() })
 	defer stop()
 	req := protocol.MCPServe{Name: rt.rec.Name, Argv: rt.rec.Argv, Env: rt.rec.Env, Dir: rt.rec.Dir,
-		Addr: addr, Allow: rt.rec.Allow, Deny: rt.rec.Deny}
+		Addr: addr, Allow: rt.rec.Allow, Deny: rt.rec.Deny, Rules: rt.rec.Rules, DenyRules: rt.rec.DenyRules}
 	if err := protocol.WriteMsg(st, protocol.FrameMCPServe, &req); err != nil {
 		return err
 	}

@@ -52,15 +52,31 @@ type Record struct {
 	Providers []string `json:"providers,omitempty"`
 	EnvKeys   []string `json:"env_keys,omitempty"`
 	// Env holds non-secret KEY=VALUE settings.
-	Env     []string  `json:"env,omitempty"`
-	Allow   []string  `json:"allow,omitempty"`
-	Deny    []string  `json:"deny,omitempty"`
-	Port    int       `json:"port"` // loopback port in the sandbox
-	Created time.Time `json:"created"`
+	Env   []string `json:"env,omitempty"`
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
+	// Rules and DenyRules: tool rules in OpenShell's `protocol: mcp` shape.
+	Rules     []protocol.MCPRule `json:"rules,omitempty"`
+	DenyRules []protocol.MCPRule `json:"deny_rules,omitempty"`
+	// EndpointRules and EndpointDenyRules (http transport) are the
+	// `protocol: mcp` rules the sandbox's policy file sets for URL, taken
+	// when the server is added, from the network policies named in
+	// EndpointPolicies; a request must pass them as well.
+	EndpointRules     []protocol.MCPRule `json:"endpoint_rules,omitempty"`
+	EndpointDenyRules []protocol.MCPRule `json:"endpoint_deny_rules,omitempty"`
+	EndpointPolicies  []string           `json:"endpoint_policies,omitempty"`
+	Port              int                `json:"port"` // loopback port in the sandbox
+	Created           time.Time          `json:"created"`
 }
 
 // Policy is the record's tool policy.
-func (r *Record) Policy() mcpproxy.Policy { return mcpproxy.Policy{Allow: r.Allow, Deny: r.Deny} }
+func (r *Record) Policy() mcpproxy.Policy {
+	p := mcpproxy.Policy{Allow: r.Allow, Deny: r.Deny, Rules: r.Rules, DenyRules: r.DenyRules}
+	if len(r.EndpointRules)+len(r.EndpointDenyRules) > 0 {
+		p.Endpoint = &mcpproxy.Policy{Rules: r.EndpointRules, DenyRules: r.EndpointDenyRules}
+	}
+	return p
+}
 
 // Validate checks a record before it is stored.
 func (r *Record) Validate() error {

@@ -166,7 +166,8 @@ func Parse(file string, data []byte) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ps := p.validate(doc); len(ps) > 0 {
+	if ps := p.validate(doc, "$"); len(ps) > 0 {
+		ps.Sort()
 		return nil, ps
 	}
 	return &p, nil
@@ -174,10 +175,18 @@ func Parse(file string, data []byte) (*Policy, error) {
 
 // Validate checks a policy that did not come from a file (no positions).
 func (p *Policy) Validate() error {
-	if ps := p.validate(nil); len(ps) > 0 {
+	if ps := p.validate(nil, "$"); len(ps) > 0 {
+		ps.Sort()
 		return ps
 	}
 	return nil
+}
+
+// ValidateIn checks a policy embedded in another document d at the YAML
+// path root (e.g. a blueprint's `$.policy.inline`), so that problems point
+// into that document.
+func (p *Policy) ValidateIn(d *yamldoc.Doc, root string) yamldoc.Problems {
+	return p.validate(d, root)
 }
 
 var (
@@ -189,9 +198,11 @@ var (
 	onErrors     = []string{"", "fail_closed", "fail_open"}
 )
 
-func (p *Policy) validate(d *yamldoc.Doc) yamldoc.Problems {
+func (p *Policy) validate(d *yamldoc.Doc, root string) yamldoc.Problems {
 	var ps yamldoc.Problems
-	bad := func(at, format string, args ...any) { ps = append(ps, d.Problem(at, format, args...)) }
+	bad := func(at, format string, args ...any) {
+		ps = append(ps, d.Problem(root+strings.TrimPrefix(at, "$"), format, args...))
+	}
 	oneOf := func(at, v string, allowed []string) {
 		for _, a := range allowed {
 			if v == a {
@@ -200,7 +211,9 @@ func (p *Policy) validate(d *yamldoc.Doc) yamldoc.Problems {
 		}
 		bad(at, "%q is not one of %s", v, strings.Join(allowed[1:], ", "))
 	}
-	if p.Version != 1 {
+	if p.Version == 0 {
+		bad("$", "version is missing: write `version: 1` at the top")
+	} else if p.Version != 1 {
 		bad("$.version", "version must be 1 (got %d): write `version: 1` at the top", p.Version)
 	}
 	if fs := p.FilesystemPolicy; fs != nil {
@@ -315,6 +328,9 @@ func (e Endpoint) validate(at string, bad func(string, string, ...any), oneOf fu
 			pfx.Contains(netip.MustParseAddr("169.254.169.254")) {
 			bad(fmt.Sprintf("%s.allowed_ips[%d]", at, i), "%s covers loopback, link-local or unspecified addresses, which are never allowed", c)
 		}
+	}
+	if e.Protocol == "mcp" {
+		MCPRules(at, e.Rules, e.DenyRules, bad)
 	}
 	if e.CredentialBinding != nil && e.CredentialBinding.Provider == "" {
 		bad(at+".credential_binding.provider", "provider is required")

@@ -4,9 +4,11 @@
 package yamldoc
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -55,6 +57,15 @@ func (ps Problems) Error() string {
 	return strings.Join(s, "\n")
 }
 
+// Sort orders problems by position in the file, then path and message, so
+// that a report is the same at every run (validators walk maps).
+func (ps Problems) Sort() {
+	slices.SortStableFunc(ps, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column),
+			strings.Compare(a.Path, b.Path), strings.Compare(a.Msg, b.Msg))
+	})
+}
+
 // Doc is a parsed document that can locate YAML paths in its source.
 type Doc struct {
 	File string
@@ -86,17 +97,48 @@ func (d *Doc) Problem(p string, format string, args ...any) Problem {
 	if d.ast == nil {
 		return pr
 	}
-	yp, err := yaml.PathString(p)
-	if err != nil {
+	// A value that is missing (a required key left out) is reported where
+	// its nearest parent is.
+	for at := p; at != ""; at = parentPath(at) {
+		if at == "$" {
+			pr.Line, pr.Column = 1, 1 // the document itself
+			return pr
+		}
+		yp, err := yaml.PathString(at)
+		if err != nil {
+			continue
+		}
+		n, err := yp.FilterFile(d.ast)
+		if err != nil || n == nil || n.GetToken() == nil {
+			continue
+		}
+		pos := n.GetToken().Position
+		pr.Line, pr.Column = pos.Line, pos.Column
 		return pr
 	}
-	n, err := yp.FilterFile(d.ast)
-	if err != nil || n == nil || n.GetToken() == nil {
-		return pr
-	}
-	pos := n.GetToken().Position
-	pr.Line, pr.Column = pos.Line, pos.Column
 	return pr
+}
+
+// parentPath strips the last element of a YAML path ("$.a.b[0]" ->
+// "$.a.b", "$.a.'x.y'" -> "$.a", "$" -> "").
+func parentPath(p string) string {
+	if p == "$" || p == "" {
+		return ""
+	}
+	if strings.HasSuffix(p, "]") {
+		if i := strings.LastIndexByte(p, '['); i > 0 {
+			return p[:i]
+		}
+	}
+	if strings.HasSuffix(p, "'") {
+		if i := strings.LastIndex(p[:len(p)-1], ".'"); i > 0 {
+			return p[:i]
+		}
+	}
+	if i := strings.LastIndexByte(p, '.'); i > 0 {
+		return p[:i]
+	}
+	return "$"
 }
 
 // Key returns a path element for a map key, quoted when it is not a plain

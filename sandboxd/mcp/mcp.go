@@ -171,7 +171,7 @@ func (m *Manager) Serve(ctx context.Context, st io.ReadWriteCloser, f protocol.F
 		Env:    func() []string { return env },
 		Dir:    req.Dir,
 		Stderr: &logWriter{w: w},
-		Policy: mcpproxy.Policy{Allow: req.Allow, Deny: req.Deny},
+		Policy: mcpproxy.Policy{Allow: req.Allow, Deny: req.Deny, Rules: req.Rules, DenyRules: req.DenyRules},
 		OnEvent: func(ev mcpproxy.Event) {
 			b, err := json.Marshal(ev)
 			if err != nil || len(b) > protocol.MaxMCPEvent {

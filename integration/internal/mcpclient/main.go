@@ -3,6 +3,7 @@
 // baseline). It prints one JSON document per run.
 //
 //	mcpclient (-url URL | -stdio "CMD ARGS...") suite [-deny TOOL]   list, call echo, resources, progress
+//	mcpclient (-url URL | -stdio ...) tools                         tools/list: the names, sorted
 //	mcpclient (-url URL | -stdio ...) call TOOL JSON-ARGS           one call
 //	mcpclient (-url URL | -stdio ...) bench TOOL JSON-ARGS N        N sequential calls: p50/p99/calls per second
 package main
@@ -66,6 +67,17 @@ func run(ctx context.Context, url, stdio string, args []string) (map[string]any,
 	defer cs.Close()
 	out := map[string]any{"session": cs.ID()}
 	switch args[0] {
+	case "tools":
+		tl, err := cs.ListTools(ctx, nil)
+		if err != nil {
+			return nil, fmt.Errorf("tools/list: %w", err)
+		}
+		var names []string
+		for _, t := range tl.Tools {
+			names = append(names, t.Name)
+		}
+		slices.Sort(names)
+		return map[string]any{"tools": names}, nil
 	case "suite":
 		tl, err := cs.ListTools(ctx, nil)
 		if err != nil {
