@@ -56,6 +56,7 @@ var conformanceDrivers = []struct {
 	{"local", setupLocalTarget},
 	{"ssh", setupSSHTarget},
 	{"podman", setupPodmanTarget},
+	{"openshell", setupOpenShellTarget},
 }
 
 // conformanceCases is the suite. Add MCP and forward cases here.

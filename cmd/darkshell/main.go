@@ -5,6 +5,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/cli"
 	_ "github.com/bohica-labs/darkshell/controller/driver/enginedriver"
 	_ "github.com/bohica-labs/darkshell/controller/driver/localdriver"
+	_ "github.com/bohica-labs/darkshell/controller/driver/openshelldriver"
 	_ "github.com/bohica-labs/darkshell/controller/driver/sshdriver"
 )
 
