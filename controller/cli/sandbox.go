@@ -237,10 +237,14 @@ func parseSSHTarget(s string) (*state.SSHTarget, error) {
 }
 
 func (a *app) listCmd() *cobra.Command {
-	return &cobra.Command{
+	var selector string
+	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List sandboxes",
+		Long: `List sandboxes. --selector (-l) shows only those whose labels match:
+KEY=VALUE, KEY!=VALUE, KEY (has the label), !KEY (has not), comma-separated (all must hold).`,
+		Example: `  darkshell sandbox list -l team=infra,tier!=gpu`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
@@ -251,17 +255,24 @@ func (a *app) listCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if selector != "" {
+				if l, err = filterSelector(l, selector); err != nil {
+					return err
+				}
+			}
 			if a.json() {
 				return a.printJSON(l)
 			}
 			var rows [][]string
 			for _, sb := range l {
-				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), target(sb), connState(sb), age(sb.Created)})
+				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), target(sb), connState(sb), age(sb.Created), labelList(sb.Labels)})
 			}
-			a.table("NAME\tDRIVER\tPHASE\tTARGET\tSESSION\tAGE", rows)
+			a.table("NAME\tDRIVER\tPHASE\tTARGET\tSESSION\tAGE\tLABELS", rows)
 			return nil
 		},
 	}
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "only sandboxes whose labels match, e.g. team=infra,tier!=gpu")
+	return cmd
 }
 
 func target(sb api.Sandbox) string {
