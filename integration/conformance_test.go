@@ -57,6 +57,7 @@ var conformanceDrivers = []struct {
 	{"ssh", setupSSHTarget},
 	{"podman", setupPodmanTarget},
 	{"openshell", setupOpenShellTarget},
+	{"kubernetes", setupKubeTarget},
 }
 
 // conformanceCases is the suite. Add MCP and forward cases here.
