@@ -52,7 +52,7 @@ func repoRoot() string {
 }
 
 // requireKube returns the running test cluster, starting it on first use.
-func requireKube(t *testing.T) *kubeCluster {
+func requireKube(t testing.TB) *kubeCluster {
 	t.Helper()
 	requireIntegration(t)
 	kubeOnce.Do(func() { kubeCl, kubeSkip, kubeErr = startKube() })
@@ -140,9 +140,15 @@ func startKube() (k *kubeCluster, skip string, err error) {
 	if err := writeImage(proot, pauseTar, "darkshell.test/pause:1", v1.Config{Entrypoint: []string{"/pause"}}); err != nil {
 		return nil, "", err
 	}
+	// The conformance suite's tools, and tar for kubectl cp (the benchmark's peer).
 	tb := &panicTB{}
-	writeToolImage(tb, toolsTar, kubeImage)
+	troot := toolRoot(tb, "bash", "sh", "cat", "ls", "id", "touch", "mkdir", "rm", "uname", "chmod", "mv",
+		"sha256sum", "tr", "sleep", "head", "tail", "seq", "stty", "env", "true", "ln", "grep", "echo", "tar", "find", "wc", "pwd")
+	err = writeImage(troot, toolsTar, kubeImage, v1.Config{})
 	tb.done()
+	if err != nil {
+		return nil, "", err
+	}
 
 	k.sysctls, _ = exec.Command("sysctl", "vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "vm.panic_on_oom").Output()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -15,7 +15,7 @@ import (
 
 // newKubeEnv is an installation whose kubernetes sandboxes run on the test
 // cluster. Sandboxes left at the end are deleted before the daemon stops.
-func newKubeEnv(t *testing.T) (*env, *kubeCluster) {
+func newKubeEnv(t testing.TB) (*env, *kubeCluster) {
 	t.Helper()
 	k := requireKube(t)
 	e := &env{t: t, home: t.TempDir()}
@@ -49,7 +49,7 @@ type kubeRecord struct {
 	} `json:"extra"`
 }
 
-func kubeRec(t *testing.T, e *env, name string) kubeRecord {
+func kubeRec(t testing.TB, e *env, name string) kubeRecord {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(e.home, "sandboxes", name, "sandbox.json"))
 	if err != nil {
@@ -61,6 +61,10 @@ func kubeRec(t *testing.T, e *env, name string) kubeRecord {
 	}
 	return r
 }
+
+// TestKubeConformance is the driver conformance suite on the kubernetes
+// driver, against the test cluster.
+func TestKubeConformance(t *testing.T) { runConformance(t, setupKubeTarget) }
 
 func setupKubeTarget(t *testing.T) *confTarget {
 	e, k := newKubeEnv(t)

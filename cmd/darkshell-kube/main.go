@@ -3,7 +3,7 @@
 // client-go (whose package initialisation would slow every darkshell
 // command). The daemon runs it; it is not meant for humans.
 //
-//	darkshell-kube create|delete|status   < {"home_dir": ..., "sandbox": {...}}
+//	darkshell-kube create|delete|status|stop|start   < {"home_dir": ..., "sandbox": {...}}
 //	darkshell-kube exec --kubeconfig F [--context C] --namespace NS --pod P --container C -- ARGV...
 //
 // create prints the sandbox's updated driver data, status its status (JSON);
@@ -50,7 +50,7 @@ func main() {
 			fail(125, "exec in Pod %s/%s: %v", x.Namespace, x.Pod, err)
 		}
 		os.Exit(code)
-	case "create", "delete", "status":
+	case "create", "delete", "status", "stop", "start":
 		var req kd.Request
 		if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
 			fail(1, "%s: bad request: %v", op, err)
@@ -65,6 +65,10 @@ func main() {
 			out, err = kubeapi.Create(ctx, req.HomeDir, &req.Sandbox, x)
 		case "delete":
 			out, err = struct{}{}, kubeapi.Delete(ctx, x)
+		case "stop":
+			out, err = struct{}{}, kubeapi.Stop(ctx, x)
+		case "start":
+			out, err = struct{}{}, kubeapi.Start(ctx, x)
 		case "status":
 			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			out = kubeapi.Status(ctx, req.HomeDir, x)

@@ -81,9 +81,16 @@ const (
 	OptContext      = "context"       // default the kubeconfig's current context
 	OptPullPolicy   = "pull-policy"   // Always, IfNotPresent (default), Never
 	OptWritableRoot = "writable-root" // "true": no read-only root file system
+	OptAPI          = "api"           // "pod" (default) or "agent-sandbox"
 )
 
-var knownOpts = []string{OptNamespace, OptKubeconfig, OptContext, OptPullPolicy, OptWritableRoot}
+// Values of OptAPI.
+const (
+	APIPod          = "pod"
+	APIAgentSandbox = "agent-sandbox"
+)
+
+var knownOpts = []string{OptNamespace, OptKubeconfig, OptContext, OptPullPolicy, OptWritableRoot, OptAPI}
 
 // Helper is the name of the client-go helper program.
 const Helper = "darkshell-kube"
@@ -96,6 +103,11 @@ type Extra struct {
 	PodUID     string `json:"pod_uid,omitempty"`
 	Kubeconfig string `json:"kubeconfig"`
 	Context    string `json:"context,omitempty"`
+	// API is "pod" (a bare Pod) or "agent-sandbox" (an agents.x-k8s.io
+	// Sandbox named Pod, whose controller makes the Pod); SandboxUID is
+	// the Sandbox object's uid.
+	API        string `json:"api,omitempty"`
+	SandboxUID string `json:"sandbox_uid,omitempty"`
 	// Limits lists the limits as the container resources they became.
 	Limits []string `json:"limits,omitempty"`
 }
@@ -124,6 +136,7 @@ type Driver struct {
 }
 
 var (
+	_ driver.Lifecycle     = Driver{}
 	_ driver.OptionsDriver = Driver{}
 	_ driver.StatusDriver  = Driver{}
 	_ driver.Workspacer    = Driver{}
@@ -180,6 +193,11 @@ func CheckOptions(o driver.CreateOptions) error {
 	case "", "Always", "IfNotPresent", "Never":
 	default:
 		return fmt.Errorf("--driver-opt pull-policy=%s: want Always, IfNotPresent or Never", p)
+	}
+	switch a := o.DriverOpts[OptAPI]; a {
+	case "", APIPod, APIAgentSandbox:
+	default:
+		return fmt.Errorf("--driver-opt api=%s: want pod or agent-sandbox", a)
 	}
 	switch w := o.DriverOpts[OptWritableRoot]; w {
 	case "", "true", "false":
@@ -277,6 +295,9 @@ func (d Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) er
 		x.Namespace = "default"
 	}
 	x.Pod = PodName(h.Dir, sb.Name)
+	if x.API = x.DriverOpts[OptAPI]; x.API == "" {
+		x.API = APIPod
+	}
 	if sb.Extra, err = json.Marshal(x); err != nil {
 		return err
 	}
@@ -322,6 +343,18 @@ func (d Driver) Status(ctx context.Context, h *state.Home, sb *state.Sandbox) dr
 		return driver.Status{Phase: driver.PhaseFailed, Reason: err.Error()}
 	}
 	return st
+}
+
+// Stop implements driver.Lifecycle: an agent-sandbox Sandbox goes to
+// replicas 0 (its Pod is deleted, the Sandbox kept); bare Pods cannot stop.
+func (d Driver) Stop(ctx context.Context, h *state.Home, sb *state.Sandbox) error {
+	return call(ctx, "stop", Request{HomeDir: h.Dir, Sandbox: *sb}, nil)
+}
+
+// Start implements driver.Lifecycle: replicas 1, until the new Pod runs.
+// The Pod is new: its emptyDirs (workspace included) start empty.
+func (d Driver) Start(ctx context.Context, h *state.Home, sb *state.Sandbox) error {
+	return call(ctx, "start", Request{HomeDir: h.Dir, Sandbox: *sb}, nil)
 }
 
 // ExecArgs are the helper's arguments that run argv in sb's container

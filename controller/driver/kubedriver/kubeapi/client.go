@@ -141,6 +141,31 @@ func (c *cluster) do(ctx context.Context, method, p string, q url.Values, in, ou
 	return nil
 }
 
+// doRaw sends body with content type ct and discards the answer.
+func (c *cluster) doRaw(ctx context.Context, method, p, ct string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.url(p, nil).String(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", ct)
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("kubernetes API %s: %w", c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		var st struct {
+			Message string `json:"message"`
+			Reason  string `json:"reason"`
+		}
+		json.Unmarshal(b, &st)
+		return &apiError{Code: resp.StatusCode, Reason: st.Reason, Message: st.Message}
+	}
+	return nil
+}
+
 func podsPath(ns string) string { return "/api/v1/namespaces/" + url.PathEscape(ns) + "/pods" }
 
 func (c *cluster) getPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {

@@ -119,6 +119,9 @@ func Create(ctx context.Context, homeDir string, sb *state.Sandbox, x kd.Extra) 
 	if err != nil {
 		return x, err
 	}
+	if x.API == kd.APIAgentSandbox {
+		return createSandboxObject(ctx, c, homeDir, sb, x)
+	}
 	spec, limits, err := PodSpec(homeDir, sb, x)
 	if err != nil {
 		return x, err
@@ -236,6 +239,9 @@ func Status(ctx context.Context, homeDir string, x kd.Extra) driver.Status {
 	if err != nil {
 		return driver.Status{Phase: driver.PhaseFailed, Reason: err.Error()}
 	}
+	if x.API == kd.APIAgentSandbox {
+		return sandboxStatus(ctx, c, x)
+	}
 	l, err := c.listPods(ctx, x.Namespace, kd.LabelHome+"="+kd.HomeHash(homeDir))
 	if err != nil {
 		return driver.Status{Phase: driver.PhaseFailed, Reason: "unable to read the Pod: " + err.Error()}
@@ -259,7 +265,22 @@ func Delete(ctx context.Context, x kd.Extra) error {
 	if err != nil {
 		return err
 	}
+	if x.API == kd.APIAgentSandbox {
+		return removeSandbox(c, x)
+	}
 	return remove(c, x)
+}
+
+// Stop and Start set an agent-sandbox Sandbox's replicas (a bare Pod
+// cannot be stopped and started).
+func Stop(ctx context.Context, x kd.Extra) error  { return lifecycle(ctx, x, 0) }
+func Start(ctx context.Context, x kd.Extra) error { return lifecycle(ctx, x, 1) }
+
+func lifecycle(ctx context.Context, x kd.Extra, n int32) error {
+	if x.API != kd.APIAgentSandbox {
+		return fmt.Errorf("a bare Pod cannot be stopped and started: create the sandbox with --driver-opt api=agent-sandbox (a cluster with the agent-sandbox API) for stop/start")
+	}
+	return setReplicas(ctx, x, n)
 }
 
 // remove deletes the Pod and waits until it is gone.
