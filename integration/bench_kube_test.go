@@ -149,4 +149,3 @@ func BenchmarkKubeSync(b *testing.B) {
 	fmt.Printf("%-34s %10s\n", "again: kubectl cp (no delta)", kcAgain.Round(time.Millisecond))
 	fmt.Printf("ratios: initial %.2fx, one-file re-sync vs kubectl cp again %.4fx\n", ratio(dsInit, kcInit), ratio(dsSmall, kcAgain))
 }
-

@@ -248,4 +248,3 @@ func (c *cluster) watchPod(ctx context.Context, ns, name, rv string, fn func(*co
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
