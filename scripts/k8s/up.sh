@@ -4,7 +4,8 @@
 # + containerd and runc (Debian) + the CNI bridge plugin, no registry: images are imported archives.
 # Run it INSIDE a network namespace the caller made (nsenter --net=/run/netns/NS up.sh): kubelet refuses
 # a loopback node address, and everything the cluster listens on stays in that namespace.
-#   RUN=dir NODE_IP=addr [BIN=.cache/k8s/bin] [IMAGES="a.tar b.tar"] [PAUSE_IMAGE=ref] up.sh
+#   RUN=dir NODE_IP=addr [BIN=.cache/k8s/bin] [IMAGES="a.tar b.tar"] [PAUSE_IMAGE=ref] [MODE=api] up.sh
+# MODE=api stops after etcd and kube-apiserver.
 # All state under $RUN; PIDs in $RUN/pids (down.sh stops them by PID); logs in $RUN/logs.
 # Kernel sysctls kubelet changes are saved in $RUN/sysctl.saved and restored once the node is Ready
 # (and again by down.sh).
@@ -14,7 +15,7 @@ BIN=${BIN:-$HERE/../../.cache/k8s/bin}
 R=${RUN:?set RUN to the state directory}
 NODE=${NODE_NAME:-darkshell-node}
 [ -n "${NODE_IP:-}" ] || { echo "set NODE_IP to an address inside a test-made network namespace" >&2; exit 1; }
-KUBECTL=$BIN/kubectl
+KUBECTL=${KUBECTL:-$BIN/kubectl}
 POD_CIDR=${POD_CIDR:-10.244.0.0/24}
 PAUSE_IMAGE=${PAUSE_IMAGE:-darkshell.test/pause:1}
 CTRD_SOCK=$R/containerd/containerd.sock
@@ -63,6 +64,7 @@ start kube-apiserver $BIN/kube-apiserver \
   --profiling=false --v=1
 export KUBECONFIG=$P/admin.kubeconfig
 waitfor kube-apiserver 120 curl -sf --cacert $P/ca.crt --cert $P/admin.crt --key $P/admin.key https://127.0.0.1:6443/readyz
+if [ "${MODE:-full}" = api ]; then ts "API only (MODE=api): KUBECONFIG=$P/node-admin.kubeconfig"; exit 0; fi
 
 start kube-controller-manager $BIN/kube-controller-manager \
   --kubeconfig=$P/controller-manager.kubeconfig --secure-port=0 --leader-elect=false \

@@ -451,7 +451,7 @@ scan:
 	case c.Host == "":
 		return c, errors.New("no Host block in its output")
 	case c.ProxyCommand == "" || strings.EqualFold(c.ProxyCommand, "none"):
-		return c, fmt.Errorf("Host %s has no ProxyCommand", c.Host)
+		return c, fmt.Errorf("host %s has no ProxyCommand", c.Host)
 	}
 	return c, nil
 }

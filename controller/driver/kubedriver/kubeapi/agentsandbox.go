@@ -152,7 +152,7 @@ func waitSandboxRunning(ctx context.Context, c *cluster, x kd.Extra) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("Sandbox %s/%s did not become ready within %s (%s); is the agent-sandbox controller running?", x.Namespace, x.Pod, ReadyTimeout, why)
+			return fmt.Errorf("sandbox object %s/%s did not become ready within %s (%s); is the agent-sandbox controller running?", x.Namespace, x.Pod, ReadyTimeout, why)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -240,7 +240,7 @@ func removeSandbox(c *cluster, x kd.Extra) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("Sandbox %s/%s or its Pod is still there %s after delete", x.Namespace, x.Pod, GoneTimeout)
+			return fmt.Errorf("sandbox object %s/%s or its Pod is still there %s after delete", x.Namespace, x.Pod, GoneTimeout)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -155,7 +155,7 @@ func waitRunning(ctx context.Context, c *cluster, pod *corev1.Pod) error {
 		case driver.PhaseRunning:
 			return true, nil
 		case driver.PhaseFailed:
-			return false, fmt.Errorf("Pod %s/%s did not start: %s", p.Namespace, p.Name, st.Reason)
+			return false, fmt.Errorf("pod %s/%s did not start: %s", p.Namespace, p.Name, st.Reason)
 		}
 		return false, nil
 	})
@@ -164,7 +164,7 @@ func waitRunning(ctx context.Context, c *cluster, pod *corev1.Pod) error {
 		if last != nil {
 			why = PodStatus(last).Reason
 		}
-		return fmt.Errorf("Pod %s/%s did not run within %s (%s)", pod.Namespace, pod.Name, ReadyTimeout, why)
+		return fmt.Errorf("pod %s/%s did not run within %s (%s)", pod.Namespace, pod.Name, ReadyTimeout, why)
 	}
 	return err
 }
@@ -297,7 +297,7 @@ func remove(c *cluster, x kd.Extra) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("Pod %s/%s was deleted but is still there after %s", x.Namespace, x.Pod, GoneTimeout)
+			return fmt.Errorf("pod %s/%s was deleted but is still there after %s", x.Namespace, x.Pod, GoneTimeout)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
