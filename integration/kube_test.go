@@ -76,6 +76,11 @@ func setupKubeTarget(t *testing.T) *confTarget {
 			if _, err := os.Stat(podDir); err != nil {
 				t.Fatalf("no kubelet pod dir %s: %v", podDir, err)
 			}
+			if m, _ := filepath.Glob("/sys/fs/cgroup/pids/kubepods/*/pod" + r.Extra.PodUID); len(m) == 0 {
+				if m, _ = filepath.Glob("/sys/fs/cgroup/pids/kubepods/pod" + r.Extra.PodUID); len(m) == 0 {
+					t.Fatalf("no pod cgroup for %s under /sys/fs/cgroup/pids/kubepods", r.Extra.PodUID)
+				}
+			}
 			return func() []string {
 				var left []string
 				if out, _ := k.kubectlOut("get", "pods", "-A", "-l", "darkshell.sandbox="+name, "-o", "name"); strings.TrimSpace(out) != "" {
@@ -84,8 +89,11 @@ func setupKubeTarget(t *testing.T) *confTarget {
 				if _, err := os.Stat(podDir); err == nil {
 					left = append(left, "kubelet pod dir (emptyDirs) "+podDir)
 				}
-				if n := len(pgrep(r.Extra.PodUID)); n > 0 {
-					left = append(left, "processes of the pod")
+				// kubelet's cgroupfs driver puts the Pod's processes in kubepods[/QOS]/pod<UID>.
+				for _, pat := range []string{"/sys/fs/cgroup/*/kubepods/pod" + r.Extra.PodUID, "/sys/fs/cgroup/*/kubepods/*/pod" + r.Extra.PodUID} {
+					if m, _ := filepath.Glob(pat); len(m) > 0 {
+						left = append(left, "pod cgroups "+strings.Join(m, " "))
+					}
 				}
 				return left
 			}

@@ -116,7 +116,7 @@ EOF
 start containerd containerd --config $R/containerd/config.toml
 waitfor containerd 30 ctr --address $CTRD_SOCK version
 for img in ${IMAGES:-}; do
-  ctr --address $CTRD_SOCK -n k8s.io images import --no-unpack=false "$img" >/dev/null
+  ctr --address $CTRD_SOCK -n k8s.io images import "$img" >/dev/null
 done
 ts "images: $(ctr --address $CTRD_SOCK -n k8s.io images ls -q | tr '\n' ' ')"
 
