@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -75,7 +77,7 @@ func stopKube() {
 func startKube() (k *kubeCluster, skip string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%v", r)
+			err = fmt.Errorf("%v\n%s", r, debug.Stack())
 		}
 	}()
 	bin := filepath.Join(repoRoot(), ".cache", "k8s", "bin")
@@ -101,14 +103,15 @@ func startKube() (k *kubeCluster, skip string, err error) {
 		return nil, "", err
 	}
 	id := os.Getpid() % 100000
-	k = &kubeCluster{dir: dir, run: filepath.Join(dir, "run"), kubectl: filepath.Join(bin, "kubectl"),
+	cl := &kubeCluster{dir: dir, run: filepath.Join(dir, "run"), kubectl: filepath.Join(bin, "kubectl"),
 		netns: fmt.Sprintf("dsk8s-%d", id), hostVeth: fmt.Sprintf("dsk%dh", id),
 		nodeIP: fmt.Sprintf("10.%d.%d.2", 200+id%50, (id/50)%250)}
+	k = cl
 	os.WriteFile(filepath.Join(dir, "netns"), []byte(k.netns), 0o644)
 	ok := false
 	defer func() {
 		if !ok {
-			k.stop()
+			cl.stop()
 		}
 	}()
 	hostIP := strings.TrimSuffix(k.nodeIP, ".2") + ".1"
@@ -223,8 +226,15 @@ func writeImage(dir, archive, tag string, cfg v1.Config) error {
 	}
 	tb := &panicTB{}
 	defer tb.done()
-	img, err := mutate.Config(layerImage(tb, dir), cfg)
+	img := layerImage(tb, dir)
+	cf, err := img.ConfigFile()
 	if err != nil {
+		return err
+	}
+	// containerd imports only images for its platform.
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Config = "linux", runtime.GOARCH, cfg
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return err
 	}
 	return tarball.WriteToFile(archive, ref, img)

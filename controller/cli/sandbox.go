@@ -133,6 +133,9 @@ sandboxd there. Delete only forgets it.`,
 				req.Policy, req.PolicySource = string(pol), policyFile
 			}
 			for _, p := range []*string{&req.Rootfs, &req.Image} {
+				if p == &req.Image && drv == "kubernetes" {
+					continue // a reference the cluster's nodes resolve
+				}
 				if p == &req.Image && (drv == "podman" || drv == "docker") {
 					// An image reference unless it names a file here (an archive to load).
 					if _, err := os.Stat(*p); err != nil {
