@@ -191,6 +191,13 @@ func (k *kubeCluster) stop() {
 			fmt.Fprintf(os.Stderr, "down.sh: %v %s\n", err, out)
 		}
 	}
+	// Anything still running from the run dir is ours: say so and end it.
+	if k.run != "" {
+		for _, pid := range pgrep(k.run) {
+			fmt.Fprintf(os.Stderr, "test cluster: killing leftover pid %d\n", pid)
+			syscallKill(pid)
+		}
+	}
 	k.restoreSysctls()
 	exec.Command("ip", "link", "del", k.hostVeth).Run()
 	exec.Command("ip", "netns", "del", k.netns).Run()

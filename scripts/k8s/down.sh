@@ -29,9 +29,23 @@ for root in $R/runc/*; do
 done
 stop kube-scheduler kube-controller-manager kube-apiserver containerd
 stop etcd
-# 3. shims containerd started (their pid files are in its state dir)
+# 3. shims containerd started: by their pid files in its state dir, and by the containerd address
+#    on their command line (a shim whose task was already deleted has no pid file left)
 for f in $R/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
   [ -f "$f" ] || continue; p=$(cat "$f"); running $p containerd-shim && kill -KILL $p
+done
+A=$R/containerd/containerd.sock
+for d in /proc/[0-9]*; do
+  cl=$(tr '\0' ' ' < $d/cmdline 2>/dev/null)
+  case "$cl" in *containerd-shim*" -address $A"*) ;; *) continue;; esac
+  kill -KILL ${d#/proc/} 2>/dev/null
+  # its socket: /run/containerd/s/sha256(ADDRESS/NAMESPACE/ID) (containerd 1.6)
+  ns=$(echo "$cl" | sed -n 's/.* -namespace \([^ ]*\).*/\1/p'); id=$(echo "$cl" | sed -n 's/.* -id \([^ ]*\).*/\1/p')
+  [ -n "$ns" ] && [ -n "$id" ] && rm -f /run/containerd/s/$(printf '%s' "$A/$ns/$id" | sha256sum | cut -c1-64)
+done
+for b in $R/containerd/state/io.containerd.runtime.v2.task/*/*; do
+  [ -d "$b" ] || continue; id=${b##*/}; ns=${b%/*}; ns=${ns##*/}
+  rm -f /run/containerd/s/$(printf '%s' "$A/$ns/$id" | sha256sum | cut -c1-64)
 done
 # 4. mounts under $R, deepest first
 for i in 1 2 3; do
