@@ -40,6 +40,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/session"
 	"github.com/bohica-labs/darkshell/controller/sshx"
 	"github.com/bohica-labs/darkshell/controller/state"
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 func init() { driver.Register(Driver{}) }
@@ -208,7 +209,7 @@ func (d Driver) Create(ctx context.Context, h *state.Home, sb *state.Sandbox) er
 	if sb.Extra, err = json.Marshal(x); err != nil {
 		return err
 	}
-	res, err := inject.Open(ctx, inject.SSHRunner(cl), inject.Options{Workdir: ws, RemoteDir: RemoteDir, Logger: d.log()})
+	res, err := inject.Open(ctx, runner{inject.SSHRunner(cl)}, inject.Options{Workdir: ws, RemoteDir: RemoteDir, Logger: d.log()})
 	if err != nil {
 		return fmt.Errorf("unable to start sandboxd in OpenShell sandbox %s: %w", x.OpenShellName, err)
 	}
@@ -275,12 +276,20 @@ func (d Driver) Connect(ctx context.Context, h *state.Home, sb *state.Sandbox) (
 		}
 		return nil, err
 	}
-	res, err := inject.Open(ctx, inject.SSHRunner(cl), inject.Options{Workdir: x.WorkspaceDir, RemoteDir: RemoteDir, Logger: d.log()})
+	res, err := inject.Open(ctx, runner{inject.SSHRunner(cl)}, inject.Options{Workdir: x.WorkspaceDir, RemoteDir: RemoteDir, Logger: d.log()})
 	if err != nil {
 		cl.Close()
 		return nil, err
 	}
 	return session.New(res.Carrier, res.Remote, res.Version, io.Closer(cl))
+}
+
+// runner keeps sandboxd's runtime files (its agent's socket, lock and log)
+// next to it under /tmp, out of $HOME, which is the workspace in OpenShell.
+type runner struct{ inject.Runner }
+
+func (r runner) Start(ctx context.Context, cmd string) (inject.Proc, error) {
+	return r.Runner.Start(ctx, "SANDBOXD_RUNTIME_DIR="+RemoteDir+"/"+protocol.BuildVersion+"/run; export SANDBOXD_RUNTIME_DIR; "+cmd)
 }
 
 // Stop implements driver.Lifecycle: `openshell sandbox stop` (container
