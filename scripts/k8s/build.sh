@@ -10,9 +10,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 V=${K8S_VERSION:-1.33.13}
 CACHE=${K8S_CACHE:-$ROOT/.cache/k8s}
 OUT=$CACHE/bin; SRC=$CACHE/build
-CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl"
+CMDS=${K8S_CMDS:-"kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl"}
 stamp=$OUT/.version
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$V" ] && for c in $CMDS; do [ -x "$OUT/$c" ] || exit 1; done; then
+cached() { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$V" ] || return 1; for c in $CMDS; do [ -x "$OUT/$c" ] || return 1; done; }
+if cached; then
   echo "k8s v$V binaries cached in $OUT"; exit 0
 fi
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0
