@@ -21,11 +21,11 @@ export CGO_ENABLED := 0
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, ping, podman with runc and catatonit, clang+libbpf-dev for probes)
-	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping wget:/usr/bin/wget podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h; do \
+deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, ping, podman with runc and catatonit, clang+libbpf-dev for probes, etcd+containerd+CNI plugins+gcc for the test cluster)
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping wget:/usr/bin/wget podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h etcd-server:/usr/bin/etcd containerd:/usr/bin/containerd containernetworking-plugins:/usr/lib/cni/bridge gcc:/usr/bin/gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a; do \
 	  [ -e "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \
@@ -65,7 +65,8 @@ sandboxd:
 darkshell: sandboxd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-core ./cmd/darkshell-core
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell ./cmd/darkshell
-	@echo "built $(BIN)/darkshell (+ darkshell-core) and $(BIN)/sandboxd, version $(VERSION)"
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-kube ./cmd/darkshell-kube
+	@echo "built $(BIN)/darkshell (+ darkshell-core, darkshell-kube) and $(BIN)/sandboxd, version $(VERSION)"
 
 .PHONY: demo
 demo: deps build ## The main job: a sandbox on a loopback sshd this starts itself, then exec
@@ -81,7 +82,7 @@ probes-check: ## Fail when the committed probes/ output is stale
 	@if [ -n "$$(git status --porcelain -- probes/)" ]; then git status --short -- probes/; echo "probes/ output is stale: run 'make probes' and commit the result"; exit 1; fi
 
 .PHONY: test
-test: deps build lint probes-check test-unit test-fuzz test-integration ## Everything CI runs: lint, probes staleness, unit, fuzz, integration
+test: deps build lint probes-check test-unit test-fuzz test-integration-all ## Everything CI runs: lint, probes staleness, unit, fuzz, integration (kubernetes in parallel)
 	@echo "all tests passed"
 
 .PHONY: test-short
@@ -93,8 +94,23 @@ test-unit: build
 	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
 
 .PHONY: test-integration
-test-integration: build ## End-to-end tests against a real sshd on loopback
-	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./integration/...
+test-integration: build ## End-to-end tests against a real sshd on loopback (all but the kubernetes cluster tests)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -skip '^TestKube' ./integration/...
+
+# The kubernetes tests share no state with the others (their own cluster in their own network
+# namespace, their own DARKSHELL_HOMEs): test-integration-all runs both at once, the cluster's
+# first build (make k8s) overlapping the other integration tests.
+.PHONY: test-integration-all
+test-integration-all: build
+	@$(MAKE) --no-print-directory -j2 test-integration test-kube
+
+.PHONY: k8s
+k8s: ## Build kube-apiserver, controller-manager, scheduler, kubelet and kubectl from the Go module proxy into .cache/k8s/bin (cached; first build ~11 min on 2 cores)
+	./scripts/k8s/build.sh
+
+.PHONY: test-kube
+test-kube: build k8s ## kubernetes driver: conformance and driver tests on a real single-node cluster started in a test-made network namespace
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -run '^TestKube' ./integration/
 
 .PHONY: test-fuzz
 test-fuzz: ## Run every fuzz target for FUZZTIME (default 10s)
@@ -129,6 +145,10 @@ bench-local: build ## local driver: create-to-first-exec and exec p50/p99 (needs
 .PHONY: bench-podman
 bench-podman: deps build ## podman driver: exec through the daemon API and a fresh CLI vs `podman exec` (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-200} $(GO) test -count=1 -run '^$$' -bench BenchmarkPodmanExec -benchtime 1x -timeout 20m ./integration/
+
+.PHONY: bench-kube
+bench-kube: deps build k8s ## kubernetes driver on the test cluster: exec p50 (daemon API, fresh CLI) vs kubectl exec; sync of the bench corpus vs kubectl cp (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-200} $(GO) test -count=1 -run '^$$' -bench BenchmarkKube -benchtime 1x -timeout 30m ./integration/
 
 .PHONY: bench-mcp
 bench-mcp: deps build ## MCP tools/call latency: bridge, in-sandbox, stdio shim vs direct stdio (local driver, needs root)

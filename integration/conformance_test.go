@@ -56,6 +56,7 @@ var conformanceDrivers = []struct {
 	{"local", setupLocalTarget},
 	{"ssh", setupSSHTarget},
 	{"podman", setupPodmanTarget},
+	{"openshell", setupOpenShellTarget},
 }
 
 // conformanceCases is the suite. Add MCP and forward cases here.
@@ -72,26 +73,31 @@ var conformanceCases = []conformanceCase{
 
 func TestConformance(t *testing.T) {
 	for _, d := range conformanceDrivers {
-		t.Run(d.name, func(t *testing.T) {
-			c := d.setup(t)
-			const name = "conf"
-			c.create(t, name)
-			for _, cc := range conformanceCases {
-				t.Run(cc.name, func(t *testing.T) {
-					c.t = t
-					defer func() { c.t = t }()
-					cc.run(t, c, name)
-				})
-				c.t = t
-			}
-			t.Run("delete leaves nothing", func(t *testing.T) {
-				c.t = t
-				defer func() { c.t = t }()
-				confDelete(t, c, name)
-			})
-			c.t = t
-		})
+		t.Run(d.name, func(t *testing.T) { runConformance(t, d.setup) })
 	}
+}
+
+// runConformance runs the suite on one sandbox of the driver setup makes
+// ready. (The kubernetes driver runs it from TestKubeConformance, so that
+// its cluster tests can run on their own: make test-kube.)
+func runConformance(t *testing.T, setup func(t *testing.T) *confTarget) {
+	c := setup(t)
+	const name = "conf"
+	c.create(t, name)
+	for _, cc := range conformanceCases {
+		t.Run(cc.name, func(t *testing.T) {
+			c.t = t
+			defer func() { c.t = t }()
+			cc.run(t, c, name)
+		})
+		c.t = t
+	}
+	t.Run("delete leaves nothing", func(t *testing.T) {
+		c.t = t
+		defer func() { c.t = t }()
+		confDelete(t, c, name)
+	})
+	c.t = t
 }
 
 // create makes sandbox name through the CLI.

@@ -48,7 +48,9 @@ func TestMain(m *testing.M) {
 			binDir = filepath.Join(dir, "bin")
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	stopKube() // the kubernetes tests' cluster, if one was started
+	os.Exit(code)
 }
 
 func requireIntegration(t testing.TB) {

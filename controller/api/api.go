@@ -65,6 +65,9 @@ type CreateRequest struct {
 	// LOCAL[:REMOTE]); Direction is push and may be left empty. If one
 	// fails the sandbox is deleted again.
 	Uploads []SyncRequest `json:"uploads,omitempty"`
+	// Labels are key=value pairs on the sandbox (--label) that fleet
+	// operations select by (--selector).
+	Labels map[string]string `json:"labels,omitempty"`
 	// Options for drivers that create sandboxes (local): workspace, limits, unconfined.
 	driver.CreateOptions
 }

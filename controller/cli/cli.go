@@ -135,11 +135,11 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
 	sandbox := &cobra.Command{Use: "sandbox", Aliases: []string{"sb"}, Short: "Create, inspect and use sandboxes"}
-	sandbox.AddCommand(a.createCmd(), a.listCmd(), a.getCmd(), a.deleteCmd(), a.execCmd(), a.connectCmd(), a.attachCmd(), a.psCmd())
+	sandbox.AddCommand(a.createCmd(), a.listCmd(), a.getCmd(), a.deleteCmd(), a.withSelector(a.execCmd(), "exec", a.fleetExec), a.connectCmd(), a.attachCmd(), a.psCmd())
 	sandbox.AddCommand(a.lifecycleCmds()...)
 	sandbox.AddCommand(a.uploadCmd(), a.downloadCmd())
 	sandbox.AddCommand(a.netTestCmd(), a.imageSaveCmd())
-	root.AddCommand(sandbox, a.execCmd(), a.syncCmd(), a.versionCmd(), a.daemonCmd())
+	root.AddCommand(sandbox, a.withSelector(a.execCmd(), "exec", a.fleetExec), a.withSelector(a.syncCmd(), "sync", a.fleetSync), a.versionCmd(), a.daemonCmd())
 	root.AddCommand(a.policyCmd(), a.blueprintCmd(), a.imageCmd(), a.traceCmd())
 	root.AddCommand(a.mcpCmd(), a.providerCmd(), a.forwardCmd()) // mcp.go, provider.go, forward.go
 	sandbox.AddCommand(a.watchCmd(), a.logsCmd())

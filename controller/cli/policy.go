@@ -64,7 +64,7 @@ process.run_as_user/group. Exit status 1 when the file is not valid.`,
 			return a.reportValidation(file, res, res.Problems, fmt.Sprintf("valid (%d network rules)", res.Rules))
 		},
 	}
-	cmd.AddCommand(validate, a.policyTestCmd(), a.policySetCmd())
+	cmd.AddCommand(validate, a.policyTestCmd(), a.withSelector(a.policySetCmd(), "policy set", a.fleetPolicySet))
 	return cmd
 }
 

@@ -21,6 +21,7 @@ func (a *app) createCmd() *cobra.Command {
 	var (
 		drv, sshTarget, identity, proxy string
 		env, uploads                    []string
+		labels, driverOpts              []string
 		opts                            driver.CreateOptions
 		policyFile                      string
 		from, fromName                  string
@@ -43,12 +44,19 @@ With --driver podman (or docker), the sandbox is a container started from
 --image (an image in the engine's store, or an image archive file that is
 loaded first) with no network, no capabilities and /sandbox as its working
 directory; darkshell pushes its sandboxd in through ` + "`podman exec -i`" + ` if the
-image lacks it. The image needs a POSIX sh.`,
+image lacks it. The image needs a POSIX sh.
+
+With --driver openshell, NAME is registered for a sandbox NVIDIA OpenShell
+runs (--driver-opt name=OPENSHELL-NAME if it differs): darkshell reads its
+SSH settings from ` + "`openshell sandbox ssh-config`" + ` (or takes --proxy-command),
+reaches it through OpenShell's gateway as user sandbox, and pushes its
+sandboxd there. Delete only forgets it.`,
 		Example: `  darkshell sandbox create dev
   darkshell sandbox create dev --workspace /srv/project
   darkshell sandbox create dev --driver ssh --ssh agent@10.0.0.5:2222 --identity ~/.ssh/id_ed25519
   darkshell sandbox create box --driver podman --image ./box.tar --memory-limit 1G --pids-limit 256
-  darkshell sandbox create box --driver ssh --ssh sandbox@box --proxy-command 'openshell ssh-proxy --gateway-name g --name box --workspace default'`,
+  darkshell sandbox create box --driver ssh --ssh sandbox@box --proxy-command 'openshell ssh-proxy --gateway-name g --name box --workspace default'
+  darkshell sandbox create box --driver openshell --driver-opt gateway=g --label team=infra`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if from != "" {
@@ -73,7 +81,24 @@ image lacks it. The image needs a POSIX sh.`,
 					return usagef("--env %q is not KEY=VALUE", e)
 				}
 			}
+			var err error
+			if req.Labels, err = parseKV("--label", labels); err != nil {
+				return err
+			}
+			if err := state.ValidLabels(req.Labels); err != nil {
+				return usagef("--label: %v", err)
+			}
+			if req.DriverOpts, err = parseKV("--driver-opt", driverOpts); err != nil {
+				return err
+			}
 			switch drv {
+			case "openshell":
+				if proxy != "" || identity != "" {
+					req.SSH = &state.SSHTarget{ProxyCommand: proxy, Identity: identity}
+				}
+				if sshTarget != "" {
+					return usagef("--ssh does not apply to --driver openshell: the sandbox is reached through OpenShell's ProxyCommand (--proxy-command, or read from `openshell sandbox ssh-config`)")
+				}
 			case "ssh":
 				if sshTarget == "" {
 					return usagef("--driver ssh needs --ssh user@host[:port]")
@@ -108,6 +133,9 @@ image lacks it. The image needs a POSIX sh.`,
 				req.Policy, req.PolicySource = string(pol), policyFile
 			}
 			for _, p := range []*string{&req.Rootfs, &req.Image} {
+				if p == &req.Image && drv == "kubernetes" {
+					continue // a reference the cluster's nodes resolve
+				}
 				if p == &req.Image && (drv == "podman" || drv == "docker") {
 					// An image reference unless it names a file here (an archive to load).
 					if _, err := os.Stat(*p); err != nil {
@@ -152,7 +180,7 @@ image lacks it. The image needs a POSIX sh.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&drv, "driver", "local", "where the sandbox runs: local (kernel-confined, on this machine), ssh, podman or docker")
+	f.StringVar(&drv, "driver", "local", "where the sandbox runs: local (kernel-confined, on this machine), ssh, podman, docker, kubernetes or openshell")
 	f.StringVar(&opts.Workspace, "workspace", "", "existing host directory to use as /sandbox, writable by the sandbox uid 65000 (driver local; default: a new dir in the sandbox's state, kept until delete; podman/docker: bind-mounted)")
 	f.Int64Var(&opts.PidsLimit, "pids-limit", 0, "maximum number of processes (drivers local, podman, docker)")
 	f.StringVar(&opts.MemoryLimit, "memory-limit", "", "memory limit, e.g. 512M (drivers local, podman, docker)")
@@ -168,6 +196,8 @@ image lacks it. The image needs a POSIX sh.`,
 	f.StringVar(&opts.Rootfs, "rootfs", "", "host directory to use as the root file system, read-only (driver local; default: the host's /usr /lib* /bin /sbin /etc /opt)")
 	f.StringVar(&opts.Image, "image", "", "OCI image to use as the root file system: a docker/podman save archive, an OCI archive or an OCI layout dir (driver local; unpacked once at create); for podman/docker an image reference or an archive file to load")
 	f.StringArrayVar(&uploads, "upload", nil, "LOCAL[:REMOTE] directory to upload into the new sandbox (repeatable; .gitignore honoured; REMOTE as for sandbox upload)")
+	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE label on the sandbox (repeatable); fleet commands select by them with --selector")
+	f.StringArrayVar(&driverOpts, "driver-opt", nil, "KEY=VALUE setting of the driver (repeatable): openshell name, gateway, workspace, cli; kubernetes namespace, kubeconfig, context, pool (docs/drivers.md)")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE set for every command in the sandbox (repeatable; not for secrets)")
 	return cmd
 }
@@ -210,10 +240,14 @@ func parseSSHTarget(s string) (*state.SSHTarget, error) {
 }
 
 func (a *app) listCmd() *cobra.Command {
-	return &cobra.Command{
+	var selector string
+	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List sandboxes",
+		Long: `List sandboxes. --selector (-l) shows only those whose labels match:
+KEY=VALUE, KEY!=VALUE, KEY (has the label), !KEY (has not), comma-separated (all must hold).`,
+		Example: `  darkshell sandbox list -l team=infra,tier!=gpu`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
@@ -224,17 +258,24 @@ func (a *app) listCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if selector != "" {
+				if l, err = filterSelector(l, selector); err != nil {
+					return err
+				}
+			}
 			if a.json() {
 				return a.printJSON(l)
 			}
 			var rows [][]string
 			for _, sb := range l {
-				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), target(sb), connState(sb), age(sb.Created)})
+				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), target(sb), connState(sb), age(sb.Created), labelList(sb.Labels)})
 			}
-			a.table("NAME\tDRIVER\tPHASE\tTARGET\tSESSION\tAGE", rows)
+			a.table("NAME\tDRIVER\tPHASE\tTARGET\tSESSION\tAGE\tLABELS", rows)
 			return nil
 		},
 	}
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "only sandboxes whose labels match, e.g. team=infra,tier!=gpu")
+	return cmd
 }
 
 func target(sb api.Sandbox) string {
@@ -401,4 +442,20 @@ func (a *app) psCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// parseKV parses repeated KEY=VALUE flag values.
+func parseKV(flag string, kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usagef("%s %q is not KEY=VALUE", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
 }

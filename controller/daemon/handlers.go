@@ -162,7 +162,11 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("%w: %s", state.ErrExists, req.Name))
 		return
 	}
-	sb := &state.Sandbox{Name: req.Name, Driver: req.Driver, Created: time.Now().UTC(), SSH: req.SSH, Env: req.Env}
+	if err := state.ValidLabels(req.Labels); err != nil {
+		writeErr(w, fmt.Errorf("%w: %v", errBadRequest, err))
+		return
+	}
+	sb := &state.Sandbox{Name: req.Name, Driver: req.Driver, Created: time.Now().UTC(), SSH: req.SSH, Env: req.Env, Labels: req.Labels}
 	if !req.CreateOptions.IsZero() {
 		if _, ok := drv.(driver.OptionsDriver); !ok {
 			writeErr(w, fmt.Errorf("%w: driver %s does not support --workspace, limits or --unconfined", errBadRequest, req.Driver))

@@ -107,6 +107,9 @@ func (d *Daemon) prepareSync(ctx context.Context, name string, req *api.SyncRequ
 			if ws, ok := drv.(driver.Workspacer); ok {
 				req.Remote = ws.Workspace()
 			}
+			if ws, ok := drv.(driver.WorkspaceOf); ok && ws.WorkspaceOf(sb) != "" {
+				req.Remote = ws.WorkspaceOf(sb)
+			}
 		}
 	}
 	opt := syncer.Options{Delete: req.Delete, DryRun: req.DryRun, Checksum: req.Checksum,

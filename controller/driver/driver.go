@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -94,6 +95,29 @@ type CreateOptions struct {
 	// proxy: inside, each key holds a placeholder; the proxy puts the real
 	// value in requests the policy binds to the provider.
 	Providers []string `json:"providers,omitempty"`
+	// DriverOpts are settings only one driver understands (--driver-opt
+	// KEY=VALUE): openshell's gateway and workspace, kubernetes' namespace
+	// and kubeconfig. Each driver refuses keys it does not know.
+	DriverOpts map[string]string `json:"driver_opts,omitempty"`
+}
+
+// CheckDriverOpts refuses keys of opts not in known, naming the driver and
+// what it accepts.
+func CheckDriverOpts(drv string, opts map[string]string, known ...string) error {
+	for k := range opts {
+		if !slices.Contains(known, k) {
+			return fmt.Errorf("--driver-opt %s is not known to the %s driver (it accepts: %s)", k, drv, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+// WorkspaceOf is a driver whose sandboxes each have their own workspace
+// directory, learned at create (openshell: the sandbox's working
+// directory): the default remote of sync, upload and download.
+type WorkspaceOf interface {
+	Driver
+	WorkspaceOf(sb *state.Sandbox) string
 }
 
 // IsZero reports whether no option is set.

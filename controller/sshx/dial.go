@@ -53,6 +53,12 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// Logger receives diagnostics (default: discarded).
 	Logger *slog.Logger
+	// AcceptAnyHostKey skips host key pinning. Only for transports that
+	// authenticate the peer themselves: OpenShell's ProxyCommand reaches the
+	// sandbox through its gateway's authenticated relay, and its SSH server
+	// makes a fresh host key at every start (OpenShell's own ssh-config
+	// sets StrictHostKeyChecking no for the same reason).
+	AcceptAnyHostKey bool
 }
 
 func (o Options) withDefaults() Options {
@@ -102,6 +108,9 @@ func Dial(ctx context.Context, t Target, opts Options) (*Client, error) {
 	hkcb, err := hk.callback()
 	if err != nil {
 		return nil, fmt.Errorf("unable to connect to %s: %w", t, err)
+	}
+	if opts.AcceptAnyHostKey {
+		hkcb, known = ssh.InsecureIgnoreHostKey(), nil
 	}
 	cfg := &ssh.ClientConfig{
 		Config:            ssh.Config{KeyExchanges: kexPreference},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -207,4 +208,40 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// ValidLabels checks sandbox labels the way Kubernetes checks its own (so a
+// label can be put on a Pod as is): keys are [prefix/]name with name 1-63
+// of [A-Za-z0-9._-] starting and ending alphanumeric, values 0-63 of the same.
+func ValidLabels(l map[string]string) error {
+	for k, v := range l {
+		name := k
+		if i := strings.LastIndexByte(k, '/'); i >= 0 {
+			if i == 0 || i > 253 {
+				return fmt.Errorf("label key %q: bad prefix before /", k)
+			}
+			name = k[i+1:]
+		}
+		if !labelValue(name) || name == "" {
+			return fmt.Errorf("label key %q: the name must be 1-63 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", k)
+		}
+		if !labelValue(v) {
+			return fmt.Errorf("label %s=%q: the value must be 0-63 letters, digits, '.', '_' or '-', starting and ending with a letter or digit", k, v)
+		}
+	}
+	return nil
+}
+
+func labelValue(s string) bool {
+	if len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && ((c != '.' && c != '_' && c != '-') || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
 }

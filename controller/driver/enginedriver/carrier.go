@@ -144,3 +144,8 @@ func (t *tailBuffer) String() string {
 }
 
 var _ io.ReadWriteCloser = (*proc)(nil)
+
+// StartProc starts cmd (a client whose stdin and stdout are the stream to
+// a command, as `podman exec -i` or darkshell-kube exec) as an inject.Proc,
+// for drivers whose carrier is a local program.
+func StartProc(cmd *exec.Cmd) (inject.Proc, error) { return startProc(cmd) }

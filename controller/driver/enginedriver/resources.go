@@ -2,6 +2,7 @@ package enginedriver
 
 import (
 	"path/filepath"
+	"strconv"
 
 	"github.com/bohica-labs/darkshell/controller/cgroupfs"
 	"github.com/bohica-labs/darkshell/controller/driver"
@@ -34,4 +35,14 @@ func cgroupUsage(pid int, r *driver.Resources) {
 		return ""
 	}
 	cgroupfs.FillUsage(r, dir("memory"), dir("pids"))
+}
+
+// MemoryBytes parses a --memory-limit size (512M, 1G, 1.5GiB or a number
+// of bytes; at least 6 MiB) into bytes, for other drivers.
+func MemoryBytes(s string) (int64, error) {
+	m, err := memoryFlag(s)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(m, 10, 64)
 }
