@@ -37,6 +37,7 @@ type Daemon struct {
 	log     *slog.Logger
 	pool    *pool
 	bus     *events.Bus
+	exp     *exportProc // export.go, exportproc.go
 	started time.Time
 
 	active   atomic.Int64 // open requests and streams
@@ -53,6 +54,7 @@ func New(opts Options) *Daemon {
 	}
 	d := &Daemon{opts: opts, log: log, pool: newPool(opts.Home, log), started: time.Now(), stop: make(chan struct{})}
 	d.bus = events.NewBus(opts.Home.LogDir(), log.With("component", "events"))
+	d.startExport()
 	d.lastSeen.Store(time.Now().UnixNano())
 	return d
 }
@@ -112,6 +114,7 @@ loop:
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	d.exp.close()
 	d.pool.close()
 	l.Close()
 	if errors.Is(err, http.ErrServerClosed) {

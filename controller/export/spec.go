@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bohica-labs/darkshell/controller/state"
+	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // Exporter types.
@@ -267,3 +268,65 @@ func (s *Store) Remove(name string) error {
 	os.RemoveAll(filepath.Join(s.dir, "spool", name))
 	return nil
 }
+
+// Stats are an exporter's counters.
+type Stats struct {
+	// Received events; Dropped because the exporter's queue was full.
+	Received uint64 `json:"received"`
+	Dropped  uint64 `json:"dropped"`
+	// Sent records; SpoolDropped records lost because the spool was full.
+	Sent         uint64 `json:"sent"`
+	SpoolDropped uint64 `json:"spool_dropped"`
+	// Failures counts failed send attempts; LastError is the latest.
+	Failures  uint64 `json:"failures"`
+	LastError string `json:"last_error,omitempty"`
+	// Spooled batches and bytes waiting on disk.
+	SpoolBatches int   `json:"spool_batches"`
+	SpoolBytes   int64 `json:"spool_bytes"`
+}
+
+// Status is one exporter as `export list` shows it.
+type Status struct {
+	Spec
+	Stats Stats  `json:"stats"`
+	Error string `json:"error,omitempty"` // why it does not run
+}
+
+// Usage is one sandbox's resource use against its limits (0: unknown).
+type Usage struct {
+	Sandbox          string
+	CPUSeconds       float64
+	CPULimit         float64 // CPUs
+	MemoryBytes      int64
+	MemoryLimitBytes int64
+	Pids             int64
+	PidsLimit        int64
+}
+
+// Line is one JSON line the daemon writes to the exporter helper
+// (darkshell-export) on its stdin: exactly one field is set.
+type Line struct {
+	// Event is one event of the bus.
+	Event *protocol.Event `json:"event,omitempty"`
+	// Reload: the exporter records changed; read them again.
+	Reload bool `json:"reload,omitempty"`
+	// Usage is the sandboxes' resource use, sent now and then.
+	Usage []Usage `json:"usage,omitempty"`
+	// BusLost is how many events the daemon's bus dropped because the
+	// helper read too slowly (cumulative).
+	BusLost *uint64 `json:"bus_lost,omitempty"`
+}
+
+// Report is one JSON line the helper writes on its report pipe (fd 3):
+// the state of every exporter.
+type Report struct {
+	Time      time.Time `json:"time"`
+	Exporters []Status  `json:"exporters"`
+}
+
+// HelperName is the exporter helper's executable.
+const HelperName = "darkshell-export"
+
+// LabelBlueprint is the sandbox label naming the blueprint it was made
+// from (exported as the resource attribute darkshell.blueprint.name).
+const LabelBlueprint = "darkshell.blueprint"

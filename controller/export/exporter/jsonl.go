@@ -1,8 +1,9 @@
-package export
+package exporter
 
 import (
 	"context"
 	"fmt"
+	"github.com/bohica-labs/darkshell/controller/export"
 	"io"
 	"os"
 	"sync"
@@ -19,7 +20,7 @@ type jsonlSink struct {
 	f    *os.File
 }
 
-func newJSONLSink(sp *Spec) (*jsonlSink, error) {
+func newJSONLSink(sp *export.Spec) (*jsonlSink, error) {
 	if sp.File == "-" {
 		return &jsonlSink{w: os.Stdout}, nil
 	}

@@ -1,10 +1,11 @@
-package export
+package exporter
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/bohica-labs/darkshell/controller/export"
 	"os"
 	"path/filepath"
 	"sort"
@@ -37,7 +38,7 @@ type spoolSeg struct {
 // OpenSpool opens (creating) the spool in dir, bounded to maxBytes.
 func OpenSpool(dir string, maxBytes int64) (*Spool, error) {
 	if maxBytes <= 0 {
-		maxBytes = DefaultSpoolBytes
+		maxBytes = export.DefaultSpoolBytes
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("unable to create spool %s: %w", dir, err)

@@ -1,9 +1,10 @@
-package export
+package exporter
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bohica-labs/darkshell/controller/export"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,19 +25,8 @@ import (
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
-// Usage is one sandbox's resource use against its limits (0: unknown).
-type Usage struct {
-	Sandbox          string
-	CPUSeconds       float64
-	CPULimit         float64 // CPUs
-	MemoryBytes      int64
-	MemoryLimitBytes int64
-	Pids             int64
-	PidsLimit        int64
-}
-
 // UsageFunc reports the sandboxes' resource use when metrics are read.
-type UsageFunc func(ctx context.Context) []Usage
+type UsageFunc func(ctx context.Context) []export.Usage
 
 // execBuckets are the exec latency histogram's bounds, in seconds.
 var execBuckets = []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
@@ -62,7 +52,7 @@ type metrics struct {
 // newMetrics builds the meter provider for the metric exporters in specs
 // (prometheus ones start serving /metrics). It returns nil when none wants
 // metrics.
-func newMetrics(specs []*Spec, interval time.Duration, usage UsageFunc, lost func() map[string]uint64, log *slog.Logger) (*metrics, error) {
+func newMetrics(specs []*export.Spec, interval time.Duration, usage UsageFunc, lost func() map[string]uint64, log *slog.Logger) (*metrics, error) {
 	var opts []sdkmetric.Option
 	m := &metrics{lost: lost}
 	fail := func(err error) (*metrics, error) {
@@ -71,7 +61,7 @@ func newMetrics(specs []*Spec, interval time.Duration, usage UsageFunc, lost fun
 	}
 	for _, sp := range specs {
 		switch {
-		case sp.Type == TypePrometheus:
+		case sp.Type == export.TypePrometheus:
 			reg := prometheus.NewRegistry()
 			exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 			if err != nil {
@@ -88,7 +78,7 @@ func newMetrics(specs []*Spec, interval time.Duration, usage UsageFunc, lost fun
 			go srv.Serve(l)
 			m.servers = append(m.servers, srv)
 			log.Info("serving Prometheus metrics", "exporter", sp.Name, "addr", l.Addr().String())
-		case sp.Type == TypeOTLP && sp.HasSignal(SignalMetrics):
+		case sp.Type == export.TypeOTLP && sp.HasSignal(export.SignalMetrics):
 			exp, err := newMetricExporter(sp)
 			if err != nil {
 				return fail(fmt.Errorf("exporter %s: %w", sp.Name, err))
@@ -180,9 +170,9 @@ func newMetrics(specs []*Spec, interval time.Duration, usage UsageFunc, lost fun
 	return m, nil
 }
 
-func newMetricExporter(sp *Spec) (sdkmetric.Exporter, error) {
+func newMetricExporter(sp *export.Spec) (sdkmetric.Exporter, error) {
 	ctx := context.Background()
-	if sp.Protocol == ProtocolHTTP {
+	if sp.Protocol == export.ProtocolHTTP {
 		u := sp.Endpoint
 		if pu, err := url.Parse(u); err == nil && (pu.Path == "" || pu.Path == "/") {
 			u = pu.JoinPath("v1", "metrics").String()
@@ -252,4 +242,3 @@ func (m *metrics) shutdown(ctx context.Context) {
 		m.mp.Shutdown(ctx)
 	}
 }
-

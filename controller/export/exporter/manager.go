@@ -1,8 +1,9 @@
-package export
+package exporter
 
 import (
 	"context"
 	"fmt"
+	"github.com/bohica-labs/darkshell/controller/export"
 	"log/slog"
 	"maps"
 	"path/filepath"
@@ -24,7 +25,7 @@ type Source interface {
 
 // Options configure a Manager.
 type Options struct {
-	Store  *Store
+	Store  *export.Store
 	Source Source
 	Log    *slog.Logger
 	// Info names a sandbox's driver and blueprint (resource attributes).
@@ -37,20 +38,13 @@ type Options struct {
 	MetricInterval time.Duration
 }
 
-// Status is one exporter as `export list` shows it.
-type Status struct {
-	Spec
-	Stats Stats  `json:"stats"`
-	Error string `json:"error,omitempty"` // why it does not run
-}
-
 // Manager runs the configured exporters as one subscriber of the bus.
 type Manager struct {
 	opts Options
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	specs   map[string]*Spec
+	specs   map[string]*export.Spec
 	runners map[string]*runner
 	broken  map[string]string
 	metrics *metrics
@@ -77,7 +71,7 @@ func NewManager(opts Options) *Manager {
 	if opts.MetricInterval <= 0 {
 		opts.MetricInterval = 10 * time.Second
 	}
-	m := &Manager{opts: opts, log: opts.Log, specs: map[string]*Spec{}, runners: map[string]*runner{}, broken: map[string]string{}, done: make(chan struct{})}
+	m := &Manager{opts: opts, log: opts.Log, specs: map[string]*export.Spec{}, runners: map[string]*runner{}, broken: map[string]string{}, done: make(chan struct{})}
 	m.state.Store(&dispatch{})
 	return m
 }
@@ -126,7 +120,7 @@ func (m *Manager) Reload() error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	want := map[string]*Spec{}
+	want := map[string]*export.Spec{}
 	for _, sp := range specs {
 		want[sp.Name] = sp
 	}
@@ -135,7 +129,7 @@ func (m *Manager) Reload() error {
 		if nw, ok := want[name]; ok && reflect.DeepEqual(nw, old) {
 			continue
 		}
-		if old.Type == TypePrometheus || old.Type == TypeOTLP {
+		if old.Type == export.TypePrometheus || old.Type == export.TypeOTLP {
 			metricsChanged = true
 		}
 		if r := m.runners[name]; r != nil {
@@ -152,7 +146,7 @@ func (m *Manager) Reload() error {
 			continue
 		}
 		m.specs[name] = sp
-		if sp.Type == TypePrometheus || (sp.Type == TypeOTLP && sp.HasSignal(SignalMetrics)) {
+		if sp.Type == export.TypePrometheus || (sp.Type == export.TypeOTLP && sp.HasSignal(export.SignalMetrics)) {
 			metricsChanged = true
 		}
 		r, err := m.start(sp)
@@ -170,7 +164,7 @@ func (m *Manager) Reload() error {
 		m.metrics.shutdown(ctx)
 		cancel()
 		m.metrics = nil
-		var ms []*Spec
+		var ms []*export.Spec
 		for _, sp := range m.specs {
 			if m.broken[sp.Name] == "" {
 				ms = append(ms, sp)
@@ -180,7 +174,7 @@ func (m *Manager) Reload() error {
 		if err != nil {
 			m.log.Warn("metrics not started", "err", err)
 			for _, sp := range ms {
-				if sp.Type == TypePrometheus {
+				if sp.Type == export.TypePrometheus {
 					m.broken[sp.Name] = err.Error()
 				}
 			}
@@ -197,16 +191,16 @@ func (m *Manager) Reload() error {
 }
 
 // start makes the runner of a spec (nil for exporters without one).
-func (m *Manager) start(sp *Spec) (*runner, error) {
+func (m *Manager) start(sp *export.Spec) (*runner, error) {
 	var s sink
 	var err error
 	switch sp.Type {
-	case TypeOTLP:
-		if !sp.HasSignal(SignalTraces) {
+	case export.TypeOTLP:
+		if !sp.HasSignal(export.SignalTraces) {
 			return nil, nil
 		}
 		s, err = newTraceSink(sp, m.opts.Info)
-	case TypeJSONL:
+	case export.TypeJSONL:
 		s, err = newJSONLSink(sp)
 	default:
 		return nil, nil
@@ -240,16 +234,16 @@ func (m *Manager) lostCounts() map[string]uint64 {
 }
 
 // List is every configured exporter with its counters.
-func (m *Manager) List() ([]Status, error) {
+func (m *Manager) List() ([]export.Status, error) {
 	specs, err := m.opts.Store.List()
 	if err != nil {
 		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Status, 0, len(specs))
+	out := make([]export.Status, 0, len(specs))
 	for _, sp := range specs {
-		st := Status{Spec: sp.Redacted(), Error: m.broken[sp.Name]}
+		st := export.Status{Spec: sp.Redacted(), Error: m.broken[sp.Name]}
 		if r := m.runners[sp.Name]; r != nil {
 			st.Stats = r.stats()
 		}

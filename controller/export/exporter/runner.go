@@ -1,9 +1,10 @@
-package export
+package exporter
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/bohica-labs/darkshell/controller/export"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -33,26 +34,10 @@ const (
 	defaultFlushIn = time.Second
 )
 
-// Stats are an exporter's counters.
-type Stats struct {
-	// Received events; Dropped because the exporter's queue was full.
-	Received uint64 `json:"received"`
-	Dropped  uint64 `json:"dropped"`
-	// Sent records; SpoolDropped records lost because the spool was full.
-	Sent         uint64 `json:"sent"`
-	SpoolDropped uint64 `json:"spool_dropped"`
-	// Failures counts failed send attempts; LastError is the latest.
-	Failures  uint64 `json:"failures"`
-	LastError string `json:"last_error,omitempty"`
-	// Spooled batches and bytes waiting on disk.
-	SpoolBatches int   `json:"spool_batches"`
-	SpoolBytes   int64 `json:"spool_bytes"`
-}
-
 // runner feeds one sink: bounded event queue -> builder goroutine (records,
 // batches) -> sender goroutine (send, retry with backoff, spool).
 type runner struct {
-	spec  *Spec
+	spec  *export.Spec
 	sink  sink
 	spool *Spool
 	log   *slog.Logger
@@ -68,7 +53,7 @@ type runner struct {
 	lastErr                                         atomic.Pointer[string]
 }
 
-func newRunner(spec *Spec, s sink, spool *Spool, log *slog.Logger, flush time.Duration) *runner {
+func newRunner(spec *export.Spec, s sink, spool *Spool, log *slog.Logger, flush time.Duration) *runner {
 	if flush <= 0 {
 		flush = defaultFlushIn
 	}
@@ -94,8 +79,8 @@ func (r *runner) offer(e *protocol.Event) {
 	}
 }
 
-func (r *runner) stats() Stats {
-	s := Stats{Received: r.received.Load(), Dropped: r.dropped.Load(), Sent: r.sent.Load(),
+func (r *runner) stats() export.Stats {
+	s := export.Stats{Received: r.received.Load(), Dropped: r.dropped.Load(), Sent: r.sent.Load(),
 		SpoolDropped: r.spoolDropped.Load(), Failures: r.failures.Load()}
 	if p := r.lastErr.Load(); p != nil {
 		s.LastError = *p

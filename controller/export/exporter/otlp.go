@@ -1,10 +1,11 @@
-package export
+package exporter
 
 import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/bohica-labs/darkshell/controller/export"
 	"net/url"
 	"sync"
 
@@ -42,7 +43,7 @@ type traceSink struct {
 	res map[string]*resource.Resource
 }
 
-func newTraceSink(sp *Spec, info SandboxInfo) (*traceSink, error) {
+func newTraceSink(sp *export.Spec, info SandboxInfo) (*traceSink, error) {
 	exp, err := newTraceExporter(sp)
 	if err != nil {
 		return nil, err
@@ -50,9 +51,9 @@ func newTraceSink(sp *Spec, info SandboxInfo) (*traceSink, error) {
 	return &traceSink{b: newSpanBuilder(), exp: exp, info: info, res: map[string]*resource.Resource{}}, nil
 }
 
-func newTraceExporter(sp *Spec) (*otlptrace.Exporter, error) {
+func newTraceExporter(sp *export.Spec) (*otlptrace.Exporter, error) {
 	ctx := context.Background()
-	if sp.Protocol == ProtocolHTTP {
+	if sp.Protocol == export.ProtocolHTTP {
 		u := sp.Endpoint
 		if pu, err := url.Parse(u); err == nil && (pu.Path == "" || pu.Path == "/") {
 			u = pu.JoinPath("v1", "traces").String()
