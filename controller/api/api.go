@@ -65,6 +65,8 @@ type CreateRequest struct {
 	// LOCAL[:REMOTE]); Direction is push and may be left empty. If one
 	// fails the sandbox is deleted again.
 	Uploads []SyncRequest `json:"uploads,omitempty"`
+	// Labels are kept in the sandbox record (a blueprint's name among them).
+	Labels map[string]string `json:"labels,omitempty"`
 	// Options for drivers that create sandboxes (local): workspace, limits, unconfined.
 	driver.CreateOptions
 }

@@ -236,3 +236,24 @@ func (c teeConn) Write(p []byte) (int, error) {
 	c.tap.Write(p[:n])
 	return n, err
 }
+
+// exportForget removes the exporters that served only the deleted sandbox
+// (a blueprint's).
+func (d *Daemon) exportForget(name string) {
+	st := export.OpenStore(d.opts.Home)
+	specs, err := st.List()
+	if err != nil {
+		return
+	}
+	changed := false
+	for _, sp := range specs {
+		if len(sp.Sandboxes) == 1 && sp.Sandboxes[0] == name {
+			if err := st.Remove(sp.Name); err == nil {
+				changed = true
+			}
+		}
+	}
+	if changed {
+		d.exp.sync()
+	}
+}

@@ -163,7 +163,7 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("%w: %s", state.ErrExists, req.Name))
 		return
 	}
-	sb := &state.Sandbox{Name: req.Name, Driver: req.Driver, Created: time.Now().UTC(), SSH: req.SSH, Env: req.Env}
+	sb := &state.Sandbox{Name: req.Name, Driver: req.Driver, Created: time.Now().UTC(), SSH: req.SSH, Env: req.Env, Labels: req.Labels}
 	if !req.CreateOptions.IsZero() {
 		if _, ok := drv.(driver.OptionsDriver); !ok {
 			writeErr(w, fmt.Errorf("%w: driver %s does not support --workspace, limits or --unconfined", errBadRequest, req.Driver))
@@ -217,6 +217,7 @@ func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	d.exportForget(sb.Name)
 	w.WriteHeader(http.StatusNoContent)
 }
 
