@@ -25,7 +25,7 @@ help: ## Show this help
 
 .PHONY: deps
 deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, ping, podman with runc and catatonit, clang+libbpf-dev for probes)
-	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping wget:/usr/bin/wget podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h; do \
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping wget:/usr/bin/wget podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h prometheus:/usr/bin/prometheus; do \
 	  [ -e "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \
@@ -35,6 +35,26 @@ deps: ## Install the system packages tests and the demo need (openssh-server, rs
 	fi
 	@mkdir -p /run/sshd 2>/dev/null || true
 	@$(MAKE) --no-print-directory mcp-servers
+	@$(MAKE) --no-print-directory backends
+
+# Observability backends the export tests run (docs/export.md), built from
+# the module proxy into .cache/backends: Jaeger v2 (all in one; an OTel
+# Collector distribution, so it also receives OTLP logs and metrics).
+BACKENDS       := $(CURDIR)/.cache/backends
+JAEGER_VERSION := v1.76.0
+
+.PHONY: backends
+backends: ## Build the export tests' backends (Jaeger) from the module proxy into .cache/backends (slow the first time)
+	@mkdir -p $(BACKENDS)/jaeger-src
+	@if [ ! -x $(BACKENDS)/jaeger ] || [ "$$(cat $(BACKENDS)/jaeger.version 2>/dev/null)" != "$(JAEGER_VERSION)" ]; then \
+	  echo "building jaeger $(JAEGER_VERSION) into $(BACKENDS) (several minutes on a clean machine)"; \
+	  cd $(BACKENDS)/jaeger-src && rm -f go.mod go.sum && \
+	  printf 'module darkshell.local/backends/jaeger\n\ngo 1.26.0\n' > go.mod && \
+	  $(GO) get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) >/dev/null 2>&1 && \
+	  $(GO) build -trimpath -o $(BACKENDS)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger && \
+	  echo $(JAEGER_VERSION) > $(BACKENDS)/jaeger.version || \
+	  { echo "jaeger build failed: export tests will skip (fail with DARKSHELL_REQUIRE_ALL=1)"; rm -f $(BACKENDS)/jaeger; }; \
+	fi
 
 .PHONY: mcp-servers
 mcp-servers: ## Install the npm MCP servers the tests use into .cache/mcp-servers (needs node and npm)

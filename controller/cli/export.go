@@ -27,25 +27,34 @@ Types:
               metrics, over OTLP gRPC (default) or HTTP/protobuf.
   jsonl       every event as one JSON line, to a file or the daemon's stdout (-).
   prometheus  the daemon serves /metrics on --listen (off unless added).
+  splunk      every event to a Splunk HTTP Event Collector (--header "Authorization=Splunk TOKEN").
+  elasticsearch  every event to an Elasticsearch or OpenSearch _bulk API (--index).
+
+--ocsf maps events to OCSF classes (as OpenShell emits them) for jsonl, splunk,
+elasticsearch and OTLP logs (--signal logs).
 
 See docs/export.md.`,
 	}
 	var (
-		name, endpoint, proto, file, listen string
-		headers, signals, sandboxes         []string
-		spoolMB                             int64
+		name, endpoint, proto, file, listen, index string
+		ocsf                                       bool
+		headers, signals, sandboxes                []string
+		spoolMB                                    int64
 	)
 	add := &cobra.Command{
-		Use:   "add otlp|jsonl|prometheus [flags]",
+		Use:   "add otlp|jsonl|prometheus|splunk|elasticsearch [flags]",
 		Short: "Add an exporter (started at once)",
 		Example: `  darkshell export add otlp --endpoint http://127.0.0.1:4317
   darkshell export add otlp --name honeycomb --endpoint https://api.honeycomb.io --protocol http --header x-honeycomb-team=KEY
   darkshell export add jsonl --file /var/log/darkshell/events.jsonl
-  darkshell export add prometheus --listen 127.0.0.1:9464`,
+  darkshell export add prometheus --listen 127.0.0.1:9464
+  darkshell export add otlp --name siem --endpoint http://127.0.0.1:4317 --signal logs --ocsf
+  darkshell export add splunk --endpoint https://splunk:8088 --header "Authorization=Splunk TOKEN"
+  darkshell export add elasticsearch --endpoint http://127.0.0.1:9200 --index darkshell-events --ocsf`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sp := &export.Spec{Name: name, Type: args[0], Endpoint: endpoint, Protocol: proto, Listen: listen,
-				Signals: signals, Sandboxes: sandboxes, SpoolBytes: spoolMB << 20}
+				Signals: signals, Sandboxes: sandboxes, SpoolBytes: spoolMB << 20, Index: index, OCSF: ocsf}
 			if file != "" && file != "-" {
 				abs, err := filepath.Abs(file)
 				if err != nil {
@@ -88,10 +97,12 @@ See docs/export.md.`,
 	}
 	f := add.Flags()
 	f.StringVar(&name, "name", "", "exporter name (default: the type)")
-	f.StringVar(&endpoint, "endpoint", "", "otlp: collector URL, http:// (plain) or https:// (TLS), e.g. http://127.0.0.1:4317")
+	f.StringVar(&endpoint, "endpoint", "", "otlp, splunk, elasticsearch: URL, http:// (plain) or https:// (TLS), e.g. http://127.0.0.1:4317")
 	f.StringVar(&proto, "protocol", "", "otlp: grpc (default) or http")
-	f.StringArrayVar(&headers, "header", nil, "otlp: header sent with every request, NAME=VALUE (repeatable)")
-	f.StringSliceVar(&signals, "signal", nil, "otlp: traces, metrics (default both)")
+	f.StringArrayVar(&headers, "header", nil, "header sent with every request, NAME=VALUE (repeatable; e.g. an API key)")
+	f.StringSliceVar(&signals, "signal", nil, "otlp: traces, metrics, logs (default traces and metrics)")
+	f.StringVar(&index, "index", "", "elasticsearch: index (default darkshell-events)")
+	f.BoolVar(&ocsf, "ocsf", false, "map events to OCSF classes (jsonl, splunk, elasticsearch, OTLP logs)")
 	f.StringVar(&file, "file", "", "jsonl: file to append to, or - for the daemon's stdout")
 	f.StringVar(&listen, "listen", "", "prometheus: host:port to serve /metrics on, e.g. 127.0.0.1:9464")
 	f.StringSliceVar(&sandboxes, "sandbox", nil, "only these sandboxes' events (default all)")

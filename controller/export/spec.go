@@ -19,9 +19,11 @@ import (
 
 // Exporter types.
 const (
-	TypeOTLP       = "otlp"       // OTLP traces and metrics (gRPC or HTTP/protobuf)
-	TypeJSONL      = "jsonl"      // events as JSON lines to a file or the daemon's stdout
-	TypePrometheus = "prometheus" // the daemon serves /metrics on Listen
+	TypeOTLP       = "otlp"          // OTLP traces and metrics (gRPC or HTTP/protobuf)
+	TypeJSONL      = "jsonl"         // events as JSON lines to a file or the daemon's stdout
+	TypePrometheus = "prometheus"    // the daemon serves /metrics on Listen
+	TypeSplunk     = "splunk"        // Splunk HTTP Event Collector
+	TypeElastic    = "elasticsearch" // Elasticsearch or OpenSearch _bulk API
 )
 
 // OTLP protocols.
@@ -34,10 +36,11 @@ const (
 const (
 	SignalTraces  = "traces"
 	SignalMetrics = "metrics"
+	SignalLogs    = "logs" // every event as an OTLP log record (opt-in)
 )
 
 // Types lists the exporter types.
-var Types = []string{TypeOTLP, TypeJSONL, TypePrometheus}
+var Types = []string{TypeOTLP, TypeJSONL, TypePrometheus, TypeSplunk, TypeElastic}
 
 // ErrNotFound is returned for an exporter that has no record.
 var ErrNotFound = errors.New("no such exporter")
@@ -60,6 +63,11 @@ type Spec struct {
 	File string `json:"file,omitempty"`
 	// Prometheus: Listen is the host:port the daemon serves /metrics on.
 	Listen string `json:"listen,omitempty"`
+	// Elasticsearch: Index (default darkshell-events).
+	Index string `json:"index,omitempty"`
+	// OCSF maps events to OCSF classes (jsonl, splunk, elasticsearch,
+	// OTLP logs) instead of DarkShell's own schema.
+	OCSF bool `json:"ocsf,omitempty"`
 	// Sandboxes limits the exporter to these sandboxes (a blueprint's
 	// exporters name their sandbox); empty means every sandbox.
 	Sandboxes []string `json:"sandboxes,omitempty"`
@@ -74,7 +82,10 @@ const DefaultSpoolBytes = 64 << 20
 
 // HasSignal reports whether an OTLP exporter sends signal s.
 func (s *Spec) HasSignal(sig string) bool {
-	return len(s.Signals) == 0 || slices.Contains(s.Signals, sig)
+	if len(s.Signals) == 0 {
+		return sig != SignalLogs
+	}
+	return slices.Contains(s.Signals, sig)
 }
 
 // Wants reports whether the exporter takes sandbox's events.
@@ -94,6 +105,10 @@ func (s *Spec) Target() string {
 		return s.File
 	case TypePrometheus:
 		return "http://" + s.Listen + "/metrics"
+	case TypeSplunk:
+		return s.Endpoint + " (HEC)"
+	case TypeElastic:
+		return s.Endpoint + " (_bulk, index " + s.Index + ")"
 	}
 	return ""
 }
@@ -127,6 +142,22 @@ func (s *Spec) Normalize() error {
 		return errors.New("spool size must not be negative")
 	}
 	switch s.Type {
+	case TypeSplunk, TypeElastic:
+		u, err := url.Parse(s.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--endpoint must be an http:// or https:// URL such as https://splunk:8088 or http://127.0.0.1:9200, not %q", s.Endpoint)
+		}
+		if s.Type == TypeElastic && s.Index == "" {
+			s.Index = "darkshell-events"
+		}
+		if strings.ContainsAny(s.Index, " ,\\/*?\"<>|#") || strings.ToLower(s.Index) != s.Index {
+			return fmt.Errorf("--index %q is not a valid index name: lower case, no spaces or , \\ / * ? \" < > | #", s.Index)
+		}
+		for k := range s.Headers {
+			if k == "" || strings.ContainsAny(k, " :\r\n") {
+				return fmt.Errorf("header name %q is not valid: use --header NAME=VALUE", k)
+			}
+		}
 	case TypeOTLP:
 		if s.Protocol == "" {
 			s.Protocol = ProtocolGRPC
@@ -144,8 +175,8 @@ func (s *Spec) Normalize() error {
 			}
 		}
 		for _, sig := range s.Signals {
-			if sig != SignalTraces && sig != SignalMetrics {
-				return fmt.Errorf("unknown signal %q: use traces or metrics", sig)
+			if sig != SignalTraces && sig != SignalMetrics && sig != SignalLogs {
+				return fmt.Errorf("unknown signal %q: use traces, metrics or logs", sig)
 			}
 		}
 	case TypeJSONL:

@@ -14,6 +14,7 @@ import (
 // jsonlSink appends events (the one schema, DESIGN.md "Events") as JSON
 // lines to a file or the daemon's stdout, for any log shipper to take.
 type jsonlSink struct {
+	sp   *export.Spec
 	mu   sync.Mutex
 	path string
 	w    io.Writer
@@ -22,16 +23,16 @@ type jsonlSink struct {
 
 func newJSONLSink(sp *export.Spec) (*jsonlSink, error) {
 	if sp.File == "-" {
-		return &jsonlSink{w: os.Stdout}, nil
+		return &jsonlSink{sp: sp, w: os.Stdout}, nil
 	}
 	f, err := os.OpenFile(sp.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("unable to open %s: %w", sp.File, err)
 	}
-	return &jsonlSink{path: sp.File, w: f, f: f}, nil
+	return &jsonlSink{sp: sp, path: sp.File, w: f, f: f}, nil
 }
 
-func (s *jsonlSink) records(e *protocol.Event) [][]byte { return [][]byte{mustJSON(e)} }
+func (s *jsonlSink) records(e *protocol.Event) [][]byte { return [][]byte{docRecord(s.sp, e)} }
 
 func (s *jsonlSink) send(ctx context.Context, recs [][]byte) error {
 	n := 0

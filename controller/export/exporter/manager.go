@@ -196,12 +196,35 @@ func (m *Manager) start(sp *export.Spec) (*runner, error) {
 	var err error
 	switch sp.Type {
 	case export.TypeOTLP:
-		if !sp.HasSignal(export.SignalTraces) {
-			return nil, nil
+		var sinks []sink
+		if sp.HasSignal(export.SignalTraces) {
+			ts, err := newTraceSink(sp, m.opts.Info)
+			if err != nil {
+				return nil, err
+			}
+			sinks = append(sinks, ts)
 		}
-		s, err = newTraceSink(sp, m.opts.Info)
+		if sp.HasSignal(export.SignalLogs) {
+			ls, err := newLogSink(sp, m.opts.Info)
+			if err != nil {
+				return nil, err
+			}
+			sinks = append(sinks, ls)
+		}
+		switch len(sinks) {
+		case 0:
+			return nil, nil
+		case 1:
+			s = sinks[0]
+		default:
+			s = &multiSink{sinks}
+		}
 	case export.TypeJSONL:
 		s, err = newJSONLSink(sp)
+	case export.TypeSplunk:
+		s, err = newSplunkSink(sp)
+	case export.TypeElastic:
+		s, err = newElasticSink(sp)
 	default:
 		return nil, nil
 	}
@@ -289,4 +312,50 @@ func (m *Manager) Close(ctx context.Context) {
 	m.metrics = nil
 	m.state.Store(&dispatch{})
 	m.active.Store(false)
+}
+
+// multiSink is an OTLP exporter sending traces and logs: its records are
+// tagged with the sink that made them ("<i>" prefix byte), and a batch
+// goes to each sink with its own records. A failure retries the batch for
+// both (the trace and log backends are usually one collector).
+type multiSink struct{ sinks []sink }
+
+func (m *multiSink) records(e *protocol.Event) [][]byte {
+	var out [][]byte
+	for i, s := range m.sinks {
+		for _, r := range s.records(e) {
+			out = append(out, append([]byte{byte('0' + i)}, r...))
+		}
+	}
+	return out
+}
+
+func (m *multiSink) send(ctx context.Context, recs [][]byte) error {
+	per := make([][][]byte, len(m.sinks))
+	for _, r := range recs {
+		if len(r) == 0 {
+			continue
+		}
+		if i := int(r[0] - '0'); i >= 0 && i < len(m.sinks) {
+			per[i] = append(per[i], r[1:])
+		}
+	}
+	for i, s := range m.sinks {
+		if len(per[i]) > 0 {
+			if err := s.send(ctx, per[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *multiSink) close(ctx context.Context) error {
+	var err error
+	for _, s := range m.sinks {
+		if e := s.close(ctx); e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
 }

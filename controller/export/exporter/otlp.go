@@ -83,10 +83,20 @@ func (s *traceSink) resource(sandbox string) *resource.Resource {
 	if r := s.res[sandbox]; r != nil {
 		return r
 	}
+	r := sandboxResource(sandbox, s.info)
+	if len(s.res) > 4096 {
+		clear(s.res)
+	}
+	s.res[sandbox] = r
+	return r
+}
+
+// sandboxResource names the sandbox, its driver and blueprint.
+func sandboxResource(sandbox string, info SandboxInfo) *resource.Resource {
 	attrs := []attribute.KeyValue{semconv.ServiceName(ServiceName), semconv.ServiceVersion(protocol.BuildVersion),
 		semconv.ServiceInstanceID(sandbox), attribute.String("darkshell.sandbox.name", sandbox)}
-	if s.info != nil {
-		drv, bp := s.info(sandbox)
+	if info != nil {
+		drv, bp := info(sandbox)
 		if drv != "" {
 			attrs = append(attrs, attribute.String("darkshell.sandbox.driver", drv))
 		}
@@ -94,12 +104,7 @@ func (s *traceSink) resource(sandbox string) *resource.Resource {
 			attrs = append(attrs, attribute.String("darkshell.blueprint.name", bp))
 		}
 	}
-	r := resource.NewWithAttributes(semconv.SchemaURL, attrs...)
-	if len(s.res) > 4096 {
-		clear(s.res)
-	}
-	s.res[sandbox] = r
-	return r
+	return resource.NewWithAttributes(semconv.SchemaURL, attrs...)
 }
 
 func (s *traceSink) send(ctx context.Context, recs [][]byte) error {
