@@ -70,6 +70,9 @@ func startJaeger(t *testing.T) *jaeger {
       receivers: [otlp]
       processors: [batch]
       exporters: [jaeger_storage_exporter]
+    logs:
+      receivers: [otlp]
+      exporters: [debug]
   telemetry:
     metrics:
       level: none
@@ -101,6 +104,9 @@ processors:
 exporters:
   jaeger_storage_exporter:
     trace_storage: mem
+  debug:
+    verbosity: detailed
+    use_internal_logger: false
 `, j.q, freePort(t), j.otlpGRPC, j.otlpHTTP)
 	if err := os.WriteFile(j.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -407,4 +413,37 @@ func checkTree(t *testing.T, tr *jTrace, marker string) {
 		return
 	}
 	t.Errorf("spans of other traces in trace %s", tr.TraceID)
+}
+
+// TestExportOTLPLogs: with --signal logs --ocsf every event reaches a real
+// OTLP receiver (the OpenTelemetry Collector's, in the Jaeger binary, whose
+// debug exporter prints what it received) as a log record whose body is
+// the OCSF mapping, with the sandbox as resource.
+func TestExportOTLPLogs(t *testing.T) {
+	j := startJaeger(t)
+	t.Setenv("DARKSHELL_EXPORT_FLUSH", "100ms")
+	e := newLocalEnv(t)
+	if _, errOut, code := e.ds("export", "add", "otlp", "--name", "logs", "--signal", "logs", "--ocsf",
+		"--endpoint", fmt.Sprintf("http://127.0.0.1:%d", j.otlpGRPC)); code != 0 {
+		t.Fatalf("export add: %s", errOut)
+	}
+	e.createLocal("lg")
+	if _, errOut, code := e.ds("exec", "lg", "--", "sh", "-c", "true logmarker-7; exit 0"); code != 0 {
+		t.Fatalf("exec: %s", errOut)
+	}
+	var log string
+	waitFor(t, 30*time.Second, "the exec's log records in the collector", func() bool {
+		b, _ := os.ReadFile(j.log.Name())
+		log = string(b)
+		return strings.Contains(log, "logmarker-7") && strings.Contains(log, "class_uid")
+	})
+	for _, want := range []string{"darkshell.sandbox.name: Str(lg)", "service.name: Str(darkshell)", "darkshell.event.kind: Str(exec)",
+		`\"class_uid\":1007`, "EventName: darkshell.exec"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("collector output lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("collector output:\n%s", log)
+	}
 }
