@@ -156,6 +156,10 @@ bench-mcp: deps build ## MCP tools/call latency: bridge, in-sandbox, stdio shim 
 bench-trace: build ## Tracing overhead (exec-heavy loop and a go build, tracing off vs on) and event loss at high exec rates (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkTrace -benchtime 1x -timeout 20m -v ./integration/
 
+.PHONY: bench-export
+bench-export: deps build ## Export cost: exec p50 and a traced exec loop with every exporter on vs off (target < 2% added), events/s to OTLP (Jaeger) (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-300} $(GO) test -count=1 -run '^$$' -bench BenchmarkExport -benchtime 1x -timeout 30m ./integration/
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN) $(AGENTBIN)/sandboxd-*

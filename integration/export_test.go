@@ -19,7 +19,7 @@ import (
 
 // backendBin finds a backend program `make deps` builds into .cache/backends
 // (or the path in env), else skips (fails under DARKSHELL_REQUIRE_ALL=1).
-func backendBin(t *testing.T, name, env string) string {
+func backendBin(t testing.TB, name, env string) string {
 	t.Helper()
 	if p := os.Getenv(env); p != "" {
 		return p
@@ -38,7 +38,7 @@ func backendBin(t *testing.T, name, env string) string {
 	return ""
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,14 +50,14 @@ func freePort(t *testing.T) int {
 
 // jaeger is a real Jaeger (v2, all in one, in-memory store) on loopback.
 type jaeger struct {
-	t                     *testing.T
+	t                     testing.TB
 	bin, cfg              string
 	otlpGRPC, otlpHTTP, q int
 	cmd                   *exec.Cmd
 	log                   *os.File
 }
 
-func startJaeger(t *testing.T) *jaeger {
+func startJaeger(t testing.TB) *jaeger {
 	t.Helper()
 	j := &jaeger{t: t, bin: backendBin(t, "jaeger", "DARKSHELL_JAEGER"),
 		otlpGRPC: freePort(t), otlpHTTP: freePort(t), q: freePort(t)}
