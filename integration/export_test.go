@@ -267,7 +267,7 @@ func TestExportJaeger(t *testing.T) {
 	}
 	e.createLocal("ex")
 
-	script := `sh -c "true inner-grpc; exit 4"; ls / >/dev/null; exit 0`
+	script := `sh -c "/bin/true inner-grpc; exit 4"; ls / >/dev/null; exit 0`
 	if _, errOut, code := e.ds("exec", "ex", "--", "sh", "-c", script); code != 0 {
 		t.Fatalf("exec: %d %s", code, errOut)
 	}
@@ -428,7 +428,7 @@ func TestExportOTLPLogs(t *testing.T) {
 		t.Fatalf("export add: %s", errOut)
 	}
 	e.createLocal("lg")
-	if _, errOut, code := e.ds("exec", "lg", "--", "sh", "-c", "true logmarker-7; exit 0"); code != 0 {
+	if _, errOut, code := e.ds("exec", "lg", "--", "sh", "-c", "/bin/true logmarker-7; exit 0"); code != 0 {
 		t.Fatalf("exec: %s", errOut)
 	}
 	var log string
