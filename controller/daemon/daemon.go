@@ -55,6 +55,7 @@ func New(opts Options) *Daemon {
 	d := &Daemon{opts: opts, log: log, pool: newPool(opts.Home, log), started: time.Now(), stop: make(chan struct{})}
 	d.bus = events.NewBus(opts.Home.LogDir(), log.With("component", "events"))
 	d.startExport()
+	d.startAlerts()
 	d.lastSeen.Store(time.Now().UnixNano())
 	return d
 }

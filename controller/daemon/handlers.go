@@ -39,6 +39,7 @@ func (d *Daemon) routes() http.Handler {
 	d.toolRoutes(mux)   // mcp.go, forward.go
 	d.egressRoutes(mux) // egress.go
 	d.exportRoutes(mux) // export.go
+	d.alertRoutes(mux)  // alerts.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()
