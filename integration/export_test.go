@@ -362,7 +362,9 @@ func checkTree(t *testing.T, tr *jTrace, marker string) {
 	top := find(func(s *jSpan) bool {
 		return s.OperationName == "sh" && strings.Contains(args(s), "ls /") && s.tag("process.pid") != nil
 	})
-	inner := find(func(s *jSpan) bool { return s.OperationName == "sh" && strings.Contains(args(s), "exit 4") && !strings.Contains(args(s), "ls /") })
+	inner := find(func(s *jSpan) bool {
+		return s.OperationName == "sh" && strings.Contains(args(s), "exit 4") && !strings.Contains(args(s), "ls /")
+	})
 	tru := find(func(s *jSpan) bool { return s.OperationName == "true" && strings.Contains(args(s), marker) })
 	ls := find(func(s *jSpan) bool { return s.OperationName == "ls" })
 	dump := func() string {

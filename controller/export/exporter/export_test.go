@@ -174,7 +174,6 @@ type flakySink struct {
 	mu   sync.Mutex
 	down bool
 	got  []string
-	jsonlSink
 }
 
 func (f *flakySink) records(e *protocol.Event) [][]byte { return [][]byte{mustJSON(e)} }

@@ -42,7 +42,7 @@ func (h *hecStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Header.Get("Authorization") != "Splunk 00000000-test-token" {
-		http.Error(w, `{"text":"Invalid token","code":4}`, 403)
+		http.Error(w, `{"text":"Invalid token","code":4}`, http.StatusForbidden)
 		return
 	}
 	dec := json.NewDecoder(r.Body)
@@ -86,7 +86,7 @@ type bulkStandIn struct {
 
 func (b *bulkStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if b.down.Load() {
-		http.Error(w, `{"error":"unavailable","status":503}`, 503)
+		http.Error(w, `{"error":"unavailable","status":503}`, http.StatusServiceUnavailable)
 		return
 	}
 	if r.Method != "POST" || r.URL.Path != "/_bulk" || r.Header.Get("Content-Type") != "application/x-ndjson" {
@@ -130,7 +130,7 @@ func (b *bulkStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.mu.Unlock()
 	if b.lose.CompareAndSwap(true, false) {
-		http.Error(w, "gateway timeout", 504)
+		http.Error(w, "gateway timeout", http.StatusGatewayTimeout)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -23,11 +23,10 @@ type Spool struct {
 	dir string
 	max int64
 
-	mu    sync.Mutex
-	size  int64
-	segs  []spoolSeg // oldest first
-	next  uint64
-	ready bool
+	mu   sync.Mutex
+	size int64
+	segs []spoolSeg // oldest first
+	next uint64
 }
 
 type spoolSeg struct {
