@@ -73,8 +73,13 @@ func startJaeger(t testing.TB) *jaeger {
     logs:
       receivers: [otlp]
       exporters: [debug]
+    metrics:
+      receivers: [otlp]
+      exporters: [debug]
   telemetry:
     metrics:
+      level: none
+    traces:
       level: none
     logs:
       level: warn
@@ -260,7 +265,14 @@ func (j *jaeger) findTrace(t *testing.T, marker string, want int) *jTrace {
 func TestExportJaeger(t *testing.T) {
 	j := startJaeger(t)
 	t.Setenv("DARKSHELL_EXPORT_FLUSH", "100ms")
+	t.Setenv("DARKSHELL_EXPORT_METRIC_INTERVAL", "500ms")
 	e := newLocalEnv(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _, _ := e.ds("export", "list", "-o", "json")
+			t.Logf("export list:\n%s", out)
+		}
+	})
 	out, errOut, code := e.ds("export", "add", "otlp", "--endpoint", fmt.Sprintf("http://127.0.0.1:%d", j.otlpGRPC), "-o", "json")
 	if code != 0 {
 		t.Fatalf("export add: %d %s %s", code, out, errOut)
@@ -273,6 +285,11 @@ func TestExportJaeger(t *testing.T) {
 	}
 	tr := j.findTrace(t, "inner-grpc", 5)
 	checkTree(t, tr, "inner-grpc")
+	// OTLP metrics reach the same collector (its debug exporter prints them).
+	waitFor(t, 30*time.Second, "the exec histogram over OTLP", func() bool {
+		b, _ := os.ReadFile(j.log.Name())
+		return strings.Contains(string(b), "-> Name: darkshell.exec.duration") && strings.Contains(string(b), "-> Name: darkshell.processes")
+	})
 
 	// The HTTP protocol reaches the same Jaeger.
 	if _, errOut, code := e.ds("export", "remove", "otlp"); code != 0 {
@@ -411,10 +428,9 @@ func checkTree(t *testing.T, tr *jTrace, marker string) {
 	if p.ServiceName != "darkshell" || sb != "ex" || drv != "local" {
 		t.Errorf("resource: %+v", p)
 	}
-	if !slices.ContainsFunc(tr.Spans, func(s jSpan) bool { return s.TraceID != tr.TraceID }) == false {
-		return
+	if slices.ContainsFunc(tr.Spans, func(s jSpan) bool { return s.TraceID != tr.TraceID }) {
+		t.Errorf("spans of other traces in trace %s", tr.TraceID)
 	}
-	t.Errorf("spans of other traces in trace %s", tr.TraceID)
 }
 
 // TestExportOTLPLogs: with --signal logs --ocsf every event reaches a real
@@ -440,7 +456,7 @@ func TestExportOTLPLogs(t *testing.T) {
 		return strings.Contains(log, "logmarker-7") && strings.Contains(log, "class_uid")
 	})
 	for _, want := range []string{"darkshell.sandbox.name: Str(lg)", "service.name: Str(darkshell)", "darkshell.event.kind: Str(exec)",
-		`\"class_uid\":1007`, "EventName: darkshell.exec"} {
+		`"class_uid":1007`, "EventName: darkshell.exec"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("collector output lacks %q", want)
 		}

@@ -139,6 +139,34 @@ func TestSpanTree(t *testing.T) {
 	}
 }
 
+// TestLateEvents: the sandbox's events arrive after the exec call ended
+// (the pump replays its history late): the process still goes under it.
+func TestLateEvents(t *testing.T) {
+	b := newSpanBuilder()
+	start := time.Now()
+	b.add(ev(protocol.KindExecCall, "a", func(e *protocol.Event) {
+		e.Time, e.State, e.CallID, e.Argv = start, "started", "c1", []string{"ls", "/"}
+	}))
+	call := b.add(ev(protocol.KindExecCall, "a", func(e *protocol.Event) { e.Time, e.State, e.CallID = start.Add(10*time.Millisecond), "ended", "c1" }))
+	x := execEv("a", 10, 1, "10-1", sandboxdExecID, "ls", "/")
+	x.Time = start.Add(2 * time.Millisecond)
+	b.add(x)
+	y := exitEv("a", 10, "10-1", 0)
+	y.Time = start.Add(8 * time.Millisecond)
+	ls := b.add(y)
+	if len(call) != 1 || len(ls) != 1 || ls[0].ParentID != call[0].SpanID || ls[0].TraceID != call[0].TraceID {
+		t.Fatalf("call %+v, ls %+v", call, ls)
+	}
+	// A later run of the same argv, long after, is not linked to it.
+	x = execEv("a", 11, 1, "11-2", sandboxdExecID, "ls", "/")
+	x.Time = start.Add(time.Minute)
+	b.add(x)
+	again := b.add(exitEv("a", 11, "11-2", 0))
+	if len(again) != 1 || again[0].ParentID != "" {
+		t.Fatalf("a later ls was linked: %+v", again)
+	}
+}
+
 // TestLeafSpans: MCP calls and policy decisions are children of the one
 // exec call in progress, else roots of their own.
 func TestLeafSpans(t *testing.T) {

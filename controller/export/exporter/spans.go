@@ -70,7 +70,10 @@ type spanBuilder struct {
 	procs map[procKey]*openSpan
 	order []procKey // insertion order, for eviction
 	calls map[string][]*openSpan
-	byPID map[procKey]procKey // sandbox+pid -> open exec id of that pid
+	// recent keeps ended exec calls a while: a sandbox's events may come
+	// after the call's end (the event pump replays its history late).
+	recent map[string][]*openSpan
+	byPID  map[procKey]procKey // sandbox+pid -> open exec id of that pid
 	// ended keeps the ids of recently ended process spans: a child may
 	// exec after its parent exited or exec'd another program.
 	ended map[procKey][2]string
@@ -96,7 +99,7 @@ type openSpan struct {
 }
 
 func newSpanBuilder() *spanBuilder {
-	return &spanBuilder{procs: map[procKey]*openSpan{}, calls: map[string][]*openSpan{}, byPID: map[procKey]procKey{},
+	return &spanBuilder{procs: map[procKey]*openSpan{}, calls: map[string][]*openSpan{}, recent: map[string][]*openSpan{}, byPID: map[procKey]procKey{},
 		ended: map[procKey][2]string{}}
 }
 
@@ -242,6 +245,13 @@ func (b *spanBuilder) execCall(e *protocol.Event) []Span {
 			}
 			b.calls[e.Sandbox] = slices.Delete(l, i, i+1)
 			sp.End = e.Time
+			if !sp.linked {
+				r := append(b.recent[e.Sandbox], sp)
+				if len(r) > maxRecentCalls {
+					r = r[len(r)-maxRecentCalls:]
+				}
+				b.recent[e.Sandbox] = r
+			}
 			if e.ExitCode != nil {
 				sp.Attrs = append(sp.Attrs, aI("process.exit.code", int64(*e.ExitCode)))
 				if *e.ExitCode != 0 {
@@ -335,8 +345,24 @@ func (b *spanBuilder) callFor(e *protocol.Event) *openSpan {
 			return c
 		}
 	}
+	// A call that ended before its process's events came: the process
+	// started between the call's start and end.
+	r := b.recent[e.Sandbox]
+	for i, c := range r {
+		if c.matches(e.Argv) && !e.Time.Before(c.Start.Add(-recentSlack)) && !e.Time.After(c.End.Add(recentSlack)) {
+			b.recent[e.Sandbox] = slices.Delete(r, i, i+1)
+			return c
+		}
+	}
 	return nil
 }
+
+// Ended exec calls kept for late events, and the clock slack allowed
+// between the daemon's and the sandbox's timestamps.
+const (
+	maxRecentCalls = 64
+	recentSlack    = time.Second
+)
 
 func pidKey(pid int) string { return "pid:" + itoa(int64(pid)) }
 
