@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,11 @@ func BenchmarkExport(b *testing.B) {
 		{"jsonl", "--file", filepath.Join(b.TempDir(), "events.jsonl")},
 		{"splunk", "--endpoint", sink.URL, "--header", "Authorization=Splunk x"},
 		{"elasticsearch", "--endpoint", sink.URL, "--ocsf"},
+	}
+	// DARKSHELL_BENCH_EXPORTERS=jsonl,otlp,... keeps only those types (to
+	// tell the exec path's own cost from the backends' CPU on a small box).
+	if only := os.Getenv("DARKSHELL_BENCH_EXPORTERS"); only != "" {
+		exporters = slices.DeleteFunc(exporters, func(x []string) bool { return !slices.Contains(strings.Split(only, ","), x[0]) })
 	}
 	set := func(on bool) {
 		for _, x := range exporters {

@@ -317,7 +317,7 @@ func (d *Daemon) exec(w http.ResponseWriter, r *http.Request) {
 		res := api.ExecResult{ID: p.Started.ID, PID: p.Started.PID}
 		exit, err := p.Wait(&out, &errb)
 		if ended != nil {
-			ended(p.Started.PID, exit, err)
+			go ended(p.Started.PID, exit, err) // off the caller's latency
 		}
 		res.Stdout, res.Stderr = out.b, errb.b
 		if err != nil {
@@ -336,7 +336,7 @@ func (d *Daemon) exec(w http.ResponseWriter, r *http.Request) {
 	ew.emit(api.ExecEvent{Type: "started", ID: p.Started.ID, PID: p.Started.PID})
 	exit, err := p.Wait(ew.data("stdout"), ew.data("stderr"))
 	if ended != nil {
-		ended(p.Started.PID, exit, err)
+		go ended(p.Started.PID, exit, err) // off the caller's latency
 	}
 	if err != nil {
 		_, e := httpError(err)
