@@ -24,8 +24,8 @@ help: ## Show this help
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, ping, podman with runc and catatonit, clang+libbpf-dev for probes, etcd+containerd+CNI plugins+gcc for the test cluster)
-	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping wget:/usr/bin/wget podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h etcd-server:/usr/bin/etcd containerd:/usr/bin/containerd containernetworking-plugins:/usr/lib/cni/bridge gcc:/usr/bin/gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a; do \
+deps: ## Install the system packages tests and the demo need (openssh-server, rsync, dnsmasq, iproute2, curl, ping, podman with runc and catatonit, clang+libbpf-dev for probes, etcd+containerd+CNI plugins+gcc for the test cluster, prometheus for the export tests)
+	@need=""; for p in openssh-server:/usr/sbin/sshd rsync:/usr/bin/rsync dnsmasq-base:/usr/sbin/dnsmasq iproute2:/usr/sbin/ip curl:/usr/bin/curl iputils-ping:/usr/bin/ping wget:/usr/bin/wget podman:/usr/bin/podman runc:/usr/sbin/runc catatonit:/usr/libexec/podman/catatonit clang:/usr/bin/clang libbpf-dev:/usr/include/bpf/bpf_helpers.h etcd-server:/usr/bin/etcd containerd:/usr/bin/containerd containernetworking-plugins:/usr/lib/cni/bridge gcc:/usr/bin/gcc libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a prometheus:/usr/bin/prometheus; do \
 	  [ -e "$${p#*:}" ] || need="$$need $${p%%:*}"; done; \
 	if [ -n "$$need" ]; then \
 	  echo "installing$$need"; \
@@ -35,6 +35,26 @@ deps: ## Install the system packages tests and the demo need (openssh-server, rs
 	fi
 	@mkdir -p /run/sshd 2>/dev/null || true
 	@$(MAKE) --no-print-directory mcp-servers
+	@$(MAKE) --no-print-directory backends
+
+# Observability backends the export tests run (docs/export.md), built from
+# the module proxy into .cache/backends: Jaeger v2 (all in one; an OTel
+# Collector distribution, so it also receives OTLP logs and metrics).
+BACKENDS       := $(CURDIR)/.cache/backends
+JAEGER_VERSION := v1.76.0
+
+.PHONY: backends
+backends: ## Build the export tests' backends (Jaeger) from the module proxy into .cache/backends (slow the first time)
+	@mkdir -p $(BACKENDS)/jaeger-src
+	@if [ ! -x $(BACKENDS)/jaeger ] || [ "$$(cat $(BACKENDS)/jaeger.version 2>/dev/null)" != "$(JAEGER_VERSION)" ]; then \
+	  echo "building jaeger $(JAEGER_VERSION) into $(BACKENDS) (several minutes on a clean machine)"; \
+	  cd $(BACKENDS)/jaeger-src && rm -f go.mod go.sum && \
+	  printf 'module darkshell.local/backends/jaeger\n\ngo 1.26.0\n' > go.mod && \
+	  $(GO) get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) >/dev/null 2>&1 && \
+	  $(GO) build -trimpath -o $(BACKENDS)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger && \
+	  echo $(JAEGER_VERSION) > $(BACKENDS)/jaeger.version || \
+	  { echo "jaeger build failed: export tests will skip (fail with DARKSHELL_REQUIRE_ALL=1)"; rm -f $(BACKENDS)/jaeger; }; \
+	fi
 
 .PHONY: mcp-servers
 mcp-servers: ## Install the npm MCP servers the tests use into .cache/mcp-servers (needs node and npm)
@@ -66,7 +86,8 @@ darkshell: sandboxd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-core ./cmd/darkshell-core
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell ./cmd/darkshell
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-kube ./cmd/darkshell-kube
-	@echo "built $(BIN)/darkshell (+ darkshell-core, darkshell-kube) and $(BIN)/sandboxd, version $(VERSION)"
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-export ./cmd/darkshell-export
+	@echo "built $(BIN)/darkshell (+ darkshell-core, darkshell-kube, darkshell-export) and $(BIN)/sandboxd, version $(VERSION)"
 
 .PHONY: demo
 demo: deps build ## The main job: a sandbox on a loopback sshd this starts itself, then exec
@@ -161,6 +182,10 @@ bench-trace: build ## Tracing overhead (exec-heavy loop and a go build, tracing 
 .PHONY: bench-blueprint
 bench-blueprint: deps build ## Blueprint to ready (local driver): no uploads, two uploads, uploads + bridged MCP server + forward, vs the same separate commands (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-10} $(GO) test -count=1 -run '^$$' -bench BenchmarkBlueprint -benchtime 1x -timeout 20m ./integration/
+
+.PHONY: bench-export
+bench-export: deps build ## Export cost: exec p50 and a traced exec loop with every exporter on vs off (target < 2% added), events/s to OTLP (Jaeger) (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-300} $(GO) test -count=1 -run '^$$' -bench BenchmarkExport -benchtime 1x -timeout 30m ./integration/
 
 .PHONY: clean
 clean: ## Remove build output

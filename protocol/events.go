@@ -52,6 +52,12 @@ const (
 	KindMCPCall      = "mcp_call"
 	KindSandboxState = "sandbox_state"
 	KindAlert        = "alert"
+	// Host-side kinds (source daemon): a control-API exec call (State
+	// "started", then "ended" with ExitCode/Signal and DurationNs; PID is
+	// the started process's, CallID the call's id) and a sync run (State
+	// "ended", Bytes and Files moved, DurationNs).
+	KindExecCall = "exec_call"
+	KindSync     = "sync"
 )
 
 // Event sources.
@@ -91,7 +97,7 @@ const (
 var ValidKinds = []string{
 	KindExec, KindFork, KindExit, KindFileOpen, KindFileWrite, KindFileUnlink, KindFileRename,
 	KindFileMkdir, KindFileRmdir, KindFileChmod, KindNetConnect, KindPolicy, KindMCPCall,
-	KindSandboxState, KindAlert,
+	KindSandboxState, KindAlert, KindExecCall, KindSync,
 }
 
 // EventsRequest opens an events stream.
@@ -251,8 +257,13 @@ type Event struct {
 	Policy string `json:"policy,omitempty"`
 	Rule   string `json:"rule,omitempty"`
 	// MCP calls: server, tool, and the call's duration in DurationNs.
-	Server   string `json:"server,omitempty"`
-	Tool     string `json:"tool,omitempty"`
+	Server string `json:"server,omitempty"`
+	Tool   string `json:"tool,omitempty"`
+	// CallID names a host-side call (exec_call: the exec's id; sync: push
+	// or pull); Bytes and Files are a sync run's totals.
+	CallID   string `json:"call_id,omitempty"`
+	Bytes    int64  `json:"bytes,omitempty"`
+	Files    int64  `json:"files,omitempty"`
 	Source   string `json:"source"`
 	Fidelity string `json:"fidelity"`
 }

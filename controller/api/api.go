@@ -66,7 +66,7 @@ type CreateRequest struct {
 	// fails the sandbox is deleted again.
 	Uploads []SyncRequest `json:"uploads,omitempty"`
 	// Labels are key=value pairs on the sandbox (--label) that fleet
-	// operations select by (--selector).
+	// operations select by (--selector); a blueprint's name is one of them.
 	Labels map[string]string `json:"labels,omitempty"`
 	// Options for drivers that create sandboxes (local): workspace, limits, unconfined.
 	driver.CreateOptions

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/api"
 	"github.com/bohica-labs/darkshell/controller/client"
 	"github.com/bohica-labs/darkshell/controller/driver"
+	"github.com/bohica-labs/darkshell/controller/export"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -78,7 +80,12 @@ func Apply(ctx context.Context, c *client.Client, bp *Blueprint, name string, on
 	}
 	err := func() error {
 		if err := phase("create", func() (string, error) {
-			req := &api.CreateRequest{Name: name, Driver: bp.Driver, Env: bp.envList(), CreateOptions: driver.CreateOptions{
+			labels := maps.Clone(bp.Labels)
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[export.LabelBlueprint] = bp.Name
+			req := &api.CreateRequest{Name: name, Driver: bp.Driver, Env: bp.envList(), Labels: labels, CreateOptions: driver.CreateOptions{
 				Image: bp.Path(bp.Image), Rootfs: bp.Path(bp.Rootfs), Policy: string(bp.PolicyData), PolicySource: bp.PolicySource,
 				Providers: bp.Providers,
 			}}
@@ -95,6 +102,21 @@ func Apply(ctx context.Context, c *client.Client, bp *Blueprint, name string, on
 			return fmt.Sprintf("driver %s", bp.Driver), nil
 		}); err != nil {
 			return err
+		}
+		if len(bp.Exporters) > 0 {
+			if err := phase("export", func() (string, error) {
+				var names []string
+				for i := range bp.Exporters {
+					st, err := c.ExportAdd(ctx, bp.Exporters[i].Spec(bp, name, i))
+					if err != nil {
+						return "", fmt.Errorf("exporter %d: %w", i, err)
+					}
+					names = append(names, st.Name)
+				}
+				return strings.Join(names, ", "), nil
+			}); err != nil {
+				return err
+			}
 		}
 		if len(bp.Uploads) > 0 {
 			if err := phase("uploads", func() (string, error) {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/bohica-labs/darkshell/controller/export"
 	"github.com/bohica-labs/darkshell/controller/forward"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/state"
@@ -41,6 +42,9 @@ type Blueprint struct {
 	Env        map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
 	Workdir    string            `yaml:"workdir,omitempty" json:"workdir,omitempty"`
 	Labels     map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	// Exporters send this sandbox's events, traces and metrics (added at
+	// apply, scoped to the sandbox, removed with it; docs/export.md).
+	Exporters []Exporter `yaml:"exporters,omitempty" json:"exporters,omitempty"`
 
 	// Dir is the blueprint file's directory: relative paths start there.
 	Dir string `yaml:"-" json:"-"`
@@ -75,6 +79,30 @@ type MCPServer struct {
 
 	// rules and denyRules are Rules and DenyRules once checked.
 	rules, denyRules []protocol.MCPRule
+}
+
+// Exporter is an OTLP or JSON-lines exporter of the sandbox's events
+// (`darkshell export add` scoped to the sandbox).
+type Exporter struct {
+	Type     string            `yaml:"type" json:"type"`
+	Endpoint string            `yaml:"endpoint,omitempty" json:"endpoint,omitempty"`
+	Protocol string            `yaml:"protocol,omitempty" json:"protocol,omitempty"`
+	Headers  map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+	Signals  []string          `yaml:"signals,omitempty" json:"signals,omitempty"`
+	File     string            `yaml:"file,omitempty" json:"file,omitempty"`
+}
+
+// Spec is the exporter record for sandbox name (the i-th exporter).
+func (e *Exporter) Spec(bp *Blueprint, name string, i int) *export.Spec {
+	f := e.File
+	if f != "" && f != "-" {
+		f = bp.Path(f)
+		if abs, err := filepath.Abs(f); err == nil {
+			f = abs
+		}
+	}
+	return &export.Spec{Name: fmt.Sprintf("%s-%s-%d", name, e.Type, i), Type: e.Type, Endpoint: e.Endpoint, Protocol: e.Protocol,
+		Headers: e.Headers, Signals: e.Signals, File: f, Sandboxes: []string{name}}
 }
 
 // Forward is a port forward: `[bind:]port` from the host into the
@@ -201,6 +229,17 @@ func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 	if bp.Image != "" && (strings.HasPrefix(bp.Image, ".") || strings.HasPrefix(bp.Image, "/")) {
 		if _, err := os.Stat(bp.Path(bp.Image)); err != nil {
 			bad("$.image", "image %s: %v", bp.Path(bp.Image), err)
+		}
+	}
+	for i := range bp.Exporters {
+		e := &bp.Exporters[i]
+		at := fmt.Sprintf("$.exporters[%d]", i)
+		if e.Type == export.TypePrometheus {
+			bad(at+".type", "prometheus is one address per installation: use `darkshell export add prometheus`, not a blueprint")
+			continue
+		}
+		if err := e.Spec(bp, "sandbox", i).Normalize(); err != nil { // the sandbox name is checked above
+			bad(at, "%v", err)
 		}
 	}
 	if pr := bp.Policy; pr != nil {

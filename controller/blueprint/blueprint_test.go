@@ -36,6 +36,9 @@ resources: {cpu: "1.5", memory: 2G, pids: 256}
 env: {MODE: fast}
 workdir: /sandbox/src
 labels: {team: agents}
+exporters:
+  - {type: otlp, endpoint: "http://127.0.0.1:4317"}
+  - {type: jsonl, file: events.jsonl}
 `), refs{"gh": true})
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +48,10 @@ labels: {team: agents}
 	}
 	if got := bp.envList(); len(got) != 1 || got[0] != "MODE=fast" {
 		t.Fatalf("env %v", got)
+	}
+	sp := bp.Exporters[1].Spec(bp, "dev-1", 1)
+	if sp.Name != "dev-1-jsonl-1" || !strings.HasSuffix(sp.File, "/controller/blueprint/testdata/events.jsonl") || len(sp.Sandboxes) != 1 || sp.Sandboxes[0] != "dev-1" {
+		t.Fatalf("exporter spec %+v", sp)
 	}
 }
 
@@ -80,6 +87,9 @@ env:
   API_KEY: sk-abcdefghijklmnopqrstuvwxyz012345
   MODE: fast
 workdir: relative
+exporters:
+  - {type: otlp, endpoint: "localhost:4317"}
+  - {type: prometheus}
 `)
 	_, err := Parse("testdata/bad2.yaml", data, refs{})
 	var ps yamldoc.Problems
@@ -105,6 +115,8 @@ workdir: relative
 		{19, "cpu"},
 		{21, "API_KEY looks like a secret"},
 		{23, "must be absolute"},
+		{25, "--endpoint must be an http://"},
+		{26, "one address per installation"},
 	} {
 		found := false
 		for _, p := range ps {

@@ -142,6 +142,7 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	root.AddCommand(sandbox, a.withSelector(a.execCmd(), "exec", a.fleetExec), a.withSelector(a.syncCmd(), "sync", a.fleetSync), a.versionCmd(), a.daemonCmd())
 	root.AddCommand(a.policyCmd(), a.blueprintCmd(), a.imageCmd(), a.traceCmd())
 	root.AddCommand(a.mcpCmd(), a.providerCmd(), a.forwardCmd()) // mcp.go, provider.go, forward.go
+	root.AddCommand(a.exportCmd(), a.alertsCmd())                // export.go, alerts.go
 	sandbox.AddCommand(a.watchCmd(), a.logsCmd())
 	return root
 }

@@ -38,6 +38,7 @@ type Daemon struct {
 	log     *slog.Logger
 	pool    *pool
 	bus     *events.Bus
+	exp     *exportProc // export.go, exportproc.go
 	started time.Time
 
 	active   atomic.Int64 // open requests and streams
@@ -54,6 +55,8 @@ func New(opts Options) *Daemon {
 	}
 	d := &Daemon{opts: opts, log: log, pool: newPool(opts.Home, log), started: time.Now(), stop: make(chan struct{})}
 	d.bus = events.NewBus(opts.Home.LogDir(), log.With("component", "events"))
+	d.startExport()
+	d.startAlerts()
 	d.lastSeen.Store(time.Now().UnixNano())
 	return d
 }
@@ -116,6 +119,7 @@ loop:
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	d.exp.close()
 	d.pool.close()
 	l.Close()
 	if errors.Is(err, http.ErrServerClosed) {

@@ -42,8 +42,8 @@ func (d *Daemon) stateEvent(name, state, msg string) {
 // polling, inotify) get a pump, and start those sources, when someone
 // first asks for their events: polling is not free.
 func (d *Daemon) startEventPump(name string, s *session.Session) {
-	if !slices.Contains(s.Remote().Caps, protocol.CapEvents) || s.Remote().EventFidelity != protocol.SourceEBPF {
-		return
+	if !slices.Contains(s.Remote().Caps, protocol.CapEvents) || (s.Remote().EventFidelity != protocol.SourceEBPF && !d.exp.active()) {
+		return // exporters want every sandbox's events (export.go)
 	}
 	go func() {
 		// The pump lives as long as the session's stream; ctx bounds its start.

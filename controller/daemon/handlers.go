@@ -38,6 +38,8 @@ func (d *Daemon) routes() http.Handler {
 	d.lifecycleRoutes(mux)
 	d.toolRoutes(mux)   // mcp.go, forward.go
 	d.egressRoutes(mux) // egress.go
+	d.exportRoutes(mux) // export.go
+	d.alertRoutes(mux)  // alerts.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()
@@ -226,6 +228,7 @@ func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.stateEvent(sb.Name, "deleted", "")
+	d.exportForget(sb.Name)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -298,8 +301,12 @@ func (d *Daemon) exec(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	ended := d.exportExecStart(r.PathValue("name"), &req.ExecStart)
 	p, err := s.Exec(r.Context(), &req.ExecStart)
 	if err != nil {
+		if ended != nil {
+			ended(0, nil, err)
+		}
 		writeErr(w, err)
 		return
 	}
@@ -319,6 +326,9 @@ func (d *Daemon) exec(w http.ResponseWriter, r *http.Request) {
 		out.max, errb.max = 64<<20, 64<<20
 		res := api.ExecResult{ID: p.Started.ID, PID: p.Started.PID}
 		exit, err := p.Wait(&out, &errb)
+		if ended != nil {
+			go ended(p.Started.PID, exit, err) // off the caller's latency
+		}
 		res.Stdout, res.Stderr = out.b, errb.b
 		if err != nil {
 			_, e := httpError(err)
@@ -335,6 +345,9 @@ func (d *Daemon) exec(w http.ResponseWriter, r *http.Request) {
 	ew := &eventWriter{enc: json.NewEncoder(w), fl: w.(http.Flusher)}
 	ew.emit(api.ExecEvent{Type: "started", ID: p.Started.ID, PID: p.Started.PID})
 	exit, err := p.Wait(ew.data("stdout"), ew.data("stderr"))
+	if ended != nil {
+		go ended(p.Started.PID, exit, err) // off the caller's latency
+	}
 	if err != nil {
 		_, e := httpError(err)
 		ew.emit(api.ExecEvent{Type: "error", Error: &e})
@@ -420,10 +433,13 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 		fw.Error(code, "exec stream: %v", err)
 		return
 	}
+	var ended func(int, *protocol.ExitMsg, error)
 	switch f.Type {
 	case protocol.FrameExecStart:
 		var m protocol.ExecStart
-		err = protocol.DecodeMsg(f, f.Type, &m)
+		if err = protocol.DecodeMsg(f, f.Type, &m); err == nil {
+			ended = d.exportExecStart(r.PathValue("name"), &m)
+		}
 	case protocol.FrameExecAttach:
 		var m protocol.ExecAttach
 		err = protocol.DecodeMsg(f, f.Type, &m)
@@ -436,15 +452,31 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	st, err := s.Open(r.Context())
 	if err != nil {
+		if ended != nil {
+			ended(0, nil, err)
+		}
 		fw.Error(protocol.CodeInternal, "sandbox %s: %v", r.PathValue("name"), err)
 		return
 	}
 	defer st.Close()
 	if err := protocol.WriteFrame(st, f.Type, f.Payload); err != nil {
+		if ended != nil {
+			ended(0, nil, err)
+		}
 		fw.Error(protocol.CodeInternal, "sandbox %s: %v", r.PathValue("name"), err)
 		return
 	}
-	splice(conn, brw.Reader, st)
+	if ended == nil {
+		splice(conn, brw.Reader, st)
+		return
+	}
+	tap := &exitTap{}
+	splice(teeConn{conn, tap}, brw.Reader, st)
+	var endErr error
+	if tap.exit == nil {
+		endErr = errors.New("the exec stream ended without an exit")
+	}
+	ended(tap.pid, tap.exit, endErr)
 }
 
 // splice copies both ways until either side ends, then closes both.

@@ -129,11 +129,13 @@ func (d *Daemon) prepareSync(ctx context.Context, name string, req *api.SyncRequ
 		opt.Meter = m
 		var sum *protocol.SyncSummary
 		var err error
+		start := time.Now()
 		if req.Direction == api.SyncPush {
 			sum, err = syncer.Push(ctx, s, req.Local, req.Remote, opt)
 		} else {
 			sum, err = syncer.Pull(ctx, s, req.Remote, req.Local, opt)
 		}
+		d.exportSync(name, &apiSyncView{req.Direction, req.Local, req.Remote}, start, sum, err)
 		if err != nil {
 			return nil, err
 		}

@@ -27,6 +27,7 @@ type Bus struct {
 
 	mu    sync.Mutex
 	sbs   map[string]*sandboxBus
+	all   map[*Sub]struct{} // subscribers to every sandbox (exporters)
 	close bool
 }
 
@@ -48,6 +49,7 @@ type Sub struct {
 	skipped atomic.Uint64
 	bus     *Bus
 	name    string
+	every   bool
 	once    sync.Once
 }
 
@@ -58,7 +60,9 @@ func (s *Sub) Skipped() uint64 { return s.skipped.Load() }
 func (s *Sub) Close() {
 	s.once.Do(func() {
 		s.bus.mu.Lock()
-		if sb := s.bus.sbs[s.name]; sb != nil {
+		if s.every {
+			delete(s.bus.all, s)
+		} else if sb := s.bus.sbs[s.name]; sb != nil {
 			delete(sb.subs, s)
 		}
 		s.bus.mu.Unlock()
@@ -70,7 +74,7 @@ func NewBus(logDir string, log *slog.Logger) *Bus {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{logDir: logDir, log: log, sbs: map[string]*sandboxBus{}}
+	return &Bus{logDir: logDir, log: log, sbs: map[string]*sandboxBus{}, all: map[*Sub]struct{}{}}
 }
 
 // LogDir is the host log directory of sandbox name.
@@ -112,6 +116,20 @@ func (b *Bus) Subscribe(name string, queue int) *Sub {
 	return s
 }
 
+// SubscribeAll returns a subscriber to the events of every sandbox (queue
+// <= 0: DefaultQueue). Exporters use it: like every subscriber, a full
+// queue drops (and counts) instead of blocking Publish.
+func (b *Bus) SubscribeAll(queue int) *Sub {
+	if queue <= 0 {
+		queue = DefaultQueue
+	}
+	s := &Sub{C: make(chan protocol.Event, queue), bus: b, every: true}
+	b.mu.Lock()
+	b.all[s] = struct{}{}
+	b.mu.Unlock()
+	return s
+}
+
 // Publish hands e (e.Sandbox names the sandbox) to the log and every
 // subscriber. It never blocks.
 func (b *Bus) Publish(e protocol.Event) {
@@ -123,8 +141,11 @@ func (b *Bus) Publish(e protocol.Event) {
 	if e.Seq > sb.lastSeq && e.Source != protocol.SourceDaemon {
 		sb.lastSeq = e.Seq
 	}
-	subs := make([]*Sub, 0, len(sb.subs))
+	subs := make([]*Sub, 0, len(sb.subs)+len(b.all))
 	for s := range sb.subs {
+		subs = append(subs, s)
+	}
+	for s := range b.all {
 		subs = append(subs, s)
 	}
 	lg := sb.log

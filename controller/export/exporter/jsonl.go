@@ -1,0 +1,60 @@
+package exporter
+
+import (
+	"context"
+	"fmt"
+	"github.com/bohica-labs/darkshell/controller/export"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// jsonlSink appends events (the one schema, DESIGN.md "Events") as JSON
+// lines to a file or the daemon's stdout, for any log shipper to take.
+type jsonlSink struct {
+	sp   *export.Spec
+	mu   sync.Mutex
+	path string
+	w    io.Writer
+	f    *os.File
+}
+
+func newJSONLSink(sp *export.Spec) (*jsonlSink, error) {
+	if sp.File == "-" {
+		return &jsonlSink{sp: sp, w: os.Stdout}, nil
+	}
+	f, err := os.OpenFile(sp.File, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("unable to open %s: %w", sp.File, err)
+	}
+	return &jsonlSink{sp: sp, path: sp.File, w: f, f: f}, nil
+}
+
+func (s *jsonlSink) records(e *protocol.Event) [][]byte { return [][]byte{docRecord(s.sp, e)} }
+
+func (s *jsonlSink) send(ctx context.Context, recs [][]byte) error {
+	n := 0
+	for _, r := range recs {
+		n += len(r) + 1
+	}
+	buf := make([]byte, 0, n)
+	for _, r := range recs {
+		buf = append(buf, r...)
+		buf = append(buf, '\n')
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.w.Write(buf); err != nil {
+		return fmt.Errorf("unable to write %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *jsonlSink) close(ctx context.Context) error {
+	if s.f != nil {
+		return s.f.Close()
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bohica-labs/darkshell/controller/export"
+	"github.com/bohica-labs/darkshell/controller/export/exporter"
+	"github.com/bohica-labs/darkshell/controller/state"
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// BenchmarkExport measures what export costs a sandbox: exec p50 (daemon
+// API and fresh CLI) and an exec-heavy workload with every exporter on
+// (OTLP traces+metrics+logs to a real Jaeger, Prometheus /metrics, JSON
+// lines, Splunk HEC and Elasticsearch _bulk stand-ins) vs off, in A/B/A
+// order; then the events/s one OTLP trace exporter sustains to Jaeger.
+func BenchmarkExport(b *testing.B) {
+	j := startJaeger(b)
+	e := newLocalEnv(b)
+	e.createLocal("bx")
+	ctx := context.Background()
+	n := benchRuns()
+	// Stand-ins for Splunk HEC and the _bulk API: accept everything.
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/_bulk" {
+			io.WriteString(w, `{"took":1,"errors":false,"items":[]}`)
+			return
+		}
+		io.WriteString(w, `{"text":"Success","code":0}`)
+	}))
+	defer sink.Close()
+	exporters := [][]string{
+		{"otlp", "--endpoint", fmt.Sprintf("http://127.0.0.1:%d", j.otlpGRPC), "--signal", "traces,metrics,logs"},
+		{"prometheus", "--listen", fmt.Sprintf("127.0.0.1:%d", freePort(b))},
+		{"jsonl", "--file", filepath.Join(b.TempDir(), "events.jsonl")},
+		{"splunk", "--endpoint", sink.URL, "--header", "Authorization=Splunk x"},
+		{"elasticsearch", "--endpoint", sink.URL, "--ocsf"},
+	}
+	// DARKSHELL_BENCH_EXPORTERS=jsonl,otlp,... keeps only those types (to
+	// tell the exec path's own cost from the backends' CPU on a small box).
+	if only := os.Getenv("DARKSHELL_BENCH_EXPORTERS"); only != "" {
+		exporters = slices.DeleteFunc(exporters, func(x []string) bool { return !slices.Contains(strings.Split(only, ","), x[0]) })
+	}
+	set := func(on bool) {
+		for _, x := range exporters {
+			if on {
+				if _, errOut, code := e.ds(append([]string{"export", "add"}, x...)...); code != 0 {
+					b.Fatalf("export add %v: %s", x, errOut)
+				}
+			} else if _, errOut, code := e.ds("export", "remove", x[0]); code != 0 {
+				b.Fatalf("export remove %s: %s", x[0], errOut)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	apiExec := func(argv ...string) {
+		p, err := e.c.Exec(ctx, "bx", &protocol.ExecStart{Argv: argv})
+		if err != nil {
+			b.Fatal(err)
+		}
+		x, err := p.Wait(nil, nil)
+		p.Close()
+		if err != nil || x.Status() != 0 {
+			b.Fatalf("exec %v: %v %v", argv, x, err)
+		}
+	}
+	// Rounds alternate off and on, so a machine that is busier at one
+	// moment than another weighs on both; medians over all rounds.
+	type samples struct{ api, cli, loop []time.Duration }
+	var off, on samples
+	measure := func(s *samples, runs int) {
+		for range 3 {
+			apiExec("true")
+		}
+		for range runs {
+			t0 := time.Now()
+			apiExec("true")
+			s.api = append(s.api, time.Since(t0))
+		}
+		for range runs / 2 {
+			cmd := exec.Command(filepath.Join(binDir, "darkshell"), "exec", "bx", "--", "true")
+			cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
+			t0 := time.Now()
+			if err := cmd.Run(); err != nil {
+				b.Fatal(err)
+			}
+			s.cli = append(s.cli, time.Since(t0))
+		}
+		for range 2 {
+			t0 := time.Now()
+			apiExec("sh", "-c", "i=0; while [ $i -lt 400 ]; do /bin/true; i=$((i+1)); done")
+			s.loop = append(s.loop, time.Since(t0))
+		}
+	}
+	const rounds = 4
+	b.ResetTimer()
+	for range rounds {
+		measure(&off, n/rounds)
+		set(true)
+		measure(&on, n/rounds)
+		set(false)
+	}
+	b.StopTimer()
+	med := func(ds []time.Duration) time.Duration {
+		ds = slices.Clone(ds)
+		slices.Sort(ds)
+		return pct(ds, 50)
+	}
+	added := func(on, off []time.Duration) float64 { return 100 * (float64(med(on))/float64(med(off)) - 1) }
+	fmt.Printf("\nexport off vs every exporter on, %d alternating rounds: %d API execs, %d CLI execs, %d 400-exec loops per mode\n",
+		rounds, len(off.api), len(off.cli), len(off.loop))
+	fmt.Printf("%-24s %12s %12s %9s\n", "", "off p50", "on p50", "added")
+	fmt.Printf("%-24s %12s %12s %8.1f%%\n", "exec true, daemon API", med(off.api).Round(time.Microsecond), med(on.api).Round(time.Microsecond), added(on.api, off.api))
+	fmt.Printf("%-24s %12s %12s %8.1f%%\n", "exec true, fresh CLI", med(off.cli).Round(time.Microsecond), med(on.cli).Round(time.Microsecond), added(on.cli, off.cli))
+	fmt.Printf("%-24s %12s %12s %8.1f%%\n", "400 traced execs", med(off.loop).Round(time.Millisecond), med(on.loop).Round(time.Millisecond), added(on.loop, off.loop))
+	fmt.Printf("target < 2%% added: API %v, CLI %v, loop %v\n", added(on.api, off.api) < 2, added(on.cli, off.cli) < 2, added(on.loop, off.loop) < 2)
+
+	// Sustained events/s to an OTLP backend: exec+exit pairs (one span
+	// each) through one trace exporter to Jaeger, paced so nothing drops.
+	h, err := state.Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	store := export.OpenStore(h)
+	if err := store.Add(&export.Spec{Name: "j", Type: export.TypeOTLP, Endpoint: fmt.Sprintf("http://127.0.0.1:%d", j.otlpGRPC), Signals: []string{"traces"}}); err != nil {
+		b.Fatal(err)
+	}
+	src := &chanSource{c: make(chan protocol.Event, 1<<16)}
+	m := exporter.NewManager(exporter.Options{Store: store, Source: src, FlushInterval: 50 * time.Millisecond})
+	if err := m.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	pairs := 100000
+	if v, err := strconv.Atoi(os.Getenv("DARKSHELL_BENCH_SPANS")); err == nil && v > 0 {
+		pairs = v
+	}
+	stats := func() export.Stats {
+		l, _ := m.List()
+		return l[0].Stats
+	}
+	t0 := time.Now()
+	code := 0
+	for i := range pairs {
+		id := strconv.Itoa(i+2) + "-" + strconv.Itoa(i)
+		now := time.Now()
+		src.c <- protocol.Event{Time: now, Sandbox: "bench", Kind: protocol.KindExec, PID: i + 2, PPID: 1, ExecID: id, ParentExecID: "1-0",
+			Binary: "/bin/true", Argv: []string{"true", strconv.Itoa(i)}, Source: protocol.SourceEBPF, Fidelity: protocol.FidelityComplete}
+		src.c <- protocol.Event{Time: now.Add(time.Millisecond), Sandbox: "bench", Kind: protocol.KindExit, PID: i + 2, ExecID: id, ExitCode: &code,
+			DurationNs: int64(time.Millisecond), Source: protocol.SourceEBPF, Fidelity: protocol.FidelityComplete}
+		if i%256 == 255 {
+			// Keep what is in flight below the exporter's queue (8192).
+			for {
+				st := stats()
+				if int(2*i)-int(2*st.Sent+st.Dropped) < 4096 {
+					break
+				}
+				time.Sleep(500 * time.Microsecond)
+			}
+		}
+	}
+	for time.Since(t0) < 5*time.Minute {
+		st := stats()
+		if 2*st.Sent+st.Dropped >= uint64(2*pairs) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	el := time.Since(t0)
+	st := stats()
+	fmt.Printf("\nOTLP/gRPC to Jaeger: %d spans (%d events) in %s: %.0f events/s, %.0f spans/s; dropped %d, spool-dropped %d, failures %d\n",
+		st.Sent, 2*st.Sent, el.Round(time.Millisecond), float64(2*st.Sent)/el.Seconds(), float64(st.Sent)/el.Seconds(), st.Dropped, st.SpoolDropped, st.Failures)
+}
+
+type chanSource struct{ c chan protocol.Event }
+
+func (s *chanSource) Subscribe(int) (<-chan protocol.Event, func() uint64, func()) {
+	return s.c, func() uint64 { return 0 }, func() {}
+}
