@@ -142,6 +142,7 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	root.AddCommand(a.policyCmd(), a.blueprintCmd(), a.imageCmd(), a.traceCmd())
 	root.AddCommand(a.mcpCmd(), a.providerCmd(), a.forwardCmd()) // mcp.go, provider.go, forward.go
 	sandbox.AddCommand(a.watchCmd(), a.logsCmd())
+	sandbox.AddCommand(a.snapshotCmds()...) // snapshot.go
 	return root
 }
 

@@ -36,8 +36,9 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{name}/sync", d.sync)
 	d.eventRoutes(mux)
 	d.lifecycleRoutes(mux)
-	d.toolRoutes(mux)   // mcp.go, forward.go
-	d.egressRoutes(mux) // egress.go
+	d.toolRoutes(mux)     // mcp.go, forward.go
+	d.egressRoutes(mux)   // egress.go
+	d.snapshotRoutes(mux) // snapshot.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()

@@ -252,8 +252,8 @@ func (r *Repo) Verify(ctx context.Context, snaps []*Snapshot, p *Progress) (*Ver
 	}
 	defer unlock()
 	res := &VerifyResult{Problems: []Problem{}}
-	bad := map[string]string{}  // chunk -> error
-	size := map[string]int64{}  // chunk -> plain size
+	bad := map[string]string{} // chunk -> error
+	size := map[string]int64{} // chunk -> plain size
 	check := func(h string) error {
 		if _, ok := size[h]; ok {
 			return nil

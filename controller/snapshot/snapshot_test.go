@@ -2,10 +2,8 @@ package snapshot
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io/fs"
+	"github.com/bohica-labs/darkshell/controller/snapshot/snapshottest"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -17,208 +15,6 @@ import (
 	"testing"
 	"time"
 )
-
-// node is what a round trip must keep of one entry.
-type node struct {
-	typ     string
-	mode    fs.FileMode
-	mtimeNs int64
-	sum     string // file content
-	target  string // symlink
-}
-
-// describe lists dir's tree (root included) as the round trip must keep it.
-func describe(t testing.TB, dir string) map[string]node {
-	t.Helper()
-	out := map[string]node{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		n := node{mode: fi.Mode(), mtimeNs: fi.ModTime().UnixNano()}
-		switch {
-		case fi.IsDir():
-			n.typ = "d"
-		case fi.Mode()&fs.ModeSymlink != 0:
-			n.typ = "l"
-			n.target, _ = os.Readlink(p)
-			n.mode = 0 // symlink modes mean nothing on Linux
-		default:
-			n.typ = "f"
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.Sum256(b)
-			n.sum = hex.EncodeToString(h[:])
-		}
-		out[rel] = n
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sameTree(t testing.TB, want, got map[string]node) {
-	t.Helper()
-	var diffs []string
-	for p, w := range want {
-		g, ok := got[p]
-		if !ok {
-			diffs = append(diffs, "missing "+p)
-		} else if g != w {
-			diffs = append(diffs, fmt.Sprintf("%s: want %+v, got %+v", p, w, g))
-		}
-	}
-	for p := range got {
-		if _, ok := want[p]; !ok {
-			diffs = append(diffs, "extra "+p)
-		}
-	}
-	slices.Sort(diffs)
-	if len(diffs) > 0 {
-		if len(diffs) > 10 {
-			diffs = append(diffs[:10], fmt.Sprintf("... %d more", len(diffs)-10))
-		}
-		t.Fatalf("trees differ:\n%s", strings.Join(diffs, "\n"))
-	}
-}
-
-func randData(rng *rand.Rand, n int) []byte {
-	b := make([]byte, n)
-	if rng.IntN(2) == 0 {
-		var seed [32]byte
-		for i := range seed {
-			seed[i] = byte(rng.Uint32())
-		}
-		rand.NewChaCha8(seed).Read(b)
-	} else {
-		words := []string{"func ", "return ", "sandbox ", "chunk ", "\n", "{ ", "} "}
-		for i := 0; i < n; {
-			w := words[rng.IntN(len(words))]
-			i += copy(b[i:], w)
-		}
-	}
-	return b
-}
-
-func randSize(rng *rand.Rand) int {
-	switch rng.IntN(10) {
-	case 0:
-		return 0
-	case 1:
-		if rng.IntN(4) == 0 {
-			return MinChunk + rng.IntN(3*MaxChunk)
-		}
-		return MinChunk + rng.IntN(MinChunk)
-	default:
-		return rng.IntN(40 << 10)
-	}
-}
-
-var modes = []fs.FileMode{0o644, 0o600, 0o755, 0o700, 0o444, 0o640}
-
-func writeRand(t testing.TB, rng *rand.Rand, p string) {
-	t.Helper()
-	os.Remove(p)
-	if err := os.WriteFile(p, randData(rng, randSize(rng)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, modes[rng.IntN(len(modes))]); err != nil {
-		t.Fatal(err)
-	}
-	mt := time.Unix(1_600_000_000+rng.Int64N(100_000_000), rng.Int64N(1e9))
-	os.Chtimes(p, mt, mt)
-}
-
-// genTree fills dir with n random entries: nested dirs, empty dirs, files
-// of every size class, symlinks (also dangling and absolute).
-func genTree(t testing.TB, rng *rand.Rand, dir string, n int) {
-	t.Helper()
-	dirs := []string{dir}
-	for i := 0; i < n; i++ {
-		parent := dirs[rng.IntN(len(dirs))]
-		p := filepath.Join(parent, fmt.Sprintf("e%03d-%d", i, rng.IntN(1000)))
-		switch k := rng.IntN(10); {
-		case k < 2:
-			if err := os.Mkdir(p, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			dirs = append(dirs, p)
-		case k < 3:
-			targets := []string{"../x", "/etc/passwd", "missing", filepath.Base(parent)}
-			if err := os.Symlink(targets[rng.IntN(len(targets))], p); err != nil {
-				t.Fatal(err)
-			}
-		default:
-			writeRand(t, rng, p)
-		}
-	}
-	// Directory mtimes last (writing inside changes them).
-	for _, d := range dirs[1:] {
-		mt := time.Unix(1_500_000_000+rng.Int64N(1e8), 0)
-		os.Chtimes(d, mt, mt)
-		if rng.IntN(4) == 0 {
-			os.Chmod(d, 0o750)
-		}
-	}
-}
-
-// editTree changes, adds and removes random entries.
-func editTree(t testing.TB, rng *rand.Rand, dir string, n int) {
-	t.Helper()
-	var files, all []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if p != dir {
-			all = append(all, p)
-			if d.Type().IsRegular() {
-				files = append(files, p)
-			}
-		}
-		return nil
-	})
-	for i := 0; i < n; i++ {
-		switch rng.IntN(4) {
-		case 0: // rewrite a file (unless a removal took it)
-			if len(files) > 0 {
-				p := files[rng.IntN(len(files))]
-				if _, err := os.Stat(filepath.Dir(p)); err == nil {
-					writeRand(t, rng, p)
-				}
-			}
-		case 1: // flip a byte in the middle of a file, keep size and mtime
-			if len(files) > 0 {
-				p := files[rng.IntN(len(files))]
-				fi, err := os.Stat(p)
-				if err == nil && fi.Size() > 0 {
-					os.Chmod(p, 0o644)
-					f, _ := os.OpenFile(p, os.O_RDWR, 0)
-					b := make([]byte, 1)
-					off := rng.Int64N(fi.Size())
-					f.ReadAt(b, off)
-					b[0]++
-					f.WriteAt(b, off)
-					f.Close()
-					os.Chtimes(p, fi.ModTime(), fi.ModTime())
-					os.Chmod(p, fi.Mode().Perm())
-				}
-			}
-		case 2: // add
-			writeRand(t, rng, filepath.Join(dir, fmt.Sprintf("new-%d", rng.IntN(1e6))))
-		case 3: // remove
-			if len(all) > 0 {
-				os.RemoveAll(all[rng.IntN(len(all))])
-			}
-		}
-	}
-}
 
 func newRepo(t testing.TB) *Repo {
 	t.Helper()
@@ -238,13 +34,13 @@ func capture(t testing.TB, r *Repo, dir, sandbox, name string) *Snapshot {
 	return s
 }
 
-func materialize(t testing.TB, r *Repo, s *Snapshot) map[string]node {
+func materialize(t testing.TB, r *Repo, s *Snapshot) snapshottest.Tree {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "out")
 	if err := r.Materialize(context.Background(), s, dst, MaterializeOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return describe(t, dst)
+	return snapshottest.Describe(t, dst)
 }
 
 func TestPolIrreducible(t *testing.T) {
@@ -257,28 +53,32 @@ func TestPolIrreducible(t *testing.T) {
 // restores byte-identical (content, modes, symlinks, empty dirs, mtimes),
 // also after later snapshots and a GC.
 func TestRoundTripRandom(t *testing.T) {
-	for seed := uint64(1); seed <= 4; seed++ {
+	seeds := uint64(4)
+	if testing.Short() {
+		seeds = 1
+	}
+	for seed := uint64(1); seed <= seeds; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			r := newRepo(t)
 			src := t.TempDir()
-			genTree(t, rng, src, 150)
+			snapshottest.GenTree(t, rng, src, 150)
 			var snaps []*Snapshot
-			var wants []map[string]node
+			var wants []snapshottest.Tree
 			for round := 0; round < 4; round++ {
 				if round > 0 {
-					editTree(t, rng, src, 20)
+					snapshottest.EditTree(t, rng, src, 20)
 				}
-				want := describe(t, src)
+				want := snapshottest.Describe(t, src)
 				s := capture(t, r, src, "sb", fmt.Sprint("r", round))
-				sameTree(t, want, materialize(t, r, s))
+				snapshottest.SameTree(t, want, materialize(t, r, s))
 				snaps, wants = append(snaps, s), append(wants, want)
 			}
 			if _, err := r.GC(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			for i, s := range snaps {
-				sameTree(t, wants[i], materialize(t, r, s))
+				snapshottest.SameTree(t, wants[i], materialize(t, r, s))
 			}
 			// Deleting the first and collecting keeps the others whole.
 			if err := r.Delete(snaps[0].ID); err != nil {
@@ -290,7 +90,7 @@ func TestRoundTripRandom(t *testing.T) {
 			}
 			t.Logf("gc: %+v", gc)
 			for i, s := range snaps[1:] {
-				sameTree(t, wants[i+1], materialize(t, r, s))
+				snapshottest.SameTree(t, wants[i+1], materialize(t, r, s))
 			}
 			res, err := r.Verify(context.Background(), snaps[1:], nil)
 			if err != nil || len(res.Problems) > 0 {
@@ -313,8 +113,8 @@ func TestIndexSeesSameSizeEdits(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	os.WriteFile(p, []byte("hello WORLD"), 0o644)
 	os.Chtimes(p, mt, mt)
-	want := describe(t, src)
-	sameTree(t, want, materialize(t, r, capture(t, r, src, "sb", "b")))
+	want := snapshottest.Describe(t, src)
+	snapshottest.SameTree(t, want, materialize(t, r, capture(t, r, src, "sb", "b")))
 }
 
 // TestDedup: a second snapshot after a one-file change adds about that
@@ -326,9 +126,9 @@ func TestDedup(t *testing.T) {
 	for i := 0; i < 2000; i++ {
 		d := filepath.Join(src, fmt.Sprintf("pkg%02d", i%40))
 		os.MkdirAll(d, 0o755)
-		os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d.go", i)), randData(rng, 2000+rng.IntN(8000)), 0o644)
+		os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d.go", i)), snapshottest.RandData(rng, 2000+rng.IntN(8000)), 0o644)
 	}
-	os.WriteFile(filepath.Join(src, "big.bin"), randData(rand.New(rand.NewPCG(1, 1)), 20<<20), 0o644)
+	os.WriteFile(filepath.Join(src, "big.bin"), snapshottest.RandData(rand.New(rand.NewPCG(1, 1)), 20<<20), 0o644)
 	a := capture(t, r, src, "sb", "a")
 	if a.AddedBytes == 0 {
 		t.Fatal("the first snapshot stored nothing")
@@ -359,7 +159,7 @@ func TestDedup(t *testing.T) {
 func TestVerifyAndCorruption(t *testing.T) {
 	r := newRepo(t)
 	src := t.TempDir()
-	genTree(t, rand.New(rand.NewPCG(3, 3)), src, 60)
+	snapshottest.GenTree(t, rand.New(rand.NewPCG(3, 3)), src, 60)
 	s := capture(t, r, src, "sb", "a")
 	res, err := r.Verify(context.Background(), []*Snapshot{s}, nil)
 	if err != nil || len(res.Problems) != 0 || res.Chunks == 0 {
@@ -393,11 +193,11 @@ func TestVerifyAndCorruption(t *testing.T) {
 	}
 	target := t.TempDir()
 	os.WriteFile(filepath.Join(target, "keep"), []byte("old"), 0o644)
-	before := describe(t, target)
+	before := snapshottest.Describe(t, target)
 	if err := r.ReplaceDir(context.Background(), s, target, MaterializeOptions{}); err == nil {
 		t.Fatal("a restore from a damaged chunk succeeded")
 	}
-	sameTree(t, before, describe(t, target))
+	snapshottest.SameTree(t, before, snapshottest.Describe(t, target))
 	// A missing chunk is named too.
 	os.Remove(r.Store.path(victim))
 	res, _ = r.Verify(context.Background(), []*Snapshot{s}, nil)
@@ -415,14 +215,14 @@ func TestGCRacesSnapshots(t *testing.T) {
 	srcs := make([]string, writers)
 	for i := range srcs {
 		srcs[i] = t.TempDir()
-		genTree(t, rng, srcs[i], 80)
+		snapshottest.GenTree(t, rng, srcs[i], 80)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	type taken struct {
 		s    *Snapshot
-		want map[string]node
+		want snapshottest.Tree
 	}
 	var mu sync.Mutex
 	var all []taken
@@ -432,8 +232,8 @@ func TestGCRacesSnapshots(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 1))
 			for i := 0; ctx.Err() == nil && i < 8; i++ {
-				editTree(t, rng, srcs[w], 5)
-				want := describe(t, srcs[w])
+				snapshottest.EditTree(t, rng, srcs[w], 5)
+				want := snapshottest.Describe(t, srcs[w])
 				s := &Snapshot{ID: NewID(), Sandbox: fmt.Sprint("sb", w), Name: fmt.Sprint(i)}
 				if err := r.Capture(context.Background(), srcs[w], s, CaptureOptions{Index: r.IndexPath(s.Sandbox)}); err != nil {
 					t.Error(err)
@@ -467,7 +267,7 @@ func TestGCRacesSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tk := range all {
-		sameTree(t, tk.want, materialize(t, r, tk.s))
+		snapshottest.SameTree(t, tk.want, materialize(t, r, tk.s))
 	}
 	t.Logf("%d snapshots survived the race whole", len(all))
 }
@@ -572,10 +372,10 @@ func TestKillDuringCaptureAndRestore(t *testing.T) {
 	r := newRepo(t)
 	rng := rand.New(rand.NewPCG(11, 11))
 	src := t.TempDir()
-	genTree(t, rng, src, 300)
-	wantA := describe(t, src)
+	snapshottest.GenTree(t, rng, src, 300)
+	wantA := snapshottest.Describe(t, src)
 	a := capture(t, r, src, "sb", "a")
-	editTree(t, rng, src, 80)
+	snapshottest.EditTree(t, rng, src, 80)
 	for i := 0; i < 12; i++ {
 		runKilled(t, "capture:"+r.Dir()+"|"+src, time.Duration(rng.IntN(60))*time.Millisecond)
 		l, err := r.List("")
@@ -589,14 +389,14 @@ func TestKillDuringCaptureAndRestore(t *testing.T) {
 			}
 		}
 	}
-	sameTree(t, wantA, materialize(t, r, a))
+	snapshottest.SameTree(t, wantA, materialize(t, r, a))
 	if _, err := r.GC(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	sameTree(t, wantA, materialize(t, r, a))
+	snapshottest.SameTree(t, wantA, materialize(t, r, a))
 
 	// Restore a into a target holding b's tree, killed at random moments.
-	wantB := describe(t, src)
+	wantB := snapshottest.Describe(t, src)
 	b := capture(t, r, src, "sb", "b")
 	target := filepath.Join(t.TempDir(), "ws")
 	if err := r.Materialize(context.Background(), b, target, MaterializeOptions{}); err != nil {
@@ -608,18 +408,18 @@ func TestKillDuringCaptureAndRestore(t *testing.T) {
 		if _, err := r.Recover(target); err != nil {
 			t.Fatal(err)
 		}
-		got := describe(t, target)
+		got := snapshottest.Describe(t, target)
 		// Either tree, whole: compare with both.
 		switch {
-		case treesEqual(got, wantA):
+		case snapshottest.Equal(got, wantA):
 			sawNew = true
 			// Put b back for the next round.
 			if err := r.ReplaceDir(context.Background(), b, target, MaterializeOptions{}); err != nil {
 				t.Fatal(err)
 			}
-		case treesEqual(got, wantB):
+		case snapshottest.Equal(got, wantB):
 		default:
-			sameTree(t, wantB, got) // fails, naming the differences
+			snapshottest.SameTree(t, wantB, got) // fails, naming the differences
 		}
 		leftovers, _ := filepath.Glob(filepath.Join(filepath.Dir(target), ".ws.ds-*"))
 		if len(leftovers) > 0 {
@@ -627,16 +427,4 @@ func TestKillDuringCaptureAndRestore(t *testing.T) {
 		}
 	}
 	t.Logf("a killed restore completed in some rounds: %v", sawNew)
-}
-
-func treesEqual(a, b map[string]node) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
