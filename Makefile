@@ -135,6 +135,10 @@ bench-mcp: deps build ## MCP tools/call latency: bridge, in-sandbox, stdio shim 
 bench-trace: build ## Tracing overhead (exec-heavy loop and a go build, tracing off vs on) and event loss at high exec rates (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkTrace -benchtime 1x -timeout 20m -v ./integration/
 
+.PHONY: bench-snapshot
+bench-snapshot: build ## Snapshots: 2 GiB workspace snapshot/restore vs tar (time, stored bytes), store growth after a one-file change (local driver, needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkSnapshot -benchtime 1x -timeout 30m ./integration/
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN) $(AGENTBIN)/sandboxd-*

@@ -206,7 +206,8 @@ func (r *Repo) Capture(ctx context.Context, dir string, rec *Snapshot, o Capture
 	var added atomic.Int64
 	workers := o.Workers
 	if workers <= 0 {
-		workers = runtime.NumCPU()
+		// More than the CPUs: chunk writes and reads wait on the disk.
+		workers = 2 * runtime.NumCPU()
 	}
 	work := make(chan int)
 	var wg sync.WaitGroup

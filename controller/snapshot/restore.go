@@ -116,7 +116,7 @@ func (r *Repo) Materialize(ctx context.Context, s *Snapshot, dst string, o Mater
 	}
 	workers := o.Workers
 	if workers <= 0 {
-		workers = runtime.NumCPU()
+		workers = 2 * runtime.NumCPU()
 	}
 	work := make(chan int)
 	var wg sync.WaitGroup
