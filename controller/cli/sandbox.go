@@ -229,9 +229,9 @@ func (a *app) listCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, sb := range l {
-				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), target(sb), connState(sb), age(sb.Created)})
+				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), healthOf(sb), target(sb), connState(sb), age(sb.Created)})
 			}
-			a.table("NAME\tDRIVER\tPHASE\tTARGET\tSESSION\tAGE", rows)
+			a.table("NAME\tDRIVER\tPHASE\tHEALTH\tTARGET\tSESSION\tAGE", rows)
 			return nil
 		},
 	}

@@ -39,6 +39,7 @@ func (d *Daemon) routes() http.Handler {
 	d.toolRoutes(mux)     // mcp.go, forward.go
 	d.egressRoutes(mux)   // egress.go
 	d.snapshotRoutes(mux) // snapshot.go
+	d.healthRoutes(mux)   // health.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()
@@ -119,6 +120,7 @@ func (d *Daemon) view(sb *state.Sandbox) api.Sandbox {
 		v.LastError = lastErr.Error()
 	}
 	d.phase(&v)
+	v.Health = d.health(context.Background(), sb, true).Summary() // health.go
 	return v
 }
 

@@ -114,10 +114,15 @@ func (s *Store) Put(hash string, data []byte) (int64, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), p)
+		// Link, not rename: when two writers store the same new chunk at
+		// once, one wins and only it counts the bytes.
+		err = os.Link(f.Name(), p)
+	}
+	os.Remove(f.Name())
+	if errors.Is(err, fs.ErrExist) {
+		return 0, nil
 	}
 	if err != nil {
-		os.Remove(f.Name())
 		return 0, fmt.Errorf("unable to store chunk %s: %w", hash, err)
 	}
 	return int64(len(z)), nil
