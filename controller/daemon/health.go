@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/bohica-labs/darkshell/controller/cgroupfs"
@@ -16,6 +17,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/forward"
 	"github.com/bohica-labs/darkshell/controller/health"
+	"github.com/bohica-labs/darkshell/controller/provider"
 	"github.com/bohica-labs/darkshell/controller/state"
 )
 
@@ -82,6 +84,7 @@ func (d *Daemon) health(ctx context.Context, sb *state.Sandbox, quick bool) *hea
 		}
 	}
 	_, f.EventsLost, _ = d.bus.Status(sb.Name)
+	f.Credentials, f.CredentialWarning = d.credentialsOf(sb), provider.ExpiryWarning
 
 	running := f.Phase == "" || f.Phase == driver.PhaseRunning
 	if !quick && running {
@@ -119,6 +122,33 @@ func (d *Daemon) health(ctx context.Context, sb *state.Sandbox, quick bool) *hea
 	r := health.Evaluate(sb.Name, f)
 	r.DurationMs = time.Since(start).Milliseconds()
 	return r
+}
+
+// credentialsOf lists the expiring credentials of the providers sb uses
+// (through its egress proxy or its bridge MCP servers).
+func (d *Daemon) credentialsOf(sb *state.Sandbox) []health.Credential {
+	var x struct {
+		Providers []string `json:"providers"`
+	}
+	json.Unmarshal(sb.Extra, &x)
+	names := slices.Clone(x.Providers)
+	if l, err := d.tools().mcp.List(sb.Name); err == nil {
+		for _, m := range l {
+			names = append(names, m.Providers...)
+		}
+	}
+	slices.Sort(names)
+	var out []health.Credential
+	for _, n := range slices.Compact(names) {
+		p, err := d.tools().providers.Get(n)
+		if err != nil {
+			continue
+		}
+		for _, e := range p.Expiring() {
+			out = append(out, health.Credential{Provider: e.Provider, Key: e.Key, Expires: e.Expires})
+		}
+	}
+	return out
 }
 
 // dnsProbe asks the egress proxy's resolver for a name in the reserved

@@ -260,7 +260,7 @@ func (d *Daemon) takeSnapshot(ctx context.Context, sb *state.Sandbox, req *api.S
 	}
 	d.bus.Publish(protocol.Event{Time: time.Now().UTC(), Sandbox: sb.Name, Kind: protocol.KindSandboxState, State: "snapshot",
 		Message: fmt.Sprintf("snapshot %s (%s): %d files, %d bytes, %d bytes added to the store", rec.Name, rec.ID, rec.Files, rec.Bytes, rec.AddedBytes),
-		Source:  "daemon", Fidelity: "exact"})
+		Source:  protocol.SourceDaemon, Fidelity: protocol.FidelityComplete})
 	if req.Keep > 0 || maxAge > 0 {
 		gone, err := repo.Prune(sb.Name, req.Keep, maxAge, time.Now())
 		if err != nil {
@@ -412,7 +412,7 @@ func (d *Daemon) restore(ctx context.Context, sb *state.Sandbox, repo *snapshot.
 	}
 	res.DurationMs = time.Since(start).Milliseconds()
 	d.bus.Publish(protocol.Event{Time: time.Now().UTC(), Sandbox: sb.Name, Kind: protocol.KindSandboxState, State: "restored",
-		Message: fmt.Sprintf("restored snapshot %s (%s) of %s", snap.Name, snap.ID, snap.Sandbox), Source: "daemon", Fidelity: "exact"})
+		Message: fmt.Sprintf("restored snapshot %s (%s) of %s", snap.Name, snap.ID, snap.Sandbox), Source: protocol.SourceDaemon, Fidelity: protocol.FidelityComplete})
 	return res, nil
 }
 

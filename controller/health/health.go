@@ -75,10 +75,22 @@ type Facts struct {
 
 	EventsLost uint64
 
+	// Credentials the sandbox uses that have an expiry; warn within
+	// CredentialWarning of it, fail after.
+	Credentials       []Credential
+	CredentialWarning time.Duration
+	Now               time.Time // for tests; zero: now
+
 	// Confinement from sandboxd's hello.
 	ConfinementExpected bool
 	Confined            []string
 	LandlockABI         int
+}
+
+// Credential is one expiring provider credential.
+type Credential struct {
+	Provider, Key string
+	Expires       time.Time
 }
 
 // Evaluate makes the report.
@@ -179,6 +191,22 @@ func Evaluate(sandbox string, f Facts) *Report {
 			}
 		}
 		add(c)
+	}
+
+	now := f.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	for _, c := range f.Credentials {
+		ch := Check{Name: "credential:" + c.Provider + "/" + c.Key, Status: OK, Value: c.Expires.Sub(now).Hours(),
+			Detail: "expires " + c.Expires.UTC().Format(time.RFC3339)}
+		switch left := c.Expires.Sub(now); {
+		case left <= 0:
+			ch.Status, ch.Detail = Fail, "expired "+c.Expires.UTC().Format(time.RFC3339)+": run `darkshell provider update "+c.Provider+" --credential "+c.Key+"=...`"
+		case left < f.CredentialWarning:
+			ch.Status, ch.Detail = Warn, fmt.Sprintf("expires in %s (%s)", left.Round(time.Minute), c.Expires.UTC().Format(time.RFC3339))
+		}
+		add(ch)
 	}
 
 	ev := Check{Name: "events", Status: OK, Value: float64(f.EventsLost), Detail: "none lost"}

@@ -36,6 +36,14 @@ func TestEvaluate(t *testing.T) {
 		{"events lost", func(f *Facts) { f.EventsLost = 5 }, nil, "events"},
 		{"unconfined", func(f *Facts) { f.Confined = []string{"net-ns"} }, []string{"confinement"}, ""},
 		{"ssh not confined", func(f *Facts) { f.Confined, f.ConfinementExpected = nil, false }, nil, "confinement"},
+		{"credential soon", func(f *Facts) {
+			f.Now, f.CredentialWarning = time.Unix(1000, 0), time.Hour
+			f.Credentials = []Credential{{"gh", "TOKEN", time.Unix(1000+600, 0)}}
+		}, nil, "credential:gh/TOKEN"},
+		{"credential expired", func(f *Facts) {
+			f.Now, f.CredentialWarning = time.Unix(1000, 0), time.Hour
+			f.Credentials = []Credential{{"gh", "TOKEN", time.Unix(999, 0)}}
+		}, []string{"credential:gh/TOKEN"}, ""},
 		{"two at once", func(f *Facts) { f.OOMKills, f.DNSErr = 1, "x" }, []string{"memory", "dns"}, ""},
 	}
 	for _, tc := range tests {
