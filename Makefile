@@ -62,6 +62,7 @@ sandboxd:
 .PHONY: darkshell
 darkshell: sandboxd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell ./cmd/darkshell
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-gitops ./cmd/darkshell-gitops
 	@echo "built $(BIN)/darkshell and $(BIN)/sandboxd, version $(VERSION)"
 
 .PHONY: demo
