@@ -97,5 +97,3 @@ func gitopsHelper() (string, error) {
 	}
 	return "", errors.New("policy sync needs the darkshell-gitops helper next to darkshell or on PATH (make build makes bin/darkshell-gitops)")
 }
-
-
