@@ -111,7 +111,9 @@ func TestLocalSnapshotRestore(t *testing.T) {
 	}
 
 	// --to: a new sandbox made like the first, holding snapshot two.
-	res = e.restore(name, "two", "--to", "snap-copy")
+	if res = e.restore(name, "two", "--to", "snap-copy"); res.Sandbox != "snap-copy" || res.Snapshot.Name != "two" {
+		t.Fatalf("restore --to: %+v", res)
+	}
 	snapshottest.SameTree(t, want2, withoutRoot(snapshottest.Describe(t, filepath.Join(e.home, "sandboxes", "snap-copy", "workspace"))))
 	if sb := e.getJSON("snap-copy"); sb.Phase != "Running" {
 		t.Fatalf("snap-copy: phase %s", sb.Phase)
