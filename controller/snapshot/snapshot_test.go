@@ -43,6 +43,14 @@ func materialize(t testing.TB, r *Repo, s *Snapshot) snapshottest.Tree {
 	return snapshottest.Describe(t, dst)
 }
 
+// scale is full, or short under -short (the race run).
+func scale(full, short int) int {
+	if testing.Short() {
+		return short
+	}
+	return full
+}
+
 func TestPolIrreducible(t *testing.T) {
 	if !Pol.Irreducible() {
 		t.Fatal("the chunker polynomial is not irreducible")
@@ -62,7 +70,7 @@ func TestRoundTripRandom(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			r := newRepo(t)
 			src := t.TempDir()
-			snapshottest.GenTree(t, rng, src, 150)
+			snapshottest.GenTree(t, rng, src, scale(150, 60))
 			var snaps []*Snapshot
 			var wants []snapshottest.Tree
 			for round := 0; round < 4; round++ {
@@ -123,12 +131,12 @@ func TestDedup(t *testing.T) {
 	r := newRepo(t)
 	src := t.TempDir()
 	rng := rand.New(rand.NewPCG(9, 9))
-	for i := 0; i < 2000; i++ {
+	for i := 0; i < scale(1000, 300); i++ {
 		d := filepath.Join(src, fmt.Sprintf("pkg%02d", i%40))
 		os.MkdirAll(d, 0o755)
 		os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d.go", i)), snapshottest.RandData(rng, 2000+rng.IntN(8000)), 0o644)
 	}
-	os.WriteFile(filepath.Join(src, "big.bin"), snapshottest.RandData(rand.New(rand.NewPCG(1, 1)), 20<<20), 0o644)
+	os.WriteFile(filepath.Join(src, "big.bin"), snapshottest.RandData(rand.New(rand.NewPCG(1, 1)), scale(12, 6)<<20), 0o644)
 	a := capture(t, r, src, "sb", "a")
 	if a.AddedBytes == 0 {
 		t.Fatal("the first snapshot stored nothing")
@@ -139,13 +147,13 @@ func TestDedup(t *testing.T) {
 	if b.AddedBytes > 256<<10 {
 		t.Fatalf("a one-file change added %d bytes to the store", b.AddedBytes)
 	}
-	// A byte changed in the middle of the big file: a chunk or two, not 20 MiB.
+	// A byte changed in the middle of the big file: a chunk or two, not 12 MiB.
 	f, _ := os.OpenFile(filepath.Join(src, "big.bin"), os.O_RDWR, 0)
-	f.WriteAt([]byte{1, 2, 3}, 10<<20)
+	f.WriteAt([]byte{1, 2, 3}, 3<<20)
 	f.Close()
 	c := capture(t, r, src, "sb", "c")
 	if c.AddedBytes > 3*MaxChunk {
-		t.Fatalf("a 3-byte change in a 20 MiB file added %d bytes", c.AddedBytes)
+		t.Fatalf("a 3-byte change in a 12 MiB file added %d bytes", c.AddedBytes)
 	}
 	// Same tree again: nothing new.
 	d := capture(t, r, src, "sb", "d")
@@ -215,7 +223,7 @@ func TestGCRacesSnapshots(t *testing.T) {
 	srcs := make([]string, writers)
 	for i := range srcs {
 		srcs[i] = t.TempDir()
-		snapshottest.GenTree(t, rng, srcs[i], 80)
+		snapshottest.GenTree(t, rng, srcs[i], scale(80, 30))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

@@ -126,7 +126,7 @@ func randSize(rng *rand.Rand) int {
 		return 0
 	case 1:
 		if rng.IntN(4) == 0 {
-			return bigMin + rng.IntN(3*bigMax)
+			return bigMin + rng.IntN(2*bigMax)
 		}
 		return bigMin + rng.IntN(bigMin)
 	default:
