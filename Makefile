@@ -87,7 +87,8 @@ darkshell: sandboxd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell ./cmd/darkshell
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-kube ./cmd/darkshell-kube
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-export ./cmd/darkshell-export
-	@echo "built $(BIN)/darkshell (+ darkshell-core, darkshell-kube, darkshell-export) and $(BIN)/sandboxd, version $(VERSION)"
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/darkshell-gitops ./cmd/darkshell-gitops
+	@echo "built $(BIN)/darkshell (+ darkshell-core, darkshell-kube, darkshell-export, darkshell-gitops) and $(BIN)/sandboxd, version $(VERSION)"
 
 .PHONY: demo
 demo: deps build ## The main job: a sandbox on a loopback sshd this starts itself, then exec
@@ -186,6 +187,10 @@ bench-blueprint: deps build ## Blueprint to ready (local driver): no uploads, tw
 .PHONY: bench-export
 bench-export: deps build ## Export cost: exec p50 and a traced exec loop with every exporter on vs off (target < 2% added), events/s to OTLP (Jaeger) (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-300} $(GO) test -count=1 -run '^$$' -bench BenchmarkExport -benchtime 1x -timeout 30m ./integration/
+
+.PHONY: bench-snapshot
+bench-snapshot: build ## Snapshots: 2 GiB workspace snapshot/restore vs tar (time, stored bytes), store growth after a one-file change (local driver, needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkSnapshot -benchtime 1x -timeout 30m ./integration/
 
 .PHONY: clean
 clean: ## Remove build output

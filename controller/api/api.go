@@ -81,6 +81,9 @@ type Sandbox struct {
 	Remote *protocol.Hello `json:"remote,omitempty"`
 	// LastError is the last connection failure, if the last attempt failed.
 	LastError string `json:"last_error,omitempty"`
+	// Health is the quick health verdict ("healthy" or "unhealthy(checks)"),
+	// without contacting the sandbox; `sandbox health` has the full report.
+	Health string `json:"health,omitempty"`
 	// Phase is Running, Stopped, Failed (see Reason) or Pending, for
 	// drivers that can tell (driver.StatusDriver); empty otherwise.
 	Phase  string `json:"phase,omitempty"`

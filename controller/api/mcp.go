@@ -1,6 +1,10 @@
 package api
 
-import "github.com/bohica-labs/darkshell/protocol"
+import (
+	"time"
+
+	"github.com/bohica-labs/darkshell/protocol"
+)
 
 // MCPAddRequest is the body of POST /v1/sandboxes/{name}/mcp.
 type MCPAddRequest struct {
@@ -26,6 +30,9 @@ type ProviderRequest struct {
 	Name        string            `json:"name,omitempty"`
 	Type        string            `json:"type,omitempty"`
 	Credentials map[string]string `json:"credentials"`
+	// Expires, on an update, is when the credentials given stop working:
+	// health warns before and fails after (lifecycle.md).
+	Expires *time.Time `json:"expires,omitempty"`
 }
 
 // ProviderUpdated answers PATCH /v1/providers/{name}.
@@ -33,6 +40,12 @@ type ProviderUpdated struct {
 	Name string `json:"name"`
 	// Rotated counts the running bridges that will use the new values.
 	Rotated int `json:"rotated_bridges"`
+	// Sandboxes whose egress proxy substitutes the new values from their
+	// next request (created with --provider).
+	Sandboxes []string `json:"sandboxes,omitempty"`
+	// Keys rotated (never values).
+	Keys    []string   `json:"keys,omitempty"`
+	Expires *time.Time `json:"expires,omitempty"`
 }
 
 // ForwardRequest is the body of POST /v1/sandboxes/{name}/forwards.

@@ -65,6 +65,7 @@ process.run_as_user/group. Exit status 1 when the file is not valid.`,
 		},
 	}
 	cmd.AddCommand(validate, a.policyTestCmd(), a.withSelector(a.policySetCmd(), "policy set", a.fleetPolicySet))
+	cmd.AddCommand(a.policySyncCmd()) // gitops.go
 	return cmd
 }
 

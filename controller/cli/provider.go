@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -87,6 +88,7 @@ func (a *app) providerCreateCmd() *cobra.Command {
 
 func (a *app) providerUpdateCmd() *cobra.Command {
 	var cf credFlags
+	var expires string
 	cmd := &cobra.Command{
 		Use:   "update P (--credential KEY=VALUE | --from-env KEY)...",
 		Short: "Rotate a provider's credentials; running bridges restart their server with the new values (KEY= removes KEY)",
@@ -100,18 +102,29 @@ func (a *app) providerUpdateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u, err := c.ProviderUpdate(cmd.Context(), args[0], creds)
+			req := &api.ProviderRequest{Credentials: creds}
+			if expires != "" {
+				t, err := parseExpiry(expires, time.Now())
+				if err != nil {
+					return err
+				}
+				req.Expires = &t
+			}
+			u, err := c.ProviderRotate(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
 			}
 			if a.json() {
 				return a.printJSON(u)
 			}
-			fmt.Fprintf(a.stdout, "provider %s updated; %d running bridge(s) will use the new values\n", u.Name, u.Rotated)
+			fmt.Fprintf(a.stdout, "provider %s updated (%s); %d running bridge(s) re-keyed between calls, %d sandbox(es) get the new values at their next request\n",
+				u.Name, strings.Join(u.Keys, ", "), u.Rotated, len(u.Sandboxes))
+			warnExpiry(a.stderr, u.Name, u.Expires, time.Now())
 			return nil
 		},
 	}
 	cf.add(cmd)
+	cmd.Flags().StringVar(&expires, "expires", "", "when the new values stop working: RFC 3339 time or a duration from now (e.g. 720h, 30d); health warns 72h before")
 	return cmd
 }
 
@@ -134,9 +147,9 @@ func (a *app) providerListCmd() *cobra.Command {
 			}
 			var rows [][]string
 			for _, p := range l {
-				rows = append(rows, []string{p.Name, p.Type, strings.Join(p.Keys, ","), p.Updated.Format("2006-01-02 15:04:05")})
+				rows = append(rows, []string{p.Name, p.Type, strings.Join(p.Keys, ","), p.Updated.Format("2006-01-02 15:04:05"), expiryOf(p.Expires, time.Now())})
 			}
-			a.table("NAME\tTYPE\tKEYS\tUPDATED", rows)
+			a.table("NAME\tTYPE\tKEYS\tUPDATED\tEXPIRES", rows)
 			return nil
 		},
 	}

@@ -268,9 +268,9 @@ KEY=VALUE, KEY!=VALUE, KEY (has the label), !KEY (has not), comma-separated (all
 			}
 			var rows [][]string
 			for _, sb := range l {
-				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), target(sb), connState(sb), age(sb.Created), labelList(sb.Labels)})
+				rows = append(rows, []string{sb.Name, sb.Driver, phaseOf(sb), healthOf(sb), target(sb), connState(sb), age(sb.Created), labelList(sb.Labels)})
 			}
-			a.table("NAME\tDRIVER\tPHASE\tTARGET\tSESSION\tAGE\tLABELS", rows)
+			a.table("NAME\tDRIVER\tPHASE\tHEALTH\tTARGET\tSESSION\tAGE\tLABELS", rows)
 			return nil
 		},
 	}

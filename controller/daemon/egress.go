@@ -363,6 +363,7 @@ func (d *Daemon) policySet(w http.ResponseWriter, r *http.Request) {
 	} else if d.phaseOf(sb) == driver.PhaseRunning {
 		d.startEgress(sb)
 	}
+	d.policyApplied(sb.Name, req.Source, eng.Rules()) // gitops.go
 	writeJSON(w, http.StatusOK, api.PolicySetResult{Sandbox: sb.Name, NetworkRules: eng.Rules()})
 }
 

@@ -36,10 +36,12 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{name}/sync", d.sync)
 	d.eventRoutes(mux)
 	d.lifecycleRoutes(mux)
-	d.toolRoutes(mux)   // mcp.go, forward.go
-	d.egressRoutes(mux) // egress.go
-	d.exportRoutes(mux) // export.go
-	d.alertRoutes(mux)  // alerts.go
+	d.toolRoutes(mux)     // mcp.go, forward.go
+	d.egressRoutes(mux)   // egress.go
+	d.exportRoutes(mux)   // export.go
+	d.alertRoutes(mux)    // alerts.go
+	d.snapshotRoutes(mux) // snapshot.go
+	d.healthRoutes(mux)   // health.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()
@@ -120,6 +122,7 @@ func (d *Daemon) view(sb *state.Sandbox) api.Sandbox {
 		v.LastError = lastErr.Error()
 	}
 	d.phase(&v)
+	v.Health = d.health(context.Background(), sb, true).Summary() // health.go
 	return v
 }
 

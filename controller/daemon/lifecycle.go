@@ -42,7 +42,7 @@ func (d *Daemon) lifecycle(w http.ResponseWriter, r *http.Request, op string) {
 	if op == "stop" {
 		d.stopEgress(sb.Name)
 		err = lc.Stop(ctx, d.opts.Home, sb)
-	} else {
+	} else if err = d.recoverRestore(sb); err == nil { // snapshot.go
 		err = lc.Start(ctx, d.opts.Home, sb)
 	}
 	if err != nil {

@@ -216,7 +216,12 @@ func (d *Daemon) providerUpdate(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	writeJSON(w, 200, api.ProviderUpdated{Name: p.Name, Rotated: t.mcp.Rotate(p.Name)})
+	res, err := d.rotated(p.Name, req.Credentials, req.Expires) // rotate.go
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, 200, res)
 }
 
 func (d *Daemon) providerDelete(w http.ResponseWriter, r *http.Request) {

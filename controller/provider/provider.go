@@ -36,6 +36,9 @@ type Provider struct {
 	Credentials map[string]string `json:"credentials"`
 	Created     time.Time         `json:"created"`
 	Updated     time.Time         `json:"updated"`
+	// Expires is when credentials stop working (--expires), by key;
+	// see expiry.go.
+	Expires map[string]time.Time `json:"expires,omitempty"`
 }
 
 // Summary is what may be shown: names of keys, never values.
@@ -45,6 +48,8 @@ type Summary struct {
 	Keys    []string  `json:"keys"`
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
+	// Expires: the earliest expiry of its credentials, when one is set.
+	Expires *time.Time `json:"expires,omitempty"`
 }
 
 // Summary returns p without values.
@@ -54,7 +59,7 @@ func (p *Provider) Summary() Summary {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	return Summary{Name: p.Name, Type: p.Type, Keys: keys, Created: p.Created, Updated: p.Updated}
+	return Summary{Name: p.Name, Type: p.Type, Keys: keys, Created: p.Created, Updated: p.Updated, Expires: p.NextExpiry()}
 }
 
 // Values returns the credential values (for redaction).

@@ -67,7 +67,9 @@ func (Driver) Start(ctx context.Context, h *state.Home, sb *state.Sandbox) error
 	if os.Geteuid() != 0 {
 		return errors.New("the local driver needs root for now: the unprivileged (user namespace) mode is not implemented yet")
 	}
-	// A failed sandbox may have left its cgroups (nothing removed them).
+	// A failed sandbox may have left its cgroups (nothing removed them),
+	// an interrupted start an unrecorded init in them (snapshot.go).
+	killStrays(h, sb.Name)
 	if err := removeCgroups(x.Cgroups); err != nil {
 		return err
 	}

@@ -502,6 +502,13 @@ func procStartTime(pid int) (uint64, error) {
 	if f[0] == "X" {
 		return 0, errors.New("dead")
 	}
+	// ... unless its starter is gone: then it was reparented to PID 1,
+	// which on some hosts (a Firecracker init) never reaps it, and the
+	// sandbox would look running forever (found by the snapshot tests,
+	// which kill the daemon mid-restore).
+	if f[0] == "Z" && f[1] == "1" {
+		return 0, errors.New("dead (a zombie nobody will reap)")
+	}
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
