@@ -297,7 +297,10 @@ func confSignals(t *testing.T, c *confTarget, name string) {
 	}
 
 	marker := fmt.Sprintf("conf-timeout-%d", time.Now().UnixNano())
-	_, errOut, code := c.ds("exec", name, "--timeout", "500ms", "--sh", "--", "sleep 300 & sleep 301; : "+marker)
+	// A background sleep of a length no other test uses: suites run in
+	// parallel, and the check below looks at the whole host.
+	bg := fmt.Sprintf("300.%06d", time.Now().UnixNano()%1000000)
+	_, errOut, code := c.ds("exec", name, "--timeout", "500ms", "--sh", "--", "sleep "+bg+" & sleep 301; : "+marker)
 	if code != 128+15 && code != 128+9 {
 		t.Fatalf("timeout: exit %d (%s), want killed", code, errOut)
 	}
@@ -305,7 +308,7 @@ func confSignals(t *testing.T, c *confTarget, name string) {
 		t.Errorf("timeout: stderr %q lacks 'timed out'", errOut)
 	}
 	// The host sees the sandbox's processes for every driver here.
-	waitFor(t, 10*time.Second, "the timed-out group to die", func() bool { return len(pgrep(marker)) == 0 && len(pgrep("sleep 300")) == 0 })
+	waitFor(t, 10*time.Second, "the timed-out group to die", func() bool { return len(pgrep(marker)) == 0 && len(pgrep("sleep "+bg)) == 0 })
 }
 
 // confWarmExec: commands through the daemon use its warm session, so they

@@ -153,11 +153,14 @@ func TestTimeoutKillsGroup(t *testing.T) {
 	e := newEnv(t)
 	e.create("s")
 	marker := fmt.Sprintf("darkshell-timeout-%d", time.Now().UnixNano())
-	_, _, code := e.ds("exec", "s", "--timeout", "500ms", "--sh", "--", "sleep 300 & sleep 301; : "+marker)
+	// A background sleep of a length no other test uses: suites run in
+	// parallel, and the check below looks at the whole host.
+	bg := fmt.Sprintf("300.%06d", time.Now().UnixNano()%1000000)
+	_, _, code := e.ds("exec", "s", "--timeout", "500ms", "--sh", "--", "sleep "+bg+" & sleep 301; : "+marker)
 	if code != 128+15 && code != 128+9 {
 		t.Fatalf("exit %d, want killed", code)
 	}
-	waitFor(t, 5*time.Second, "the timed-out group to die", func() bool { return len(pgrep(marker)) == 0 && len(pgrep("sleep 300")) == 0 })
+	waitFor(t, 5*time.Second, "the timed-out group to die", func() bool { return len(pgrep(marker)) == 0 && len(pgrep("sleep "+bg)) == 0 })
 }
 
 // TestClientGoneKillsProcess: when the CLI dies, a non-durable command dies too.

@@ -677,7 +677,22 @@ func TestPodmanCarrierLoss(t *testing.T) {
 	pe.createPodman("cl")
 	ctr := pe.get("cl").Extra.Container
 	pe.mustBash("cl", "true")
-	serves := func() []int { return pgrep("sandboxd", "serve", "--workdir") }
+	// This container's sandboxd serves only (in its pid namespace): other
+	// suites run sandboxd serve at the same time.
+	out, err := exec.Command("podman", "inspect", "--format", "{{.State.Pid}}", ctr).Output()
+	if err != nil {
+		t.Fatalf("podman inspect %s: %v", ctr, err)
+	}
+	ctrNS, _ := os.Readlink("/proc/" + strings.TrimSpace(string(out)) + "/ns/pid")
+	serves := func() []int {
+		var in []int
+		for _, pid := range pgrep("sandboxd", "serve", "--workdir") {
+			if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); ctrNS != "" && ns == ctrNS {
+				in = append(in, pid)
+			}
+		}
+		return in
+	}
 	carriers := pgrep("podman exec -i " + ctr)
 	if len(carriers) != 1 {
 		t.Fatalf("want one warm carrier, found %v", carriers)
