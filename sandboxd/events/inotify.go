@@ -31,8 +31,19 @@ type Inotify struct {
 	log     *slog.Logger
 	dirs    map[int32]string
 	full    bool
-	pending map[uint32]string // rename cookie -> old path
+	pending map[uint32]moveFrom // rename cookie -> where the file was
 }
+
+// moveFrom is the first half of a rename: the kernel may deliver the second
+// half (IN_MOVED_TO) in a later read.
+type moveFrom struct {
+	path string
+	at   time.Time
+}
+
+// renameGrace is how long a move's first half waits for its second before
+// it is reported as a move out of the watched trees (an unlink).
+const renameGrace = 150 * time.Millisecond
 
 // NewInotify watches every directory under roots (up to MaxWatches).
 func NewInotify(roots []string, log *slog.Logger) (*Inotify, error) {
@@ -43,7 +54,7 @@ func NewInotify(roots []string, log *slog.Logger) (*Inotify, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unable to start inotify: %w", err)
 	}
-	in := &Inotify{fd: fd, log: log, dirs: map[int32]string{}, pending: map[uint32]string{}}
+	in := &Inotify{fd: fd, log: log, dirs: map[int32]string{}, pending: map[uint32]moveFrom{}}
 	for _, r := range roots {
 		in.addTree(r)
 	}
@@ -93,7 +104,7 @@ func (in *Inotify) Run(ctx context.Context, hub *Hub) error {
 			return fmt.Errorf("unable to poll inotify: %w", err)
 		}
 		if n <= 0 {
-			in.flushRenames(hub)
+			in.flushRenames(hub, time.Now())
 			continue
 		}
 		m, err := unix.Read(in.fd, buf)
@@ -149,7 +160,7 @@ func (in *Inotify) parse(b []byte, hub *Hub) {
 		case raw.Mask&unix.IN_ATTRIB != 0:
 			ev.Kind = protocol.KindFileChmod
 		case raw.Mask&unix.IN_MOVED_FROM != 0:
-			in.pending[raw.Cookie] = p
+			in.pending[raw.Cookie] = moveFrom{p, now}
 			continue
 		case raw.Mask&unix.IN_MOVED_TO != 0:
 			old, ok := in.pending[raw.Cookie]
@@ -157,7 +168,7 @@ func (in *Inotify) parse(b []byte, hub *Hub) {
 			if !ok {
 				ev.Kind, ev.Intent = protocol.KindFileWrite, "create" // moved in from outside
 			} else {
-				ev.Kind, ev.Path, ev.NewPath = protocol.KindFileRename, old, p
+				ev.Kind, ev.Path, ev.NewPath = protocol.KindFileRename, old.path, p
 			}
 			if isDir {
 				in.addTree(p)
@@ -167,14 +178,18 @@ func (in *Inotify) parse(b []byte, hub *Hub) {
 		}
 		hub.Publish(ev)
 	}
-	in.flushRenames(hub)
+	in.flushRenames(hub, now)
 }
 
-// flushRenames reports moves out of the watched trees as unlinks.
-func (in *Inotify) flushRenames(hub *Hub) {
-	for c, p := range in.pending {
+// flushRenames reports as unlinks the moves out of the watched trees: first
+// halves of renames that found no second half within renameGrace of now.
+func (in *Inotify) flushRenames(hub *Hub, now time.Time) {
+	for c, m := range in.pending {
+		if now.Sub(m.at) < renameGrace {
+			continue
+		}
 		delete(in.pending, c)
-		hub.Publish(protocol.Event{Time: time.Now(), Kind: protocol.KindFileUnlink, Path: p, Result: protocol.ResultOK,
+		hub.Publish(protocol.Event{Time: m.at, Kind: protocol.KindFileUnlink, Path: m.path, Result: protocol.ResultOK,
 			Source: protocol.SourceInotify, Fidelity: protocol.FidelityChanges})
 	}
 }
