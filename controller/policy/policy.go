@@ -6,9 +6,11 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -265,7 +267,10 @@ func (p *Policy) validate(d *yamldoc.Doc, root string) yamldoc.Problems {
 		bad("$.network_middlewares", "%d middlewares, at most %d", len(p.NetworkMiddlewares), MaxMiddlewares)
 	}
 	orders := map[int]string{}
-	for id, m := range p.NetworkMiddlewares {
+	// In name order: which of two middlewares is named as the duplicate
+	// must not depend on map order.
+	for _, id := range slices.Sorted(maps.Keys(p.NetworkMiddlewares)) {
+		m := p.NetworkMiddlewares[id]
 		at := "$.network_middlewares" + yamldoc.Key(id)
 		if m.Middleware == "" {
 			bad(at, "middleware is required (a registered middleware such as openshell/regex)")
