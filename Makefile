@@ -139,7 +139,13 @@ test-fuzz: ## Run every fuzz target for FUZZTIME (default 10s)
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | cut -c6-); do \
-	    echo "fuzz $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 1x $$pkg; exit 1; }; \
+	    echo "fuzz $$pkg $$t"; out=$$(mktemp); \
+	    if ! $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >$$out 2>&1; then \
+	      tail -30 $$out; \
+	      $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 1x $$pkg || { rm -f $$out; exit 1; }; \
+	      echo "fuzz $$t failed without saving a failing input (a worker crashed or hung): once more"; \
+	      $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >$$out 2>&1 || { tail -30 $$out; rm -f $$out; exit 1; }; \
+	    fi; rm -f $$out; \
 	  done; done
 
 .PHONY: lint
