@@ -1,17 +1,13 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // BenchmarkExec measures `exec true` four ways against the same sshd, in one
@@ -26,7 +22,6 @@ import (
 func BenchmarkExec(b *testing.B) {
 	e := newEnv(b)
 	e.create("s")
-	ctx := context.Background()
 	n := benchRuns()
 	sshArgs := []string{"-F", "/dev/null", "-i", e.sshd.ClientKey, "-p", strconv.Itoa(e.sshd.Port),
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
@@ -35,23 +30,8 @@ func BenchmarkExec(b *testing.B) {
 	cmArgs := append([]string{"-o", "ControlMaster=auto", "-o", "ControlPath=" + cm, "-o", "ControlPersist=120"}, sshArgs...)
 	defer exec.Command("ssh", append([]string{"-O", "exit"}, cmArgs...)...).Run()
 
-	cases := []struct {
-		name string
-		n    int
-		run  func() error
-	}{
-		{"api", n, func() error {
-			p, err := e.c.Exec(ctx, "s", &protocol.ExecStart{Argv: []string{"true"}})
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			x, err := p.Wait(nil, nil)
-			if err == nil && x.Status() != 0 {
-				err = fmt.Errorf("status %d", x.Status())
-			}
-			return err
-		}},
+	cases := []latencyCase{
+		{"api", n, func() error { return e.execTrue("s") }},
 		{"cli", n, func() error {
 			cmd := exec.Command(filepath.Join(binDir, "darkshell"), "exec", "s", "--", "true")
 			cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
@@ -60,33 +40,11 @@ func BenchmarkExec(b *testing.B) {
 		{"ssh-cm", n, func() error { return exec.Command("ssh", append(cmArgs, "true")...).Run() }},
 		{"ssh", min(n, 40), func() error { return exec.Command("ssh", append(sshArgs, "true")...).Run() }},
 	}
-	res := map[string][]time.Duration{}
 	b.ResetTimer()
-	for _, c := range cases {
-		for range 3 { // warm up: daemon session, page cache, ControlMaster
-			if err := c.run(); err != nil {
-				b.Fatalf("%s: %v", c.name, err)
-			}
-		}
-		ds := make([]time.Duration, 0, c.n)
-		for range c.n {
-			t0 := time.Now()
-			if err := c.run(); err != nil {
-				b.Fatalf("%s: %v", c.name, err)
-			}
-			ds = append(ds, time.Since(t0))
-		}
-		slices.Sort(ds)
-		res[c.name] = ds
-		b.ReportMetric(float64(pct(ds, 50).Microseconds()), c.name+"-p50-µs")
-	}
+	res := latencies(b, cases)
 	b.StopTimer()
 	p50 := func(k string) time.Duration { return pct(res[k], 50) }
-	fmt.Printf("\nexec true, %d runs each (fresh ssh: %d)\n", n, len(res["ssh"]))
-	fmt.Printf("%-8s %10s %10s\n", "mode", "p50", "p99")
-	for _, c := range cases {
-		fmt.Printf("%-8s %10s %10s\n", c.name, pct(res[c.name], 50).Round(time.Microsecond), pct(res[c.name], 99).Round(time.Microsecond))
-	}
+	printLatencies(fmt.Sprintf("exec true, %d runs each (fresh ssh: %d)", n, len(res["ssh"])), cases, res)
 	fmt.Printf("ratios: cli/ssh-cm %.2fx, cli/ssh %.3fx, api/ssh-cm %.3fx\n",
 		ratio(p50("cli"), p50("ssh-cm")), ratio(p50("cli"), p50("ssh")), ratio(p50("api"), p50("ssh-cm")))
 	fmt.Printf("targets: api p50 < 2ms: %v; cli p50 < 10ms: %v; cli < ssh-cm: %v; cli < 0.2x ssh: %v\n",

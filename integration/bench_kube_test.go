@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,8 +8,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // BenchmarkKubeExec measures `exec true` on a kubernetes sandbox three ways
@@ -24,25 +21,9 @@ func BenchmarkKubeExec(b *testing.B) {
 		b.Fatalf("create: %d %s %s", code, out, errOut)
 	}
 	r := kubeRec(b, e, "kb")
-	ctx := context.Background()
 	n := benchRuns()
-	cases := []struct {
-		name string
-		n    int
-		run  func() error
-	}{
-		{"api", n, func() error {
-			p, err := e.c.Exec(ctx, "kb", &protocol.ExecStart{Argv: []string{"true"}})
-			if err != nil {
-				return err
-			}
-			defer p.Close()
-			x, err := p.Wait(nil, nil)
-			if err == nil && x.Status() != 0 {
-				err = fmt.Errorf("status %d", x.Status())
-			}
-			return err
-		}},
+	cases := []latencyCase{
+		{"api", n, func() error { return e.execTrue("kb") }},
 		{"cli", n, func() error {
 			cmd := exec.Command(filepath.Join(binDir, "darkshell"), "exec", "kb", "--", "true")
 			cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
@@ -52,26 +33,8 @@ func BenchmarkKubeExec(b *testing.B) {
 			return exec.Command(k.kubectl, "--kubeconfig", k.kubeconfig, "-n", r.Extra.Namespace, "exec", r.Extra.Pod, "--", "true").Run()
 		}},
 	}
-	res := map[string][]time.Duration{}
 	b.ResetTimer()
-	for _, c := range cases {
-		for range 3 {
-			if err := c.run(); err != nil {
-				b.Fatalf("%s: %v", c.name, err)
-			}
-		}
-		ds := make([]time.Duration, 0, c.n)
-		for range c.n {
-			t0 := time.Now()
-			if err := c.run(); err != nil {
-				b.Fatalf("%s: %v", c.name, err)
-			}
-			ds = append(ds, time.Since(t0))
-		}
-		slices.Sort(ds)
-		res[c.name] = ds
-		b.ReportMetric(float64(pct(ds, 50).Microseconds()), c.name+"-p50-µs")
-	}
+	res := latencies(b, cases)
 	var creates []time.Duration
 	for i := range 3 {
 		name := fmt.Sprintf("kc%d", i)
@@ -88,11 +51,7 @@ func BenchmarkKubeExec(b *testing.B) {
 	slices.Sort(creates)
 	b.StopTimer()
 	p50 := func(k string) time.Duration { return pct(res[k], 50) }
-	fmt.Printf("\nkubernetes driver: exec true, %d runs each (kubectl: %d)\n", n, len(res["kubectl"]))
-	fmt.Printf("%-8s %10s %10s\n", "mode", "p50", "p99")
-	for _, c := range cases {
-		fmt.Printf("%-8s %10s %10s\n", c.name, pct(res[c.name], 50).Round(time.Microsecond), pct(res[c.name], 99).Round(time.Microsecond))
-	}
+	printLatencies(fmt.Sprintf("kubernetes driver: exec true, %d runs each (kubectl: %d)", n, len(res["kubectl"])), cases, res)
 	fmt.Printf("ratios: api/kubectl %.4fx, cli/kubectl %.3fx\n", ratio(p50("api"), p50("kubectl")), ratio(p50("cli"), p50("kubectl")))
 	fmt.Printf("create to first exec (Pod start + sandboxd push), 3 runs: p50 %s, max %s\n", creates[1].Round(time.Millisecond), creates[2].Round(time.Millisecond))
 }

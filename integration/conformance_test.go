@@ -378,22 +378,29 @@ func confDelete(t *testing.T, c *confTarget, name string) {
 	}
 }
 
+// execTrue runs `true` in sandbox name through the daemon API.
+func (e *env) execTrue(name string) error {
+	p, err := e.c.Exec(context.Background(), name, &protocol.ExecStart{Argv: []string{"true"}})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	x, err := p.Wait(nil, nil)
+	if err == nil && x.Status() != 0 {
+		err = fmt.Errorf("status %d", x.Status())
+	}
+	return err
+}
+
 // apiExecTimes runs `exec true` through the daemon API n times after a
 // warm-up and returns the durations, sorted.
 func (e *env) apiExecTimes(name string, n int) []time.Duration {
 	e.t.Helper()
-	ctx := context.Background()
 	var ds []time.Duration
 	for i := range n + 3 {
 		t0 := time.Now()
-		p, err := e.c.Exec(ctx, name, &protocol.ExecStart{Argv: []string{"true"}})
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		x, err := p.Wait(nil, nil)
-		p.Close()
-		if err != nil || x.Status() != 0 {
-			e.t.Fatalf("exec true: %v %+v", err, x)
+		if err := e.execTrue(name); err != nil {
+			e.t.Fatalf("exec true: %v", err)
 		}
 		if i >= 3 {
 			ds = append(ds, time.Since(t0))

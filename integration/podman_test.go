@@ -499,12 +499,8 @@ func BenchmarkPodmanExec(b *testing.B) {
 	pe.createPodman("bench")
 	ctr := pe.get("bench").Extra.Container
 	n := benchRuns()
-	cases := []struct {
-		name string
-		n    int
-		run  func() error
-	}{
-		{"api", n, nil},
+	cases := []latencyCase{
+		{"api", n, func() error { return pe.execTrue("bench") }},
 		{"cli", n, func() error {
 			cmd := exec.Command(filepath.Join(binDir, "darkshell"), "exec", "bench", "--", "true")
 			cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+pe.home)
@@ -512,31 +508,10 @@ func BenchmarkPodmanExec(b *testing.B) {
 		}},
 		{"podman-exec", min(n, 40), func() error { return exec.Command("podman", "exec", ctr, "true").Run() }},
 	}
-	res := map[string][]time.Duration{}
 	b.ResetTimer()
-	for _, c := range cases {
-		if c.run == nil {
-			res[c.name] = pe.apiExecTimes("bench", c.n)
-			continue
-		}
-		c.run()
-		var ds []time.Duration
-		for range c.n {
-			t0 := time.Now()
-			if err := c.run(); err != nil {
-				b.Fatalf("%s: %v", c.name, err)
-			}
-			ds = append(ds, time.Since(t0))
-		}
-		slices.Sort(ds)
-		res[c.name] = ds
-	}
+	res := latencies(b, cases)
 	b.StopTimer()
-	fmt.Printf("\npodman: exec true, %d runs (podman exec: %d)\n%-12s %10s %10s\n", n, len(res["podman-exec"]), "mode", "p50", "p99")
-	for _, c := range cases {
-		fmt.Printf("%-12s %10s %10s\n", c.name, pct(res[c.name], 50).Round(time.Microsecond), pct(res[c.name], 99).Round(time.Microsecond))
-		b.ReportMetric(float64(pct(res[c.name], 50).Microseconds()), c.name+"-p50-µs")
-	}
+	printLatencies(fmt.Sprintf("podman: exec true, %d runs (podman exec: %d)", n, len(res["podman-exec"])), cases, res)
 	fmt.Printf("ratios: api/podman-exec %.4fx, cli/podman-exec %.3fx\n",
 		ratio(pct(res["api"], 50), pct(res["podman-exec"], 50)), ratio(pct(res["cli"], 50), pct(res["podman-exec"], 50)))
 
