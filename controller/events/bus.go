@@ -132,14 +132,23 @@ func (b *Bus) SubscribeAll(queue int) *Sub {
 
 // Publish hands e (e.Sandbox names the sandbox) to the log and every
 // subscriber. It never blocks.
-func (b *Bus) Publish(e protocol.Event) {
-	b.mu.Lock()
-	sb := b.sandbox(e.Sandbox)
-	if !b.close {
-		b.openLog(e.Sandbox, sb)
+func (b *Bus) Publish(e protocol.Event) { b.publish(e.Sandbox, []protocol.Event{e}) }
+
+// publish delivers events of one sandbox, in order: one log write for
+// all of them, then each to every subscriber.
+func (b *Bus) publish(name string, es []protocol.Event) {
+	if len(es) == 0 {
+		return
 	}
-	if e.Seq > sb.lastSeq && e.Source != protocol.SourceDaemon {
-		sb.lastSeq = e.Seq
+	b.mu.Lock()
+	sb := b.sandbox(name)
+	if !b.close {
+		b.openLog(name, sb)
+	}
+	for _, e := range es {
+		if e.Seq > sb.lastSeq && e.Source != protocol.SourceDaemon {
+			sb.lastSeq = e.Seq
+		}
 	}
 	subs := make([]*Sub, 0, len(sb.subs)+len(b.all))
 	for s := range sb.subs {
@@ -151,15 +160,17 @@ func (b *Bus) Publish(e protocol.Event) {
 	lg := sb.log
 	b.mu.Unlock()
 	if lg != nil {
-		if err := lg.Write(&e); err != nil {
-			b.log.Warn("unable to write the event log", "sandbox", e.Sandbox, "err", err)
+		if err := lg.WriteBatch(es); err != nil {
+			b.log.Warn("unable to write the event log", "sandbox", name, "err", err)
 		}
 	}
-	for _, s := range subs {
-		select {
-		case s.C <- e:
-		default:
-			s.skipped.Add(1)
+	for _, e := range es {
+		for _, s := range subs {
+			select {
+			case s.C <- e:
+			default:
+				s.skipped.Add(1)
+			}
 		}
 	}
 }
@@ -245,10 +256,10 @@ func (b *Bus) pump(name string, sb *sandboxBus, st *Stream) {
 			sb.lost = lost
 			b.mu.Unlock()
 		}
-		for _, e := range batch.Events {
-			e.Sandbox = name
-			b.Publish(e)
+		for i := range batch.Events {
+			batch.Events[i].Sandbox = name
 		}
+		b.publish(name, batch.Events)
 	}
 }
 

@@ -138,3 +138,52 @@ func TestLogRotation(t *testing.T) {
 		}
 	}
 }
+
+// TestLogWriteBatch: a batch lands in order, split across rotations at
+// the size limit exactly as single writes would be.
+func TestLogWriteBatch(t *testing.T) {
+	dir := t.TempDir()
+	l, err := OpenLog(dir, 1000, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var batch []protocol.Event
+	for i := 1; i <= 12; i++ {
+		e := event(protocol.KindExec, i)
+		e.Binary = strings.Repeat("b", 200)
+		batch = append(batch, e)
+	}
+	if err := l.WriteBatch(batch[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WriteBatch(batch[1:]); err != nil {
+		t.Fatal(err)
+	}
+	files := l.Files()
+	if len(files) < 3 {
+		t.Fatalf("files %v: a 12-event batch of ~300-byte lines did not rotate a 1000-byte log", files)
+	}
+	var pids []int
+	for i := len(files) - 1; i >= 0; i-- { // oldest first
+		st, _ := os.Stat(files[i])
+		if st.Size() > 1000 {
+			t.Errorf("%s has %d bytes, limit 1000", files[i], st.Size())
+		}
+		for _, e := range readLog(t, files[i]) {
+			pids = append(pids, e.PID)
+		}
+	}
+	for i, p := range pids {
+		if p != i+1 {
+			t.Fatalf("events out of order or missing across the files: pids %v", pids)
+		}
+	}
+	if len(pids) != 12 {
+		t.Fatalf("%d events logged, want 12: %v", len(pids), pids)
+	}
+	l.Close()
+	if err := l.WriteBatch(batch[:2]); err == nil {
+		t.Fatal("a closed log took a batch")
+	}
+}

@@ -61,28 +61,52 @@ func (l *Log) open() error {
 }
 
 // Write appends one event, rotating first when the file is full.
-func (l *Log) Write(e *protocol.Event) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("unable to encode event: %w", err)
+func (l *Log) Write(e *protocol.Event) error { return l.WriteBatch([]protocol.Event{*e}) }
+
+// WriteBatch appends events in order with one write per file (a batch
+// that crosses the size limit is split there, rotating in between).
+func (l *Log) WriteBatch(es []protocol.Event) error {
+	lines := make([][]byte, 0, len(es))
+	for i := range es {
+		b, err := json.Marshal(&es[i])
+		if err != nil {
+			return fmt.Errorf("unable to encode event: %w", err)
+		}
+		lines = append(lines, append(b, '\n'))
 	}
-	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	var buf []byte
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		n, err := l.f.Write(buf)
+		l.size += int64(n)
+		buf = buf[:0]
+		if err != nil {
+			return fmt.Errorf("unable to write event log: %w", err)
+		}
+		return nil
+	}
+	for _, b := range lines {
+		if l.f == nil {
+			return os.ErrClosed
+		}
+		if pending := l.size + int64(len(buf)); pending > 0 && pending+int64(len(b)) > l.max {
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := l.rotate(); err != nil {
+				return err
+			}
+		}
+		buf = append(buf, b...)
+	}
 	if l.f == nil {
 		return os.ErrClosed
 	}
-	if l.size > 0 && l.size+int64(len(b)) > l.max {
-		if err := l.rotate(); err != nil {
-			return err
-		}
-	}
-	n, err := l.f.Write(b)
-	l.size += int64(n)
-	if err != nil {
-		return fmt.Errorf("unable to write event log: %w", err)
-	}
-	return nil
+	return flush()
 }
 
 func (l *Log) rotate() error {
