@@ -8,10 +8,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -114,44 +112,16 @@ func (r *Repo) Materialize(ctx context.Context, s *Snapshot, dst string, o Mater
 			return fmt.Errorf("snapshot %s: unknown entry type %q for %s", s.ID, e.Type, e.Path)
 		}
 	}
-	workers := o.Workers
-	if workers <= 0 {
-		workers = 2 * runtime.NumCPU()
-	}
-	work := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				if err := r.writeFile(root, &ents[i], own, o.Progress); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("unable to restore %s: %w", ents[i].Path, err)
-					}
-					mu.Unlock()
-				}
+	err = forEach(ctx, o.Workers, files, func() func(int) error {
+		return func(i int) error {
+			if err := r.writeFile(root, &ents[i], own, o.Progress); err != nil {
+				return fmt.Errorf("unable to restore %s: %w", ents[i].Path, err)
 			}
-		}()
-	}
-feed:
-	for _, i := range files {
-		select {
-		case work <- i:
-		case <-ctx.Done():
-			break feed
+			return nil
 		}
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	})
+	if err != nil {
 		return err
-	}
-	if firstErr != nil {
-		return firstErr
 	}
 	for i := len(ents) - 1; i >= 0; i-- {
 		e := &ents[i]
