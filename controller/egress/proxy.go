@@ -67,6 +67,7 @@ type Proxy struct {
 	Secrets func(provider string) map[string]string
 
 	engine atomic.Pointer[Engine]
+	listen atomic.Pointer[string] // why Serve holds no listener ("": it does)
 	once   sync.Once
 	own    []netip.Prefix // the host's own addresses
 }

@@ -2,6 +2,8 @@ package egress
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -31,9 +33,12 @@ func ProxyEnv() []string {
 // accepted connection is served by p with the caller sandboxd identified.
 func Serve(ctx context.Context, get func(context.Context) (*session.Session, error), p *Proxy, log *slog.Logger) {
 	backoff := 100 * time.Millisecond
+	p.setListening(errNotYet)
+	defer p.setListening(errStopped)
 	for ctx.Err() == nil {
 		l, err := listen(ctx, get)
 		if err != nil {
+			p.setListening(err)
 			log.Debug("egress: unable to listen in the sandbox; retrying", "err", err, "in", backoff)
 			select {
 			case <-time.After(backoff):
@@ -44,10 +49,12 @@ func Serve(ctx context.Context, get func(context.Context) (*session.Session, err
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		p.setListening(nil)
 		stop := context.AfterFunc(ctx, func() { l.Close() })
 		for {
 			c, err := l.Accept()
 			if err != nil {
+				p.setListening(fmt.Errorf("the listener in the sandbox closed: %w", err))
 				break
 			}
 			var who Caller
@@ -59,6 +66,29 @@ func Serve(ctx context.Context, get func(context.Context) (*session.Session, err
 		stop()
 		l.Close()
 	}
+}
+
+var (
+	errNotYet  = errors.New("not listening yet")
+	errStopped = errors.New("stopped")
+)
+
+func (p *Proxy) setListening(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	p.listen.Store(&msg)
+}
+
+// Listening reports whether Serve holds the proxy's listener in the
+// sandbox now, and if not, why (the last listen error).
+func (p *Proxy) Listening() (bool, string) {
+	m := p.listen.Load()
+	if m == nil {
+		return false, "not served"
+	}
+	return *m == "", *m
 }
 
 func listen(ctx context.Context, get func(context.Context) (*session.Session, error)) (*forward.Listener, error) {
