@@ -120,6 +120,7 @@ loop:
 	defer cancel()
 	srv.Shutdown(sctx)
 	d.exp.close()
+	d.closeSyncJobs() // policysync.go
 	d.pool.close()
 	l.Close()
 	if errors.Is(err, http.ErrServerClosed) {
