@@ -113,4 +113,3 @@ start again with the daemon. The policies it applied stay as they are.`,
 		},
 	}
 }
-
