@@ -116,11 +116,11 @@ loop:
 			}
 		}
 	}
+	d.closeSyncJobs() // policysync.go; first: a helper must not start a daemon anew
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
 	d.exp.close()
-	d.closeSyncJobs() // policysync.go
 	d.pool.close()
 	l.Close()
 	if errors.Is(err, http.ErrServerClosed) {

@@ -229,7 +229,7 @@ func (js *syncJobs) runOnce(j *syncJob) error {
 	}
 	r := j.rec
 	cmd := exec.Command(bin, "--repo", r.Repo, "--branch", r.Branch, "--path", r.Path, "--interval", r.Interval,
-		fmt.Sprintf("--dry-run=%v", r.DryRun), "--json=true")
+		fmt.Sprintf("--dry-run=%v", r.DryRun), "--json=true", "--no-autostart")
 	cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+js.d.opts.Home.Dir)
 	// The helper must not outlive a daemon that dies without stopping it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
