@@ -79,16 +79,17 @@ func (d *Daemon) health(ctx context.Context, sb *state.Sandbox, quick bool) *hea
 		run := d.egressOf(sb.Name)
 		f.EgressRunning = run != nil
 		if run != nil {
-			ok, why := run.proxy.Listening()
-			for i := 0; !ok && !quick && i < 50; i++ {
+			err := run.proxy.Listening()
+			for i := 0; err != nil && !quick && i < 50; i++ {
 				// Just started or re-listening: give it a second.
 				time.Sleep(20 * time.Millisecond)
-				ok, why = run.proxy.Listening()
+				err = run.proxy.Listening()
 			}
-			if !ok {
-				// Not listening in the sandbox: a dial there would fail,
-				// or reach whatever else holds the port now.
-				f.ProxyErr = "the daemon's proxy holds no listener in the sandbox: " + why
+			// Not listening in the sandbox: a dial there would fail, or
+			// reach whatever else holds the port now. (A proxy starting
+			// up is not a failure of the quick checks of `sandbox list`.)
+			if err != nil && !(quick && errors.Is(err, egress.ErrNotYet)) {
+				f.ProxyErr = "the daemon's proxy holds no listener in the sandbox: " + err.Error()
 			}
 		}
 	}

@@ -33,7 +33,7 @@ func ProxyEnv() []string {
 // accepted connection is served by p with the caller sandboxd identified.
 func Serve(ctx context.Context, get func(context.Context) (*session.Session, error), p *Proxy, log *slog.Logger) {
 	backoff := 100 * time.Millisecond
-	p.setListening(errNotYet)
+	p.setListening(ErrNotYet)
 	defer p.setListening(errStopped)
 	for ctx.Err() == nil {
 		l, err := listen(ctx, get)
@@ -68,27 +68,33 @@ func Serve(ctx context.Context, get func(context.Context) (*session.Session, err
 	}
 }
 
+// ErrNotYet: the proxy has not listened in the sandbox yet.
 var (
-	errNotYet  = errors.New("not listening yet")
+	ErrNotYet  = errors.New("not listening yet")
 	errStopped = errors.New("stopped")
 )
 
 func (p *Proxy) setListening(err error) {
-	msg := ""
-	if err != nil {
-		msg = err.Error()
+	if err == nil {
+		p.listen.Store(nil)
+		p.listening.Store(true)
+		return
 	}
-	p.listen.Store(&msg)
+	p.listen.Store(&err)
+	p.listening.Store(false)
 }
 
-// Listening reports whether Serve holds the proxy's listener in the
-// sandbox now, and if not, why (the last listen error).
-func (p *Proxy) Listening() (bool, string) {
-	m := p.listen.Load()
-	if m == nil {
-		return false, "not served"
+// Listening returns nil while Serve holds the proxy's listener in the
+// sandbox, else why not: ErrNotYet before its first listen, or the last
+// listen error.
+func (p *Proxy) Listening() error {
+	if p.listening.Load() {
+		return nil
 	}
-	return *m == "", *m
+	if e := p.listen.Load(); e != nil {
+		return *e
+	}
+	return ErrNotYet
 }
 
 func listen(ctx context.Context, get func(context.Context) (*session.Session, error)) (*forward.Listener, error) {

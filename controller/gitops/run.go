@@ -27,7 +27,7 @@ type Options struct {
 	// NoAutoStart: do not start a daemon when none answers (a daemon's
 	// job must not start another as its daemon stops).
 	NoAutoStart bool
-	Out, Err           io.Writer
+	Out, Err    io.Writer
 }
 
 // Run runs the sync until ctx ends (with Interval) or once, and returns
