@@ -23,6 +23,7 @@ func main() {
 	fs.BoolVar(&o.Once, "once", false, "one pass")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "apply nothing")
 	fs.BoolVar(&o.JSON, "json", false, "JSON lines")
+	fs.BoolVar(&o.NoAutoStart, "no-autostart", false, "never start a daemon (jobs the daemon runs)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}

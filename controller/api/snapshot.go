@@ -22,7 +22,8 @@ type SnapshotRequest struct {
 // and what the collection after it removed.
 type SnapshotResult struct {
 	Snapshot *snapshot.Snapshot `json:"snapshot"`
-	// Pulled is the sync that refreshed the daemon's mirror of the workspace.
+	// Pulled is the sync that refreshed the daemon's mirror of the
+	// workspace (drivers other than local; a local workspace is read in place).
 	Pulled *SyncResult        `json:"pulled,omitempty"`
 	Pruned []string           `json:"pruned,omitempty"`
 	GC     *snapshot.GCResult `json:"gc,omitempty"`

@@ -18,7 +18,7 @@ const mappingFile = "darkshell-policies.yaml"
 func (a *app) policySyncCmd() *cobra.Command {
 	var repo, branch, dir string
 	var interval time.Duration
-	var dryRun, once bool
+	var dryRun, once, daemon bool
 	cmd := &cobra.Command{
 		Use:   "sync --repo PATH|URL",
 		Short: "Apply policies from a git repository to running sandboxes (GitOps), once or every --interval",
@@ -45,14 +45,26 @@ the sandbox's log naming the repository, commit and file.
 
 With --interval the command keeps running (Ctrl-C stops it), fetching a cloned URL and
 checking for new commits and drift on each pass; without it, one pass: exit 0 when the
-commit is valid and every apply worked, 1 otherwise. -o json prints one JSON line per pass.`,
+commit is valid and every apply worked, 1 otherwise. -o json prints one JSON line per pass.
+
+With --daemon (and --interval) the daemon runs the sync as a job that outlives this
+command and starts again with the daemon: drift and refused commits become events in the
+sandboxes' logs, ` + "`policy sync list`" + ` shows each job's last pass and ` + "`policy sync stop ID`" + ` ends it.`,
 		Example: `  darkshell policy sync --repo ~/policies --once
   darkshell policy sync --repo https://git.example.com/sec/policies.git --branch prod --path sandboxes --interval 1m
-  darkshell policy sync --repo . --dry-run`,
+  darkshell policy sync --repo . --dry-run
+  darkshell policy sync --repo ~/policies --interval 30s --daemon
+  darkshell policy sync list`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if repo == "" {
 				return usagef("--repo PATH|URL is required")
+			}
+			if daemon {
+				if interval == 0 || once {
+					return usagef("--daemon runs the sync every --interval: give --interval D (1s or more), not --once")
+				}
+				return a.policySyncDaemon(cmd, repo, branch, dir, interval, dryRun)
 			}
 			helper, err := gitopsHelper()
 			if err != nil {
@@ -81,6 +93,8 @@ commit is valid and every apply worked, 1 otherwise. -o json prints one JSON lin
 	fl.DurationVar(&interval, "interval", 0, "keep running, checking every D (e.g. 30s, 5m)")
 	fl.BoolVar(&once, "once", false, "one pass, even with --interval")
 	fl.BoolVarP(&dryRun, "dry-run", "n", false, "report what would be applied; apply nothing")
+	fl.BoolVar(&daemon, "daemon", false, "run as a job in the daemon (needs --interval); see `policy sync list` and `stop`")
+	cmd.AddCommand(a.policySyncListCmd(), a.policySyncStopCmd()) // gitopsjobs.go
 	return cmd
 }
 

@@ -75,9 +75,9 @@ store ($DARKSHELL_HOME/snapshots): files are cut into content-defined chunks, co
 with zstd and stored once, so a snapshot after a one-file change adds about that file.
 Modes, mtimes, symlinks and empty directories are kept.
 
-The daemon reads the workspace through sandboxd's sync stream into its own mirror. On the
-local driver the sandbox's processes are frozen (cgroup freezer) while it reads, so the
-snapshot is consistent; a stopped local sandbox is read from its host directory.
+On the local driver the daemon reads the workspace's host directory in place, with the
+sandbox's processes frozen (cgroup freezer) while it reads, so the snapshot is consistent.
+Other drivers' workspaces are read through sandboxd's sync stream into the daemon's mirror.
 
 --keep N and --max-age D prune the sandbox's older snapshots afterwards and collect the
 chunks no snapshot uses any more.

@@ -116,6 +116,7 @@ loop:
 			}
 		}
 	}
+	d.closeSyncJobs() // policysync.go; first: a helper must not start a daemon anew
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)

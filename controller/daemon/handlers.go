@@ -36,12 +36,13 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /v1/sandboxes/{name}/sync", d.sync)
 	d.eventRoutes(mux)
 	d.lifecycleRoutes(mux)
-	d.toolRoutes(mux)     // mcp.go, forward.go
-	d.egressRoutes(mux)   // egress.go
-	d.exportRoutes(mux)   // export.go
-	d.alertRoutes(mux)    // alerts.go
-	d.snapshotRoutes(mux) // snapshot.go
-	d.healthRoutes(mux)   // health.go
+	d.toolRoutes(mux)       // mcp.go, forward.go
+	d.egressRoutes(mux)     // egress.go
+	d.exportRoutes(mux)     // export.go
+	d.alertRoutes(mux)      // alerts.go
+	d.snapshotRoutes(mux)   // snapshot.go
+	d.healthRoutes(mux)     // health.go
+	d.policySyncRoutes(mux) // policysync.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
 		defer done()

@@ -76,7 +76,22 @@ func (d *Daemon) health(ctx context.Context, sb *state.Sandbox, quick bool) *hea
 			f.ConfinementExpected = !x.Unconfined
 		}
 		f.EgressExpected = egressDriver(sb)
-		f.EgressRunning = d.egressOf(sb.Name) != nil
+		run := d.egressOf(sb.Name)
+		f.EgressRunning = run != nil
+		if run != nil {
+			err := run.proxy.Listening()
+			for i := 0; err != nil && !quick && i < 50; i++ {
+				// Just started or re-listening: give it a second.
+				time.Sleep(20 * time.Millisecond)
+				err = run.proxy.Listening()
+			}
+			// Not listening in the sandbox: a dial there would fail, or
+			// reach whatever else holds the port now. (A proxy starting
+			// up is not a failure of the quick checks of `sandbox list`.)
+			if err != nil && !(quick && errors.Is(err, egress.ErrNotYet)) {
+				f.ProxyErr = "the daemon's proxy holds no listener in the sandbox: " + err.Error()
+			}
+		}
 	}
 	if l, err := d.tools().mcp.List(sb.Name); err == nil {
 		for _, m := range l {
@@ -101,7 +116,7 @@ func (d *Daemon) health(ctx context.Context, sb *state.Sandbox, quick bool) *hea
 			f.Reachable, f.RTT = true, time.Since(t0)
 			h := s.Remote()
 			f.Confined, f.LandlockABI = h.Confined, h.LandlockABI
-			if f.EgressExpected && f.EgressRunning {
+			if f.EgressExpected && f.EgressRunning && f.ProxyErr == "" {
 				// Through the sandbox: sandboxd dials the proxy's listener
 				// in its own network namespace, as a sandbox process would.
 				if c, err := forward.Dial(cctx, s, egress.ProxyAddr); err != nil {

@@ -236,15 +236,18 @@ func (d *Daemon) takeSnapshot(ctx context.Context, sb *state.Sandbox, req *api.S
 			if err != nil {
 				return nil, fmt.Errorf("snapshot %s: %w", sb.Name, err)
 			}
+			// The workspace is a host directory (bind-mounted at
+			// /sandbox): read it in place while the processes are
+			// frozen, no transfer through sandboxd.
 			rec.Frozen = true
-			pulled, err := d.pullMirror(ctx, sb, src, m)
+			err = d.capture(ctx, repo, sb, hs.Workspace, rec, m)
 			if terr := fz.Thaw(); terr != nil {
 				d.log.Warn("thaw after snapshot", "sandbox", sb.Name, "err", terr)
 			}
 			if err != nil {
 				return nil, err
 			}
-			res.Pulled = pulled
+			return d.snapshotTaken(ctx, sb, repo, rec, req, maxAge, res)
 		}
 	} else {
 		pulled, err := d.pullMirror(ctx, sb, src, m)
@@ -253,11 +256,24 @@ func (d *Daemon) takeSnapshot(ctx context.Context, sb *state.Sandbox, req *api.S
 		}
 		res.Pulled = pulled
 	}
+	if err := d.capture(ctx, repo, sb, src, rec, m); err != nil {
+		return nil, err
+	}
+	return d.snapshotTaken(ctx, sb, repo, rec, req, maxAge, res)
+}
+
+// capture chunks dir into the store as rec.
+func (d *Daemon) capture(ctx context.Context, repo *snapshot.Repo, sb *state.Sandbox, dir string, rec *snapshot.Snapshot, m *phaseMeter) error {
 	p := &snapshot.Progress{}
 	m.set("capture", snapMeter(p))
-	if err := repo.Capture(ctx, src, rec, snapshot.CaptureOptions{Index: repo.IndexPath(sb.Name), Progress: p}); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", sb.Name, err)
+	if err := repo.Capture(ctx, dir, rec, snapshot.CaptureOptions{Index: repo.IndexPath(sb.Name), Progress: p}); err != nil {
+		return fmt.Errorf("snapshot %s: %w", sb.Name, err)
 	}
+	return nil
+}
+
+// snapshotTaken announces a saved snapshot and applies the retention.
+func (d *Daemon) snapshotTaken(ctx context.Context, sb *state.Sandbox, repo *snapshot.Repo, rec *snapshot.Snapshot, req *api.SnapshotRequest, maxAge time.Duration, res *api.SnapshotResult) (*api.SnapshotResult, error) {
 	d.bus.Publish(protocol.Event{Time: time.Now().UTC(), Sandbox: sb.Name, Kind: protocol.KindSandboxState, State: "snapshot",
 		Message: fmt.Sprintf("snapshot %s (%s): %d files, %d bytes, %d bytes added to the store", rec.Name, rec.ID, rec.Files, rec.Bytes, rec.AddedBytes),
 		Source:  protocol.SourceDaemon, Fidelity: protocol.FidelityComplete})

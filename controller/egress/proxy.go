@@ -66,9 +66,11 @@ type Proxy struct {
 	// at each request (so a rotation applies at once).
 	Secrets func(provider string) map[string]string
 
-	engine atomic.Pointer[Engine]
-	once   sync.Once
-	own    []netip.Prefix // the host's own addresses
+	engine    atomic.Pointer[Engine]
+	listen    atomic.Pointer[error] // why Serve holds no listener
+	listening atomic.Bool
+	once      sync.Once
+	own       []netip.Prefix // the host's own addresses
 }
 
 // SetEngine installs the policy the next decisions use (hot reload:

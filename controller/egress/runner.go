@@ -2,6 +2,8 @@ package egress
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -31,9 +33,12 @@ func ProxyEnv() []string {
 // accepted connection is served by p with the caller sandboxd identified.
 func Serve(ctx context.Context, get func(context.Context) (*session.Session, error), p *Proxy, log *slog.Logger) {
 	backoff := 100 * time.Millisecond
+	p.setListening(ErrNotYet)
+	defer p.setListening(errStopped)
 	for ctx.Err() == nil {
 		l, err := listen(ctx, get)
 		if err != nil {
+			p.setListening(err)
 			log.Debug("egress: unable to listen in the sandbox; retrying", "err", err, "in", backoff)
 			select {
 			case <-time.After(backoff):
@@ -44,10 +49,12 @@ func Serve(ctx context.Context, get func(context.Context) (*session.Session, err
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		p.setListening(nil)
 		stop := context.AfterFunc(ctx, func() { l.Close() })
 		for {
 			c, err := l.Accept()
 			if err != nil {
+				p.setListening(fmt.Errorf("the listener in the sandbox closed: %w", err))
 				break
 			}
 			var who Caller
@@ -59,6 +66,35 @@ func Serve(ctx context.Context, get func(context.Context) (*session.Session, err
 		stop()
 		l.Close()
 	}
+}
+
+// ErrNotYet: the proxy has not listened in the sandbox yet.
+var (
+	ErrNotYet  = errors.New("not listening yet")
+	errStopped = errors.New("stopped")
+)
+
+func (p *Proxy) setListening(err error) {
+	if err == nil {
+		p.listen.Store(nil)
+		p.listening.Store(true)
+		return
+	}
+	p.listen.Store(&err)
+	p.listening.Store(false)
+}
+
+// Listening returns nil while Serve holds the proxy's listener in the
+// sandbox, else why not: ErrNotYet before its first listen, or the last
+// listen error.
+func (p *Proxy) Listening() error {
+	if p.listening.Load() {
+		return nil
+	}
+	if e := p.listen.Load(); e != nil {
+		return *e
+	}
+	return ErrNotYet
 }
 
 func listen(ctx context.Context, get func(context.Context) (*session.Session, error)) (*forward.Listener, error) {

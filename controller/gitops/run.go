@@ -24,7 +24,10 @@ type Options struct {
 	Repo, Branch, Path string
 	Interval           time.Duration
 	Once, DryRun, JSON bool
-	Out, Err           io.Writer
+	// NoAutoStart: do not start a daemon when none answers (a daemon's
+	// job must not start another as its daemon stops).
+	NoAutoStart bool
+	Out, Err    io.Writer
 }
 
 // Run runs the sync until ctx ends (with Interval) or once, and returns
@@ -39,7 +42,7 @@ func Run(ctx context.Context, o Options) int {
 		fmt.Fprintf(o.Err, "darkshell: --interval %s: want 1s or more\n", o.Interval)
 		return 2
 	}
-	c, err := client.New(client.Options{Home: o.Home})
+	c, err := client.New(client.Options{Home: o.Home, NoAutoStart: o.NoAutoStart})
 	if err != nil {
 		fmt.Fprintln(o.Err, "darkshell:", err)
 		return 1

@@ -11,8 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -204,54 +202,20 @@ func (r *Repo) Capture(ctx context.Context, dir string, rec *Snapshot, o Capture
 		}
 	}
 	var added atomic.Int64
-	workers := o.Workers
-	if workers <= 0 {
-		// More than the CPUs: chunk writes and reads wait on the disk.
-		workers = 2 * runtime.NumCPU()
-	}
-	work := make(chan int)
-	var wg sync.WaitGroup
-	var firstErr error
-	var errMu sync.Mutex
-	setErr := func(err error) {
-		errMu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		errMu.Unlock()
-	}
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, MaxChunk)
-			ch := chunker.NewWithBoundaries(nil, Pol, MinChunk, MaxChunk)
-			for i := range work {
-				e := &ents[i]
-				n, err := r.chunkFile(root, e, ch, buf, &added, o.Progress)
-				if err != nil {
-					setErr(fmt.Errorf("unable to capture %s: %w", e.Path, err))
-					continue
-				}
-				o.Progress.add(1, n)
+	err = forEach(ctx, o.Workers, jobs, func() func(int) error {
+		buf := make([]byte, MaxChunk)
+		ch := chunker.NewWithBoundaries(nil, Pol, MinChunk, MaxChunk)
+		return func(i int) error {
+			e := &ents[i]
+			if err := r.chunkFile(root, e, ch, buf, &added, o.Progress); err != nil {
+				return fmt.Errorf("unable to capture %s: %w", e.Path, err)
 			}
-		}()
-	}
-feed:
-	for _, i := range jobs {
-		select {
-		case work <- i:
-		case <-ctx.Done():
-			break feed
+			o.Progress.add(1, 0)
+			return nil
 		}
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	})
+	if err != nil {
 		return err
-	}
-	if firstErr != nil {
-		return firstErr
 	}
 
 	// The tree, chunked like data (smaller boundaries).
@@ -331,10 +295,10 @@ func (r *Repo) haveAll(chunks []string) bool {
 }
 
 // chunkFile cuts e's content into chunks and stores the new ones.
-func (r *Repo) chunkFile(root *os.Root, e *Entry, ch *chunker.Chunker, buf []byte, added *atomic.Int64, p *Progress) (int64, error) {
+func (r *Repo) chunkFile(root *os.Root, e *Entry, ch *chunker.Chunker, buf []byte, added *atomic.Int64, p *Progress) error {
 	f, err := root.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer f.Close()
 	var chunks []string
@@ -355,13 +319,14 @@ func (r *Repo) chunkFile(root *os.Root, e *Entry, ch *chunker.Chunker, buf []byt
 	}
 	if e.Size <= MinChunk {
 		// One chunk: no need to run the chunker.
-		data, err := io.ReadAll(io.LimitReader(f, MinChunk+1))
-		if err != nil {
-			return 0, err
+		k, err := io.ReadFull(f, buf[:MinChunk+1])
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return err
 		}
+		data := buf[:k]
 		if len(data) > 0 {
 			if err := put(data); err != nil {
-				return 0, err
+				return err
 			}
 		}
 	} else {
@@ -373,17 +338,17 @@ func (r *Repo) chunkFile(root *os.Root, e *Entry, ch *chunker.Chunker, buf []byt
 				break
 			}
 			if err != nil {
-				return 0, err
+				return err
 			}
 			if err := put(c.Data); err != nil {
-				return 0, err
+				return err
 			}
 		}
 	}
 	// The file may have changed while it was read (a capture of a live
 	// directory): the entry records what was read.
 	e.Chunks, e.Size = chunks, n
-	return 0, nil
+	return nil
 }
 
 // loadTree reads and verifies a snapshot's entry list.

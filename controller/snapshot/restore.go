@@ -8,11 +8,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -114,44 +113,16 @@ func (r *Repo) Materialize(ctx context.Context, s *Snapshot, dst string, o Mater
 			return fmt.Errorf("snapshot %s: unknown entry type %q for %s", s.ID, e.Type, e.Path)
 		}
 	}
-	workers := o.Workers
-	if workers <= 0 {
-		workers = 2 * runtime.NumCPU()
-	}
-	work := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				if err := r.writeFile(root, &ents[i], own, o.Progress); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("unable to restore %s: %w", ents[i].Path, err)
-					}
-					mu.Unlock()
-				}
+	err = forEach(ctx, o.Workers, files, func() func(int) error {
+		return func(i int) error {
+			if err := r.writeFile(root, &ents[i], &o); err != nil {
+				return fmt.Errorf("unable to restore %s: %w", ents[i].Path, err)
 			}
-		}()
-	}
-feed:
-	for _, i := range files {
-		select {
-		case work <- i:
-		case <-ctx.Done():
-			break feed
+			return nil
 		}
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	})
+	if err != nil {
 		return err
-	}
-	if firstErr != nil {
-		return firstErr
 	}
 	for i := len(ents) - 1; i >= 0; i-- {
 		e := &ents[i]
@@ -165,6 +136,17 @@ feed:
 		if err := root.Chtimes(e.Path, t, t); err != nil {
 			return fmt.Errorf("unable to restore %s: %w", e.Path, err)
 		}
+	}
+	return nil
+}
+
+// futimens sets f's access and modification times to ns (utimensat on
+// the descriptor, as futimens(3) does).
+func futimens(f *os.File, ns int64) error {
+	ts := [2]unix.Timespec{unix.NsecToTimespec(ns), unix.NsecToTimespec(ns)}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, f.Fd(), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
 	}
 	return nil
 }
@@ -183,46 +165,46 @@ func modeBits(m uint32) fs.FileMode {
 	return f
 }
 
-func (r *Repo) writeFile(root *os.Root, e *Entry, own func(string) error, p *Progress) error {
+func (r *Repo) writeFile(root *os.Root, e *Entry, o *MaterializeOptions) error {
 	f, err := root.OpenFile(e.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	var n int64
 	for _, h := range e.Chunks {
 		data, err := r.Store.Get(h)
 		if err != nil {
-			f.Close()
 			return err
 		}
 		if _, err := f.Write(data); err != nil {
-			f.Close()
 			return err
 		}
 		n += int64(len(data))
-		if p != nil {
-			p.BytesDone.Add(int64(len(data)))
+		if o.Progress != nil {
+			o.Progress.BytesDone.Add(int64(len(data)))
 		}
 	}
 	if n != e.Size {
-		f.Close()
 		return fmt.Errorf("chunks give %d bytes, the tree says %d", n, e.Size)
+	}
+	// Owner, mode and times through the open file (no path lookups); the
+	// mode after chown, which clears setuid/setgid.
+	if o.Chown {
+		if err := f.Chown(o.UID, o.GID); err != nil {
+			return err
+		}
+	}
+	if err := f.Chmod(fs.FileMode(e.Mode&0o777) | modeBits(e.Mode)); err != nil {
+		return err
+	}
+	if err := futimens(f, e.MtimeNs); err != nil {
+		return fmt.Errorf("set the mtime: %w", err)
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := own(e.Path); err != nil {
-		return err
-	}
-	// After chown, which clears setuid/setgid.
-	if err := root.Chmod(e.Path, fs.FileMode(e.Mode&0o777)|modeBits(e.Mode)); err != nil {
-		return err
-	}
-	t := time.Unix(0, e.MtimeNs)
-	if err := root.Chtimes(e.Path, t, t); err != nil {
-		return err
-	}
-	p.add(1, 0)
+	o.Progress.add(1, 0)
 	return nil
 }
 

@@ -8,8 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -17,8 +19,8 @@ import (
 
 // Store is the installation's content-addressed chunk store: each chunk is
 // one zstd frame in chunks/<first two hex digits>/<sha256 of the plain
-// chunk>, written to tmp/ and renamed into place, so a chunk file is
-// either absent or complete. A lock file orders writers (shared) against
+// chunk>, written unnamed (O_TMPFILE) and linked into place, so a chunk
+// file is either absent or complete. A lock file orders writers (shared) against
 // garbage collection (exclusive), across processes.
 type Store struct {
 	dir string
@@ -100,32 +102,69 @@ func (s *Store) Put(hash string, data []byte) (int64, error) {
 	}
 	e, _ := codecs()
 	z := e.EncodeAll(data, make([]byte, 0, len(data)/2+64))
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return 0, fmt.Errorf("unable to store chunk: %w", err)
+	added, err := s.write(p, z)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The shard directory is new.
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return 0, fmt.Errorf("unable to store chunk: %w", err)
+		}
+		added, err = s.write(p, z)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("unable to store chunk %s: %w", hash, err)
+	}
+	if !added {
+		return 0, nil
+	}
+	return int64(len(z)), nil
+}
+
+// noTmpfile is set once the store's file system refused O_TMPFILE.
+var noTmpfile atomic.Bool
+
+// write puts z at p unless a file is there, and reports whether it did.
+// The content is written to an unnamed file (O_TMPFILE) and linked into
+// place, so p is absent or complete, a crash leaves nothing behind, and
+// when two writers store the same new chunk at once one wins and only it
+// counts the bytes. No fsync per chunk: Sync flushes the file system once
+// before a snapshot record names them. File systems without O_TMPFILE get
+// a named temporary file in tmp/, linked the same way.
+func (s *Store) write(p string, z []byte) (bool, error) {
+	if !noTmpfile.Load() {
+		fd, err := unix.Open(filepath.Join(s.dir, "tmp"), unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			f := os.NewFile(uintptr(fd), "chunk")
+			_, err = f.Write(z)
+			if err == nil {
+				err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, p, unix.AT_SYMLINK_FOLLOW)
+			}
+			f.Close()
+			if errors.Is(err, fs.ErrExist) {
+				return false, nil
+			}
+			return err == nil, err
+		}
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) {
+			return false, err
+		}
+		noTmpfile.Store(true)
 	}
 	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "chunk-*")
 	if err != nil {
-		return 0, fmt.Errorf("unable to store chunk: %w", err)
+		return false, err
 	}
-	// No fsync per chunk: Sync flushes the file system once before a
-	// snapshot record names them.
 	_, err = f.Write(z)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		// Link, not rename: when two writers store the same new chunk at
-		// once, one wins and only it counts the bytes.
 		err = os.Link(f.Name(), p)
 	}
 	os.Remove(f.Name())
 	if errors.Is(err, fs.ErrExist) {
-		return 0, nil
+		return false, nil
 	}
-	if err != nil {
-		return 0, fmt.Errorf("unable to store chunk %s: %w", hash, err)
-	}
-	return int64(len(z)), nil
+	return err == nil, err
 }
 
 // Get reads a chunk and verifies that its content hashes to its name.
