@@ -50,7 +50,7 @@ func main() {
 			fail(125, "exec in Pod %s/%s: %v", x.Namespace, x.Pod, err)
 		}
 		os.Exit(code)
-	case "create", "delete", "status", "stop", "start":
+	case "create", "delete", "status", "stop", "start", "adopt":
 		var req kd.Request
 		if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
 			fail(1, "%s: bad request: %v", op, err)
@@ -67,6 +67,8 @@ func main() {
 			out, err = struct{}{}, kubeapi.Delete(ctx, x)
 		case "stop":
 			out, err = struct{}{}, kubeapi.Stop(ctx, x)
+		case "adopt": // a warm-pool member becomes req.Sandbox (kubeapi/pool.go)
+			out, err = struct{}{}, kubeapi.Adopt(ctx, req.HomeDir, &req.Sandbox, x)
 		case "start":
 			out, err = struct{}{}, kubeapi.Start(ctx, x)
 		case "status":
