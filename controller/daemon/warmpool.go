@@ -467,8 +467,10 @@ func (w *warmPools) createOrClaim(ctx context.Context, drv driver.Driver, req *a
 	if pr, ok := drv.(driver.Pooler); ok {
 		if pl, m := w.take(req); m != nil {
 			defer w.poke()
+			t0 := time.Now()
 			extra := sb.Extra
 			env, err := pr.Adopt(ctx, pl.home, m.sb, w.d.opts.Home, sb)
+			adopted := time.Since(t0)
 			if err == nil {
 				ci := &claimInfo{Pool: pl.spec.Name, Member: m.sb.Name, Env: append(env, sb.Env...), Claimed: time.Now().UTC()}
 				b, _ := json.Marshal(ci)
@@ -483,7 +485,7 @@ func (w *warmPools) createOrClaim(ctx context.Context, drv driver.Driver, req *a
 					w.d.pool.adopt(sb, m.sess)
 					w.d.startEventPump(sb.Name, m.sess)
 				}
-				w.log.Info("claimed a pool member", "pool", pl.spec.Name, "member", m.sb.Name, "sandbox", sb.Name)
+				w.log.Info("claimed a pool member", "pool", pl.spec.Name, "member", m.sb.Name, "sandbox", sb.Name, "adopt", adopted, "took", time.Since(t0))
 				return pl.spec.Name, nil
 			}
 			sb.Extra, sb.SSH = extra, req.SSH
