@@ -50,6 +50,16 @@ func main() {
 			fail(125, "exec in Pod %s/%s: %v", x.Namespace, x.Pod, err)
 		}
 		os.Exit(code)
+	case "pool": // a warm pool kept by agent-sandbox's extensions (kubeapi/warmpool.go)
+		var req kubeapi.PoolRequest
+		if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
+			fail(1, "pool: bad request: %v", err)
+		}
+		out, err := kubeapi.Pool(ctx, req)
+		if err != nil {
+			fail(1, "%v", err)
+		}
+		json.NewEncoder(os.Stdout).Encode(out)
 	case "create", "delete", "status", "stop", "start", "adopt":
 		var req kd.Request
 		if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {

@@ -472,6 +472,7 @@ func (w *warmPools) createOrClaim(ctx context.Context, drv driver.Driver, req *a
 			env, err := pr.Adopt(ctx, pl.home, m.sb, w.d.opts.Home, sb)
 			adopted := time.Since(t0)
 			if err == nil {
+				os.RemoveAll(pl.home.SandboxDir(m.sb.Name)) // the member's record (local: already moved)
 				ci := &claimInfo{Pool: pl.spec.Name, Member: m.sb.Name, Env: append(env, sb.Env...), Claimed: time.Now().UTC()}
 				b, _ := json.Marshal(ci)
 				if err = state.WriteFileAtomic(filepath.Join(w.d.opts.Home.SandboxDir(sb.Name), claimFile), b, 0o600); err != nil {

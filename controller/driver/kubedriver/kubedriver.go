@@ -108,6 +108,9 @@ type Extra struct {
 	// the Sandbox object's uid.
 	API        string `json:"api,omitempty"`
 	SandboxUID string `json:"sandbox_uid,omitempty"`
+	// Claim is the agent-sandbox SandboxClaim that bound the Sandbox, for
+	// a sandbox claimed from a cluster-kept warm pool (pool.go).
+	Claim string `json:"claim,omitempty"`
 	// Limits lists the limits as the container resources they became.
 	Limits []string `json:"limits,omitempty"`
 }
