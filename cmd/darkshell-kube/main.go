@@ -51,7 +51,7 @@ func main() {
 		}
 		os.Exit(code)
 	case "pool": // a warm pool kept by agent-sandbox's extensions (kubeapi/warmpool.go)
-		var req kubeapi.PoolRequest
+		var req kd.PoolRequest
 		if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
 			fail(1, "pool: bad request: %v", err)
 		}

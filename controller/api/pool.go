@@ -37,6 +37,10 @@ type PoolStatus struct {
 	// and replaced, since the daemon started.
 	Claimed  int `json:"claimed"`
 	Replaced int `json:"replaced"`
+	// Cluster is true when the driver's backend keeps the pool
+	// (kubernetes with agent-sandbox's SandboxWarmPool): Ready is its
+	// count and Members is empty.
+	Cluster bool `json:"cluster,omitempty"`
 	// LastError is the last failure to make a member (cleared by a success).
 	LastError string `json:"last_error,omitempty"`
 }

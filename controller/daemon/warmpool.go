@@ -91,6 +91,23 @@ type warmPool struct {
 	failures int
 	nextTry  time.Time
 	lastErr  string
+	// cluster: the driver's backend keeps this pool (agent-sandbox's
+	// SandboxWarmPool); the daemon makes no members. clusterReady is the
+	// backend's last count.
+	cluster      bool
+	clusterReady int
+}
+
+// clusterPooler is spec's driver when the backend keeps pools of spec's options.
+func clusterPooler(spec api.PoolSpec) driver.ClusterPooler {
+	drv, err := driver.Get(spec.Driver)
+	if err != nil {
+		return nil
+	}
+	if cp, ok := drv.(driver.ClusterPooler); ok && cp.ClusterPool(spec.Options) {
+		return cp
+	}
+	return nil
 }
 
 type poolMember struct {
@@ -131,7 +148,9 @@ func (w *warmPools) start() {
 		}
 		pl := &warmPool{spec: spec, home: &state.Home{Dir: filepath.Join(w.dir, spec.Name)}, starting: map[string]*state.Sandbox{}}
 		w.pools[spec.Name] = pl
-		w.adoptExisting(pl)
+		if pl.cluster = clusterPooler(spec) != nil; !pl.cluster {
+			w.adoptExisting(pl)
+		}
 	}
 	w.wg.Add(1)
 	go w.run()
@@ -228,6 +247,9 @@ func (w *warmPools) reconcile() {
 	}
 	w.mu.Unlock()
 	for _, pl := range pools {
+		if pl.cluster {
+			continue // the backend keeps it
+		}
 		w.check(pl)
 		w.mu.Lock()
 		if pl.deleted {
@@ -464,6 +486,18 @@ func (w *warmPools) take(req *api.CreateRequest) (*warmPool, *poolMember) {
 // pool's name when it claimed.
 func (w *warmPools) createOrClaim(ctx context.Context, drv driver.Driver, req *api.CreateRequest, sb *state.Sandbox) (string, error) {
 	w.setClaim(sb.Name, nil)
+	if pl, cp := w.clusterMatch(req); cp != nil {
+		t0 := time.Now()
+		extra := sb.Extra
+		env, err := cp.ClaimFromCluster(ctx, w.d.opts.Home, pl.spec.Name, pl.spec.Options, sb)
+		if err == nil {
+			w.recordClaim(pl, sb, "", env)
+			w.log.Info("claimed from the cluster's warm pool", "pool", pl.spec.Name, "sandbox", sb.Name, "took", time.Since(t0))
+			return pl.spec.Name, nil
+		}
+		sb.Extra = extra
+		w.log.Warn("unable to claim from the cluster's warm pool; creating from scratch", "pool", pl.spec.Name, "err", err)
+	}
 	if pr, ok := drv.(driver.Pooler); ok {
 		if pl, m := w.take(req); m != nil {
 			defer w.poke()
@@ -473,15 +507,7 @@ func (w *warmPools) createOrClaim(ctx context.Context, drv driver.Driver, req *a
 			adopted := time.Since(t0)
 			if err == nil {
 				os.RemoveAll(pl.home.SandboxDir(m.sb.Name)) // the member's record (local: already moved)
-				ci := &claimInfo{Pool: pl.spec.Name, Member: m.sb.Name, Env: append(env, sb.Env...), Claimed: time.Now().UTC()}
-				b, _ := json.Marshal(ci)
-				if err = state.WriteFileAtomic(filepath.Join(w.d.opts.Home.SandboxDir(sb.Name), claimFile), b, 0o600); err != nil {
-					w.log.Warn("unable to record a claim; the sandbox's env applies to this daemon's execs only", "sandbox", sb.Name, "err", err)
-				}
-				w.setClaim(sb.Name, ci)
-				w.mu.Lock()
-				pl.claimed++
-				w.mu.Unlock()
+				w.recordClaim(pl, sb, m.sb.Name, env)
 				if m.sess != nil && m.sess.Alive() {
 					w.d.pool.adopt(sb, m.sess)
 					w.d.startEventPump(sb.Name, m.sess)
@@ -490,11 +516,44 @@ func (w *warmPools) createOrClaim(ctx context.Context, drv driver.Driver, req *a
 				return pl.spec.Name, nil
 			}
 			sb.Extra, sb.SSH = extra, req.SSH
-			w.log.Warn("unable to adopt a pool member; creating from scratch", "pool", pl.spec.Name, "member", m.sb.Name, "err", err)
+			w.log.Warn("unable to adopt a pool member; replacing it and creating from scratch", "pool", pl.spec.Name, "member", m.sb.Name, "err", err)
+			w.mu.Lock()
+			pl.replaced++ // found unusable at the claim (kubernetes: its Pod went)
+			w.mu.Unlock()
 			w.deleteMemberAsync(pl, m)
 		}
 	}
 	return "", drv.Create(ctx, w.d.opts.Home, sb)
+}
+
+// clusterMatch is the backend-kept pool req would claim from.
+func (w *warmPools) clusterMatch(req *api.CreateRequest) (*warmPool, driver.ClusterPooler) {
+	name := req.Labels[export.LabelBlueprint]
+	if name == "" || req.Workspace != "" || req.SSH != nil {
+		return nil, nil
+	}
+	w.mu.Lock()
+	pl := w.pools[name]
+	ok := pl != nil && pl.cluster && !pl.deleted && pl.spec.Size > 0 && pl.spec.Driver == req.Driver &&
+		reflect.DeepEqual(genericOptions(req.CreateOptions), genericOptions(pl.spec.Options))
+	w.mu.Unlock()
+	if !ok {
+		return nil, nil
+	}
+	return pl, clusterPooler(pl.spec)
+}
+
+// recordClaim writes sb's claim.json (the env its execs get) and counts the claim.
+func (w *warmPools) recordClaim(pl *warmPool, sb *state.Sandbox, member string, env []string) {
+	ci := &claimInfo{Pool: pl.spec.Name, Member: member, Env: append(env, sb.Env...), Claimed: time.Now().UTC()}
+	b, _ := json.Marshal(ci)
+	if err := state.WriteFileAtomic(filepath.Join(w.d.opts.Home.SandboxDir(sb.Name), claimFile), b, 0o600); err != nil {
+		w.log.Warn("unable to record a claim; the sandbox's env applies to this daemon's execs only", "sandbox", sb.Name, "err", err)
+	}
+	w.setClaim(sb.Name, ci)
+	w.mu.Lock()
+	pl.claimed++
+	w.mu.Unlock()
 }
 
 func (w *warmPools) setClaim(name string, ci *claimInfo) {
@@ -549,6 +608,9 @@ func (w *warmPools) poolOf(name string) string {
 
 func (w *warmPools) status(pl *warmPool) api.PoolStatus {
 	st := api.PoolStatus{PoolSpec: pl.spec, Ready: len(pl.ready), Starting: len(pl.starting), Claimed: pl.claimed, Replaced: pl.replaced, LastError: pl.lastErr, Members: []api.PoolMember{}}
+	if pl.cluster {
+		st.Ready, st.Cluster = pl.clusterReady, true
+	}
 	for _, m := range pl.ready {
 		st.Members = append(st.Members, api.PoolMember{Name: m.sb.Name, Phase: "Ready", Created: m.sb.Created})
 	}
@@ -568,8 +630,35 @@ func (d *Daemon) poolRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/pools/{name}", d.poolDelete)
 }
 
+// refreshCluster asks the backends of cluster-kept pools how many members are ready.
+func (w *warmPools) refreshCluster(ctx context.Context, only string) {
+	w.mu.Lock()
+	var pls []*warmPool
+	for _, pl := range w.pools {
+		if pl.cluster && (only == "" || pl.spec.Name == only) {
+			pls = append(pls, pl)
+		}
+	}
+	w.mu.Unlock()
+	for _, pl := range pls {
+		cp := clusterPooler(pl.spec)
+		if cp == nil {
+			continue
+		}
+		n, err := cp.ClusterPoolReady(ctx, w.d.opts.Home, pl.spec.Name, pl.spec.Options)
+		w.mu.Lock()
+		if err != nil {
+			pl.lastErr = err.Error()
+		} else {
+			pl.clusterReady, pl.lastErr = n, ""
+		}
+		w.mu.Unlock()
+	}
+}
+
 func (d *Daemon) poolList(w http.ResponseWriter, r *http.Request) {
 	wp := d.warm
+	wp.refreshCluster(r.Context(), "")
 	wp.mu.Lock()
 	out := []api.PoolStatus{}
 	for _, pl := range wp.pools {
@@ -584,6 +673,7 @@ var errNoPool = errors.New("no such pool")
 
 func (d *Daemon) poolGet(w http.ResponseWriter, r *http.Request) {
 	wp := d.warm
+	wp.refreshCluster(r.Context(), r.PathValue("name"))
 	wp.mu.Lock()
 	pl := wp.pools[r.PathValue("name")]
 	var st api.PoolStatus
@@ -635,6 +725,13 @@ func (d *Daemon) poolSet(w http.ResponseWriter, r *http.Request) {
 	spec.Options = genericOptions(spec.Options)
 	spec.Updated = time.Now().UTC()
 	wp := d.warm
+	cp := clusterPooler(spec)
+	if cp != nil {
+		if err := cp.SetClusterPool(r.Context(), d.opts.Home, spec.Name, spec.Size, spec.Options); err != nil {
+			writeErr(w, unavailable{fmt.Errorf("pool %s: %w", spec.Name, err)})
+			return
+		}
+	}
 	dir := filepath.Join(wp.dir, spec.Name)
 	if err := os.MkdirAll(filepath.Join(dir, "sandboxes"), 0o700); err != nil {
 		writeErr(w, err)
@@ -660,7 +757,7 @@ func (d *Daemon) poolSet(w http.ResponseWriter, r *http.Request) {
 		}
 		pl.ready = nil
 	}
-	pl.spec, pl.failures, pl.nextTry = spec, 0, time.Time{}
+	pl.spec, pl.failures, pl.nextTry, pl.cluster = spec, 0, time.Time{}, cp != nil
 	st := wp.status(pl)
 	wp.mu.Unlock()
 	wp.poke()
@@ -687,6 +784,12 @@ func (d *Daemon) poolDelete(w http.ResponseWriter, r *http.Request) {
 		wp.deleteMemberAsync(pl, m)
 	}
 	pl.fills.Wait() // members being made are deleted when they are done
+	if cp := clusterPooler(pl.spec); cp != nil && pl.cluster {
+		if err := cp.DeleteClusterPool(r.Context(), d.opts.Home, name, pl.spec.Options); err != nil {
+			writeErr(w, fmt.Errorf("delete pool %s: %w", name, err))
+			return
+		}
+	}
 	if err := os.RemoveAll(pl.home.Dir); err != nil {
 		writeErr(w, fmt.Errorf("delete pool %s: %w", name, err))
 		return

@@ -24,3 +24,21 @@ type Pooler interface {
 	// is left as it was (the caller deletes it) and h holds nothing of it.
 	Adopt(ctx context.Context, ph *state.Home, m *state.Sandbox, h *state.Home, sb *state.Sandbox) (env []string, err error)
 }
+
+// ClusterPooler is a Pooler whose backend can keep a pool itself (the
+// kubernetes driver with agent-sandbox's SandboxWarmPool): the daemon then
+// makes no members; it writes the pool's objects and claims through them.
+type ClusterPooler interface {
+	Pooler
+	// ClusterPool reports whether a pool made with opts is kept by the backend.
+	ClusterPool(opts CreateOptions) bool
+	// SetClusterPool creates or resizes the backend's pool objects of pool
+	// in installation h; DeleteClusterPool removes them and their unclaimed
+	// members; ClusterPoolReady counts the members ready to claim.
+	SetClusterPool(ctx context.Context, h *state.Home, pool string, size int, opts CreateOptions) error
+	DeleteClusterPool(ctx context.Context, h *state.Home, pool string, opts CreateOptions) error
+	ClusterPoolReady(ctx context.Context, h *state.Home, pool string, opts CreateOptions) (int, error)
+	// ClaimFromCluster makes sb (reserved in h) from a member of the
+	// backend's pool, as Adopt does for a daemon-kept member.
+	ClaimFromCluster(ctx context.Context, h *state.Home, pool string, opts CreateOptions, sb *state.Sandbox) (env []string, err error)
+}

@@ -252,7 +252,7 @@ func helperPath() (string, error) {
 }
 
 // call runs the helper's op with req on stdin and decodes its stdout into out.
-func call(ctx context.Context, op string, req Request, out any) error {
+func call(ctx context.Context, op string, req any, out any) error {
 	hp, err := helperPath()
 	if err != nil {
 		return err

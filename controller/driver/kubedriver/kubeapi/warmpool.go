@@ -71,29 +71,12 @@ func (c *cluster) apply(ctx context.Context, resource string, obj *extObject) er
 	return c.doRaw(ctx, "PATCH", p+"/"+url.PathEscape(obj.Metadata.Name), "application/merge-patch+json", b)
 }
 
-// PoolRequest is the helper's pool operation: set (Size >= 0), status or
-// delete the cluster-kept pool Pool, or claim a member of it as Sandbox.
-type PoolRequest struct {
-	Op      string        `json:"op"` // set, status, delete, claim
-	HomeDir string        `json:"home_dir"`
-	Pool    string        `json:"pool"`
-	Size    int           `json:"size"`
-	Extra   kd.Extra      `json:"extra"`
-	Sandbox state.Sandbox `json:"sandbox"`
-}
-
-// PoolAnswer is the helper's answer: ready members, or the claimed sandbox's driver data.
-type PoolAnswer struct {
-	Ready int       `json:"ready"`
-	Extra *kd.Extra `json:"extra,omitempty"`
-}
-
 // Pool runs one pool operation.
-func Pool(ctx context.Context, req PoolRequest) (PoolAnswer, error) {
+func Pool(ctx context.Context, req kd.PoolRequest) (kd.PoolAnswer, error) {
 	x := req.Extra
 	c, err := connectCluster(x.Kubeconfig, x.Context)
 	if err != nil {
-		return PoolAnswer{}, err
+		return kd.PoolAnswer{}, err
 	}
 	name := PoolObject(req.HomeDir, req.Pool)
 	switch req.Op {
@@ -102,31 +85,31 @@ func Pool(ctx context.Context, req PoolRequest) (PoolAnswer, error) {
 	case "status":
 		var wp extObject
 		if err := c.do(ctx, "GET", extPath(x.Namespace, "sandboxwarmpools")+"/"+url.PathEscape(name), nil, nil, &wp); err != nil {
-			return PoolAnswer{}, fmt.Errorf("unable to read SandboxWarmPool %s/%s: %w", x.Namespace, name, err)
+			return kd.PoolAnswer{}, fmt.Errorf("unable to read SandboxWarmPool %s/%s: %w", x.Namespace, name, err)
 		}
 		n, _ := wp.Status["readyReplicas"].(float64)
-		return PoolAnswer{Ready: int(n)}, nil
+		return kd.PoolAnswer{Ready: int(n)}, nil
 	case "delete":
-		return PoolAnswer{}, deletePool(ctx, c, x.Namespace, name)
+		return kd.PoolAnswer{}, deletePool(ctx, c, x.Namespace, name)
 	case "claim":
 		nx, err := claim(ctx, c, req, name)
-		return PoolAnswer{Extra: &nx}, err
+		return kd.PoolAnswer{Extra: &nx}, err
 	}
-	return PoolAnswer{}, fmt.Errorf("unknown pool operation %q", req.Op)
+	return kd.PoolAnswer{}, fmt.Errorf("unknown pool operation %q", req.Op)
 }
 
-func setPool(ctx context.Context, c *cluster, req PoolRequest, name string) (PoolAnswer, error) {
+func setPool(ctx context.Context, c *cluster, req kd.PoolRequest, name string) (kd.PoolAnswer, error) {
 	x := req.Extra
 	if err := c.hasExtAPI(ctx); err != nil {
-		return PoolAnswer{}, err
+		return kd.PoolAnswer{}, err
 	}
 	if ok, err := c.hasSandboxAPI(ctx); err != nil || !ok {
-		return PoolAnswer{}, fmt.Errorf("a warm pool with --driver-opt api=agent-sandbox needs the %s Sandbox API, which the cluster does not serve (%v)", SandboxGV, err)
+		return kd.PoolAnswer{}, fmt.Errorf("a warm pool with --driver-opt api=agent-sandbox needs the %s Sandbox API, which the cluster does not serve (%v)", SandboxGV, err)
 	}
 	member := &state.Sandbox{Name: "pool-" + req.Pool, Labels: map[string]string{kd.LabelPool: req.Pool}}
 	pod, _, err := PodSpec(req.HomeDir, member, x)
 	if err != nil {
-		return PoolAnswer{}, err
+		return kd.PoolAnswer{}, err
 	}
 	pod.Spec.Hostname = "" // each Sandbox gets its own name
 	delete(pod.Labels, kd.LabelSandbox)
@@ -138,15 +121,15 @@ func setPool(ctx context.Context, c *cluster, req PoolRequest, name string) (Poo
 			"spec":     pod.Spec,
 		}}}
 	if err := c.apply(ctx, "sandboxtemplates", tpl); err != nil {
-		return PoolAnswer{}, fmt.Errorf("unable to write SandboxTemplate %s/%s: %w", x.Namespace, name, err)
+		return kd.PoolAnswer{}, fmt.Errorf("unable to write SandboxTemplate %s/%s: %w", x.Namespace, name, err)
 	}
 	wp := &extObject{APIVersion: ExtGV, Kind: "SandboxWarmPool",
 		Metadata: metav1.ObjectMeta{Name: name, Namespace: x.Namespace, Labels: labels},
 		Spec:     map[string]any{"replicas": req.Size, "sandboxTemplateRef": map[string]any{"name": name}}}
 	if err := c.apply(ctx, "sandboxwarmpools", wp); err != nil {
-		return PoolAnswer{}, fmt.Errorf("unable to write SandboxWarmPool %s/%s: %w", x.Namespace, name, err)
+		return kd.PoolAnswer{}, fmt.Errorf("unable to write SandboxWarmPool %s/%s: %w", x.Namespace, name, err)
 	}
-	return PoolAnswer{}, nil
+	return kd.PoolAnswer{}, nil
 }
 
 // deletePool deletes the SandboxWarmPool (its unclaimed Sandboxes go with
@@ -178,7 +161,7 @@ func deletePool(ctx context.Context, c *cluster, ns, name string) error {
 // controller binds it to a Sandbox whose Pod runs, and relabels both for
 // the sandbox. It returns the sandbox's driver data (Pod = the Sandbox's
 // name, Claim = the claim's). On failure the claim is deleted.
-func claim(ctx context.Context, c *cluster, req PoolRequest, pool string) (kd.Extra, error) {
+func claim(ctx context.Context, c *cluster, req kd.PoolRequest, pool string) (kd.Extra, error) {
 	x, sb := req.Extra, &req.Sandbox
 	x.API, x.Claim = kd.APIAgentSandbox, kd.PodName(req.HomeDir, sb.Name)
 	obj := &extObject{APIVersion: ExtGV, Kind: "SandboxClaim",
