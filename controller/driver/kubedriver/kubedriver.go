@@ -339,6 +339,9 @@ func (d Driver) Status(ctx context.Context, h *state.Home, sb *state.Sandbox) dr
 	if err != nil || x.Pod == "" {
 		return driver.Status{Phase: driver.PhasePending}
 	}
+	if st, ok := primedStatus(x); ok { // statuscache.go
+		return st
+	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var st driver.Status

@@ -44,6 +44,7 @@ func (d Driver) Adopt(ctx context.Context, ph *state.Home, m *state.Sandbox, h *
 		return nil, err
 	}
 	sb.Extra = next.Extra
+	primeRunning(x)
 	d.log().Info("adopted a pool member", "sandbox", sb.Name, "pod", x.Namespace+"/"+x.Pod)
 	return []string{"HOSTNAME=" + sb.Name}, nil
 }
@@ -143,6 +144,7 @@ func (d Driver) ClaimFromCluster(ctx context.Context, h *state.Home, pool string
 	if sb.Extra, err = json.Marshal(a.Extra); err != nil {
 		return nil, err
 	}
+	primeRunning(*a.Extra)
 	d.log().Info("claimed from the cluster's warm pool", "sandbox", sb.Name, "sandbox_object", a.Extra.Namespace+"/"+a.Extra.Pod, "claim", a.Extra.Claim)
 	return []string{"HOSTNAME=" + sb.Name}, nil
 }
