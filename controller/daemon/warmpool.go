@@ -187,6 +187,12 @@ func memberOptions(m *state.Sandbox) driver.CreateOptions {
 	return genericOptions(o)
 }
 
+// optionsMatch reports whether a create with options req may claim a
+// member of a pool made with pool: their generic options are equal.
+func optionsMatch(req, pool driver.CreateOptions) bool {
+	return reflect.DeepEqual(genericOptions(req), genericOptions(pool))
+}
+
 // genericOptions are the options that make a member: what a claim must match.
 func genericOptions(o driver.CreateOptions) driver.CreateOptions {
 	o.Providers = nil
@@ -462,7 +468,7 @@ func (w *warmPools) take(req *api.CreateRequest) (*warmPool, *poolMember) {
 		w.mu.Lock()
 		pl := w.pools[name]
 		if pl == nil || pl.deleted || pl.spec.Driver != req.Driver || len(pl.ready) == 0 ||
-			!reflect.DeepEqual(genericOptions(req.CreateOptions), genericOptions(pl.spec.Options)) {
+			!optionsMatch(req.CreateOptions, pl.spec.Options) {
 			w.mu.Unlock()
 			return nil, nil
 		}
@@ -535,7 +541,7 @@ func (w *warmPools) clusterMatch(req *api.CreateRequest) (*warmPool, driver.Clus
 	w.mu.Lock()
 	pl := w.pools[name]
 	ok := pl != nil && pl.cluster && !pl.deleted && pl.spec.Size > 0 && pl.spec.Driver == req.Driver &&
-		reflect.DeepEqual(genericOptions(req.CreateOptions), genericOptions(pl.spec.Options))
+		optionsMatch(req.CreateOptions, pl.spec.Options)
 	w.mu.Unlock()
 	if !ok {
 		return nil, nil
