@@ -170,6 +170,10 @@ bench-egress: deps build ## Egress proxy: added latency per request and per new 
 bench-local: build ## local driver: create-to-first-exec and exec p50/p99 (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-100} $(GO) test -count=1 -run '^$$' -bench BenchmarkLocalCreate -benchtime 1x -timeout 20m ./integration/
 
+.PHONY: bench-pool
+bench-pool: deps build k8s ## Warm pools: create-to-first-exec p50/p99 with a pool (claim) vs without (boot), local and kubernetes, vs agent-sandbox's warm claim p50 92 ms (needs root; DARKSHELL_BENCH_POOL_KUBE=0: local only)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-100} $(GO) test -count=1 -run '^$$' -bench '^BenchmarkPool$$' -benchtime 1x -timeout 30m ./integration/
+
 .PHONY: bench-podman
 bench-podman: deps build ## podman driver: exec through the daemon API and a fresh CLI vs `podman exec` (needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-200} $(GO) test -count=1 -run '^$$' -bench BenchmarkPodmanExec -benchtime 1x -timeout 20m ./integration/

@@ -25,8 +25,9 @@ import (
 // what the controller does for a Sandbox: a Pod named as the Sandbox from
 // its podTemplate, owned by it (so the cluster's real garbage collector
 // deletes it with the Sandbox), removed at replicas 0, and a Ready
-// condition. Not exercised: the real controller, SandboxTemplate,
-// SandboxClaim, SandboxWarmPool, services, PVCs, shutdown times.
+// condition. Not exercised: the real controller, services, PVCs, shutdown
+// times. SandboxTemplate, SandboxClaim and SandboxWarmPool: see
+// kube_warmpool_test.go (a second stand-in).
 
 const sandboxCRD = `apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition

@@ -50,7 +50,17 @@ func main() {
 			fail(125, "exec in Pod %s/%s: %v", x.Namespace, x.Pod, err)
 		}
 		os.Exit(code)
-	case "create", "delete", "status", "stop", "start":
+	case "pool": // a warm pool kept by agent-sandbox's extensions (kubeapi/warmpool.go)
+		var req kd.PoolRequest
+		if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
+			fail(1, "pool: bad request: %v", err)
+		}
+		out, err := kubeapi.Pool(ctx, req)
+		if err != nil {
+			fail(1, "%v", err)
+		}
+		json.NewEncoder(os.Stdout).Encode(out)
+	case "create", "delete", "status", "stop", "start", "adopt":
 		var req kd.Request
 		if err := json.NewDecoder(os.Stdin).Decode(&req); err != nil {
 			fail(1, "%s: bad request: %v", op, err)
@@ -67,6 +77,8 @@ func main() {
 			out, err = struct{}{}, kubeapi.Delete(ctx, x)
 		case "stop":
 			out, err = struct{}{}, kubeapi.Stop(ctx, x)
+		case "adopt": // a warm-pool member becomes req.Sandbox (kubeapi/pool.go)
+			out, err = struct{}{}, kubeapi.Adopt(ctx, req.HomeDir, &req.Sandbox, x)
 		case "start":
 			out, err = struct{}{}, kubeapi.Start(ctx, x)
 		case "status":

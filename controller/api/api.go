@@ -93,6 +93,9 @@ type Sandbox struct {
 	Resources *driver.Resources `json:"resources,omitempty"`
 	// Uploads are the results of CreateRequest.Uploads (create only).
 	Uploads []SyncResult `json:"uploads,omitempty"`
+	// Pool names the warm pool the sandbox was claimed from (empty: it
+	// was booted by its create); see pool.go.
+	Pool string `json:"pool,omitempty"`
 }
 
 // ExecRequest is the body of a non-upgraded POST /v1/sandboxes/{name}/exec.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/bohica-labs/darkshell/controller/api"
 	"github.com/bohica-labs/darkshell/controller/client"
-	"github.com/bohica-labs/darkshell/controller/driver"
-	"github.com/bohica-labs/darkshell/controller/export"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -80,25 +77,14 @@ func Apply(ctx context.Context, c *client.Client, bp *Blueprint, name string, on
 	}
 	err := func() error {
 		if err := phase("create", func() (string, error) {
-			labels := maps.Clone(bp.Labels)
-			if labels == nil {
-				labels = map[string]string{}
-			}
-			labels[export.LabelBlueprint] = bp.Name
-			req := &api.CreateRequest{Name: name, Driver: bp.Driver, Env: bp.envList(), Labels: labels, CreateOptions: driver.CreateOptions{
-				Image: bp.Path(bp.Image), Rootfs: bp.Path(bp.Rootfs), Policy: string(bp.PolicyData), PolicySource: bp.PolicySource,
-				Providers: bp.Providers,
-			}}
-			if bp.Image != "" && !strings.HasPrefix(bp.Image, ".") && !strings.HasPrefix(bp.Image, "/") {
-				req.Image = bp.Image // an engine reference, not a path
-			}
-			if r := bp.Resources; r != nil {
-				req.CPULimit, req.MemoryLimit, req.PidsLimit = r.CPU, r.Memory, r.Pids
-			}
-			if _, err := c.Create(ctx, req); err != nil {
+			sb, err := c.Create(ctx, bp.CreateRequest(name))
+			if err != nil {
 				return "", err
 			}
 			created = true
+			if sb.Pool != "" {
+				return fmt.Sprintf("driver %s, claimed from warm pool %s", bp.Driver, sb.Pool), nil
+			}
 			return fmt.Sprintf("driver %s", bp.Driver), nil
 		}); err != nil {
 			return err

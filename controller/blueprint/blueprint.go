@@ -195,7 +195,7 @@ func LooksSecret(key, value string) bool {
 	return secretKey().MatchString(key) && len(value) >= 12 && !strings.ContainsAny(value, " /")
 }
 
-var drivers = []string{"local", "ssh", "podman", "docker"}
+var drivers = []string{"local", "ssh", "podman", "docker", "kubernetes"}
 
 func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 	var ps yamldoc.Problems

@@ -39,6 +39,7 @@ type Daemon struct {
 	pool    *pool
 	bus     *events.Bus
 	exp     *exportProc // export.go, exportproc.go
+	warm    *warmPools  // warmpool.go
 	started time.Time
 
 	active   atomic.Int64 // open requests and streams
@@ -57,6 +58,8 @@ func New(opts Options) *Daemon {
 	d.bus = events.NewBus(opts.Home.LogDir(), log.With("component", "events"))
 	d.startExport()
 	d.startAlerts()
+	d.warm = newWarmPools(d)
+	d.warm.start()
 	d.lastSeen.Store(time.Now().UnixNano())
 	return d
 }
@@ -121,6 +124,7 @@ loop:
 	defer cancel()
 	srv.Shutdown(sctx)
 	d.exp.close()
+	d.warm.close()
 	d.pool.close()
 	l.Close()
 	if errors.Is(err, http.ErrServerClosed) {

@@ -42,6 +42,7 @@ func (d *Daemon) routes() http.Handler {
 	d.alertRoutes(mux)      // alerts.go
 	d.snapshotRoutes(mux)   // snapshot.go
 	d.healthRoutes(mux)     // health.go
+	d.poolRoutes(mux)       // warmpool.go
 	d.policySyncRoutes(mux) // policysync.go
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		done := d.track()
@@ -123,6 +124,7 @@ func (d *Daemon) view(sb *state.Sandbox) api.Sandbox {
 		v.LastError = lastErr.Error()
 	}
 	d.phase(&v)
+	v.Pool = d.warm.poolOf(sb.Name)
 	v.Health = d.health(context.Background(), sb, true).Summary() // health.go
 	return v
 }
@@ -184,7 +186,7 @@ func (d *Daemon) create(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	if err := drv.Create(r.Context(), d.opts.Home, sb); err != nil {
+	if _, err := d.warm.createOrClaim(r.Context(), drv, &req, sb); err != nil { // warmpool.go
 		d.opts.Home.Delete(sb.Name)
 		writeErr(w, unavailable{fmt.Errorf("create sandbox %s: %w", sb.Name, err)})
 		return
@@ -217,6 +219,7 @@ func (d *Daemon) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.stopEgress(sb.Name)
+	d.warm.forget(sb.Name)
 	// Its MCP servers (bridges on the host) and forwards go with it.
 	d.tools().mcp.RemoveSandbox(sb.Name)
 	d.tools().fwd.RemoveSandbox(sb.Name)
@@ -300,6 +303,7 @@ func (d *Daemon) exec(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("%w: %v", errBadRequest, err))
 		return
 	}
+	req.Env = d.warm.execEnv(r.PathValue("name"), req.Env) // a claimed sandbox's env (warmpool.go)
 	s, err := d.session(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeErr(w, err)
@@ -443,6 +447,10 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 		var m protocol.ExecStart
 		if err = protocol.DecodeMsg(f, f.Type, &m); err == nil {
 			ended = d.exportExecStart(r.PathValue("name"), &m)
+			if env := d.warm.execEnv(r.PathValue("name"), m.Env); len(env) != len(m.Env) {
+				m.Env = env // a claimed sandbox's env (warmpool.go)
+				f.Payload, err = json.Marshal(&m)
+			}
 		}
 	case protocol.FrameExecAttach:
 		var m protocol.ExecAttach

@@ -108,6 +108,9 @@ type Extra struct {
 	// the Sandbox object's uid.
 	API        string `json:"api,omitempty"`
 	SandboxUID string `json:"sandbox_uid,omitempty"`
+	// Claim is the agent-sandbox SandboxClaim that bound the Sandbox, for
+	// a sandbox claimed from a cluster-kept warm pool (pool.go).
+	Claim string `json:"claim,omitempty"`
 	// Limits lists the limits as the container resources they became.
 	Limits []string `json:"limits,omitempty"`
 }
@@ -249,7 +252,7 @@ func helperPath() (string, error) {
 }
 
 // call runs the helper's op with req on stdin and decodes its stdout into out.
-func call(ctx context.Context, op string, req Request, out any) error {
+func call(ctx context.Context, op string, req any, out any) error {
 	hp, err := helperPath()
 	if err != nil {
 		return err
@@ -335,6 +338,9 @@ func (d Driver) Status(ctx context.Context, h *state.Home, sb *state.Sandbox) dr
 	x, err := ReadExtra(sb)
 	if err != nil || x.Pod == "" {
 		return driver.Status{Phase: driver.PhasePending}
+	}
+	if st, ok := primedStatus(x); ok { // statuscache.go
+		return st
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()

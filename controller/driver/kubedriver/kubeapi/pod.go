@@ -266,7 +266,10 @@ func Delete(ctx context.Context, x kd.Extra) error {
 		return err
 	}
 	if x.API == kd.APIAgentSandbox {
-		return removeSandbox(c, x)
+		if err := removeSandbox(c, x); err != nil {
+			return err
+		}
+		return deleteClaim(ctx, c, x) // warmpool.go
 	}
 	return remove(c, x)
 }
