@@ -20,6 +20,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/forward"
+	"github.com/bohica-labs/darkshell/controller/inference"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/provider"
 	"github.com/bohica-labs/darkshell/controller/session"
@@ -34,6 +35,7 @@ type egressRun struct {
 	mu      sync.Mutex
 	release func() // holds the daemon while the policy allows anything
 	log     *os.File
+	relay   *inference.Relay // inference.go
 }
 
 type egressSet struct {
@@ -134,6 +136,8 @@ func (d *Daemon) startEgress(sb *state.Sandbox) {
 		UpstreamRoots: upstreamRoots(d.log),
 		Secrets:       d.secrets(sb),
 	}
+	run.relay = d.newRelay(sb) // inference.go
+	run.proxy.Inference = run.relay.Handle
 	if ca, err := egress.LoadOrCreateCA(d.opts.Home.SandboxDir(name), name); err == nil {
 		run.proxy.CA = ca
 	} else {
@@ -216,6 +220,7 @@ func (d *Daemon) egressRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/sandboxes/{name}/policy/test", d.policyTest)
 	mux.HandleFunc("PUT /v1/sandboxes/{name}/policy", d.policySet)
 	mux.HandleFunc("POST /v1/sandboxes/{name}/net-test", d.netTest)
+	d.inferenceRoutes(mux) // inference.go
 }
 
 // netTest reports where a request from the sandbox would stop: the proxy
