@@ -36,6 +36,7 @@ type egressRun struct {
 	release func() // holds the daemon while the policy allows anything
 	log     *os.File
 	relay   *inference.Relay // inference.go
+	hold    func()           // holds the daemon while inference routes exist
 }
 
 type egressSet struct {
@@ -138,6 +139,7 @@ func (d *Daemon) startEgress(sb *state.Sandbox) {
 	}
 	run.relay = d.newRelay(sb) // inference.go
 	run.proxy.Inference = run.relay.Handle
+	run.setInference(run.relay.Config(), d.track)
 	if ca, err := egress.LoadOrCreateCA(d.opts.Home.SandboxDir(name), name); err == nil {
 		run.proxy.CA = ca
 	} else {
@@ -193,6 +195,10 @@ func (r *egressRun) stop() {
 	if r.release != nil {
 		r.release()
 		r.release = nil
+	}
+	if r.hold != nil {
+		r.hold()
+		r.hold = nil
 	}
 	r.mu.Unlock()
 	if r.log != nil {

@@ -162,10 +162,26 @@ func (d *Daemon) inferenceSet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if run := d.egressOf(sb.Name); run != nil && run.relay != nil {
-		run.relay.SetConfig(stored)
+		run.setInference(stored, d.track)
 	}
 	if stored == nil {
 		stored = &inference.Config{Routes: []inference.Route{}}
 	}
 	writeJSON(w, http.StatusOK, stored)
+}
+
+// setInference installs cfg in the relay; the daemon stays up while the
+// sandbox has inference routes (its processes depend on the relay).
+func (r *egressRun) setInference(cfg *inference.Config, track func() func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.relay.SetConfig(cfg)
+	on := cfg != nil && len(cfg.Routes) > 0
+	switch {
+	case on && r.hold == nil:
+		r.hold = track()
+	case !on && r.hold != nil:
+		r.hold()
+		r.hold = nil
+	}
 }
