@@ -164,10 +164,10 @@ func TestInferenceLogging(t *testing.T) {
 		{"anthropic-stream", "http://inference.local/v1/messages", `{"model":"claude-standin","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"%s"}]}`, true},
 	}
 	// sandbox watch sees the events live.
-	var watchOut bytes.Buffer
+	watchOut := &lockedBuffer{}
 	watch := exec.Command(filepath.Join(binDir, "darkshell"), "sandbox", "watch", "inf")
 	watch.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
-	watch.Stdout = &watchOut
+	watch.Stdout = watchOut
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,11 @@ func TestInferenceLogging(t *testing.T) {
 		}
 	}
 	t.Cleanup(stopWatch)
-	time.Sleep(500 * time.Millisecond)
+	// Subscribed once it shows an event of an exec made after it started.
+	waitFor(t, 20*time.Second, "sandbox watch to stream", func() bool {
+		e.ds("exec", "inf", "--", "true")
+		return strings.Contains(watchOut.String(), `"kind":"exec_call"`)
+	})
 	var workload strings.Builder
 	for i, c := range calls {
 		// The body reaches the sandbox on stdin (argv would put the
@@ -307,11 +311,14 @@ func TestInferenceLogging(t *testing.T) {
 	if hostLogs == 0 {
 		t.Fatalf("no file under %s (the host event log) holds the inference events", e.home)
 	}
+	waitFor(t, 10*time.Second, "4 inference events on sandbox watch", func() bool {
+		return strings.Count(watchOut.String(), `"kind":"inference"`) >= 4
+	})
 	stopWatch()
 	if n := strings.Count(watchOut.String(), `"kind":"inference"`); n != 4 {
 		t.Fatalf("sandbox watch: %d inference events", n)
 	}
-	checkNoSecret("sandbox watch output", watchOut.Bytes())
+	checkNoSecret("sandbox watch output", []byte(watchOut.String()))
 
 	// The credentials never enter the sandbox: not in its environment,
 	// files or arguments, nor in what the workload received.
@@ -324,4 +331,22 @@ func TestInferenceLogging(t *testing.T) {
 			t.Fatalf("the workload received credential %s", k)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer a child process writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
