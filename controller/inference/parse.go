@@ -154,10 +154,9 @@ type chunk struct {
 		Text       string `json:"text"`
 		StopReason string `json:"stop_reason"`
 	} `json:"delta"`
-	DeltaText json.RawMessage `json:"-"`
-	Message   *chunk          `json:"message"`  // anthropic message_start
-	Response  *chunk          `json:"response"` // openai responses response.completed
-	Error     json.RawMessage `json:"error"`
+	Message  *chunk          `json:"message"`  // anthropic message_start
+	Response *chunk          `json:"response"` // openai responses response.completed
+	Error    json.RawMessage `json:"error"`
 }
 
 type usage struct {
