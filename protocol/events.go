@@ -58,6 +58,10 @@ const (
 	// "ended", Bytes and Files moved, DurationNs).
 	KindExecCall = "exec_call"
 	KindSync     = "sync"
+	// KindInference: one request to the sandbox's inference endpoint
+	// (inference.local), relayed by the host (Inference holds what it
+	// said, redacted; DurationNs its latency; Result ok or error).
+	KindInference = "inference"
 )
 
 // Event sources.
@@ -97,7 +101,7 @@ const (
 var ValidKinds = []string{
 	KindExec, KindFork, KindExit, KindFileOpen, KindFileWrite, KindFileUnlink, KindFileRename,
 	KindFileMkdir, KindFileRmdir, KindFileChmod, KindNetConnect, KindPolicy, KindMCPCall,
-	KindSandboxState, KindAlert, KindExecCall, KindSync,
+	KindSandboxState, KindAlert, KindExecCall, KindSync, KindInference,
 }
 
 // EventsRequest opens an events stream.
@@ -266,6 +270,29 @@ type Event struct {
 	Files    int64  `json:"files,omitempty"`
 	Source   string `json:"source"`
 	Fidelity string `json:"fidelity"`
+	// Inference: an inference event's exchange (host-side only).
+	Inference *Inference `json:"inference,omitempty"`
+}
+
+// Inference is what an inference event logs of one request/response pair,
+// after the relay's redaction (texts capped; Truncated names the cut ones).
+type Inference struct {
+	API          string   `json:"api"` // openai | anthropic
+	Provider     string   `json:"provider,omitempty"`
+	Model        string   `json:"model,omitempty"`
+	Status       int      `json:"status,omitempty"` // upstream HTTP status
+	Stream       bool     `json:"stream,omitempty"`
+	InputTokens  int64    `json:"input_tokens,omitempty"`
+	OutputTokens int64    `json:"output_tokens,omitempty"`
+	FirstByteNs  int64    `json:"first_byte_ns,omitempty"`
+	StopReason   string   `json:"stop_reason,omitempty"`
+	System       string   `json:"system,omitempty"`
+	Prompt       string   `json:"prompt,omitempty"`
+	Response     string   `json:"response,omitempty"`
+	User         string   `json:"user,omitempty"`
+	Tools        string   `json:"tools,omitempty"`
+	Redactions   int      `json:"redactions,omitempty"`
+	Truncated    []string `json:"truncated,omitempty"`
 }
 
 // ClampArgv returns argv cut to the event limits (count, per-string and
@@ -315,6 +342,9 @@ func (e *Event) Validate() error {
 	case FidelityComplete, FidelityPolled, FidelityChanges:
 	default:
 		return fmt.Errorf("unknown event fidelity %q", truncate(e.Fidelity, 20))
+	}
+	if e.Kind == KindInference || e.Inference != nil {
+		return errors.New("inference events are made by the host, never by a sandbox")
 	}
 	if e.PID < 0 || e.PPID < 0 || e.DurationNs < 0 || e.Signal < 0 || e.Signal > 128 {
 		return errors.New("negative pid, duration or bad signal")

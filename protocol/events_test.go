@@ -79,6 +79,9 @@ func TestEventValidate(t *testing.T) {
 			e.Argv = []string{strings.Repeat("a", 4096), strings.Repeat("a", 4096), strings.Repeat("a", 4096), strings.Repeat("a", 4096), "a"}
 		}, false},
 		{"bad result", func(e *Event) { e.Result = "maybe" }, false},
+		// Inference events are the host relay's: a sandbox cannot forge them.
+		{"inference kind", func(e *Event) { e.Kind = KindInference; e.Source = SourceDaemon }, false},
+		{"inference payload", func(e *Event) { e.Inference = &Inference{API: "openai"} }, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

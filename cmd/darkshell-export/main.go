@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -33,6 +34,12 @@ func main() {
 	if err != nil {
 		log.Error("no state dir", "err", err)
 		os.Exit(1)
+	}
+	// $DARKSHELL_EXPORT_CPUPROFILE.PID: a CPU profile while it runs (benchmarks).
+	if p := os.Getenv("DARKSHELL_EXPORT_CPUPROFILE"); p != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid())); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
 	}
 	report := os.NewFile(3, "report")
 	if _, err := report.Stat(); err != nil {

@@ -32,12 +32,14 @@ const (
 
 // Metrics with baselines.
 const (
-	MetricExecs    = "execs"         // exec events
-	MetricBinaries = "binaries"      // distinct binaries executed
-	MetricWrites   = "file_writes"   // file writes, deletes, renames
-	MetricEgress   = "egress:"       // allowed egress connections, per host
-	MetricMCP      = "mcp:"          // MCP tool calls, per tool
-	MetricDenied   = "egress_denied" // denied egress decisions
+	MetricExecs    = "execs"            // exec events
+	MetricBinaries = "binaries"         // distinct binaries executed
+	MetricWrites   = "file_writes"      // file writes, deletes, renames
+	MetricEgress   = "egress:"          // allowed egress connections, per host
+	MetricMCP      = "mcp:"             // MCP tool calls, per tool
+	MetricDenied   = "egress_denied"    // denied egress decisions
+	MetricTokens   = "inference_tokens" // inference tokens, input + output
+	MetricInfer    = "inference_calls"  // inference requests
 )
 
 // Config tunes the engine; zero fields take the defaults.
@@ -206,6 +208,11 @@ func (en *Engine) Add(e *protocol.Event) []protocol.Event {
 		}
 	case protocol.KindMCPCall:
 		sb.counts[MetricMCP+e.Tool]++
+	case protocol.KindInference:
+		sb.counts[MetricInfer]++
+		if e.Inference != nil {
+			sb.counts[MetricTokens] += int(e.Inference.InputTokens + e.Inference.OutputTokens)
+		}
 	}
 	return out
 }

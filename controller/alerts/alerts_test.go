@@ -84,3 +84,36 @@ func TestSandboxesApart(t *testing.T) {
 		t.Fatalf("a's first cat: %v", al)
 	}
 }
+
+// TestInferenceTokensBaseline: steady inference use raises nothing; a
+// window whose tokens jump far above the baseline raises rate:inference_tokens
+// (and only that: the call count stays steady).
+func TestInferenceTokensBaseline(t *testing.T) {
+	en := New(Config{})
+	infer := func(at time.Duration, tokens int64) []string {
+		var rules []string
+		e := &protocol.Event{Time: t0.Add(at), Sandbox: "s", Kind: protocol.KindInference, Source: protocol.SourceDaemon, Fidelity: protocol.FidelityComplete,
+			Inference: &protocol.Inference{API: "openai", InputTokens: tokens / 2, OutputTokens: tokens - tokens/2}}
+		for _, a := range en.Add(e) {
+			rules = append(rules, a.Rule)
+		}
+		return rules
+	}
+	var got []string
+	for w := range 10 {
+		for i := range 5 {
+			tokens := int64(200)
+			if w == 8 {
+				tokens = 5000 // the same calls, 25x the tokens
+			}
+			got = append(got, infer(time.Duration(w)*time.Minute+time.Duration(i)*10*time.Second, tokens)...)
+		}
+		if w == 7 && len(got) != 0 {
+			t.Fatalf("steady inference raised %v", got)
+		}
+	}
+	got = append(got, infer(10*time.Minute+time.Second, 200)...)
+	if want := []string{RuleRate + ":" + MetricTokens}; !slices.Equal(got, want) {
+		t.Fatalf("alerts %v, want %v", got, want)
+	}
+}

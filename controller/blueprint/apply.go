@@ -104,6 +104,21 @@ func Apply(ctx context.Context, c *client.Client, bp *Blueprint, name string, on
 				return err
 			}
 		}
+		if bp.Inference != nil && len(bp.Inference.Routes) > 0 {
+			if err := phase("inference", func() (string, error) {
+				cfg, err := c.InferenceSet(ctx, name, bp.Inference)
+				if err != nil {
+					return "", err
+				}
+				var apis []string
+				for _, r := range cfg.Routes {
+					apis = append(apis, r.API+" -> "+r.Upstream)
+				}
+				return strings.Join(apis, ", "), nil
+			}); err != nil {
+				return err
+			}
+		}
 		if len(bp.Uploads) > 0 {
 			if err := phase("uploads", func() (string, error) {
 				// Trees whose destinations do not overlap go in parallel.

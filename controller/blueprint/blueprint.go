@@ -17,6 +17,7 @@ import (
 
 	"github.com/bohica-labs/darkshell/controller/export"
 	"github.com/bohica-labs/darkshell/controller/forward"
+	"github.com/bohica-labs/darkshell/controller/inference"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/state"
 	"github.com/bohica-labs/darkshell/controller/yamldoc"
@@ -45,6 +46,9 @@ type Blueprint struct {
 	// Exporters send this sandbox's events, traces and metrics (added at
 	// apply, scoped to the sandbox, removed with it; docs/export.md).
 	Exporters []Exporter `yaml:"exporters,omitempty" json:"exporters,omitempty"`
+	// Inference is the sandbox's inference endpoint (inference.local):
+	// routes and redaction (set at apply; docs/export.md "Inference").
+	Inference *inference.Config `yaml:"inference,omitempty" json:"inference,omitempty"`
 
 	// Dir is the blueprint file's directory: relative paths start there.
 	Dir string `yaml:"-" json:"-"`
@@ -240,6 +244,11 @@ func (bp *Blueprint) validate(d *yamldoc.Doc, refs Refs) yamldoc.Problems {
 		}
 		if err := e.Spec(bp, "sandbox", i).Normalize(); err != nil { // the sandbox name is checked above
 			bad(at, "%v", err)
+		}
+	}
+	if bp.Inference != nil {
+		if err := bp.Inference.Validate(); err != nil {
+			bad("$.inference", "%v", err)
 		}
 	}
 	if pr := bp.Policy; pr != nil {

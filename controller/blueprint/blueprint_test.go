@@ -90,6 +90,8 @@ workdir: relative
 exporters:
   - {type: otlp, endpoint: "localhost:4317"}
   - {type: prometheus}
+inference:
+  routes: [{api: gemini, upstream: "http://127.0.0.1:1", provider: p}]
 `)
 	_, err := Parse("testdata/bad2.yaml", data, refs{})
 	var ps yamldoc.Problems
@@ -117,6 +119,7 @@ exporters:
 		{23, "must be absolute"},
 		{25, "--endpoint must be an http://"},
 		{26, "one address per installation"},
+		{28, "api \"gemini\": use openai or anthropic"},
 	} {
 		found := false
 		for _, p := range ps {

@@ -117,11 +117,52 @@ func FillUsage(r *driver.Resources, dirs ...string) {
 	if n, ok := first("pids.current"); ok {
 		r.Pids = n
 	}
+	fillCPU(r, dirs)
 	for _, d := range dirs {
 		for _, f := range []string{"memory.oom_control", "memory.events"} {
 			if n, ok := ReadKey(filepath.Join(d, f), "oom_kill"); ok {
 				r.OOMKills = n
 				return
+			}
+		}
+	}
+}
+
+// fillCPU sets r's CPU time (v1 cpuacct.usage, else v2 cpu.stat
+// usage_usec, which every v2 cgroup has) and CPU limit (v1 CFS quota over
+// period, or v2 cpu.max).
+func fillCPU(r *driver.Resources, dirs []string) {
+	cpu := false
+	for _, d := range dirs {
+		if n, ok := ReadInt(filepath.Join(d, "cpuacct.usage")); ok {
+			r.CPUSeconds, cpu = float64(n)/1e9, true
+			break
+		}
+	}
+	if !cpu {
+		for _, d := range dirs {
+			if n, ok := ReadKey(filepath.Join(d, "cpu.stat"), "usage_usec"); ok {
+				r.CPUSeconds = float64(n) / 1e6
+				break
+			}
+		}
+	}
+	for _, d := range dirs {
+		q, ok1 := ReadInt(filepath.Join(d, "cpu.cfs_quota_us"))
+		p, ok2 := ReadInt(filepath.Join(d, "cpu.cfs_period_us"))
+		if ok1 && ok2 && q > 0 && p > 0 {
+			r.CPULimit = float64(q) / float64(p)
+			return
+		}
+		if b, err := os.ReadFile(filepath.Join(d, "cpu.max")); err == nil {
+			f := strings.Fields(string(b))
+			if len(f) == 2 && f[0] != "max" {
+				q, err1 := strconv.ParseInt(f[0], 10, 64)
+				p, err2 := strconv.ParseInt(f[1], 10, 64)
+				if err1 == nil && err2 == nil && q > 0 && p > 0 {
+					r.CPULimit = float64(q) / float64(p)
+					return
+				}
 			}
 		}
 	}

@@ -15,18 +15,30 @@ func TestFillUsage(t *testing.T) {
 	w(v1mem, "memory.limit_in_bytes", "9223372036854771712\n") // "no limit"
 	w(v1mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
 	w(v1pids, "pids.current", "7\n")
+	v1cpu, v2cpu := t.TempDir(), t.TempDir()
+	w(v1cpu, "cpu.cfs_quota_us", "50000\n")
+	w(v1cpu, "cpu.cfs_period_us", "100000\n")
+	w(v1cpu, "cpu.stat", "nr_periods 3\nnr_throttled 1\nthrottled_time 5\n") // v1: no usage here
+	w(v2cpu, "cpu.stat", "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
 	var r driver.Resources
-	FillUsage(&r, v1mem, v1pids)
-	if r.MemoryBytes != 1<<20 || r.MemoryLimitBytes != 0 || r.OOMKills != 3 || r.Pids != 7 {
+	FillUsage(&r, v1mem, v1pids, v1cpu, v2cpu)
+	if r.MemoryBytes != 1<<20 || r.MemoryLimitBytes != 0 || r.OOMKills != 3 || r.Pids != 7 || r.CPUSeconds != 2.5 || r.CPULimit != 0.5 {
 		t.Fatalf("v1: %+v", r)
+	}
+	w(v1cpu, "cpuacct.usage", "1500000000\n") // cpuacct, where mounted with cpu, wins
+	r = driver.Resources{}
+	FillUsage(&r, v1cpu, v2cpu)
+	if r.CPUSeconds != 1.5 {
+		t.Fatalf("cpuacct: %+v", r)
 	}
 	w(v2, "memory.current", "2048\n")
 	w(v2, "memory.max", "67108864\n")
 	w(v2, "memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
 	w(v2, "pids.current", "3\n")
+	w(v2, "cpu.max", "150000 100000\n")
 	r = driver.Resources{}
 	FillUsage(&r, v2)
-	if r.MemoryBytes != 2048 || r.MemoryLimitBytes != 64<<20 || r.OOMKills != 2 || r.Pids != 3 {
+	if r.MemoryBytes != 2048 || r.MemoryLimitBytes != 64<<20 || r.OOMKills != 2 || r.Pids != 3 || r.CPULimit != 1.5 {
 		t.Fatalf("v2: %+v", r)
 	}
 }

@@ -144,6 +144,7 @@ a controller daemon on $DARKSHELL_HOME/darkshell.sock, started on demand.`,
 	root.AddCommand(a.mcpCmd(), a.providerCmd(), a.forwardCmd()) // mcp.go, provider.go, forward.go
 	root.AddCommand(a.exportCmd(), a.alertsCmd())                // export.go, alerts.go
 	root.AddCommand(a.poolCmd())                                 // pool.go
+	root.AddCommand(a.inferenceCmd())                            // inference.go
 	sandbox.AddCommand(a.watchCmd(), a.logsCmd())
 	sandbox.AddCommand(a.snapshotCmds()...) // snapshot.go
 	sandbox.AddCommand(a.healthCmd())       // health.go

@@ -99,13 +99,6 @@ func (a *app) daemonCmd() *cobra.Command {
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			slog.SetDefault(log) // the drivers log through the default logger
-			if f := os.Getenv("DARKSHELL_DAEMON_CPUPROFILE"); f != "" {
-				stopProf, err := startCPUProfile(f)
-				if err != nil {
-					return err
-				}
-				defer stopProf()
-			}
 			return daemon.New(daemon.Options{Home: h, Log: log, IdleTimeout: idle}).Serve(ctx, l)
 		},
 	}

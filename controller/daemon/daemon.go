@@ -92,6 +92,7 @@ func (d *Daemon) Serve(ctx context.Context, l net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	d.log.Info("daemon serving", "socket", l.Addr().String(), "version", protocol.BuildVersion, "pid", os.Getpid())
+	defer d.startProfile()() // profile.go
 	// Local sandboxes share one set of eBPF probes: load it now, not in
 	// the first create.
 	localdriver.WarmProbes()

@@ -20,6 +20,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/driver"
 	"github.com/bohica-labs/darkshell/controller/egress"
 	"github.com/bohica-labs/darkshell/controller/forward"
+	"github.com/bohica-labs/darkshell/controller/inference"
 	"github.com/bohica-labs/darkshell/controller/policy"
 	"github.com/bohica-labs/darkshell/controller/provider"
 	"github.com/bohica-labs/darkshell/controller/session"
@@ -34,6 +35,8 @@ type egressRun struct {
 	mu      sync.Mutex
 	release func() // holds the daemon while the policy allows anything
 	log     *os.File
+	relay   *inference.Relay // inference.go
+	hold    func()           // holds the daemon while inference routes exist
 }
 
 type egressSet struct {
@@ -134,6 +137,9 @@ func (d *Daemon) startEgress(sb *state.Sandbox) {
 		UpstreamRoots: upstreamRoots(d.log),
 		Secrets:       d.secrets(sb),
 	}
+	run.relay = d.newRelay(sb) // inference.go
+	run.proxy.Inference = run.relay.Handle
+	run.setInference(run.relay.Config(), d.track)
 	if ca, err := egress.LoadOrCreateCA(d.opts.Home.SandboxDir(name), name); err == nil {
 		run.proxy.CA = ca
 	} else {
@@ -190,6 +196,10 @@ func (r *egressRun) stop() {
 		r.release()
 		r.release = nil
 	}
+	if r.hold != nil {
+		r.hold()
+		r.hold = nil
+	}
 	r.mu.Unlock()
 	if r.log != nil {
 		r.log.Close()
@@ -216,6 +226,7 @@ func (d *Daemon) egressRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/sandboxes/{name}/policy/test", d.policyTest)
 	mux.HandleFunc("PUT /v1/sandboxes/{name}/policy", d.policySet)
 	mux.HandleFunc("POST /v1/sandboxes/{name}/net-test", d.netTest)
+	d.inferenceRoutes(mux) // inference.go
 }
 
 // netTest reports where a request from the sandbox would stop: the proxy

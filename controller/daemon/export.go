@@ -53,7 +53,7 @@ func (d *Daemon) usage(ctx context.Context) []export.Usage {
 		}
 		r := st.Resources
 		out = append(out, export.Usage{Sandbox: sb.Name, MemoryBytes: r.MemoryBytes, MemoryLimitBytes: r.MemoryLimitBytes,
-			Pids: r.Pids, PidsLimit: r.PidsLimit})
+			Pids: r.Pids, PidsLimit: r.PidsLimit, CPUSeconds: r.CPUSeconds, CPULimit: r.CPULimit})
 	}
 	return out
 }

@@ -31,6 +31,10 @@ type Resources struct {
 	OOMKills  int64 `json:"oom_kills"`
 	Pids      int64 `json:"pids,omitempty"`
 	PidsLimit int64 `json:"pids_limit,omitempty"`
+	// CPUSeconds is the CPU time the sandbox used; CPULimit its quota in
+	// CPUs (0: none or unknown).
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	CPULimit   float64 `json:"cpu_limit,omitempty"`
 }
 
 // StatusDriver is a driver that can tell a sandbox's phase cheaply (no

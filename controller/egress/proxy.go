@@ -65,6 +65,10 @@ type Proxy struct {
 	// Secrets returns a provider's placeholder -> real value pairs, read
 	// at each request (so a rotation applies at once).
 	Secrets func(provider string) map[string]string
+	// Inference, when set, answers requests to InferenceHost (plain HTTP,
+	// or HTTPS terminated with the CA) instead of the policy: the
+	// sandbox's inference endpoint, relayed by the host (inference.go).
+	Inference func(ctx context.Context, req *http.Request) *http.Response
 
 	engine    atomic.Pointer[Engine]
 	listen    atomic.Pointer[error] // why Serve holds no listener
@@ -158,6 +162,10 @@ func (p *Proxy) connect(ctx context.Context, conn net.Conn, br *bufio.Reader, re
 		deny(conn, http.StatusBadRequest, "bad CONNECT authority: "+err.Error())
 		return
 	}
+	if p.isInference(host) {
+		p.serveInferenceTLS(ctx, conn, br, host)
+		return
+	}
 	r := Request{Host: host, Port: port, Binary: who.Binary, Ancestors: who.Ancestors}
 	d := p.Engine().Decide(r)
 	if d.Allow && (d.Inspect || d.Provider != "") && p.CA != nil {
@@ -215,6 +223,9 @@ func (p *Proxy) forward(ctx context.Context, conn net.Conn, req *http.Request, w
 	// the policy checked (net/http takes an absolute URL's host over the
 	// client's Host header, and writes it).
 	req.Host = req.URL.Host
+	if p.isInference(host) {
+		return p.serveInference(ctx, conn, req)
+	}
 	r := Request{Host: host, Port: port, Binary: who.Binary, Ancestors: who.Ancestors,
 		Method: req.Method, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery}
 	if r.Path == "" {

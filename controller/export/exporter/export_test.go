@@ -195,6 +195,19 @@ func TestLeafSpans(t *testing.T) {
 	if !pol[0].Error || attr(pol[0], "darkshell.policy.result") != "deny" {
 		t.Fatalf("deny: %+v", pol[0])
 	}
+	// An inference exchange is a GenAI chat span; its texts stay out of it.
+	inf := b.add(ev(protocol.KindInference, "a", func(e *protocol.Event) {
+		e.Host, e.Path, e.Result, e.DurationNs, e.Source = "inference.local", "POST /v1/messages", protocol.ResultOK, int64(time.Second), protocol.SourceDaemon
+		e.Inference = &protocol.Inference{API: "anthropic", Model: "claude-x", Status: 200, InputTokens: 12, OutputTokens: 34, Prompt: "user: secret-ish", StopReason: "end_turn"}
+	}))
+	if len(inf) != 1 || inf[0].Name != "chat claude-x" || attr(inf[0], "gen_ai.system") != "anthropic" || attr(inf[0], "gen_ai.usage.output_tokens") != int64(34) {
+		t.Fatalf("inference span: %+v", inf)
+	}
+	for _, a := range inf[0].Attrs {
+		if a.S != nil && strings.Contains(*a.S, "secret-ish") {
+			t.Fatalf("prompt text in a span attribute: %+v", a)
+		}
+	}
 }
 
 // flakySink is a backend that can be switched off: sends fail while down.

@@ -47,6 +47,9 @@ type metrics struct {
 	syncBytes metric.Int64Counter
 	syncFiles metric.Int64Counter
 	emitted   metric.Int64Counter
+	infCalls  metric.Int64Counter
+	infTokens metric.Int64Counter
+	infDur    metric.Float64Histogram
 }
 
 // newMetrics builds the meter provider for the metric exporters in specs
@@ -114,6 +117,13 @@ func newMetrics(specs []*export.Spec, interval time.Duration, usage UsageFunc, l
 	m.syncFiles, err = mt.Int64Counter("darkshell.sync.files", metric.WithDescription("Entries a sync run created, changed or deleted"))
 	add(err)
 	m.emitted, err = mt.Int64Counter("darkshell.events", metric.WithDescription("Events on the daemon's bus, by kind"))
+	add(err)
+	m.infCalls, err = mt.Int64Counter("darkshell.inference.calls", metric.WithDescription("Inference requests through inference.local, by API, model and result"))
+	add(err)
+	m.infTokens, err = mt.Int64Counter("darkshell.inference.tokens", metric.WithDescription("Inference tokens, by API, model and type (input, output)"))
+	add(err)
+	m.infDur, err = mt.Float64Histogram("darkshell.inference.duration", metric.WithUnit("s"),
+		metric.WithDescription("Inference request latency, to the response's end"), metric.WithExplicitBucketBoundaries(execBuckets...))
 	add(err)
 	lostC, err := mt.Int64ObservableCounter("darkshell.events.lost", metric.WithDescription("Events lost, by where (sandbox ring buffer, bus, exporter queue, spool)"))
 	add(err)
@@ -209,6 +219,14 @@ func (m *metrics) observe(e *protocol.Event) {
 		m.mcpCalls.Add(ctx, 1, a)
 		if e.DurationNs > 0 {
 			m.mcpDur.Record(ctx, float64(e.DurationNs)/1e9, a)
+		}
+	case protocol.KindInference:
+		if in := e.Inference; in != nil {
+			api, model := attribute.String("api", in.API), attribute.String("model", in.Model)
+			m.infCalls.Add(ctx, 1, metric.WithAttributes(sb, api, model, attribute.String("result", e.Result)))
+			m.infTokens.Add(ctx, in.InputTokens, metric.WithAttributes(sb, api, model, attribute.String("type", "input")))
+			m.infTokens.Add(ctx, in.OutputTokens, metric.WithAttributes(sb, api, model, attribute.String("type", "output")))
+			m.infDur.Record(ctx, float64(e.DurationNs)/1e9, metric.WithAttributes(sb, api, model))
 		}
 	case protocol.KindSync:
 		a := metric.WithAttributes(sb, attribute.String("direction", e.CallID))

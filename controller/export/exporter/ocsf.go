@@ -144,6 +144,15 @@ func OCSF(e *protocol.Event) map[string]any {
 		if e.Result == protocol.ResultError {
 			status = 2
 		}
+	case protocol.KindInference:
+		class, activity, activityName = ocsfAPIActivity, 99, "inference"
+		o["api"] = map[string]any{"operation": e.Path, "service": map[string]any{"name": e.Host}}
+		if e.Result == protocol.ResultError {
+			status = 2
+		}
+		if e.DurationNs > 0 {
+			o["duration"] = e.DurationNs / 1e6
+		}
 	case protocol.KindAlert:
 		class, activity, activityName = ocsfDetectionFinding, 1, "Create"
 		o["finding_info"] = map[string]any{"title": e.Message, "uid": e.Rule}
@@ -169,5 +178,8 @@ func OCSF(e *protocol.Event) map[string]any {
 		"log_name": e.Kind, "original_time": e.Time.Format("2006-01-02T15:04:05.000000000Z07:00")}
 	o["device"] = map[string]any{"hostname": e.Sandbox, "type_id": 6, "type": "Virtual"}
 	o["unmapped"] = map[string]any{"darkshell.kind": e.Kind, "darkshell.source": e.Source, "darkshell.fidelity": e.Fidelity}
+	if e.Inference != nil {
+		o["unmapped"].(map[string]any)["darkshell.inference"] = e.Inference
+	}
 	return o
 }

@@ -134,6 +134,18 @@ func (b *spanBuilder) add(e *protocol.Event) []Span {
 			attrs = append(attrs, aS("darkshell.policy.rule", e.Rule))
 		}
 		return []Span{b.leaf(e, name, "client", attrs)}
+	case protocol.KindInference:
+		if in := e.Inference; in != nil {
+			// GenAI semantic conventions; the texts stay in the event (logs).
+			attrs := []Attr{aS("gen_ai.operation.name", "chat"), aS("gen_ai.system", in.API), aS("gen_ai.response.model", in.Model),
+				aI("gen_ai.usage.input_tokens", in.InputTokens), aI("gen_ai.usage.output_tokens", in.OutputTokens),
+				aS("server.address", e.Host), aS("url.path", e.Path), aI("http.response.status_code", int64(in.Status)),
+				aS("darkshell.inference.provider", in.Provider), aS("darkshell.result", e.Result)}
+			if in.StopReason != "" {
+				attrs = append(attrs, aS("gen_ai.response.finish_reasons", in.StopReason))
+			}
+			return []Span{b.leaf(e, "chat "+in.Model, "client", attrs)}
+		}
 	case protocol.KindPolicy:
 		if sp := b.procOf(e); sp != nil {
 			b.event(sp, e, "policy_decision", policyAttrs(e))

@@ -1,0 +1,71 @@
+package egress
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// InferenceHost is the sandbox's inference endpoint's name (OpenShell's
+// inference.local): requests to it bypass the network policy and go to
+// the Proxy's Inference handler, which relays them from the host.
+const InferenceHost = "inference.local"
+
+func (p *Proxy) isInference(host string) bool {
+	return p.Inference != nil && strings.EqualFold(strings.TrimSuffix(host, "."), InferenceHost)
+}
+
+// serveInference answers one plain-HTTP request to the inference host; it
+// reports whether the client connection may carry another.
+func (p *Proxy) serveInference(ctx context.Context, conn net.Conn, req *http.Request) bool {
+	resp := p.Inference(ctx, req)
+	err := resp.Write(conn)
+	resp.Body.Close()
+	return err == nil && !req.Close && !resp.Close
+}
+
+// serveInferenceTLS terminates the client's TLS for the inference host
+// with a leaf of the sandbox's CA and answers every request on it.
+func (p *Proxy) serveInferenceTLS(ctx context.Context, conn net.Conn, br *bufio.Reader, host string) {
+	if p.CA == nil {
+		deny(conn, http.StatusBadGateway, "https://"+InferenceHost+" needs the sandbox's egress CA, which is missing; use http://"+InferenceHost)
+		return
+	}
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		return
+	}
+	tconn := tls.Server(&readerConn{Conn: conn, r: br}, &tls.Config{
+		NextProtos: []string{"http/1.1"},
+		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if h.ServerName != "" && !strings.EqualFold(h.ServerName, host) {
+				return nil, fmt.Errorf("TLS server name %q does not match the CONNECT host %q (domain fronting is refused)", h.ServerName, host)
+			}
+			return p.CA.Leaf(InferenceHost)
+		},
+	})
+	defer tconn.Close()
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := tconn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		p.Logger.Debug("egress: TLS with the client for the inference endpoint failed", "err", err)
+		return
+	}
+	tbr := bufio.NewReader(tconn)
+	for {
+		req, err := http.ReadRequest(tbr)
+		if err != nil {
+			return
+		}
+		req.URL.Scheme, req.URL.Host = "https", InferenceHost
+		if !p.serveInference(ctx, tconn, req) {
+			return
+		}
+	}
+}
