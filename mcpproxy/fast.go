@@ -203,17 +203,15 @@ func acceptsBoth(vs []string) bool {
 func (p *Proxy) relayRequest(w http.ResponseWriter, r *http.Request, g *generation, sid string, body []byte, f *frame) {
 	id := body[f.idStart:f.idEnd]
 	method := f.method
-	var ev Event
-	if method == "tools/call" {
+	call := method == "tools/call"
+	if call {
 		if f.tool == "" {
 			p.writeError(w, id, jsonrpc.CodeInvalidParams, "tools/call without a tool name")
 			return
 		}
-		args := rawMember(f.params(body), "arguments")
-		ev = Event{Time: time.Now().UTC(), Kind: KindCall, Server: p.opts.Name, Tool: f.tool,
-			Args: p.opts.Redactor.JSON(args), Decision: "allow", Session: sid}
 		if ok, rule := p.opts.Policy.DecideRequest(method, f.tool, f.params(body)); !ok {
-			p.writeError(w, id, jsonrpc.CodeInvalidParams, p.refusal(sid, method, f.tool, ev.Args, rule))
+			args := p.opts.Redactor.JSON(rawMember(f.params(body), "arguments"))
+			p.writeError(w, id, jsonrpc.CodeInvalidParams, p.refusal(sid, method, f.tool, args, rule))
 			return
 		}
 		p.calls.Add(1)
@@ -228,39 +226,54 @@ func (p *Proxy) relayRequest(w http.ResponseWriter, r *http.Request, g *generati
 	start := time.Now()
 	reply, err := g.link.call(r.Context(), body, f)
 	dur := time.Since(start)
+	// The event is built and reported after the client has its answer:
+	// redaction and logging stay off the call's latency.
+	var ev *Event
+	if call {
+		ev = &Event{Time: start.UTC(), Kind: KindCall, Server: p.opts.Name, Tool: f.tool, Decision: "allow", Session: sid,
+			DurationMs: float64(dur.Microseconds()) / 1000}
+		defer func() {
+			ev.Args = p.opts.Redactor.JSON(rawMember(f.params(body), "arguments"))
+			p.emit(*ev)
+		}()
+	}
 	if err != nil {
 		if r.Context().Err() != nil {
-			return // the client went away; the upstream was told
+			if ev != nil {
+				ev.Error, ev.IsError = "the client went away; the server was told to cancel the call", true
+			}
+			return
 		}
 		jerr := p.upstreamErr(g, method, f.tool, err).(*jsonrpc.Error)
-		if method == "tools/call" {
-			ev.DurationMs, ev.Error, ev.IsError = float64(dur.Microseconds())/1000, jerr.Message, true
-			p.emit(ev)
+		if ev != nil {
+			ev.Error, ev.IsError = jerr.Message, true
 		}
 		p.writeError(w, id, jerr.Code, jerr.Message)
 		return
 	}
 	rf, err := scanFrame(reply)
 	if err != nil {
-		p.writeError(w, id, jsonrpc.CodeInternalError, fmt.Sprintf("MCP server %q sent a malformed reply to %s", p.opts.Name, method))
+		msg := fmt.Sprintf("MCP server %q sent a malformed reply to %s", p.opts.Name, method)
+		if ev != nil {
+			ev.Error, ev.IsError = msg, true
+		}
+		p.writeError(w, id, jsonrpc.CodeInternalError, msg)
 		return
 	}
 	if rf.hasError {
 		// Upstream errors may carry a credential of the server: redact.
 		reply = p.redactError(reply, &rf)
-		if method == "tools/call" {
+	}
+	writeJSON(w, reply)
+	if ev != nil {
+		if rf.hasError {
 			ev.Error, ev.IsError = p.errorMessage(reply), true
 		}
-	}
-	if method == "tools/call" {
-		ev.DurationMs = float64(dur.Microseconds()) / 1000
 		if rf.resultEnd > 0 {
 			ev.ResultSize = rf.resultEnd - rf.resultStart
 			ev.IsError = rf.isError
 		}
-		p.emit(ev)
 	}
-	writeJSON(w, reply)
 }
 
 func writeJSON(w http.ResponseWriter, b []byte) {
@@ -269,6 +282,10 @@ func writeJSON(w http.ResponseWriter, b []byte) {
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+	// Out now, in one write: what the handler does next is not the client's wait.
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // writeError answers request id with a JSON-RPC error.

@@ -2,7 +2,7 @@ package mcpproxy
 
 import (
 	"context"
-		"io"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
