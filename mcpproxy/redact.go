@@ -1,6 +1,7 @@
 package mcpproxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"regexp"
 	"sort"
@@ -69,6 +70,9 @@ func (r *Redactor) JSON(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 {
 		return raw
 	}
+	if r.clean(raw) {
+		return raw
+	}
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
 		b, _ := json.Marshal(r.String(string(raw)))
@@ -80,6 +84,26 @@ func (r *Redactor) JSON(raw json.RawMessage) json.RawMessage {
 		return json.RawMessage(`null`)
 	}
 	return b
+}
+
+// clean reports, without decoding, that raw is JSON the walk would leave
+// as it is: no escapes (a key or value could hide behind one), nothing that
+// looks like a sensitive key anywhere, no known value.
+func (r *Redactor) clean(raw []byte) bool {
+	if bytes.IndexByte(raw, '\\') >= 0 || sensitiveKey.Match(raw) || !json.Valid(raw) {
+		return false
+	}
+	if r == nil {
+		return true
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, v := range r.values {
+		if bytes.Contains(raw, []byte(v)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Redactor) walk(v any) any {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/bohica-labs/darkshell/mcpproxy"
 )
@@ -43,7 +44,21 @@ func (m *Manager) startLog() {
 
 func (m *Manager) writeLog() {
 	batch := make([]logItem, 0, 256)
-	for it := range m.logQ {
+	// Log files stay open while events come, and are closed after a
+	// second without any (a busy server costs one write per batch).
+	files := map[string]*os.File{}
+	idle := time.NewTimer(time.Hour)
+	for {
+		var it logItem
+		select {
+		case it = <-m.logQ:
+		case <-idle.C:
+			for sb, f := range files {
+				_ = f.Close()
+				delete(files, sb)
+			}
+			continue
+		}
 		batch = append(batch[:0], it)
 	more:
 		for len(batch) < cap(batch) {
@@ -54,11 +69,12 @@ func (m *Manager) writeLog() {
 				break more
 			}
 		}
-		m.writeBatch(batch)
+		m.writeBatch(batch, files)
+		idle.Reset(time.Second)
 	}
 }
 
-func (m *Manager) writeBatch(batch []logItem) {
+func (m *Manager) writeBatch(batch []logItem, files map[string]*os.File) {
 	lines := map[string][]byte{}
 	var order []string
 	for i := range batch {
@@ -79,13 +95,21 @@ func (m *Manager) writeBatch(batch []logItem) {
 		lines[it.sandbox] = append(append(lines[it.sandbox], b...), '\n')
 	}
 	for _, sb := range order {
-		p := m.LogPath(sb)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			continue
+		f := files[sb]
+		if f == nil {
+			p := m.LogPath(sb)
+			if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+				continue
+			}
+			var err error
+			if f, err = os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err != nil {
+				continue
+			}
+			files[sb] = f
 		}
-		if f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
-			_, _ = f.Write(lines[sb])
+		if _, err := f.Write(lines[sb]); err != nil {
 			_ = f.Close()
+			delete(files, sb)
 		}
 	}
 	m.mu.Lock()
