@@ -15,7 +15,12 @@ import (
 // queue is bounded and record blocks when it is full, so no event is ever
 // dropped; Logs flushes it first, so a caller reads what it recorded.
 
-const eventQueue = 4096
+const (
+	eventQueue = 4096
+	// lingerFor is how long the writer waits for more events before it
+	// writes a batch (the log and the event stream lag by at most this).
+	lingerFor = 20 * time.Millisecond
+)
 
 type logItem struct {
 	sandbox string
@@ -60,15 +65,19 @@ func (m *Manager) writeLog() {
 			continue
 		}
 		batch = append(batch[:0], it)
+		// Linger a little for more: a busy server's events then cost one
+		// write per batch, not one per call. A flush ends the wait.
+		linger := time.NewTimer(lingerFor)
 	more:
-		for len(batch) < cap(batch) {
+		for len(batch) < cap(batch) && batch[len(batch)-1].flushed == nil {
 			select {
 			case it := <-m.logQ:
 				batch = append(batch, it)
-			default:
+			case <-linger.C:
 				break more
 			}
 		}
+		linger.Stop()
 		m.writeBatch(batch, files)
 		idle.Reset(time.Second)
 	}
