@@ -247,3 +247,24 @@ func FuzzScanFrame(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLooksSensitive: the regexp-free check never misses what the regexp
+// finds, and on ASCII text it agrees with it exactly.
+func FuzzLooksSensitive(f *testing.F) {
+	for _, s := range []string{"token", "x-Api_Key", "API-KEY", "apikey", "authority", "to\u212aen", "ſecret", "plain", "Private-Key", "session_key", "PassWord"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		re, got := sensitiveKey.Match(b), looksSensitive(b)
+		if re && !got {
+			t.Fatalf("%q: the regexp matches, the check does not", b)
+		}
+		ascii := true
+		for _, c := range b {
+			ascii = ascii && c < 0x80
+		}
+		if ascii && re != got {
+			t.Fatalf("%q: regexp %v, check %v", b, re, got)
+		}
+	})
+}

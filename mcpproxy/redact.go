@@ -86,11 +86,43 @@ func (r *Redactor) JSON(raw json.RawMessage) json.RawMessage {
 	return b
 }
 
+// sensitiveWords are the literal forms of sensitiveKey, lower case.
+var sensitiveWords = [][]byte{[]byte("token"), []byte("secret"), []byte("passw"), []byte("apikey"), []byte("api_key"),
+	[]byte("api-key"), []byte("auth"), []byte("credential"), []byte("privatekey"), []byte("private_key"),
+	[]byte("private-key"), []byte("cookie"), []byte("sessionkey"), []byte("session_key"), []byte("session-key")}
+
+// looksSensitive reports whether sensitiveKey may match somewhere in b,
+// without the regexp for short ASCII text (the common case): any non-ASCII
+// byte counts as a match, since case folding reaches beyond ASCII (the
+// Kelvin sign folds to k).
+func looksSensitive(b []byte) bool {
+	var buf [2048]byte
+	if len(b) > len(buf) {
+		return sensitiveKey.Match(b)
+	}
+	low := buf[:len(b)]
+	for i, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low[i] = c
+	}
+	for _, w := range sensitiveWords {
+		if bytes.Contains(low, w) {
+			return true
+		}
+	}
+	return false
+}
+
 // clean reports, without decoding, that raw is JSON the walk would leave
 // as it is: no escapes (a key or value could hide behind one), nothing that
 // looks like a sensitive key anywhere, no known value.
 func (r *Redactor) clean(raw []byte) bool {
-	if bytes.IndexByte(raw, '\\') >= 0 || sensitiveKey.Match(raw) || !json.Valid(raw) {
+	if bytes.IndexByte(raw, '\\') >= 0 || looksSensitive(raw) || !json.Valid(raw) {
 		return false
 	}
 	if r == nil {
