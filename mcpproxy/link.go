@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -40,14 +41,20 @@ type link struct {
 	done      chan struct{} // closed when the upstream's output ended
 	err       error         // why (set before done is closed)
 	closeOnce sync.Once
-	wait      func() error // reaps the process (nil: no process)
+	wait      func() error  // reaps the process (nil: no process)
+	exited    chan struct{} // closed once the process is reaped
 }
+
+// terminateWait is how long Close gives a stdio server to exit after its
+// stdin is closed (as the SDK's CommandTransport did); its process group
+// is killed after that.
+const terminateWait = 2 * time.Second
 
 // errLinkClosed: the upstream's output ended.
 var errLinkClosed = fmt.Errorf("%w: the server's output ended", mcp.ErrConnectionClosed)
 
 func newLink(r io.Reader, w io.WriteCloser, wait func() error) *link {
-	l := &link{w: w, msgs: make(chan []byte, 64), pending: map[uint64]chan []byte{}, done: make(chan struct{}), wait: wait}
+	l := &link{w: w, msgs: make(chan []byte, 64), pending: map[uint64]chan []byte{}, done: make(chan struct{}), wait: wait, exited: make(chan struct{})}
 	go l.read(r)
 	return l
 }
@@ -88,6 +95,7 @@ func (l *link) read(r io.Reader) {
 	if l.wait != nil {
 		_ = l.wait()
 	}
+	close(l.exited)
 }
 
 // end records why the link ended and fails every call in flight.
@@ -262,9 +270,18 @@ func (c sdkConn) Write(_ context.Context, m jsonrpc.Message) error {
 }
 
 func (c sdkConn) Close() error {
-	// Closing stdin asks a stdio server to exit; generation.stop ends its
-	// process group as well. Calls in flight fail now.
+	// Closing stdin asks a stdio server to exit; it gets terminateWait to
+	// do so, then generation.stop ends its process group. Calls in flight
+	// fail now.
 	c.l.end(mcp.ErrConnectionClosed)
+	if c.l.wait != nil {
+		t := time.NewTimer(terminateWait)
+		defer t.Stop()
+		select {
+		case <-c.l.exited:
+		case <-t.C:
+		}
+	}
 	return nil
 }
 
