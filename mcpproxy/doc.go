@@ -8,8 +8,11 @@
 // sandbox's confinement. It therefore imports neither controller nor
 // sandboxd (layout_test.go enforces the boundaries).
 //
-// One upstream process serves every downstream session: requests are
-// forwarded method by method through an SDK client session, progress tokens
+// One upstream process serves every downstream session. On the hot path
+// (fast.go) requests of established sessions are relayed as raw JSON-RPC
+// bytes to a stdio upstream (frame.go scans them, link.go owns the
+// upstream's stdio); everything else is forwarded method by method through
+// an SDK client session that shares the same stdio, and progress tokens
 // are rewritten so that notifications reach the session (and the HTTP
 // stream) of the call that asked for them, and an upstream that exits is
 // restarted with backoff. A call in flight when the upstream dies fails with

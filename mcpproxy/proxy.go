@@ -51,8 +51,11 @@ type Options struct {
 	// is called for every request to it.
 	URL    string
 	Header func() http.Header
-	// Transport, if set, replaces Argv and URL (tests).
+	// Transport, if set, replaces Argv and URL (tests; SDK path only).
 	Transport func(ctx context.Context) (mcp.Transport, error)
+	// Stdio, if set, replaces Argv with the two ends of a newline-delimited
+	// stdio upstream (tests of the relay: reads from r, writes to w).
+	Stdio func(ctx context.Context) (r io.Reader, w io.WriteCloser, err error)
 	// Stderr receives the upstream process's stderr (default: discard).
 	Stderr io.Writer
 	// Policy filters tools/list and refuses calls.
@@ -101,9 +104,11 @@ type Status struct {
 
 // Proxy serves one upstream MCP server over Streamable HTTP.
 type Proxy struct {
-	opts    Options
-	log     *slog.Logger
-	handler http.Handler
+	opts     Options
+	log      *slog.Logger
+	handler  http.Handler
+	sdk      http.Handler // the SDK's Streamable HTTP handler (fast.go: what the relay leaves)
+	sessions sessions
 
 	mu       sync.Mutex
 	gen      *generation
@@ -125,6 +130,7 @@ type Proxy struct {
 type generation struct {
 	cs      *mcp.ClientSession
 	cmd     *exec.Cmd
+	link    *link // stdio upstreams: the raw relay's side (fast.go)
 	pid     int
 	started time.Time
 	inUse   sync.WaitGroup
@@ -140,7 +146,7 @@ type progressRoute struct {
 
 // New returns a proxy; the upstream starts on Start or on first use.
 func New(opts Options) (*Proxy, error) {
-	if opts.Transport == nil && len(opts.Argv) == 0 && opts.URL == "" {
+	if opts.Transport == nil && opts.Stdio == nil && len(opts.Argv) == 0 && opts.URL == "" {
 		return nil, errors.New("mcp proxy: no command or URL")
 	}
 	if err := opts.Policy.Validate(); err != nil {
@@ -154,13 +160,14 @@ func New(opts Options) (*Proxy, error) {
 		opts.Stderr = io.Discard
 	}
 	p := &Proxy{opts: opts, log: log.With("mcp_server", opts.Name), state: StateStopped}
-	p.handler = http.MaxBytesHandler(mcp.NewStreamableHTTPHandler(p.serverFor, &mcp.StreamableHTTPOptions{
+	p.sdk = mcp.NewStreamableHTTPHandler(p.serverFor, &mcp.StreamableHTTPOptions{
 		EventStore: mcp.NewMemoryEventStore(nil),
 		Logger:     p.log,
 		// The endpoint is reached through a relayed loopback listener; the
 		// Host header is the sandbox's loopback, which is what we serve.
 		DisableLocalhostProtection: true,
-	}), MaxBody)
+	})
+	p.handler = http.MaxBytesHandler(p, MaxBody)
 	return p, nil
 }
 
@@ -305,6 +312,13 @@ func (p *Proxy) start(ctx context.Context) (*generation, error) {
 		if t, err = p.opts.Transport(ctx); err != nil {
 			return nil, err
 		}
+	case p.opts.Stdio != nil:
+		r, w, err := p.opts.Stdio(ctx)
+		if err != nil {
+			return nil, err
+		}
+		g.link = newLink(r, w, nil)
+		t = g.link
 	case p.opts.URL != "":
 		hc := &http.Client{Transport: headerTransport{base: http.DefaultTransport, header: p.opts.Header}}
 		t = &mcp.StreamableClientTransport{Endpoint: p.opts.URL, HTTPClient: hc}
@@ -316,8 +330,20 @@ func (p *Proxy) start(ctx context.Context) (*generation, error) {
 		cmd.Dir = p.opts.Dir
 		cmd.Stderr = p.opts.Stderr
 		cmd.SysProcAttr = sysProcAttr()
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
 		g.cmd = cmd
-		t = &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
+		g.link = newLink(stdout, stdin, cmd.Wait)
+		t = g.link
 	}
 	client := mcp.NewClient(&mcp.Implementation{Name: "darkshell-mcp-proxy", Version: "1"}, &mcp.ClientOptions{
 		ProgressNotificationHandler: p.progress,
@@ -563,11 +589,18 @@ func (p *Proxy) paramsJSON(req mcp.Request) json.RawMessage {
 // refuse counts and reports a policy denial and returns the error the
 // client gets, naming the rule.
 func (p *Proxy) refuse(req mcp.Request, method, tool string, args json.RawMessage, rule string) error {
-	p.denied.Add(1)
-	ev := Event{Time: time.Now().UTC(), Kind: KindPolicy, Server: p.opts.Name, Tool: tool, Args: args, Decision: "deny", Rule: rule}
+	sid := ""
 	if s := req.GetSession(); s != nil {
-		ev.Session = s.ID()
+		sid = s.ID()
 	}
+	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: p.refusal(sid, method, tool, args, rule)}
+}
+
+// refusal counts and reports a policy denial and returns the message the
+// client gets, naming the rule.
+func (p *Proxy) refusal(sid, method, tool string, args json.RawMessage, rule string) string {
+	p.denied.Add(1)
+	ev := Event{Time: time.Now().UTC(), Kind: KindPolicy, Server: p.opts.Name, Tool: tool, Args: args, Decision: "deny", Rule: rule, Session: sid}
 	var msg string
 	if tool != "" {
 		msg = fmt.Sprintf("tool %q is denied by the darkshell tool policy of MCP server %q (%s)", tool, p.opts.Name, rule)
@@ -577,7 +610,7 @@ func (p *Proxy) refuse(req mcp.Request, method, tool string, args json.RawMessag
 	}
 	ev.Error = msg
 	p.emit(ev)
-	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: msg}
+	return msg
 }
 
 func (p *Proxy) callTool(ctx context.Context, g *generation, req mcp.Request) (mcp.Result, error) {

@@ -1,6 +1,7 @@
 package mcpproxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"regexp"
 	"sort"
@@ -69,6 +70,9 @@ func (r *Redactor) JSON(raw json.RawMessage) json.RawMessage {
 	if len(raw) == 0 {
 		return raw
 	}
+	if r.clean(raw) {
+		return raw
+	}
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
 		b, _ := json.Marshal(r.String(string(raw)))
@@ -80,6 +84,58 @@ func (r *Redactor) JSON(raw json.RawMessage) json.RawMessage {
 		return json.RawMessage(`null`)
 	}
 	return b
+}
+
+// sensitiveWords are the literal forms of sensitiveKey, lower case.
+var sensitiveWords = [][]byte{[]byte("token"), []byte("secret"), []byte("passw"), []byte("apikey"), []byte("api_key"),
+	[]byte("api-key"), []byte("auth"), []byte("credential"), []byte("privatekey"), []byte("private_key"),
+	[]byte("private-key"), []byte("cookie"), []byte("sessionkey"), []byte("session_key"), []byte("session-key")}
+
+// looksSensitive reports whether sensitiveKey may match somewhere in b,
+// without the regexp for short ASCII text (the common case): any non-ASCII
+// byte counts as a match, since case folding reaches beyond ASCII (the
+// Kelvin sign folds to k).
+func looksSensitive(b []byte) bool {
+	var buf [2048]byte
+	if len(b) > len(buf) {
+		return sensitiveKey.Match(b)
+	}
+	low := buf[:len(b)]
+	for i, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low[i] = c
+	}
+	for _, w := range sensitiveWords {
+		if bytes.Contains(low, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// clean reports, without decoding, that raw is JSON the walk would leave
+// as it is: no escapes (a key or value could hide behind one), nothing that
+// looks like a sensitive key anywhere, no known value.
+func (r *Redactor) clean(raw []byte) bool {
+	if bytes.IndexByte(raw, '\\') >= 0 || looksSensitive(raw) || !json.Valid(raw) {
+		return false
+	}
+	if r == nil {
+		return true
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, v := range r.values {
+		if bytes.Contains(raw, []byte(v)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Redactor) walk(v any) any {

@@ -82,7 +82,8 @@ type Manager struct {
 	mu      sync.Mutex
 	running map[string]*runtime // by sandbox + "/" + name
 	sink    Sink
-	logMu   sync.Mutex
+	logOnce sync.Once
+	logQ    chan logItem // eventlog.go
 }
 
 // NewManager returns a manager; Restore starts the stored servers.
@@ -298,37 +299,12 @@ func (m *Manager) stderrPath(sandbox, name string) string {
 	return filepath.Join(m.opts.Home.LogDir(), "mcp", sandbox, name+".stderr.log")
 }
 
-// record appends an event to the sandbox's log (redacted again with every
-// provider value) and hands it to the sink.
-func (m *Manager) record(sandbox string, ev mcpproxy.Event) {
-	ev.Args = m.red.JSON(ev.Args)
-	ev.Error = m.red.String(ev.Error)
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return
-	}
-	m.logMu.Lock()
-	p := m.LogPath(sandbox)
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err == nil {
-		if f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
-			f.Write(append(b, '\n'))
-			f.Close()
-		}
-	}
-	m.logMu.Unlock()
-	m.mu.Lock()
-	sink := m.sink
-	m.mu.Unlock()
-	if sink != nil {
-		sink(sandbox, ev)
-	}
-}
-
 // Logs returns the last n events of a sandbox's log, for one server or all.
 func (m *Manager) Logs(sandbox, server string, n int) ([]mcpproxy.Event, error) {
 	if _, err := m.opts.Home.Get(sandbox); err != nil {
 		return nil, err
 	}
+	m.flushLog()
 	f, err := os.Open(m.LogPath(sandbox))
 	if errors.Is(err, os.ErrNotExist) {
 		return []mcpproxy.Event{}, nil
