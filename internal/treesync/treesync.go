@@ -219,21 +219,13 @@ func (c *conn) dataWriter() *bufio.Writer {
 // selects it. Lstat (and hashing with Checksum) runs in parallel.
 func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, error) {
 	flt := NewFilter(opt)
-	loadIgnore := func(dir string) {
-		if !flt.UsesGitIgnore() {
-			return
-		}
-		f, err := r.OpenFile(path.Join(dir, ".gitignore"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		flt.LoadIgnore(dir, f)
+	var loadIgnore enterFn
+	if flt.UsesGitIgnore() {
+		loadIgnore = func(dir string, f *os.File) { flt.LoadIgnore(dir, f) }
 	}
 	items, err := walkTree(ctx, r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
-		func(p string, d fs.DirEntry, parent walkState) (bool, bool, walkState, error) {
-			isDir := d.IsDir()
-			if strings.HasPrefix(d.Name(), TempPrefix) || flt.Excluded(p, isDir) {
+		func(p, name string, isDir bool, parent walkState) (bool, bool, walkState, error) {
+			if strings.HasPrefix(name, TempPrefix) || flt.Excluded(p, isDir) {
 				return false, false, parent, nil
 			}
 			sel := flt.Selected(p, isDir, parent.sel)
@@ -249,10 +241,10 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 		return nil, fmt.Errorf("unable to scan %s: %w", r.Name(), err)
 	}
 	var paths []string
-	var infos []fs.FileInfo
+	var infos []finfo
 	if len(opt.Include) == 0 {
 		paths = make([]string, len(items))
-		infos = make([]fs.FileInfo, len(items))
+		infos = make([]finfo, len(items))
 		for i := range items {
 			paths[i], infos[i] = items[i].path, items[i].fi
 		}
@@ -305,22 +297,13 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 	return out, nil
 }
 
-// stat fills e for the entry p whose lstat result is fi (nil: look it up).
-func stat(r *os.Root, p string, fi fs.FileInfo, checksum bool, e *protocol.SyncEntry) (bool, error) {
+// stat fills e for the entry p whose lstat result is fi.
+func stat(r *os.Root, p string, fi finfo, checksum bool, e *protocol.SyncEntry) (bool, error) {
 	var err error
-	if fi == nil {
-		fi, err = r.Lstat(p)
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil // vanished during the scan
-	}
-	if err != nil {
-		return false, err
-	}
 	*e = protocol.SyncEntry{Path: p, Mode: uint32(fi.Mode().Perm())}
 	switch m := fi.Mode(); {
 	case m.IsRegular():
-		e.Type, e.Size, e.MtimeNs = protocol.SyncFile, fi.Size(), fi.ModTime().UnixNano()
+		e.Type, e.Size, e.MtimeNs = protocol.SyncFile, fi.Size(), fi.mtime
 		if checksum {
 			sum, err := cachedSum(r, p, fi)
 			if err != nil {
@@ -329,10 +312,13 @@ func stat(r *os.Root, p string, fi fs.FileInfo, checksum bool, e *protocol.SyncE
 			e.Sum = sum
 		}
 	case m.IsDir():
-		e.Type, e.MtimeNs = protocol.SyncDir, fi.ModTime().UnixNano()
+		e.Type, e.MtimeNs = protocol.SyncDir, fi.mtime
 	case m&fs.ModeSymlink != 0:
 		e.Type, e.Mode = protocol.SyncSymlink, 0
 		if e.Link, err = r.Readlink(p); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return false, nil // vanished during the scan
+			}
 			return false, err
 		}
 		if e.Link == "" || len(e.Link) > protocol.MaxSyncPath || strings.IndexByte(e.Link, 0) >= 0 || !utf8.ValidString(e.Link) {
@@ -646,36 +632,28 @@ func (p *sendPipeline) writer() {
 }
 
 func sendList(c *conn, entries []protocol.SyncEntry) error {
-	var batch []protocol.SyncEntry
-	size := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		js, err := json.Marshal(&protocol.SyncEntries{Entries: batch})
-		batch, size = batch[:0], 0
-		if err != nil {
-			return err
-		}
-		z, err := compressEntries(js)
-		if err != nil {
-			return err
-		}
-		return c.w.Frame(protocol.FrameSyncEntriesZ, z)
-	}
-	for i := range entries {
-		e := &entries[i]
-		n := 2*len(e.Path) + 2*len(e.Link) + len(e.Sum) + 100 // JSON may escape
-		if len(batch) == protocol.MaxSyncBatch || size+n > protocol.MaxPayload/2 {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		batch = append(batch, *e)
-		size += n
-	}
-	if err := flush(); err != nil {
+	enc, _, err := listCodecs()
+	if err != nil {
 		return err
+	}
+	var raw, z []byte
+	for start := 0; start < len(entries); {
+		// A batch ends at listBatch entries or once it passed
+		// listBatchBytes; one entry is at most ~8.3 KiB, so it stays far
+		// below the 4 MiB decode limit and its zstd frame below MaxPayload.
+		end, size := start, 0
+		for end < len(entries) && end-start < listBatch && size < listBatchBytes {
+			size += len(entries[end].Path) + len(entries[end].Link) + 64
+			end++
+		}
+		if raw, err = protocol.AppendSyncEntriesBin(raw[:0], entries[start:end]); err != nil {
+			return err
+		}
+		z = enc.EncodeAll(raw, z[:0])
+		if err := c.w.Frame(protocol.FrameSyncEntriesB, z); err != nil {
+			return err
+		}
+		start = end
 	}
 	return c.w.Frame(protocol.FrameSyncEntriesEnd, nil)
 }
@@ -778,7 +756,7 @@ type receiver struct {
 	r        *os.Root
 	opt      Options
 	list     []protocol.SyncEntry
-	have     map[string]fs.FileInfo
+	have     map[string]finfo
 	flt      *Filter
 	protect  map[string]bool    // have entries --delete must keep (ignored, not selected)
 	bySize   map[int64][]string // unlisted receiver files by size: bases for renames
@@ -863,9 +841,12 @@ func (rc *receiver) readList() error {
 			return nil
 		}
 		var m protocol.SyncEntries
-		if f.Type == protocol.FrameSyncEntriesZ {
+		switch f.Type {
+		case protocol.FrameSyncEntriesB:
+			m.Entries, err = decodeEntriesB(f, &zbuf)
+		case protocol.FrameSyncEntriesZ:
 			err = decodeEntriesZ(f, &m, &zbuf)
-		} else {
+		default:
 			err = protocol.DecodeMsg(f, protocol.FrameSyncEntries, &m)
 		}
 		if err != nil {
@@ -911,24 +892,18 @@ func (rc *receiver) readList() error {
 // .gitignore files ignore (with GitIgnore) or the include patterns do not
 // select are listed but protected from --delete.
 func (rc *receiver) scanHave() error {
-	rc.have = map[string]fs.FileInfo{}
 	if rc.r == nil {
+		rc.have = map[string]finfo{}
 		return nil
 	}
 	flt := rc.flt
-	loadIgnore := func(dir string) {
-		if !rc.opt.Delete || !flt.UsesGitIgnore() {
-			return
-		}
-		if f, err := rc.r.OpenFile(path.Join(dir, ".gitignore"), os.O_RDONLY|syscall.O_NOFOLLOW, 0); err == nil {
-			flt.LoadIgnore(dir, f)
-			f.Close()
-		}
+	var loadIgnore enterFn
+	if rc.opt.Delete && flt.UsesGitIgnore() {
+		loadIgnore = func(dir string, f *os.File) { flt.LoadIgnore(dir, f) }
 	}
 	items, err := walkTree(context.Background(), rc.r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
-		func(p string, d fs.DirEntry, parent walkState) (bool, bool, walkState, error) {
-			isDir := d.IsDir()
-			if strings.HasPrefix(d.Name(), TempPrefix) {
+		func(p, name string, isDir bool, parent walkState) (bool, bool, walkState, error) {
+			if strings.HasPrefix(name, TempPrefix) {
 				if !rc.opt.DryRun {
 					_ = rc.r.RemoveAll(p)
 				}
@@ -944,6 +919,7 @@ func (rc *receiver) scanHave() error {
 	if err != nil {
 		return err
 	}
+	rc.have = make(map[string]finfo, len(items))
 	for _, it := range items {
 		rc.have[it.path] = it.fi
 		if it.st.protect {
@@ -953,7 +929,7 @@ func (rc *receiver) scanHave() error {
 	return nil
 }
 
-func typeOf(fi fs.FileInfo) string {
+func typeOf(fi finfo) string {
 	switch m := fi.Mode(); {
 	case m.IsRegular():
 		return protocol.SyncFile
@@ -1043,7 +1019,7 @@ func (rc *receiver) plan() ([]need, error) {
 			count(false)
 		case protocol.SyncFile:
 			if ok && x.Size() == e.Size {
-				same := x.ModTime().UnixNano() == e.MtimeNs
+				same := x.mtime == e.MtimeNs
 				if rc.opt.Checksum {
 					sum, err := cachedSum(rc.r, e.Path, x)
 					if err != nil {
@@ -1059,7 +1035,7 @@ func (rc *receiver) plan() ([]need, error) {
 								return nil, err
 							}
 						}
-						if x.ModTime().UnixNano() != e.MtimeNs {
+						if x.mtime != e.MtimeNs {
 							t := time.Unix(0, e.MtimeNs)
 							if err := rc.r.Chtimes(e.Path, t, t); err != nil {
 								return nil, err
@@ -1548,7 +1524,7 @@ func (rc *receiver) finishDirs() error {
 				return err
 			}
 		}
-		if !ok || rc.touched[e.Path] || x.ModTime().UnixNano() != e.MtimeNs {
+		if !ok || rc.touched[e.Path] || x.mtime != e.MtimeNs {
 			t := time.Unix(0, e.MtimeNs)
 			if err := rc.r.Chtimes(e.Path, t, t); err != nil {
 				return err
