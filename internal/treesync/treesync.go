@@ -37,6 +37,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/protocol/delta"
 )
@@ -156,7 +158,7 @@ type conn struct {
 	buf []byte // unread bytes of the current data frame
 
 	// Reused per file (allocating them per file dominated small files).
-	dw   *bufio.Writer   // data frames out
+	dw   *frameBatcher   // data frames out
 	ow   *delta.OpWriter // op streams out, over dw
 	or   *delta.OpReader // op streams in
 	file *bufio.Reader   // a file being sent
@@ -210,8 +212,8 @@ func (c *conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *conn) dataWriter() *bufio.Writer {
-	return bufio.NewWriterSize(protocol.DataWriter{W: c.w, Type: protocol.FrameSyncData}, protocol.DataChunk)
+func (c *conn) dataWriter() *frameBatcher {
+	return newFrameBatcher(c.w, protocol.FrameSyncData)
 }
 
 // Scan lists the tree at root (not following symlinks; sockets, devices and
@@ -428,31 +430,37 @@ type sendPipeline struct {
 	work  chan *sendJob // small whole files, to the encoders
 	wg    sync.WaitGroup
 	done  chan struct{} // the writer has finished
-	mu    sync.Mutex
-	err   error
-	ended bool
+	// budget bounds the bytes of files encoded ahead.
+	budget *semaphore.Weighted
+	mu     sync.Mutex
+	err    error
+	ended  bool
 }
 
 type sendJob struct {
-	idx   int
-	e     *protocol.SyncEntry
-	sig   *delta.Signature
-	async bool
-	ready chan struct{}
-	skip  string
-	ops   []byte // encoded op stream (async)
+	idx    int
+	e      *protocol.SyncEntry
+	sig    *delta.Signature
+	async  bool
+	ready  chan struct{}
+	weight int64 // of the budget (async)
+	skip   string
+	ops    []byte // encoded op stream (async)
 }
 
-// pipelineDepth bounds the answers encoded ahead of the writer, and
-// asyncSend the size of a file encoded ahead (memory: depth x size).
+// pipelineDepth bounds the answers encoded ahead of the writer,
+// asyncSend the size of a file encoded ahead and asyncBudget the summed
+// sizes of the files encoded ahead (memory).
 const (
 	pipelineDepth = 64
-	asyncSend     = 256 << 10
+	asyncSend     = 1 << 20
+	asyncBudget   = 24 << 20
 )
 
 func startSendPipeline(c *conn, r *os.Root, m *Meter) *sendPipeline {
 	p := &sendPipeline{c: c, r: r, m: m, queue: make(chan *sendJob, pipelineDepth),
-		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{})}
+		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{}),
+		budget: semaphore.NewWeighted(asyncBudget)}
 	for range max(2, runtime.GOMAXPROCS(0)) {
 		p.wg.Go(p.encoder)
 	}
@@ -463,7 +471,8 @@ func startSendPipeline(c *conn, r *os.Root, m *Meter) *sendPipeline {
 func (p *sendPipeline) add(idx int, e *protocol.SyncEntry, sig *delta.Signature) {
 	j := &sendJob{idx: idx, e: e, sig: sig, ready: make(chan struct{})}
 	if sig == nil && e.Size <= asyncSend {
-		j.async = true
+		j.async, j.weight = true, max(e.Size, 4096)
+		_ = p.budget.Acquire(context.Background(), j.weight) // released by the writer
 		p.work <- j
 	} else {
 		close(j.ready)
@@ -582,6 +591,9 @@ func (p *sendPipeline) writer() {
 		}
 		if p.failed() != nil {
 			<-j.ready
+			if j.async {
+				p.budget.Release(j.weight)
+			}
 			continue // drain
 		}
 		if !j.async {
@@ -606,6 +618,7 @@ func (p *sendPipeline) writer() {
 		}
 		h, err := json.Marshal(&protocol.SyncFileHeader{Index: j.idx, Skip: j.skip})
 		if err != nil {
+			p.budget.Release(j.weight)
 			p.setErr(err)
 			continue
 		}
@@ -615,6 +628,8 @@ func (p *sendPipeline) writer() {
 			batch = protocol.AppendFrame(batch, protocol.FrameSyncData, ops[:n])
 			ops = ops[n:]
 		}
+		j.ops = nil
+		p.budget.Release(j.weight)
 		p.m.bytes(int(j.e.Size))
 		p.m.file()
 		if len(batch) >= 256<<10 {
@@ -684,6 +699,9 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 	}
 	if sig != nil {
 		_, err = delta.Diff(sig, src, ow)
+	} else if e.Size > 2*delta.LiteralChunk {
+		// Compress a big file's chunks on every core.
+		_, err = delta.WriteWholeParallel(src, ow, min(runtime.GOMAXPROCS(0), 4))
 	} else {
 		_, err = delta.WriteWhole(src, ow)
 	}
@@ -769,7 +787,9 @@ type receiver struct {
 // if missing (unless DryRun). It returns the summary it also sent.
 func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*protocol.SyncSummary, error) {
 	start := time.Now()
-	rc := &receiver{c: newConn(rw), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
+	pf := newPrefetcher(rw)
+	defer pf.close()
+	rc := &receiver{c: newConn(splitRW{pf, rw}), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
 		flt: NewFilter(opt), protect: map[string]bool{}}
 	// An existing target is scanned while the list arrives.
 	var err error
@@ -1386,7 +1406,7 @@ func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- sig
 			if err := flush(); err != nil {
 				return err
 			}
-			dw := c.dataWriter()
+			dw := c.dw // this goroutine is the receiver's only data writer
 			if _, err := sig.WriteTo(dw); err != nil {
 				return err
 			}
