@@ -238,7 +238,7 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 				return false, false, parent, fmt.Errorf("unable to sync %q: %v", p, err)
 			}
 			return sel, isDir, walkState{sel: sel}, nil
-		})
+		}, false)
 	if err != nil {
 		return nil, fmt.Errorf("unable to scan %s: %w", r.Name(), err)
 	}
@@ -850,6 +850,7 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 func (rc *receiver) readList() error {
 	kind := map[string]string{".": protocol.SyncDir}
 	selDir := map[string]bool{".": rc.flt.Selected(".", true, false)}
+	lastDir, lastKind, lastSel := "", "", false
 	var zbuf []byte
 	for {
 		f, err := rc.c.next()
@@ -879,10 +880,20 @@ func (rc *receiver) readList() error {
 			if _, dup := kind[e.Path]; dup {
 				return fmt.Errorf("%w: entry %q listed twice", protocol.ErrInvalid, e.Path)
 			}
-			if strings.HasPrefix(path.Base(e.Path), TempPrefix) {
+			dir, base := path.Split(e.Path)
+			if dir == "" {
+				dir = "."
+			} else {
+				dir = dir[:len(dir)-1]
+			}
+			if strings.HasPrefix(base, TempPrefix) {
 				return fmt.Errorf("%w: entry %q uses the temporary-file prefix", protocol.ErrInvalid, e.Path)
 			}
-			switch kind[path.Dir(e.Path)] {
+			// A directory's entries come together: look its kind up once.
+			if dir != lastDir {
+				lastDir, lastKind, lastSel = dir, kind[dir], selDir[dir]
+			}
+			switch lastKind {
 			case protocol.SyncDir:
 			case "x": // under an excluded directory
 				kind[e.Path] = "x"
@@ -895,8 +906,10 @@ func (rc *receiver) readList() error {
 				kind[e.Path] = "x"
 				continue
 			}
-			if rc.flt.Selected(e.Path, isDir, selDir[path.Dir(e.Path)]) {
-				selDir[e.Path] = isDir
+			if rc.flt.Selected(e.Path, isDir, lastSel) {
+				if isDir {
+					selDir[e.Path] = true
+				}
 			} else if !isDir {
 				kind[e.Path] = "x"
 				continue
@@ -935,7 +948,7 @@ func (rc *receiver) scanHave() error {
 			st := walkState{sel: flt.Selected(p, isDir, parent.sel)}
 			st.protect = parent.protect || !st.sel || flt.Ignored(p, isDir)
 			return true, isDir && (st.sel || flt.MayContain(p)), st, nil
-		})
+		}, true)
 	if err != nil {
 		return err
 	}

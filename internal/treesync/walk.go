@@ -60,8 +60,11 @@ type enterFn func(dir string, gitignore *os.File)
 // fs.WalkDir would give them; a directory or entry that vanishes during
 // the walk is left out. Nothing outside r is reached: every directory is
 // opened beneath r without following symlinks.
-func walkTree(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn) ([]walked, error) {
-	return walkTreeOS(ctx, r, root, enter, fn)
+//
+// With unsorted a directory's entries may come in any order (the receiver
+// only indexes them).
+func walkTree(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) ([]walked, error) {
+	return walkTreeOS(ctx, r, root, enter, fn, unsorted)
 }
 
 // emitWalk flattens per-directory results, parents first.

@@ -49,9 +49,9 @@ type dirent struct {
 	typ  uint8 // DT_*
 }
 
-// readNames lists the directory fd with getdents64 (no stat), sorted by
-// name, without "." and "..".
-func readNames(fd int, buf []byte) ([]dirent, error) {
+// readNames lists the directory fd with getdents64 (no stat), without "."
+// and "..", sorted by name if sorted.
+func readNames(fd int, buf []byte, sorted bool) ([]dirent, error) {
 	var out []dirent
 	for {
 		n, err := unix.Getdents(fd, buf)
@@ -81,7 +81,9 @@ func readNames(fd int, buf []byte) ([]dirent, error) {
 			out = append(out, dirent{name: string(rec), typ: typ})
 		}
 	}
-	slices.SortFunc(out, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
+	if sorted {
+		slices.SortFunc(out, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
+	}
 	return out, nil
 }
 
@@ -144,7 +146,7 @@ func vanished(err error) bool {
 // walkTreeOS reads directories with getdents64 and lstats (fstatat
 // relative to the directory's handle) only the entries the walk keeps or
 // descends into.
-func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn) ([]walked, error) {
+func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) ([]walked, error) {
 	top, err := r.Open(".")
 	if err != nil {
 		return nil, err
@@ -199,7 +201,7 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 			fd = int(f.Fd())
 		}
 		bp := bufs.Get().(*[]byte)
-		ents, err := readNames(fd, *bp)
+		ents, err := readNames(fd, *bp, !unsorted)
 		bufs.Put(bp)
 		if err != nil {
 			if dir != "." && vanished(err) {

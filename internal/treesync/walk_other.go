@@ -18,7 +18,7 @@ import (
 
 // walkTreeOS reads directories through the os.Root (ReadDir in an os.Root
 // lstats each entry, relative to the directory's handle).
-func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn) ([]walked, error) {
+func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, _ bool) ([]walked, error) {
 	var (
 		mu      sync.Mutex
 		results = map[string][]walked{}
