@@ -62,6 +62,11 @@ type Options struct {
 	// file the sender did not name, so only sandboxd's receiver (a push)
 	// sets it: a download never shows a sandbox hashes of other host files.
 	Renames bool
+	// Raw: the sender sends new files without zstd (the peer is on this
+	// host, where the link outruns the compressor and compressing only
+	// costs CPU on both sides). Deltas stay compressed. Not part of the
+	// request.
+	Raw bool
 }
 
 // Meter counts the progress of a sync, against the receiver's plan; safe
@@ -360,7 +365,7 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 	if err := sendList(c, entries); err != nil {
 		return nil, err
 	}
-	out := startSendPipeline(c, r, opt.Meter)
+	out := startSendPipeline(c, r, opt.Meter, opt.Raw)
 	defer out.abort()
 	next := 0
 	for {
@@ -430,6 +435,7 @@ type sendPipeline struct {
 	work  chan *sendJob // small whole files, to the encoders
 	wg    sync.WaitGroup
 	done  chan struct{} // the writer has finished
+	raw  bool // whole files without zstd (Options.Raw)
 	// budget bounds the bytes of files encoded ahead.
 	budget *semaphore.Weighted
 	mu     sync.Mutex
@@ -457,8 +463,8 @@ const (
 	asyncBudget   = 24 << 20
 )
 
-func startSendPipeline(c *conn, r *os.Root, m *Meter) *sendPipeline {
-	p := &sendPipeline{c: c, r: r, m: m, queue: make(chan *sendJob, pipelineDepth),
+func startSendPipeline(c *conn, r *os.Root, m *Meter, raw bool) *sendPipeline {
+	p := &sendPipeline{c: c, r: r, m: m, raw: raw, queue: make(chan *sendJob, pipelineDepth),
 		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{}),
 		budget: semaphore.NewWeighted(asyncBudget)}
 	for range max(2, runtime.GOMAXPROCS(0)) {
@@ -522,6 +528,7 @@ func (p *sendPipeline) abort() {
 func (p *sendPipeline) encoder() {
 	var buf bytes.Buffer
 	ow := delta.NewOpWriter(&buf)
+	ow.SetCompress(!p.raw)
 	dirs := dirCache{top: p.r}
 	defer dirs.close()
 	for j := range p.work {
@@ -598,7 +605,7 @@ func (p *sendPipeline) writer() {
 		}
 		if !j.async {
 			if err := flush(); err == nil {
-				err = sendFile(c, p.r, j.idx, j.e, j.sig, p.m)
+				err = sendFile(c, p.r, j.idx, j.e, j.sig, p.m, p.raw)
 				if err != nil {
 					p.setErr(err)
 				}
@@ -673,7 +680,7 @@ func sendList(c *conn, entries []protocol.SyncEntry) error {
 	return c.w.Frame(protocol.FrameSyncEntriesEnd, nil)
 }
 
-func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Signature, m *Meter) error {
+func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Signature, m *Meter, raw bool) error {
 	f, err := r.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	var fi fs.FileInfo
 	if err == nil {
@@ -691,6 +698,7 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 		return err
 	}
 	dw, ow := c.dw, c.ow
+	ow.SetCompress(sig != nil || !raw)
 	c.file.Reset(f)
 	defer c.file.Reset(nil)
 	var src io.Reader = io.LimitReader(c.file, e.Size)

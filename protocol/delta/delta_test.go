@@ -619,3 +619,25 @@ func TestWholeFileParallel(t *testing.T) {
 		}
 	}
 }
+
+// TestSetCompressOff: with compression off, literals travel raw (and the
+// stream still rebuilds the file).
+func TestSetCompressOff(t *testing.T) {
+	data := bytes.Repeat([]byte("compressible "), 100000)
+	for _, workers := range []int{1, 2} {
+		var stream bytes.Buffer
+		ow := NewOpWriter(&stream)
+		ow.SetCompress(false)
+		ws, err := WriteWholeParallel(bytes.NewReader(data), ow, workers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ws.LiteralWire != int64(len(data)) {
+			t.Fatalf("%d workers: %d literal bytes on the wire for %d raw", workers, ws.LiteralWire, len(data))
+		}
+		var out bytes.Buffer
+		if _, err := Apply(strictReaderAt{t, nil}, 0, MinBlockSize, NewOpReader(&stream), &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("raw stream does not rebuild the file: %v", err)
+		}
+	}
+}

@@ -15,7 +15,7 @@ import (
 // WriteWhole's but for which literals end up compressed. With workers < 2
 // it is WriteWhole.
 func WriteWholeParallel(r io.Reader, w *OpWriter, workers int) (Stats, error) {
-	if workers < 2 {
+	if workers < 2 || w.raw {
 		return WriteWhole(r, w)
 	}
 	if err := w.Header(0, 0); err != nil {
