@@ -435,7 +435,7 @@ type sendPipeline struct {
 	work  chan *sendJob // small whole files, to the encoders
 	wg    sync.WaitGroup
 	done  chan struct{} // the writer has finished
-	raw  bool // whole files without zstd (Options.Raw)
+	raw   bool          // whole files without zstd (Options.Raw)
 	// budget bounds the bytes of files encoded ahead.
 	budget *semaphore.Weighted
 	mu     sync.Mutex
