@@ -213,7 +213,8 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 		if enter != nil {
 			for _, d := range ents {
 				if d.name == ".gitignore" {
-					if gfd, err := unix.Openat(fd, d.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+					// O_NONBLOCK: a fifo planted as .gitignore must not hang the walk.
+					if gfd, err := unix.Openat(fd, d.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0); err == nil {
 						g := os.NewFile(uintptr(gfd), d.name)
 						enter(dir, g)
 						g.Close()
