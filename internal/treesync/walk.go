@@ -28,13 +28,6 @@ type finfo struct {
 func (f finfo) Mode() fs.FileMode { return f.mode }
 func (f finfo) Size() int64       { return f.size }
 
-// infoOf converts an lstat result.
-func infoOf(fi fs.FileInfo) finfo {
-	f := finfo{mode: fi.Mode(), size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	f.key, f.keyOK = keyOf(fi)
-	return f
-}
-
 // walked is one entry a walk returned.
 type walked struct {
 	path  string

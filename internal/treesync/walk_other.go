@@ -115,3 +115,10 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 	}
 	return emitWalk(results, int(count.Load())), nil
 }
+
+// infoOf converts an lstat result.
+func infoOf(fi fs.FileInfo) finfo {
+	f := finfo{mode: fi.Mode(), size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	f.key, f.keyOK = keyOf(fi)
+	return f
+}
