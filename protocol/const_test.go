@@ -28,6 +28,7 @@ func TestWireConstants(t *testing.T) {
 		{"MaxSyncPath", MaxSyncPath, 4096},
 		{"MaxSyncEntries", MaxSyncEntries, 1000000},
 		{"MaxSyncBatch", MaxSyncBatch, 1024},
+		{"MaxSyncBatchB", MaxSyncBatchB, 16384},
 		{"MaxSyncExclude", MaxSyncExclude, 256},
 		{"MaxSyncFileSize", MaxSyncFileSize, 1 << 50},
 	}
@@ -44,7 +45,7 @@ func TestWireConstants(t *testing.T) {
 		FrameDetach: 0x88, FrameInfoReply: 0x89, FrameExecListReply: 0x8A,
 		FrameSyncPush: 0x20, FrameSyncPull: 0x21,
 		FrameSyncEntries: 0x90, FrameSyncEntriesEnd: 0x91, FrameSyncNeed: 0x92, FrameSyncNeedEnd: 0x93,
-		FrameSyncFile: 0x94, FrameSyncData: 0x95, FrameSyncDone: 0x96, FrameSyncSummary: 0x97, FrameSyncPlan: 0x98, FrameSyncEntriesZ: 0x99,
+		FrameSyncFile: 0x94, FrameSyncData: 0x95, FrameSyncDone: 0x96, FrameSyncSummary: 0x97, FrameSyncPlan: 0x98, FrameSyncEntriesZ: 0x99, FrameSyncEntriesB: 0x9a,
 	}
 	for ft, want := range frames {
 		if uint8(ft) != want {

@@ -63,6 +63,9 @@ func goldenCases() []goldenCase {
 		{t: FrameSyncPlan, msg: func() Validator { return &SyncPlan{} }, json: `{"files":3,"bytes":100}`},
 		// zstd-compressed SyncEntries JSON: opaque to this package.
 		{t: FrameSyncEntriesZ, raw: []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00, 0x01, 0x00, 0x00}},
+		// zstd-compressed binary SyncEntries (syncbin.go; its own golden
+		// file is sync-entries-bin.golden): opaque to the frame layer.
+		{t: FrameSyncEntriesB, raw: []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00, 0x01, 0x00, 0x00}},
 		{t: FrameEvents, msg: func() Validator { return &EventsRequest{} }, json: `{"history":true,"follow":true,"files":true,"since_seq":5,"since_unix_ms":1700000000000}`},
 		{t: FrameEventsHello, msg: func() Validator { return &EventsHello{} }, json: `{"sources":["ebpf"],"fidelity":"complete","file_fidelity":"changes","lost":0}`},
 		{t: FrameEventsBatch, msg: func() Validator { return &EventsBatch{} }, json: `{"events":[` + ev + `],"lost":1,"skipped":2}`},

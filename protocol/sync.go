@@ -26,6 +26,7 @@ const (
 	FrameSyncSummary    FrameType = 0x97 // SyncSummary, receiver to sender, last frame
 	FrameSyncPlan       FrameType = 0x98 // SyncPlan, receiver to sender, before the first need
 	FrameSyncEntriesZ   FrameType = 0x99 // SyncEntries as zstd-compressed JSON, sender to receiver
+	FrameSyncEntriesB   FrameType = 0x9a // SyncEntries in the binary encoding (syncbin.go), zstd-compressed, sender to receiver
 )
 
 // Sync limits.
@@ -38,7 +39,8 @@ const (
 	MaxSyncBatch = 1024
 	// MaxSyncExclude bounds the exclude patterns of a request.
 	MaxSyncExclude = 256
-	// MaxSyncEntriesZ bounds the decompressed JSON of one FrameSyncEntriesZ.
+	// MaxSyncEntriesZ bounds the decompressed JSON of one FrameSyncEntriesZ
+	// and the decompressed binary list of one FrameSyncEntriesB.
 	MaxSyncEntriesZ = 4 << 20
 	// MaxSyncFileSize bounds one file (delta.MaxFileSize).
 	MaxSyncFileSize = 1 << 50
@@ -284,6 +286,8 @@ func syncFrameName(t FrameType) string {
 		return "sync-plan"
 	case FrameSyncEntriesZ:
 		return "sync-entries-z"
+	case FrameSyncEntriesB:
+		return "sync-entries-b"
 	case FrameSyncPush:
 		return "sync-push"
 	case FrameSyncPull:

@@ -113,7 +113,7 @@ func (d *Daemon) prepareSync(ctx context.Context, name string, req *api.SyncRequ
 		}
 	}
 	opt := syncer.Options{Delete: req.Delete, DryRun: req.DryRun, Checksum: req.Checksum,
-		Exclude: req.Exclude, Include: req.Include, GitIgnore: req.GitIgnore}
+		Exclude: req.Exclude, Include: req.Include, GitIgnore: req.GitIgnore, Raw: localLink(sb)}
 	if err := opt.Request(req.Remote).Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadRequest, err)
 	}

@@ -95,3 +95,29 @@ func BenchmarkNoChange(b *testing.B) {
 		syncOnce(b, src, dst)
 	}
 }
+
+// BenchmarkInitial: a first sync of the tree at $TREESYNC_CORPUS (e.g. the
+// bench corpus of integration/bench_sync_test.go) into an empty target,
+// sender and receiver in one process over a unix socket; skipped without
+// it. TREESYNC_CPUPROFILE=file writes a profile.
+func BenchmarkInitial(b *testing.B) {
+	src := os.Getenv("TREESYNC_CORPUS")
+	if src == "" {
+		b.Skip("TREESYNC_CORPUS not set")
+	}
+	if p := os.Getenv("TREESYNC_CPUPROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	for b.Loop() {
+		dst := filepath.Join(b.TempDir(), "dst")
+		syncOnce(b, src, dst)
+		b.StopTimer()
+		os.RemoveAll(dst)
+		b.StartTimer()
+	}
+}

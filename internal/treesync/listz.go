@@ -66,3 +66,36 @@ func decodeEntriesZ(f protocol.Frame, m *protocol.SyncEntries, buf *[]byte) erro
 	}
 	return protocol.DecodeMsg(protocol.Frame{Type: protocol.FrameSyncEntries, Payload: raw}, protocol.FrameSyncEntries, m)
 }
+
+// decodeEntriesB decodes and validates a FrameSyncEntriesB: a zstd frame
+// of at most protocol.MaxSyncEntriesZ bytes holding a binary batch.
+// buf, if not nil, is reused for the decompressed bytes.
+func decodeEntriesB(f protocol.Frame, buf *[]byte) ([]protocol.SyncEntry, error) {
+	_, dec, err := listCodecs()
+	if err != nil {
+		return nil, err
+	}
+	var b []byte
+	if buf != nil {
+		b = *buf
+	}
+	if cap(b) < protocol.MaxSyncEntriesZ {
+		b = make([]byte, 0, protocol.MaxSyncEntriesZ)
+		if buf != nil {
+			*buf = b
+		}
+	}
+	raw, err := dec.DecodeAll(f.Payload, b[:0:protocol.MaxSyncEntriesZ])
+	if err != nil {
+		return nil, fmt.Errorf("%w: compressed entries: %v", protocol.ErrInvalid, err)
+	}
+	return protocol.DecodeSyncEntriesBin(raw)
+}
+
+// listBatch: the sender cuts its list into binary batches of at most this
+// many entries or listBatchBytes encoded bytes, so the receiver decodes
+// one while the next is compressed and sent.
+const (
+	listBatch      = 4096
+	listBatchBytes = 256 << 10
+)

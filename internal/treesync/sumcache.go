@@ -1,7 +1,6 @@
 package treesync
 
 import (
-	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -32,8 +31,8 @@ var hashed atomic.Int64
 
 // cachedSum returns the SHA-256 (hex) of the file p whose lstat is fi,
 // hashing it only if this version of it has not been hashed before.
-func cachedSum(r *os.Root, p string, fi fs.FileInfo) (string, error) {
-	k, ok := keyOf(fi)
+func cachedSum(r *os.Root, p string, fi finfo) (string, error) {
+	k, ok := fi.key, fi.keyOK
 	if ok {
 		sums.Lock()
 		s, hit := sums.m[k]

@@ -37,6 +37,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/protocol/delta"
 )
@@ -60,6 +62,11 @@ type Options struct {
 	// file the sender did not name, so only sandboxd's receiver (a push)
 	// sets it: a download never shows a sandbox hashes of other host files.
 	Renames bool
+	// Raw: the sender sends new files without zstd (the peer is on this
+	// host, where the link outruns the compressor and compressing only
+	// costs CPU on both sides). Deltas stay compressed. Not part of the
+	// request.
+	Raw bool
 }
 
 // Meter counts the progress of a sync, against the receiver's plan; safe
@@ -156,7 +163,7 @@ type conn struct {
 	buf []byte // unread bytes of the current data frame
 
 	// Reused per file (allocating them per file dominated small files).
-	dw   *bufio.Writer   // data frames out
+	dw   *frameBatcher   // data frames out
 	ow   *delta.OpWriter // op streams out, over dw
 	or   *delta.OpReader // op streams in
 	file *bufio.Reader   // a file being sent
@@ -210,8 +217,8 @@ func (c *conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *conn) dataWriter() *bufio.Writer {
-	return bufio.NewWriterSize(protocol.DataWriter{W: c.w, Type: protocol.FrameSyncData}, protocol.DataChunk)
+func (c *conn) dataWriter() *frameBatcher {
+	return newFrameBatcher(c.w, protocol.FrameSyncData)
 }
 
 // Scan lists the tree at root (not following symlinks; sockets, devices and
@@ -219,21 +226,13 @@ func (c *conn) dataWriter() *bufio.Writer {
 // selects it. Lstat (and hashing with Checksum) runs in parallel.
 func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, error) {
 	flt := NewFilter(opt)
-	loadIgnore := func(dir string) {
-		if !flt.UsesGitIgnore() {
-			return
-		}
-		f, err := r.OpenFile(path.Join(dir, ".gitignore"), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		flt.LoadIgnore(dir, f)
+	var loadIgnore enterFn
+	if flt.UsesGitIgnore() {
+		loadIgnore = func(dir string, f *os.File) { flt.LoadIgnore(dir, f) }
 	}
 	items, err := walkTree(ctx, r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
-		func(p string, d fs.DirEntry, parent walkState) (bool, bool, walkState, error) {
-			isDir := d.IsDir()
-			if strings.HasPrefix(d.Name(), TempPrefix) || flt.Excluded(p, isDir) {
+		func(p, name string, isDir bool, parent walkState) (bool, bool, walkState, error) {
+			if strings.HasPrefix(name, TempPrefix) || flt.Excluded(p, isDir) {
 				return false, false, parent, nil
 			}
 			sel := flt.Selected(p, isDir, parent.sel)
@@ -244,15 +243,15 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 				return false, false, parent, fmt.Errorf("unable to sync %q: %v", p, err)
 			}
 			return sel, isDir, walkState{sel: sel}, nil
-		})
+		}, false)
 	if err != nil {
 		return nil, fmt.Errorf("unable to scan %s: %w", r.Name(), err)
 	}
 	var paths []string
-	var infos []fs.FileInfo
+	var infos []finfo
 	if len(opt.Include) == 0 {
 		paths = make([]string, len(items))
-		infos = make([]fs.FileInfo, len(items))
+		infos = make([]finfo, len(items))
 		for i := range items {
 			paths[i], infos[i] = items[i].path, items[i].fi
 		}
@@ -305,22 +304,13 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 	return out, nil
 }
 
-// stat fills e for the entry p whose lstat result is fi (nil: look it up).
-func stat(r *os.Root, p string, fi fs.FileInfo, checksum bool, e *protocol.SyncEntry) (bool, error) {
+// stat fills e for the entry p whose lstat result is fi.
+func stat(r *os.Root, p string, fi finfo, checksum bool, e *protocol.SyncEntry) (bool, error) {
 	var err error
-	if fi == nil {
-		fi, err = r.Lstat(p)
-	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil // vanished during the scan
-	}
-	if err != nil {
-		return false, err
-	}
 	*e = protocol.SyncEntry{Path: p, Mode: uint32(fi.Mode().Perm())}
 	switch m := fi.Mode(); {
 	case m.IsRegular():
-		e.Type, e.Size, e.MtimeNs = protocol.SyncFile, fi.Size(), fi.ModTime().UnixNano()
+		e.Type, e.Size, e.MtimeNs = protocol.SyncFile, fi.Size(), fi.mtime
 		if checksum {
 			sum, err := cachedSum(r, p, fi)
 			if err != nil {
@@ -329,10 +319,13 @@ func stat(r *os.Root, p string, fi fs.FileInfo, checksum bool, e *protocol.SyncE
 			e.Sum = sum
 		}
 	case m.IsDir():
-		e.Type, e.MtimeNs = protocol.SyncDir, fi.ModTime().UnixNano()
+		e.Type, e.MtimeNs = protocol.SyncDir, fi.mtime
 	case m&fs.ModeSymlink != 0:
 		e.Type, e.Mode = protocol.SyncSymlink, 0
 		if e.Link, err = r.Readlink(p); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return false, nil // vanished during the scan
+			}
 			return false, err
 		}
 		if e.Link == "" || len(e.Link) > protocol.MaxSyncPath || strings.IndexByte(e.Link, 0) >= 0 || !utf8.ValidString(e.Link) {
@@ -372,7 +365,7 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 	if err := sendList(c, entries); err != nil {
 		return nil, err
 	}
-	out := startSendPipeline(c, r, opt.Meter)
+	out := startSendPipeline(c, r, opt.Meter, opt.Raw)
 	defer out.abort()
 	next := 0
 	for {
@@ -442,31 +435,38 @@ type sendPipeline struct {
 	work  chan *sendJob // small whole files, to the encoders
 	wg    sync.WaitGroup
 	done  chan struct{} // the writer has finished
-	mu    sync.Mutex
-	err   error
-	ended bool
+	raw   bool          // whole files without zstd (Options.Raw)
+	// budget bounds the bytes of files encoded ahead.
+	budget *semaphore.Weighted
+	mu     sync.Mutex
+	err    error
+	ended  bool
 }
 
 type sendJob struct {
-	idx   int
-	e     *protocol.SyncEntry
-	sig   *delta.Signature
-	async bool
-	ready chan struct{}
-	skip  string
-	ops   []byte // encoded op stream (async)
+	idx    int
+	e      *protocol.SyncEntry
+	sig    *delta.Signature
+	async  bool
+	ready  chan struct{}
+	weight int64 // of the budget (async)
+	skip   string
+	ops    []byte // encoded op stream (async)
 }
 
-// pipelineDepth bounds the answers encoded ahead of the writer, and
-// asyncSend the size of a file encoded ahead (memory: depth x size).
+// pipelineDepth bounds the answers encoded ahead of the writer,
+// asyncSend the size of a file encoded ahead and asyncBudget the summed
+// sizes of the files encoded ahead (memory).
 const (
 	pipelineDepth = 64
-	asyncSend     = 256 << 10
+	asyncSend     = 1 << 20
+	asyncBudget   = 24 << 20
 )
 
-func startSendPipeline(c *conn, r *os.Root, m *Meter) *sendPipeline {
-	p := &sendPipeline{c: c, r: r, m: m, queue: make(chan *sendJob, pipelineDepth),
-		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{})}
+func startSendPipeline(c *conn, r *os.Root, m *Meter, raw bool) *sendPipeline {
+	p := &sendPipeline{c: c, r: r, m: m, raw: raw, queue: make(chan *sendJob, pipelineDepth),
+		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{}),
+		budget: semaphore.NewWeighted(asyncBudget)}
 	for range max(2, runtime.GOMAXPROCS(0)) {
 		p.wg.Go(p.encoder)
 	}
@@ -477,7 +477,8 @@ func startSendPipeline(c *conn, r *os.Root, m *Meter) *sendPipeline {
 func (p *sendPipeline) add(idx int, e *protocol.SyncEntry, sig *delta.Signature) {
 	j := &sendJob{idx: idx, e: e, sig: sig, ready: make(chan struct{})}
 	if sig == nil && e.Size <= asyncSend {
-		j.async = true
+		j.async, j.weight = true, max(e.Size, 4096)
+		_ = p.budget.Acquire(context.Background(), j.weight) // released by the writer
 		p.work <- j
 	} else {
 		close(j.ready)
@@ -527,6 +528,7 @@ func (p *sendPipeline) abort() {
 func (p *sendPipeline) encoder() {
 	var buf bytes.Buffer
 	ow := delta.NewOpWriter(&buf)
+	ow.SetCompress(!p.raw)
 	dirs := dirCache{top: p.r}
 	defer dirs.close()
 	for j := range p.work {
@@ -596,11 +598,14 @@ func (p *sendPipeline) writer() {
 		}
 		if p.failed() != nil {
 			<-j.ready
+			if j.async {
+				p.budget.Release(j.weight)
+			}
 			continue // drain
 		}
 		if !j.async {
 			if err := flush(); err == nil {
-				err = sendFile(c, p.r, j.idx, j.e, j.sig, p.m)
+				err = sendFile(c, p.r, j.idx, j.e, j.sig, p.m, p.raw)
 				if err != nil {
 					p.setErr(err)
 				}
@@ -620,6 +625,7 @@ func (p *sendPipeline) writer() {
 		}
 		h, err := json.Marshal(&protocol.SyncFileHeader{Index: j.idx, Skip: j.skip})
 		if err != nil {
+			p.budget.Release(j.weight)
 			p.setErr(err)
 			continue
 		}
@@ -629,6 +635,8 @@ func (p *sendPipeline) writer() {
 			batch = protocol.AppendFrame(batch, protocol.FrameSyncData, ops[:n])
 			ops = ops[n:]
 		}
+		j.ops = nil
+		p.budget.Release(j.weight)
 		p.m.bytes(int(j.e.Size))
 		p.m.file()
 		if len(batch) >= 256<<10 {
@@ -646,41 +654,33 @@ func (p *sendPipeline) writer() {
 }
 
 func sendList(c *conn, entries []protocol.SyncEntry) error {
-	var batch []protocol.SyncEntry
-	size := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		js, err := json.Marshal(&protocol.SyncEntries{Entries: batch})
-		batch, size = batch[:0], 0
-		if err != nil {
-			return err
-		}
-		z, err := compressEntries(js)
-		if err != nil {
-			return err
-		}
-		return c.w.Frame(protocol.FrameSyncEntriesZ, z)
-	}
-	for i := range entries {
-		e := &entries[i]
-		n := 2*len(e.Path) + 2*len(e.Link) + len(e.Sum) + 100 // JSON may escape
-		if len(batch) == protocol.MaxSyncBatch || size+n > protocol.MaxPayload/2 {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		batch = append(batch, *e)
-		size += n
-	}
-	if err := flush(); err != nil {
+	enc, _, err := listCodecs()
+	if err != nil {
 		return err
+	}
+	var raw, z []byte
+	for start := 0; start < len(entries); {
+		// A batch ends at listBatch entries or once it passed
+		// listBatchBytes; one entry is at most ~8.3 KiB, so it stays far
+		// below the 4 MiB decode limit and its zstd frame below MaxPayload.
+		end, size := start, 0
+		for end < len(entries) && end-start < listBatch && size < listBatchBytes {
+			size += len(entries[end].Path) + len(entries[end].Link) + 64
+			end++
+		}
+		if raw, err = protocol.AppendSyncEntriesBin(raw[:0], entries[start:end]); err != nil {
+			return err
+		}
+		z = enc.EncodeAll(raw, z[:0])
+		if err := c.w.Frame(protocol.FrameSyncEntriesB, z); err != nil {
+			return err
+		}
+		start = end
 	}
 	return c.w.Frame(protocol.FrameSyncEntriesEnd, nil)
 }
 
-func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Signature, m *Meter) error {
+func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Signature, m *Meter, raw bool) error {
 	f, err := r.OpenFile(e.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	var fi fs.FileInfo
 	if err == nil {
@@ -698,6 +698,7 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 		return err
 	}
 	dw, ow := c.dw, c.ow
+	ow.SetCompress(sig != nil || !raw)
 	c.file.Reset(f)
 	defer c.file.Reset(nil)
 	var src io.Reader = io.LimitReader(c.file, e.Size)
@@ -706,6 +707,9 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 	}
 	if sig != nil {
 		_, err = delta.Diff(sig, src, ow)
+	} else if e.Size > 2*delta.LiteralChunk {
+		// Compress a big file's chunks on every core.
+		_, err = delta.WriteWholeParallel(src, ow, min(runtime.GOMAXPROCS(0), 4))
 	} else {
 		_, err = delta.WriteWhole(src, ow)
 	}
@@ -778,7 +782,7 @@ type receiver struct {
 	r        *os.Root
 	opt      Options
 	list     []protocol.SyncEntry
-	have     map[string]fs.FileInfo
+	have     map[string]finfo
 	flt      *Filter
 	protect  map[string]bool    // have entries --delete must keep (ignored, not selected)
 	bySize   map[int64][]string // unlisted receiver files by size: bases for renames
@@ -791,7 +795,9 @@ type receiver struct {
 // if missing (unless DryRun). It returns the summary it also sent.
 func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*protocol.SyncSummary, error) {
 	start := time.Now()
-	rc := &receiver{c: newConn(rw), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
+	pf := newPrefetcher(rw)
+	defer pf.close()
+	rc := &receiver{c: newConn(splitRW{pf, rw}), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
 		flt: NewFilter(opt), protect: map[string]bool{}}
 	// An existing target is scanned while the list arrives.
 	var err error
@@ -852,6 +858,7 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 func (rc *receiver) readList() error {
 	kind := map[string]string{".": protocol.SyncDir}
 	selDir := map[string]bool{".": rc.flt.Selected(".", true, false)}
+	lastDir, lastKind, lastSel := "", "", false
 	var zbuf []byte
 	for {
 		f, err := rc.c.next()
@@ -863,9 +870,12 @@ func (rc *receiver) readList() error {
 			return nil
 		}
 		var m protocol.SyncEntries
-		if f.Type == protocol.FrameSyncEntriesZ {
+		switch f.Type {
+		case protocol.FrameSyncEntriesB:
+			m.Entries, err = decodeEntriesB(f, &zbuf)
+		case protocol.FrameSyncEntriesZ:
 			err = decodeEntriesZ(f, &m, &zbuf)
-		} else {
+		default:
 			err = protocol.DecodeMsg(f, protocol.FrameSyncEntries, &m)
 		}
 		if err != nil {
@@ -878,10 +888,20 @@ func (rc *receiver) readList() error {
 			if _, dup := kind[e.Path]; dup {
 				return fmt.Errorf("%w: entry %q listed twice", protocol.ErrInvalid, e.Path)
 			}
-			if strings.HasPrefix(path.Base(e.Path), TempPrefix) {
+			dir, base := path.Split(e.Path)
+			if dir == "" {
+				dir = "."
+			} else {
+				dir = dir[:len(dir)-1]
+			}
+			if strings.HasPrefix(base, TempPrefix) {
 				return fmt.Errorf("%w: entry %q uses the temporary-file prefix", protocol.ErrInvalid, e.Path)
 			}
-			switch kind[path.Dir(e.Path)] {
+			// A directory's entries come together: look its kind up once.
+			if dir != lastDir {
+				lastDir, lastKind, lastSel = dir, kind[dir], selDir[dir]
+			}
+			switch lastKind {
 			case protocol.SyncDir:
 			case "x": // under an excluded directory
 				kind[e.Path] = "x"
@@ -894,8 +914,10 @@ func (rc *receiver) readList() error {
 				kind[e.Path] = "x"
 				continue
 			}
-			if rc.flt.Selected(e.Path, isDir, selDir[path.Dir(e.Path)]) {
-				selDir[e.Path] = isDir
+			if rc.flt.Selected(e.Path, isDir, lastSel) {
+				if isDir {
+					selDir[e.Path] = true
+				}
 			} else if !isDir {
 				kind[e.Path] = "x"
 				continue
@@ -911,24 +933,18 @@ func (rc *receiver) readList() error {
 // .gitignore files ignore (with GitIgnore) or the include patterns do not
 // select are listed but protected from --delete.
 func (rc *receiver) scanHave() error {
-	rc.have = map[string]fs.FileInfo{}
 	if rc.r == nil {
+		rc.have = map[string]finfo{}
 		return nil
 	}
 	flt := rc.flt
-	loadIgnore := func(dir string) {
-		if !rc.opt.Delete || !flt.UsesGitIgnore() {
-			return
-		}
-		if f, err := rc.r.OpenFile(path.Join(dir, ".gitignore"), os.O_RDONLY|syscall.O_NOFOLLOW, 0); err == nil {
-			flt.LoadIgnore(dir, f)
-			f.Close()
-		}
+	var loadIgnore enterFn
+	if rc.opt.Delete && flt.UsesGitIgnore() {
+		loadIgnore = func(dir string, f *os.File) { flt.LoadIgnore(dir, f) }
 	}
 	items, err := walkTree(context.Background(), rc.r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
-		func(p string, d fs.DirEntry, parent walkState) (bool, bool, walkState, error) {
-			isDir := d.IsDir()
-			if strings.HasPrefix(d.Name(), TempPrefix) {
+		func(p, name string, isDir bool, parent walkState) (bool, bool, walkState, error) {
+			if strings.HasPrefix(name, TempPrefix) {
 				if !rc.opt.DryRun {
 					_ = rc.r.RemoveAll(p)
 				}
@@ -940,10 +956,11 @@ func (rc *receiver) scanHave() error {
 			st := walkState{sel: flt.Selected(p, isDir, parent.sel)}
 			st.protect = parent.protect || !st.sel || flt.Ignored(p, isDir)
 			return true, isDir && (st.sel || flt.MayContain(p)), st, nil
-		})
+		}, true)
 	if err != nil {
 		return err
 	}
+	rc.have = make(map[string]finfo, len(items))
 	for _, it := range items {
 		rc.have[it.path] = it.fi
 		if it.st.protect {
@@ -953,7 +970,7 @@ func (rc *receiver) scanHave() error {
 	return nil
 }
 
-func typeOf(fi fs.FileInfo) string {
+func typeOf(fi finfo) string {
 	switch m := fi.Mode(); {
 	case m.IsRegular():
 		return protocol.SyncFile
@@ -1043,7 +1060,7 @@ func (rc *receiver) plan() ([]need, error) {
 			count(false)
 		case protocol.SyncFile:
 			if ok && x.Size() == e.Size {
-				same := x.ModTime().UnixNano() == e.MtimeNs
+				same := x.mtime == e.MtimeNs
 				if rc.opt.Checksum {
 					sum, err := cachedSum(rc.r, e.Path, x)
 					if err != nil {
@@ -1059,7 +1076,7 @@ func (rc *receiver) plan() ([]need, error) {
 								return nil, err
 							}
 						}
-						if x.ModTime().UnixNano() != e.MtimeNs {
+						if x.mtime != e.MtimeNs {
 							t := time.Unix(0, e.MtimeNs)
 							if err := rc.r.Chtimes(e.Path, t, t); err != nil {
 								return nil, err
@@ -1410,7 +1427,7 @@ func (rc *receiver) sendNeeds(ctx context.Context, needs []need, sent chan<- sig
 			if err := flush(); err != nil {
 				return err
 			}
-			dw := c.dataWriter()
+			dw := c.dw // this goroutine is the receiver's only data writer
 			if _, err := sig.WriteTo(dw); err != nil {
 				return err
 			}
@@ -1548,7 +1565,7 @@ func (rc *receiver) finishDirs() error {
 				return err
 			}
 		}
-		if !ok || rc.touched[e.Path] || x.ModTime().UnixNano() != e.MtimeNs {
+		if !ok || rc.touched[e.Path] || x.mtime != e.MtimeNs {
 			t := time.Unix(0, e.MtimeNs)
 			if err := rc.r.Chtimes(e.Path, t, t); err != nil {
 				return err

@@ -2,14 +2,8 @@ package treesync
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io/fs"
 	"os"
-	"sync"
-	"sync/atomic"
-
-	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // walkers bounds the directories read at the same time by one walk.
@@ -21,114 +15,54 @@ type walkState struct {
 	protect bool // receiver: kept by --delete
 }
 
+// finfo is what a walk learned of an entry from its lstat: a value, not
+// an fs.FileInfo, so a 30k-entry tree costs no allocation per entry.
+type finfo struct {
+	mode  fs.FileMode // type bits and permissions
+	size  int64
+	mtime int64 // Unix nanoseconds
+	key   sumKey
+	keyOK bool // key is set (Linux)
+}
+
+func (f finfo) Mode() fs.FileMode { return f.mode }
+func (f finfo) Size() int64       { return f.size }
+
 // walked is one entry a walk returned.
 type walked struct {
 	path  string
-	fi    fs.FileInfo // lstat from ReadDir inside the os.Root
+	fi    finfo // lstat, relative to the parent directory's handle
 	isDir bool
 	keep  bool // false: a directory only walked through
 	st    walkState
 }
 
-// walkFn decides for the entry p (d from its parent's ReadDir; parent is
-// the parent's state) whether the walk returns it, whether it descends
+// walkFn decides for the entry p (name in its parent; isDir from the
+// directory listing, or its lstat where the listing does not say; parent
+// is the parent's state) whether the walk returns it, whether it descends
 // into it (directories) and the state its entries get.
-type walkFn func(p string, d fs.DirEntry, parent walkState) (keep, descend bool, st walkState, err error)
+type walkFn func(p, name string, isDir bool, parent walkState) (keep, descend bool, st walkState, err error)
 
-// walkTree lists the tree at r, reading directories in parallel (ReadDir
-// in an os.Root lstats each entry, relative to the directory's handle).
-// enter is called for a directory before its entries are decided (to load
-// its .gitignore). Entries come back parents first, each directory's in
-// lexical order, as fs.WalkDir would give them; a directory or entry that
-// vanishes during the walk is left out.
-func walkTree(ctx context.Context, r *os.Root, root walkState, enter func(dir string), fn walkFn) ([]walked, error) {
-	var (
-		mu      sync.Mutex
-		results = map[string][]walked{}
-		first   error
-		count   atomic.Int64
-		wg      sync.WaitGroup
-		sem     = make(chan struct{}, walkers)
-	)
-	fail := func(err error) {
-		mu.Lock()
-		if first == nil {
-			first = err
-		}
-		mu.Unlock()
-	}
-	failed := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return first != nil
-	}
-	var visit func(dir string, st walkState)
-	visit = func(dir string, st walkState) {
-		defer wg.Done()
-		sem <- struct{}{}
-		defer func() { <-sem }()
-		if failed() {
-			return
-		}
-		if err := ctx.Err(); err != nil {
-			fail(err)
-			return
-		}
-		if enter != nil {
-			enter(dir)
-		}
-		ents, err := fs.ReadDir(r.FS(), dir)
-		if err != nil {
-			if dir != "." && errors.Is(err, fs.ErrNotExist) {
-				return
-			}
-			fail(err)
-			return
-		}
-		var kids []walked
-		for _, d := range ents {
-			p := d.Name()
-			if dir != "." {
-				p = dir + "/" + p
-			}
-			keep, descend, cst, err := fn(p, d, st)
-			if err != nil {
-				fail(err)
-				return
-			}
-			if !keep && !descend {
-				continue
-			}
-			fi, err := d.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				fail(err)
-				return
-			}
-			if count.Add(1) > protocol.MaxSyncEntries {
-				fail(fmt.Errorf("more than %d entries", protocol.MaxSyncEntries))
-				return
-			}
-			isDir := fi.IsDir()
-			kids = append(kids, walked{path: p, fi: fi, isDir: isDir, keep: keep, st: cst})
-			if descend && isDir {
-				wg.Add(1)
-				go visit(p, cst)
-			}
-		}
-		mu.Lock()
-		results[dir] = kids
-		mu.Unlock()
-	}
-	wg.Add(1)
-	go visit(".", root)
-	wg.Wait()
-	if first != nil {
-		return nil, first
-	}
-	out := make([]walked, 0, count.Load())
+// enterFn is called for a directory that holds a .gitignore, with that
+// file opened (without following a symlink), before its entries are
+// decided.
+type enterFn func(dir string, gitignore *os.File)
+
+// walkTree lists the tree at r, reading directories in parallel. Entries
+// come back parents first, each directory's in lexical order, as
+// fs.WalkDir would give them; a directory or entry that vanishes during
+// the walk is left out. Nothing outside r is reached: every directory is
+// opened beneath r without following symlinks.
+//
+// With unsorted a directory's entries may come in any order (the receiver
+// only indexes them).
+func walkTree(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) ([]walked, error) {
+	return walkTreeOS(ctx, r, root, enter, fn, unsorted)
+}
+
+// emitWalk flattens per-directory results, parents first.
+func emitWalk(results map[string][]walked, count int) []walked {
+	out := make([]walked, 0, count)
 	var emit func(dir string)
 	emit = func(dir string) {
 		for _, k := range results[dir] {
@@ -139,5 +73,5 @@ func walkTree(ctx context.Context, r *os.Root, root walkState, enter func(dir st
 		}
 	}
 	emit(".")
-	return out, nil
+	return out
 }

@@ -589,3 +589,55 @@ func BenchmarkApply(b *testing.B) {
 		}
 	}
 }
+
+// TestWholeFileParallel: the parallel whole-file writer gives a stream
+// that rebuilds the file, compresses what compresses (also after a run of
+// incompressible chunks) and matches WriteWhole's figures.
+func TestWholeFileParallel(t *testing.T) {
+	mixed := append(randBytes(11, 4*LiteralChunk), bytes.Repeat([]byte("text "), 3*LiteralChunk)...)
+	for _, data := range [][]byte{nil, {7}, randBytes(8, 3*LiteralChunk+5), bytes.Repeat([]byte("abc"), 500000), mixed} {
+		for _, workers := range []int{1, 2, 4} {
+			var stream bytes.Buffer
+			ws, err := WriteWholeParallel(bytes.NewReader(data), NewOpWriter(&stream), workers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			as, err := Apply(strictReaderAt{t, nil}, 0, MinBlockSize, NewOpReader(&stream), &out)
+			if err != nil {
+				t.Fatalf("Apply whole (%d bytes, %d workers): %v", len(data), workers, err)
+			}
+			if !bytes.Equal(out.Bytes(), data) || ws != as {
+				t.Fatalf("parallel round trip of %d bytes (%d workers) failed: %+v vs %+v", len(data), workers, ws, as)
+			}
+			if len(data) >= 1000 && bytes.Count(data, []byte("abc")) > 1000 && ws.LiteralWire > int64(len(data))/10 {
+				t.Fatalf("compressible data not compressed: %d of %d bytes on the wire", ws.LiteralWire, len(data))
+			}
+			if bytes.Equal(data, mixed) && ws.LiteralWire > int64(len(data))-2*LiteralChunk {
+				t.Fatalf("text after random chunks not compressed: %d of %d bytes", ws.LiteralWire, len(data))
+			}
+		}
+	}
+}
+
+// TestSetCompressOff: with compression off, literals travel raw (and the
+// stream still rebuilds the file).
+func TestSetCompressOff(t *testing.T) {
+	data := bytes.Repeat([]byte("compressible "), 100000)
+	for _, workers := range []int{1, 2} {
+		var stream bytes.Buffer
+		ow := NewOpWriter(&stream)
+		ow.SetCompress(false)
+		ws, err := WriteWholeParallel(bytes.NewReader(data), ow, workers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ws.LiteralWire != int64(len(data)) {
+			t.Fatalf("%d workers: %d literal bytes on the wire for %d raw", workers, ws.LiteralWire, len(data))
+		}
+		var out bytes.Buffer
+		if _, err := Apply(strictReaderAt{t, nil}, 0, MinBlockSize, NewOpReader(&stream), &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("raw stream does not rebuild the file: %v", err)
+		}
+	}
+}

@@ -87,7 +87,15 @@ type OpWriter struct {
 	// next skip literals; the gap doubles on each miss up to 16.
 	skip, gap int
 	err       error
+	// raw: literals are not compressed (SetCompress).
+	raw bool
 }
+
+// SetCompress turns the zstd compression of literals on (the default) or
+// off, for the literals written from now on. Off suits a link that is
+// faster than the compressor (the same host): zstd would cost CPU on both
+// sides and save nothing.
+func (w *OpWriter) SetCompress(on bool) { w.raw = !on }
 
 // NewOpWriter returns an OpWriter writing frames to w.
 func NewOpWriter(w io.Writer) *OpWriter {
@@ -203,7 +211,7 @@ func (w *OpWriter) literal(p []byte) error {
 	var h [literalHeader]byte
 	binary.BigEndian.PutUint32(h[1:], uint32(len(p)))
 	data := p
-	if len(p) >= minCompress && w.skip == 0 {
+	if len(p) >= minCompress && w.skip == 0 && !w.raw {
 		enc, _, err := codecs()
 		if err != nil {
 			return fmt.Errorf("unable to start zstd: %w", err)

@@ -1,0 +1,284 @@
+package treesync
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// noOpenat2 is set once openat2 failed with ENOSYS or EPERM (an old
+// kernel, a seccomp filter): directories are then opened through the
+// os.Root, component by component.
+var noOpenat2 atomic.Bool
+
+// openDir opens the directory dir of the tree at r (whose handle is
+// rootFd) for reading, beneath the root and following no symlink: with
+// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) in one call, else through
+// os.Root.
+func openDir(r *os.Root, rootFd int, dir string) (*os.File, error) {
+	if !noOpenat2.Load() {
+		fd, err := unix.Openat2(rootFd, dir, &unix.OpenHow{
+			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		if err == nil {
+			return os.NewFile(uintptr(fd), dir), nil
+		}
+		if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) {
+			return nil, &fs.PathError{Op: "openat2", Path: dir, Err: err}
+		}
+		noOpenat2.Store(true)
+	}
+	return r.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+}
+
+// dirent is one name of a directory listing.
+type dirent struct {
+	name string
+	typ  uint8 // DT_*
+}
+
+// readNames lists the directory fd with getdents64 (no stat), without "."
+// and "..", sorted by name if sorted.
+func readNames(fd int, buf []byte, sorted bool) ([]dirent, error) {
+	var out []dirent
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			break
+		}
+		for off := 0; off+19 <= n; {
+			reclen := int(binary.NativeEndian.Uint16(buf[off+16:]))
+			if reclen < 19 || off+reclen > n {
+				return nil, fmt.Errorf("bad directory record of %d bytes", reclen)
+			}
+			rec := buf[off+19 : off+reclen]
+			if i := slices.Index(rec, 0); i >= 0 {
+				rec = rec[:i]
+			}
+			typ := buf[off+18]
+			off += reclen
+			if len(rec) == 0 || (rec[0] == '.' && (len(rec) == 1 || (len(rec) == 2 && rec[1] == '.'))) {
+				continue
+			}
+			out = append(out, dirent{name: string(rec), typ: typ})
+		}
+	}
+	if sorted {
+		slices.SortFunc(out, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
+	}
+	return out, nil
+}
+
+// statInfo converts a stat result.
+func statInfo(st *unix.Stat_t) finfo {
+	m := st.Mode
+	mode := fs.FileMode(m & 0o777)
+	switch m & unix.S_IFMT {
+	case unix.S_IFDIR:
+		mode |= fs.ModeDir
+	case unix.S_IFLNK:
+		mode |= fs.ModeSymlink
+	case unix.S_IFREG:
+	case unix.S_IFIFO:
+		mode |= fs.ModeNamedPipe
+	case unix.S_IFSOCK:
+		mode |= fs.ModeSocket
+	case unix.S_IFCHR:
+		mode |= fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFBLK:
+		mode |= fs.ModeDevice
+	default:
+		mode |= fs.ModeIrregular
+	}
+	if m&unix.S_ISUID != 0 {
+		mode |= fs.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		mode |= fs.ModeSticky
+	}
+	mt := st.Mtim.Nano()
+	return finfo{mode: mode, size: st.Size, mtime: mt, keyOK: true,
+		key: sumKey{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: mt, ctime: st.Ctim.Nano()}}
+}
+
+// lstatAt lstats name in the directory fd.
+func lstatAt(fd int, name string) (finfo, error) {
+	var st unix.Stat_t
+	for {
+		err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return finfo{}, err
+		}
+		return statInfo(&st), nil
+	}
+}
+
+// vanished reports an error that means the entry went away or changed
+// type while the walk ran.
+func vanished(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP)
+}
+
+// walkTreeOS reads directories with getdents64 and lstats (fstatat
+// relative to the directory's handle) only the entries the walk keeps or
+// descends into.
+func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) ([]walked, error) {
+	top, err := r.Open(".")
+	if err != nil {
+		return nil, err
+	}
+	defer top.Close()
+	rootFd := int(top.Fd())
+	var (
+		mu      sync.Mutex
+		results = map[string][]walked{}
+		first   error
+		count   atomic.Int64
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, walkers)
+		bufs    = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if first == nil {
+			first = err
+		}
+		mu.Unlock()
+	}
+	failed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return first != nil
+	}
+	var visit func(dir string, st walkState)
+	visit = func(dir string, st walkState) {
+		defer wg.Done()
+		sem <- struct{}{}
+		defer func() { <-sem }()
+		if failed() {
+			return
+		}
+		if err := ctx.Err(); err != nil {
+			fail(err)
+			return
+		}
+		var f *os.File
+		fd := rootFd
+		if dir != "." {
+			var err error
+			if f, err = openDir(r, rootFd, dir); err != nil {
+				if vanished(err) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.EXDEV) {
+					return
+				}
+				fail(err)
+				return
+			}
+			defer f.Close()
+			fd = int(f.Fd())
+		}
+		bp := bufs.Get().(*[]byte)
+		ents, err := readNames(fd, *bp, !unsorted)
+		bufs.Put(bp)
+		if err != nil {
+			if dir != "." && vanished(err) {
+				return
+			}
+			fail(fmt.Errorf("unable to read directory %q: %w", dir, err))
+			return
+		}
+		if enter != nil {
+			for _, d := range ents {
+				if d.name == ".gitignore" {
+					// O_NONBLOCK: a fifo planted as .gitignore must not hang the walk.
+					if gfd, err := unix.Openat(fd, d.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0); err == nil {
+						g := os.NewFile(uintptr(gfd), d.name)
+						enter(dir, g)
+						g.Close()
+					}
+					break
+				}
+			}
+		}
+		var kids []walked
+		for _, d := range ents {
+			p := d.name
+			if dir != "." {
+				p = dir + "/" + p
+			}
+			var fi finfo
+			statted := false
+			isDir := d.typ == unix.DT_DIR
+			if d.typ == unix.DT_UNKNOWN {
+				if fi, err = lstatAt(fd, d.name); err != nil {
+					if vanished(err) {
+						continue
+					}
+					fail(err)
+					return
+				}
+				statted, isDir = true, fi.mode.IsDir()
+			}
+			keep, descend, cst, err := fn(p, d.name, isDir, st)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if !keep && !descend {
+				continue
+			}
+			if !statted {
+				if fi, err = lstatAt(fd, d.name); err != nil {
+					if vanished(err) {
+						continue
+					}
+					fail(err)
+					return
+				}
+			}
+			if count.Add(1) > protocol.MaxSyncEntries {
+				fail(fmt.Errorf("more than %d entries", protocol.MaxSyncEntries))
+				return
+			}
+			isDir = fi.mode.IsDir()
+			kids = append(kids, walked{path: p, fi: fi, isDir: isDir, keep: keep, st: cst})
+			if descend && isDir {
+				wg.Add(1)
+				go visit(p, cst)
+			}
+		}
+		mu.Lock()
+		results[dir] = kids
+		mu.Unlock()
+	}
+	wg.Add(1)
+	go visit(".", root)
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
+	return emitWalk(results, int(count.Load())), nil
+}
