@@ -118,4 +118,7 @@ echo root:x:0:0::/:/bin/sh > /etc/passwd`)
 	if g := pe.get("lay"); g.Phase != "Running" {
 		t.Fatalf("phase %q after restore", g.Phase)
 	}
+	if out, errOut, code := pe.ds("sandbox", "snapshot", "lay", "--name", "two"); code != 0 || !strings.Contains(out, "with the container's layer") {
+		t.Fatalf("snapshot after the restore: exit %d\n%s%s", code, out, errOut)
+	}
 }
