@@ -93,6 +93,12 @@ echo new > /root/new
 rm -rf /opt/d
 echo root:x:0:0::/:/bin/sh > /etc/passwd`)
 
+	// As a restore killed mid-swap leaves it: the sandbox's container put
+	// aside under its spare name. The next restore takes it back first.
+	ctr := pe.get("lay").Extra.Container
+	if _, err := pe.podman("rename", ctr, ctr+"-prev"); err != nil {
+		t.Fatal(err)
+	}
 	res := pe.restore("lay", "one")
 	if !res.Restarted {
 		t.Fatalf("restore did not say the container was made anew: %+v", res)

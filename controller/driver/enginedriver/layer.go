@@ -84,6 +84,17 @@ func (d Driver) ReplaceLayer(ctx context.Context, h *state.Home, sb *state.Sandb
 	}
 	eng := d.Engine
 	name, spare, prev := x.Container, x.Container+"-restore", x.Container+"-prev"
+	// A restore killed between putting the old container aside and naming
+	// the new one left the old one as prev: it is the sandbox's again.
+	if _, err := eng.run(ctx, x.EngineEnv, "container", "exists", name); err != nil {
+		var ee *engineError
+		if !errors.As(err, &ee) || ee.code != 1 {
+			return fmt.Errorf("unable to look for container %s: %w", name, err)
+		}
+		if _, err := eng.run(ctx, x.EngineEnv, "rename", prev, name); err != nil {
+			return fmt.Errorf("container %s is missing, and taking back %s (put aside by an interrupted restore) failed: %w", name, prev, err)
+		}
+	}
 	for _, c := range []string{spare, prev} { // leftovers of an interrupted restore
 		if err := d.remove(Extra{Container: c, EngineEnv: x.EngineEnv}); err != nil {
 			return err
