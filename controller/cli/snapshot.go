@@ -116,6 +116,9 @@ Subcommands list, delete, verify and prune manage what is stored; restore puts o
 			s := res.Snapshot
 			fmt.Fprintf(a.stdout, "snapshot %s (%s) of %s: %d files, %d dirs, %d symlinks, %s; %s added to the store in %.2fs\n",
 				s.Name, s.ID, s.Sandbox, s.Files, s.Dirs, s.Symlinks, size(s.Bytes), size(s.AddedBytes), float64(s.DurationMs)/1000)
+			if s.LayerEntries > 0 {
+				fmt.Fprintf(a.stdout, "with the container's layer: %d paths outside the workspace changed, added or deleted\n", s.LayerEntries)
+			}
 			if len(res.Pruned) > 0 {
 				fmt.Fprintf(a.stdout, "pruned %s", strings.Join(res.Pruned, ", "))
 				if res.GC != nil {

@@ -240,7 +240,7 @@ func (d *Daemon) takeSnapshot(ctx context.Context, sb *state.Sandbox, req *api.S
 			// /sandbox): read it in place while the processes are
 			// frozen, no transfer through sandboxd.
 			rec.Frozen = true
-			err = d.capture(ctx, repo, sb, hs.Workspace, rec, m)
+			err = d.capture(ctx, repo, sb, hs.Workspace, rec, m, nil)
 			if terr := fz.Thaw(); terr != nil {
 				d.log.Warn("thaw after snapshot", "sandbox", sb.Name, "err", terr)
 			}
@@ -255,18 +255,27 @@ func (d *Daemon) takeSnapshot(ctx context.Context, sb *state.Sandbox, req *api.S
 			return nil, err
 		}
 		res.Pulled = pulled
+		layer, release, err := d.readLayer(ctx, sb)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		if err := d.capture(ctx, repo, sb, src, rec, m, layer); err != nil {
+			return nil, err
+		}
+		return d.snapshotTaken(ctx, sb, repo, rec, req, maxAge, res)
 	}
-	if err := d.capture(ctx, repo, sb, src, rec, m); err != nil {
+	if err := d.capture(ctx, repo, sb, src, rec, m, nil); err != nil {
 		return nil, err
 	}
 	return d.snapshotTaken(ctx, sb, repo, rec, req, maxAge, res)
 }
 
 // capture chunks dir into the store as rec.
-func (d *Daemon) capture(ctx context.Context, repo *snapshot.Repo, sb *state.Sandbox, dir string, rec *snapshot.Snapshot, m *phaseMeter) error {
+func (d *Daemon) capture(ctx context.Context, repo *snapshot.Repo, sb *state.Sandbox, dir string, rec *snapshot.Snapshot, m *phaseMeter, layer *snapshot.LayerSource) error {
 	p := &snapshot.Progress{}
 	m.set("capture", snapMeter(p))
-	if err := repo.Capture(ctx, dir, rec, snapshot.CaptureOptions{Index: repo.IndexPath(sb.Name), Progress: p}); err != nil {
+	if err := repo.Capture(ctx, dir, rec, snapshot.CaptureOptions{Index: repo.IndexPath(sb.Name), Progress: p, Layer: layer}); err != nil {
 		return fmt.Errorf("snapshot %s: %w", sb.Name, err)
 	}
 	return nil
@@ -413,6 +422,13 @@ func (d *Daemon) restore(ctx context.Context, sb *state.Sandbox, repo *snapshot.
 		tree := filepath.Join(stage, "tree")
 		if err := repo.Materialize(ctx, snap, tree, snapshot.MaterializeOptions{Progress: p}); err != nil {
 			return nil, fmt.Errorf("restore %s (the workspace is unchanged): %w", sb.Name, err)
+		}
+		if len(snap.Layer) > 0 {
+			m.set("layer", func() api.SyncProgress { return api.SyncProgress{} })
+			if err := d.restoreLayer(ctx, sb, repo, snap); err != nil {
+				return nil, fmt.Errorf("restore %s (the container and the workspace are unchanged): %w", sb.Name, err)
+			}
+			res.Restarted = true
 		}
 		req := api.SyncRequest{Direction: api.SyncPush, Local: tree, Remote: workspaceRemote(sb), Delete: true}
 		run, err := d.prepareSync(ctx, sb.Name, &req)

@@ -135,3 +135,27 @@ type Workspacer interface {
 	Driver
 	Workspace() string
 }
+
+// Layer is a sandbox's writable layer outside its workspace, readable on
+// the host: the container's root file system mounted at Root, and the
+// paths (absolute inside the container) that differ from the image.
+type Layer struct {
+	Root             string
+	Changed, Deleted []string
+	// Release unmounts Root.
+	Release func() error
+}
+
+// Layerer is a driver whose sandboxes have a writable layer outside the
+// workspace (a container's) that snapshots capture and restore.
+type Layerer interface {
+	Driver
+	// ReadLayer mounts sb's layer for reading; nil when this sandbox's
+	// layer cannot be read here (the engine or privileges lack it).
+	ReadLayer(ctx context.Context, h *state.Home, sb *state.Sandbox) (*Layer, error)
+	// ReplaceLayer makes sb's container anew from its image, lets apply
+	// write the layer into its root file system before it first starts,
+	// then swaps it for the old container and starts it. On error the old
+	// container is kept as it was. It updates sb.Extra; the caller saves sb.
+	ReplaceLayer(ctx context.Context, h *state.Home, sb *state.Sandbox, apply func(ctx context.Context, root string) error) error
+}

@@ -99,6 +99,9 @@ type CaptureOptions struct {
 	Index    string
 	Progress *Progress
 	Workers  int // default: the CPUs
+	// Layer, when set, is a container's writable layer, stored as the
+	// record's second tree under the same lock.
+	Layer *LayerSource
 }
 
 // Capture stores the tree of dir (files, directories, symlinks; other
@@ -245,26 +248,14 @@ func (r *Repo) Capture(ctx context.Context, dir string, rec *Snapshot, o Capture
 			rec.Symlinks++
 		}
 	}
-	rec.Tree = nil
-	tc := chunker.NewWithBoundaries(bytes.NewReader(tree.Bytes()), Pol, treeMin, treeMax)
-	tc.SetAverageBits(treeBits)
-	tbuf := make([]byte, treeMax)
-	for {
-		c, err := tc.Next(tbuf)
-		if err == io.EOF {
-			break
+	if rec.Tree, err = r.putTree(tree.Bytes(), &added, distinct); err != nil {
+		return err
+	}
+	rec.Layer, rec.LayerEntries = nil, 0
+	if o.Layer != nil {
+		if err := r.captureLayer(ctx, o.Layer, rec, &added, distinct); err != nil {
+			return fmt.Errorf("unable to capture the container's layer: %w", err)
 		}
-		if err != nil {
-			return err
-		}
-		h := HashOf(c.Data)
-		n, err := r.Store.Put(h, c.Data)
-		if err != nil {
-			return err
-		}
-		added.Add(n)
-		rec.Tree = append(rec.Tree, h)
-		distinct[h] = true
 	}
 	rec.Chunks = len(distinct)
 	rec.AddedBytes = added.Load()
@@ -351,13 +342,49 @@ func (r *Repo) chunkFile(root *os.Root, e *Entry, ch *chunker.Chunker, buf []byt
 	return nil
 }
 
+// putTree chunks an encoded entry list into the store.
+func (r *Repo) putTree(tree []byte, added *atomic.Int64, distinct map[string]bool) ([]string, error) {
+	var out []string
+	tc := chunker.NewWithBoundaries(bytes.NewReader(tree), Pol, treeMin, treeMax)
+	tc.SetAverageBits(treeBits)
+	tbuf := make([]byte, treeMax)
+	for {
+		c, err := tc.Next(tbuf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		h := HashOf(c.Data)
+		n, err := r.Store.Put(h, c.Data)
+		if err != nil {
+			return nil, err
+		}
+		added.Add(n)
+		out = append(out, h)
+		distinct[h] = true
+	}
+	return out, nil
+}
+
 // loadTree reads and verifies a snapshot's entry list.
 func (r *Repo) loadTree(s *Snapshot) ([]Entry, error) {
+	return r.loadEntries(s, s.Tree, "tree")
+}
+
+// loadLayer reads and verifies a snapshot's layer entry list (none for
+// a snapshot without a layer).
+func (r *Repo) loadLayer(s *Snapshot) ([]Entry, error) {
+	return r.loadEntries(s, s.Layer, "layer")
+}
+
+func (r *Repo) loadEntries(s *Snapshot, hashes []string, what string) ([]Entry, error) {
 	var all bytes.Buffer
-	for _, h := range s.Tree {
+	for _, h := range hashes {
 		b, err := r.Store.Get(h)
 		if err != nil {
-			return nil, fmt.Errorf("snapshot %s tree: %w", s.ID, err)
+			return nil, fmt.Errorf("snapshot %s %s: %w", s.ID, what, err)
 		}
 		all.Write(b)
 	}
@@ -368,7 +395,7 @@ func (r *Repo) loadTree(s *Snapshot) ([]Entry, error) {
 		if err := dec.Decode(&e); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
-			return nil, fmt.Errorf("snapshot %s tree: %w", s.ID, err)
+			return nil, fmt.Errorf("snapshot %s %s: %w", s.ID, what, err)
 		}
 		ents = append(ents, e)
 	}

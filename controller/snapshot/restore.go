@@ -266,9 +266,17 @@ func (r *Repo) Verify(ctx context.Context, snaps []*Snapshot, p *Progress) (*Ver
 				res.Problems = append(res.Problems, Problem{Snapshot: s.ID, Chunk: h, Error: "tree: " + err.Error()})
 			}
 		}
+		for _, h := range s.Layer {
+			if err := check(h); err != nil {
+				res.Problems = append(res.Problems, Problem{Snapshot: s.ID, Chunk: h, Error: "layer: " + err.Error()})
+			}
+		}
 		ents, err := r.loadTree(s)
 		if err != nil {
 			continue // reported above
+		}
+		if lents, err := r.loadLayer(s); err == nil {
+			ents = append(ents, lents...)
 		}
 		for i := range ents {
 			e := &ents[i]
@@ -324,11 +332,15 @@ func (r *Repo) GC(ctx context.Context) (*GCResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("garbage collection stopped, nothing removed: %w (run `darkshell sandbox snapshot verify`)", err)
 		}
-		for _, h := range s.Tree {
+		lents, err := r.loadLayer(s)
+		if err != nil {
+			return nil, fmt.Errorf("garbage collection stopped, nothing removed: %w (run `darkshell sandbox snapshot verify`)", err)
+		}
+		for _, h := range append(slices.Clone(s.Tree), s.Layer...) {
 			live[h] = true
 		}
-		for i := range ents {
-			for _, h := range ents[i].Chunks {
+		for _, e := range append(ents, lents...) {
+			for _, h := range e.Chunks {
 				live[h] = true
 			}
 		}

@@ -36,6 +36,9 @@ const (
 	TypeFile    = "f"
 	TypeDir     = "d"
 	TypeSymlink = "l"
+	// TypeDeleted is a path of a container's image that its writable
+	// layer deleted (layer trees only).
+	TypeDeleted = "x"
 )
 
 // Entry is one file, directory or symlink of a snapshot's tree.
@@ -47,6 +50,10 @@ type Entry struct {
 	Size    int64    `json:"s,omitempty"`
 	Target  string   `json:"l,omitempty"` // symlink target
 	Chunks  []string `json:"c,omitempty"` // file content, in order
+	// UID and GID are the owner (layer trees only: a workspace's owner
+	// is the sandbox user's).
+	UID int `json:"u,omitempty"`
+	GID int `json:"g,omitempty"`
 }
 
 // Snapshot is a snapshot's record.
@@ -58,6 +65,13 @@ type Snapshot struct {
 	Created time.Time         `json:"created"`
 	// Tree lists the chunks of the entry list (JSON lines).
 	Tree []string `json:"tree"`
+	// Layer, when set, lists the chunks of the container's writable layer
+	// outside the workspace (entries with paths relative to the container's
+	// root, TypeDeleted for deletions); LayerEntries counts them. Records
+	// without it (older ones, drivers without a layer) restore the
+	// workspace only.
+	Layer        []string `json:"layer,omitempty"`
+	LayerEntries int      `json:"layer_entries,omitempty"`
 	// Files, Dirs, Symlinks and Bytes describe the tree.
 	Files    int   `json:"files"`
 	Dirs     int   `json:"dirs"`
