@@ -3,13 +3,9 @@ package egress
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
-	"time"
 )
 
 // InferenceHost is the sandbox's inference endpoint's name (OpenShell's
@@ -37,22 +33,11 @@ func (p *Proxy) serveInferenceTLS(ctx context.Context, conn net.Conn, br *bufio.
 		deny(conn, http.StatusBadGateway, "https://"+InferenceHost+" needs the sandbox's egress CA, which is missing; use http://"+InferenceHost)
 		return
 	}
-	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+	tconn, err := p.acceptTLS(ctx, conn, br, host, InferenceHost)
+	if tconn == nil {
 		return
 	}
-	tconn := tls.Server(&readerConn{Conn: conn, r: br}, &tls.Config{
-		NextProtos: []string{"http/1.1"},
-		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			if h.ServerName != "" && !strings.EqualFold(h.ServerName, host) {
-				return nil, fmt.Errorf("TLS server name %q does not match the CONNECT host %q (domain fronting is refused)", h.ServerName, host)
-			}
-			return p.CA.Leaf(InferenceHost)
-		},
-	})
 	defer tconn.Close()
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := tconn.HandshakeContext(hctx)
-	cancel()
 	if err != nil {
 		p.Logger.Debug("egress: TLS with the client for the inference endpoint failed", "err", err)
 		return

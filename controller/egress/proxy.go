@@ -441,13 +441,14 @@ func (p *Proxy) substitute(req *http.Request, d Decision) {
 	}
 }
 
-// intercept terminates the client's TLS with a leaf of the sandbox's CA,
-// decides every request at L7, and relays the allowed ones over TLS to the
-// checked address of the real server.
-func (p *Proxy) intercept(ctx context.Context, conn net.Conn, br *bufio.Reader, r Request, d Decision) {
-	host, port := r.Host, r.Port
+// acceptTLS answers a CONNECT to host and terminates the client's TLS
+// with a leaf for leafName from the sandbox's CA; a client that names
+// another server in its hello is refused (domain fronting). It returns a
+// nil conn when the client left before the handshake began, else the
+// conn (the caller closes it) and the handshake's error.
+func (p *Proxy) acceptTLS(ctx context.Context, conn net.Conn, br *bufio.Reader, host, leafName string) (*tls.Conn, error) {
 	if _, err := io.WriteString(conn, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
-		return
+		return nil, err
 	}
 	tconn := tls.Server(&readerConn{Conn: conn, r: br}, &tls.Config{
 		NextProtos: []string{"http/1.1"},
@@ -455,13 +456,24 @@ func (p *Proxy) intercept(ctx context.Context, conn net.Conn, br *bufio.Reader, 
 			if h.ServerName != "" && !strings.EqualFold(h.ServerName, host) {
 				return nil, fmt.Errorf("TLS server name %q does not match the CONNECT host %q (domain fronting is refused)", h.ServerName, host)
 			}
-			return p.CA.Leaf(host)
+			return p.CA.Leaf(leafName)
 		},
 	})
-	defer tconn.Close()
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := tconn.HandshakeContext(hctx)
-	cancel()
+	defer cancel()
+	return tconn, tconn.HandshakeContext(hctx)
+}
+
+// intercept terminates the client's TLS with a leaf of the sandbox's CA,
+// decides every request at L7, and relays the allowed ones over TLS to the
+// checked address of the real server.
+func (p *Proxy) intercept(ctx context.Context, conn net.Conn, br *bufio.Reader, r Request, d Decision) {
+	host, port := r.Host, r.Port
+	tconn, err := p.acceptTLS(ctx, conn, br, host, host)
+	if tconn == nil {
+		return
+	}
+	defer tconn.Close()
 	if err != nil {
 		d.Allow, d.Reason = false, "TLS with the client failed: "+err.Error()
 		p.report(Outcome{Request: r, Decision: d})
