@@ -202,6 +202,10 @@ bench-export: deps build ## Export cost: exec p50 and a traced exec loop with ev
 bench-snapshot: build ## Snapshots: 2 GiB workspace snapshot/restore vs tar (time, stored bytes), store growth after a one-file change (local driver, needs root)
 	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkSnapshot -benchtime 1x -timeout 30m ./integration/
 
+.PHONY: bench-health
+bench-health: build ## Health round trip of a local sandbox: daemon API and fresh CLI, beside an API exec (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) DARKSHELL_BENCH_RUNS=$${DARKSHELL_BENCH_RUNS:-100} $(GO) test -count=1 -run '^$$' -bench BenchmarkHealth -benchtime 1x -timeout 20m ./integration/
+
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN) $(AGENTBIN)/sandboxd-*
