@@ -34,9 +34,10 @@ var execBuckets = []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
 // metrics holds the instruments the event stream updates; readers are
 // the Prometheus handlers and OTLP periodic readers of the exporters.
 type metrics struct {
-	mp      *sdkmetric.MeterProvider
-	servers []*http.Server
-	lost    func() map[string]uint64 // events lost, by where
+	mp        *sdkmetric.MeterProvider
+	servers   []*http.Server
+	listeners []net.Listener
+	lost      func() map[string]uint64 // events lost, by where
 
 	execDur   metric.Float64Histogram
 	execs     metric.Int64Counter
@@ -80,6 +81,7 @@ func newMetrics(specs []*export.Spec, interval time.Duration, usage UsageFunc, l
 			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 			go srv.Serve(l)
 			m.servers = append(m.servers, srv)
+			m.listeners = append(m.listeners, l)
 			log.Info("serving Prometheus metrics", "exporter", sp.Name, "addr", l.Addr().String())
 		case sp.Type == export.TypeOTLP && sp.HasSignal(export.SignalMetrics):
 			exp, err := newMetricExporter(sp)
@@ -255,6 +257,11 @@ func (m *metrics) shutdown(ctx context.Context) {
 	}
 	for _, s := range m.servers {
 		s.Close()
+	}
+	// Close does not see a listener whose Serve has not begun yet: close
+	// each here, so a reload can listen on the same address at once.
+	for _, l := range m.listeners {
+		l.Close()
 	}
 	if m.mp != nil {
 		m.mp.Shutdown(ctx)
