@@ -18,6 +18,7 @@ import (
 // prints p50/p99 and the sandboxd round trip the report measured.
 func BenchmarkHealth(b *testing.B) {
 	e := newLocalEnv(b)
+	newEgressNet(b) // the DNS check asks the test's own resolver, never the machine's
 	e.createLocal("h")
 	n := min(benchRuns(), 100)
 	var rtt []time.Duration

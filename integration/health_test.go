@@ -108,6 +108,7 @@ func TestLocalHealth(t *testing.T) {
 func TestLocalHealthMCP(t *testing.T) {
 	servers := mcpServers(t)
 	e := newLocalEnv(t)
+	newEgressNet(t) // the DNS check asks the test's own resolver, never the machine's
 	e.createLocal("hm")
 	mark := filepath.Join(t.TempDir(), "broken")
 	e.mustDS("mcp", "add", "hm", "every", "--transport", "bridge", "--", "sh", "-c",
