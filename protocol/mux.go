@@ -51,51 +51,116 @@ func Handshake(rw io.ReadWriter, local Hello) (remote Hello, version int, err er
 	return remote, version, nil
 }
 
-// MuxConn wraps a carrier for yamux. yamux writes a data frame's 12-byte
-// header and its body with two Writes; on an SSH channel that is two
-// packets (two encryptions, two wake-ups on the far side). MuxConn sends a
-// small frame's header and body in one Write. It relies on yamux's one
-// writer (its send loop) writing a body right after the header that
-// announces it.
-func MuxConn(c io.ReadWriteCloser) io.ReadWriteCloser { return &coalescer{ReadWriteCloser: c} }
+// MuxConn wraps a carrier for yamux so that one exchange costs as few
+// carrier writes as it can; on an SSH channel every write is a packet (an
+// encryption, and a wake-up of sshd and of the far side).
+//   - yamux writes a data frame's 12-byte header and its body with two
+//     Writes: MuxConn sends a small frame's header and body in one. It
+//     relies on yamux's one writer (its send loop) writing a body right
+//     after the header that announces it.
+//   - Opening a stream sends a window update with SYN, accepting one a
+//     window update with ACK, each on its own. MuxConn holds such a frame
+//     (at most holdOpen) and sends it with the next write: the request
+//     frame the opener writes at once, or the accepter's first answer.
+//     Frames with FIN or RST, pings and plain window updates flush at once.
+func MuxConn(c io.ReadWriteCloser) io.ReadWriteCloser {
+	w := &coalescer{ReadWriteCloser: c}
+	w.timer = time.AfterFunc(time.Hour, w.flushHeld)
+	w.timer.Stop()
+	return w
+}
 
 // maxCoalesce bounds the bodies copied to join their header; larger ones
 // go out as they are (the extra packet is noise next to the data).
 const maxCoalesce = 64 << 10
 
+// holdOpen bounds how long a SYN or ACK waits for a frame to ride with.
+const holdOpen = time.Millisecond
+
+// yamux header fields (github.com/hashicorp/yamux const.go).
+const (
+	muxTypeData         = 0
+	muxTypeWindowUpdate = 1
+	muxFlagSYN          = 1
+	muxFlagACK          = 2
+	muxFlagFIN          = 4
+	muxFlagRST          = 8
+	muxHeaderSize       = 12
+)
+
 type coalescer struct {
 	io.ReadWriteCloser
-	mu   sync.Mutex
-	hdr  [12]byte
-	want int // body length the held header announced; 0: none held
-	buf  []byte
+	mu      sync.Mutex
+	pending []byte // held bytes, written before or with the next write
+	want    int    // body length a held data header announced; 0: none
+	timer   *time.Timer
+	err     error // a failed flush from the timer, reported by the next Write
 }
 
 func (w *coalescer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
 	if w.want > 0 {
 		want := w.want
 		w.want = 0
 		if len(p) == want {
-			w.buf = append(append(w.buf[:0], w.hdr[:]...), p...)
-			if _, err := w.ReadWriteCloser.Write(w.buf); err != nil {
-				return 0, err
-			}
-			return len(p), nil
+			return len(p), w.send(p)
 		}
 		// Not the announced body (never expected): keep the byte order.
-		if _, err := w.ReadWriteCloser.Write(w.hdr[:]); err != nil {
+		if err := w.send(nil); err != nil {
 			return 0, err
 		}
 	}
-	// A data frame header (version 0, type 0) announcing a small body.
-	if len(p) == 12 && p[0] == 0 && p[1] == 0 {
-		if n := int(binary.BigEndian.Uint32(p[8:12])); n > 0 && n <= maxCoalesce {
-			copy(w.hdr[:], p)
-			w.want = n
+	if len(p) == muxHeaderSize && p[0] == 0 {
+		flags := binary.BigEndian.Uint16(p[2:4])
+		switch {
+		case p[1] == muxTypeData:
+			if n := int(binary.BigEndian.Uint32(p[8:12])); n > 0 && n <= maxCoalesce {
+				w.pending = append(w.pending, p...)
+				w.want = n
+				return len(p), nil
+			}
+		case p[1] == muxTypeWindowUpdate && flags&(muxFlagSYN|muxFlagACK) != 0 && flags&(muxFlagFIN|muxFlagRST) == 0:
+			held := len(w.pending) > 0
+			w.pending = append(w.pending, p...)
+			if !held {
+				w.timer.Reset(holdOpen)
+			}
 			return len(p), nil
 		}
 	}
-	return w.ReadWriteCloser.Write(p)
+	return len(p), w.send(p)
+}
+
+// send writes the held bytes and p in one write. Called with mu held.
+func (w *coalescer) send(p []byte) error {
+	b := p
+	if len(w.pending) > 0 {
+		w.timer.Stop()
+		w.pending = append(w.pending, p...)
+		b = w.pending
+	}
+	_, err := w.ReadWriteCloser.Write(b)
+	w.pending = w.pending[:0]
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return err
+}
+
+// flushHeld writes a held SYN or ACK that nothing came to join.
+func (w *coalescer) flushHeld() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.pending) > 0 && w.want == 0 && w.err == nil {
+		_ = w.send(nil)
+	}
+}
+
+func (w *coalescer) Close() error {
+	w.timer.Stop()
+	return w.ReadWriteCloser.Close()
 }

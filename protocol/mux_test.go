@@ -82,7 +82,7 @@ func TestMuxConnCoalesces(t *testing.T) {
 			ca.mu.Unlock()
 			found := false
 			for _, s := range sizes {
-				if s == 12+len(m) {
+				if s == 12+len(m) || s == 24+len(m) { // the first carries the SYN too
 					found = true
 				}
 				if s == len(m) {
@@ -93,5 +93,98 @@ func TestMuxConnCoalesces(t *testing.T) {
 				t.Fatalf("no joined write of %d bytes: %v", 12+len(m), sizes)
 			}
 		}
+	}
+}
+
+// muxPair is a yamux client and server over MuxConn on in-memory pipes;
+// cw and sw record the client's and the server's carrier writes.
+func muxPair(t *testing.T) (cli, srv *yamux.Session, cw, sw *writes) {
+	t.Helper()
+	ar, bw := io.Pipe()
+	br, aw := io.Pipe()
+	cw = &writes{ReadWriteCloser: pipeEnd{ar, aw}}
+	sw = &writes{ReadWriteCloser: pipeEnd{br, bw}}
+	cfg := MuxConfig()
+	cfg.EnableKeepAlive = false // no pings among the counted writes
+	cli, err := yamux.Client(MuxConn(cw), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err = yamux.Server(MuxConn(sw), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close(); srv.Close() })
+	return cli, srv, cw, sw
+}
+
+func (w *writes) take() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.sizes
+	w.sizes = nil
+	return s
+}
+
+// TestMuxConnOpenRidesWithRequest: a stream's SYN leaves in the same carrier
+// write as the opener's request, the accepter's ACK in the same write as its
+// answer: one write each way for a request and its reply.
+func TestMuxConnOpenRidesWithRequest(t *testing.T) {
+	cli, srv, cw, sw := muxPair(t)
+	go func() {
+		st, err := srv.AcceptStream()
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(st, buf); err == nil {
+			st.Write([]byte("world!"))
+		}
+	}()
+	st, err := cli.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(st, got); err != nil || string(got) != "world!" {
+		t.Fatalf("reply %q, %v", got, err)
+	}
+	if c := cw.take(); len(c) != 1 || c[0] != 12+12+5 {
+		t.Errorf("opener's carrier writes %v, want one of SYN+header+request (29 bytes)", c)
+	}
+	if s := sw.take(); len(s) != 1 || s[0] != 12+12+6 {
+		t.Errorf("accepter's carrier writes %v, want one of ACK+header+reply (30 bytes)", s)
+	}
+}
+
+// TestMuxConnHeldOpenFlushes: a SYN that no data follows still leaves within
+// holdOpen, so a peer that waits for the accepter to speak first is served.
+func TestMuxConnHeldOpenFlushes(t *testing.T) {
+	cli, srv, cw, _ := muxPair(t)
+	accepted := make(chan error, 1)
+	go func() {
+		st, err := srv.AcceptStream()
+		if err == nil {
+			_, err = st.Write([]byte("banner"))
+		}
+		accepted <- err
+	}()
+	st, err := cli.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-accepted; err != nil {
+		t.Fatalf("the server never accepted the stream: %v", err)
+	}
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(st, got); err != nil || string(got) != "banner" {
+		t.Fatalf("banner %q, %v", got, err)
+	}
+	if c := cw.take(); len(c) == 0 || c[0] != 12 {
+		t.Errorf("opener's carrier writes %v, want the SYN alone (12 bytes) first", c)
 	}
 }

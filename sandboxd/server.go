@@ -61,6 +61,12 @@ type Server struct {
 	closed bool
 }
 
+// ForkFromAnyThread makes commands fork from the thread serving the
+// request instead of handing each start to one spawner thread. Call it
+// before serving, only in a sandboxd confined as a whole from outside (serve
+// and agent), never in init, which restricts itself thread by thread.
+func ForkFromAnyThread() { process.ForkFromAnyThread() }
+
 // New returns a Server.
 func New(opts Options) *Server {
 	log := opts.Logger

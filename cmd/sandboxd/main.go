@@ -88,6 +88,7 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		if *socket == "" {
 			return errors.New("agent: --socket is required")
 		}
+		sandboxd.ForkFromAnyThread() // confined as a whole from outside, if at all
 		srv := sandboxd.New(sandboxd.Options{DefaultDir: *workdir, Logger: log})
 		return agent.Run(ctx, agent.Options{Socket: *socket, Idle: *idle, Server: srv, Logger: log})
 	case "init":
@@ -134,6 +135,7 @@ func serve(ctx context.Context, log *slog.Logger, noAgent bool, workdir string) 
 		}
 		log.Warn("serving without the persistent agent: durable processes will not survive this connection", "err", err)
 	}
+	sandboxd.ForkFromAnyThread() // confined as a whole from outside, if at all
 	srv := sandboxd.New(sandboxd.Options{DefaultDir: workdir, Logger: log})
 	err := srv.ServeConn(ctx, stdio{})
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

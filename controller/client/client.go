@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,7 +48,17 @@ type Client struct {
 	home *state.Home
 	opts Options
 	http *http.Client
+
+	spareMu sync.Mutex
+	spare   net.Conn // dialled ahead for the next exec stream
+	spareAt time.Time
+	closed  bool
+	execs   atomic.Int64 // exec streams opened without a spare
 }
+
+// spareMaxAge bounds how long a spare connection waits for its exec: well
+// under the daemon's 10 s limit for a request to arrive.
+const spareMaxAge = 5 * time.Second
 
 // ErrDaemon wraps failures to reach or start the daemon.
 var ErrDaemon = errors.New("controller daemon unavailable")
@@ -305,32 +316,131 @@ func upgradeErr(conn net.Conn, err error) error {
 }
 
 // upgrade opens a raw exec stream through the daemon. It does not wait for
-// the daemon's answer: the caller's request frame follows the HTTP request at
-// once, and the first Read consumes the "101 Switching Protocols" (or turns an
-// error response into an error), saving a round trip per exec.
+// the daemon's answer: the HTTP request goes out with the caller's request
+// frame in one write, and the first Read consumes the "101 Switching
+// Protocols" (or turns an error response into an error), saving a round
+// trip per exec.
 func (c *Client) upgrade(ctx context.Context, name string) (net.Conn, error) {
-	conn, err := c.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
 	req := "POST /v1/sandboxes/" + url.PathEscape(name) + "/exec HTTP/1.1\r\nHost: darkshell\r\nConnection: Upgrade\r\nUpgrade: " +
 		api.UpgradeStream + "\r\nContent-Length: 0\r\n\r\n"
-	if _, err := io.WriteString(conn, req); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("%w: %v", ErrDaemon, err)
+	conn := c.takeSpare()
+	if conn == nil {
+		var err error
+		if conn, err = c.dial(ctx); err != nil {
+			return nil, err
+		}
+		if c.execs.Add(1) > 1 { // a program that runs one command (the CLI) needs no spare
+			go c.refillSpare()
+		}
 	}
-	return &upgradeConn{Conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}, nil
+	return &upgradeConn{Conn: conn, r: bufio.NewReaderSize(conn, 64<<10), head: []byte(req)}, nil
 }
 
-// upgradeConn reads the upgrade response before the first byte of the stream.
+// takeSpare returns the connection dialled ahead for this exec, if a fresh
+// one is there, and starts dialling the next: the dial and the daemon's
+// accept are then off the exec's path.
+func (c *Client) takeSpare() net.Conn {
+	c.spareMu.Lock()
+	conn, at := c.spare, c.spareAt
+	c.spare = nil
+	c.spareMu.Unlock()
+	if conn == nil {
+		return nil
+	}
+	go c.refillSpare()
+	if time.Since(at) > spareMaxAge || !alive(conn) {
+		conn.Close() // the daemon closed it (restarted, or timed it out): dial afresh
+		return nil
+	}
+	return conn
+}
+
+// alive reports whether the daemon has not closed conn: a non-blocking
+// peek finds neither an end of stream nor an error.
+func alive(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	err = rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = err == syscall.EAGAIN || n > 0
+		return true
+	})
+	return err == nil && ok
+}
+
+// refillSpare dials a spare exec connection unless one is there.
+func (c *Client) refillSpare() {
+	var d net.Dialer
+	conn, err := d.Dial("unix", c.home.Socket())
+	if err != nil {
+		return
+	}
+	c.spareMu.Lock()
+	defer c.spareMu.Unlock()
+	if c.spare != nil || c.closed {
+		conn.Close()
+		return
+	}
+	c.spare, c.spareAt = conn, time.Now()
+}
+
+// Close releases the connection the client keeps ready for the next exec.
+// The client stays usable; Close is for programs that are done with it.
+func (c *Client) Close() error {
+	c.spareMu.Lock()
+	defer c.spareMu.Unlock()
+	c.closed = true
+	if c.spare != nil {
+		c.spare.Close()
+		c.spare = nil
+	}
+	return nil
+}
+
+// upgradeConn sends the upgrade request with the first write and reads the
+// response before the first byte of the stream.
 type upgradeConn struct {
 	net.Conn
 	r    *bufio.Reader
 	once sync.Once
 	err  error
+
+	wmu  sync.Mutex
+	head []byte // the HTTP request, not written yet
+}
+
+func (u *upgradeConn) Write(p []byte) (int, error) {
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
+	if u.head == nil {
+		return u.Conn.Write(p)
+	}
+	b := append(u.head, p...)
+	u.head = nil
+	n, err := u.Conn.Write(b)
+	if err != nil {
+		return max(0, n-(len(b)-len(p))), fmt.Errorf("%w: %v", ErrDaemon, err)
+	}
+	return len(p), nil
 }
 
 func (u *upgradeConn) Read(p []byte) (int, error) {
+	u.wmu.Lock()
+	head := u.head != nil
+	u.wmu.Unlock()
+	if head { // read before any write: the request still goes out first
+		if _, err := u.Write(nil); err != nil {
+			return 0, err
+		}
+	}
 	u.once.Do(func() {
 		resp, err := http.ReadResponse(u.r, nil)
 		if err != nil {

@@ -90,7 +90,7 @@ func (p *Process) launch(path string, argv, env []string, dir string, tty *proto
 		// Pdeathsig: a command does not outlive a killed sandboxd.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if p.hasStdin {
-			r, w, err := os.Pipe()
+			r, w, err := pipe(1)
 			if err != nil {
 				return errorf(protocol.CodeInternal, err, "unable to create the stdin pipe")
 			}
@@ -100,7 +100,7 @@ func (p *Process) launch(path string, argv, env []string, dir string, tty *proto
 			p.stdin = w
 		}
 		for _, dst := range []*io.Writer{&cmd.Stdout, &cmd.Stderr} {
-			r, w, err := os.Pipe()
+			r, w, err := pipe(0)
 			if err != nil {
 				closeAll(childEnds)
 				closeAll(parentEnds)
@@ -190,7 +190,8 @@ func (p *Process) append(stderr bool, b []byte) (waited time.Duration) {
 func (p *Process) wait() {
 	defer p.m.wg.Done()
 	werr := p.cmd.Wait()
-	disown(p.cmd.Process.Pid)
+	// Disowned last: a reaper scanning /proc holds the lock it takes.
+	defer disown(p.cmd.Process.Pid)
 	now := time.Now()
 	p.exitAt.Store(now.UnixNano())
 	deadlines := true
@@ -199,11 +200,11 @@ func (p *Process) wait() {
 			deadlines = false
 		}
 	}
-	drained := make(chan struct{})
-	go func() { p.readers.Wait(); close(drained) }()
 	if deadlines {
-		<-drained
+		p.readers.Wait()
 	} else {
+		drained := make(chan struct{})
+		go func() { p.readers.Wait(); close(drained) }()
 		select {
 		case <-drained:
 		case <-time.After(drainIdle):
@@ -428,4 +429,21 @@ func (p *Process) state() protocol.ProcState {
 		s.Exit = &e
 	}
 	return s
+}
+
+// pipe is os.Pipe for a child's stdio: only the end sandboxd keeps (0: the
+// read end, 1: the write end) is non-blocking and in the poller; the
+// child's end stays blocking, as exec wants it, without being registered
+// and unregistered on the way.
+func pipe(ours int) (r, w *os.File, err error) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, os.NewSyscallError("pipe2", err)
+	}
+	if err := syscall.SetNonblock(fds[ours], true); err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), nil
 }
