@@ -14,6 +14,9 @@ sshd_pid=""
 cleanup() {
   "$DS" daemon stop >/dev/null 2>&1 || true
   [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
+  # The ssh sandbox's sandboxd agent outlives its connections (durable
+  # processes); it would exit after its idle time, but its home goes now.
+  pkill -f -- "sandboxd agent --socket $work/" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
