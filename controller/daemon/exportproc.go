@@ -36,7 +36,7 @@ type exportProc struct {
 	cmd     *exec.Cmd
 	in      *bufio.Writer
 	inPipe  io.WriteCloser
-	sub     *events.Sub
+	sub     *events.LineSub
 	stop    chan struct{}
 	done    chan struct{}
 	err     atomic.Pointer[string] // why the helper does not run
@@ -120,7 +120,7 @@ func (p *exportProc) startLocked() error {
 	p.cmd, p.inPipe, p.in = cmd, in, bufio.NewWriterSize(in, 64<<10)
 	p.err.Store(nil)
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
-	p.sub = p.bus.SubscribeAll(64 << 10)
+	p.sub = p.bus.SubscribeLines(64 << 10)
 	p.running.Store(true)
 	go p.readReports(rr)
 	go p.feed(p.sub, p.stop)
@@ -153,7 +153,10 @@ func (p *exportProc) readReports(r *os.File) {
 }
 
 // feed writes the bus to the helper, and the resource use now and then.
-func (p *exportProc) feed(sub *events.Sub, stop chan struct{}) {
+// Events come encoded (the bytes the host log got): each is wrapped as an
+// export.Line ({"event":EVENT}) without encoding it again, and what is
+// queued goes in one write.
+func (p *exportProc) feed(sub *events.LineSub, stop chan struct{}) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	var lost uint64
@@ -161,14 +164,14 @@ func (p *exportProc) feed(sub *events.Sub, stop chan struct{}) {
 		select {
 		case <-stop:
 			return
-		case e := <-sub.C:
+		case l := <-sub.C:
 			p.mu.Lock()
-			p.sendLocked(export.Line{Event: &e})
+			p.sendEventLocked(l)
 			// Write what else is queued, then flush once.
-			for n := 0; n < 256; n++ {
+			for n := 0; n < 1024; n++ {
 				select {
-				case e = <-sub.C:
-					p.sendLocked(export.Line{Event: &e})
+				case l = <-sub.C:
+					p.sendEventLocked(l)
 					continue
 				default:
 				}
@@ -191,6 +194,17 @@ func (p *exportProc) feed(sub *events.Sub, stop chan struct{}) {
 			p.mu.Unlock()
 		}
 	}
+}
+
+// sendEventLocked writes one encoded event (a JSON line) as an
+// export.Line: {"event":EVENT}.
+func (p *exportProc) sendEventLocked(line []byte) {
+	if p.in == nil || len(line) < 2 {
+		return
+	}
+	p.in.WriteString(export.EventLinePrefix)
+	p.in.Write(line[:len(line)-1]) // without its newline
+	p.in.WriteString("}\n")
 }
 
 func (p *exportProc) sendLocked(l export.Line) {
