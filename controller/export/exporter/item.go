@@ -27,7 +27,7 @@ func (it *item) prepare(n needs) {
 		it.raw = clip(mustJSON(&it.ev))
 	}
 	if n.ocsf && it.ocsf == nil {
-		it.ocsf = clip(mustJSON(OCSF(&it.ev)))
+		it.ocsf = clip(appendJSON(nil, OCSF(&it.ev)))
 	}
 }
 
@@ -35,7 +35,7 @@ func (it *item) prepare(n needs) {
 func (it *item) doc(ocsf bool) []byte {
 	if ocsf {
 		if it.ocsf == nil {
-			return mustJSON(OCSF(&it.ev))
+			return appendJSON(nil, OCSF(&it.ev))
 		}
 		return it.ocsf
 	}
