@@ -152,13 +152,24 @@ func (p *exportProc) readReports(r *os.File) {
 	}
 }
 
+// feedDelay is how long an event may wait in the daemon for the pipe
+// write: the events of that time go in one write, and the helper wakes
+// once for them, not once per event (its exporters batch for a second).
+const feedDelay = 25 * time.Millisecond
+
 // feed writes the bus to the helper, and the resource use now and then.
 // Events come encoded (the bytes the host log got): each is wrapped as an
-// export.Line ({"event":EVENT}) without encoding it again, and what is
-// queued goes in one write.
+// export.Line ({"event":EVENT}) without encoding it again into a buffer
+// that is written at most feedDelay after its first event (or when full).
+// The bus's queue to feed is bounded and drops (counted) when full, so a
+// slow pipe never blocks a publisher.
 func (p *exportProc) feed(sub *events.LineSub, stop chan struct{}) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	defer flush.Stop()
+	pending := false
 	var lost uint64
 	for {
 		select {
@@ -167,7 +178,7 @@ func (p *exportProc) feed(sub *events.LineSub, stop chan struct{}) {
 		case l := <-sub.C:
 			p.mu.Lock()
 			p.sendEventLocked(l)
-			// Write what else is queued, then flush once.
+			// Write what else is queued.
 			for n := 0; n < 1024; n++ {
 				select {
 				case l = <-sub.C:
@@ -177,6 +188,14 @@ func (p *exportProc) feed(sub *events.LineSub, stop chan struct{}) {
 				}
 				break
 			}
+			p.mu.Unlock()
+			if !pending {
+				pending = true
+				flush.Reset(feedDelay)
+			}
+		case <-flush.C:
+			pending = false
+			p.mu.Lock()
 			p.flushLocked()
 			p.mu.Unlock()
 		case <-t.C:

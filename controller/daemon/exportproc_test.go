@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,5 +74,53 @@ func TestExportPipeIsTheLogsBytes(t *testing.T) {
 	}
 	if bytes.Contains(logged, []byte("CHANGED")) {
 		t.Fatalf("a change after Publish reached the log: %s", logged)
+	}
+}
+
+// countingWriter counts writes and the newlines written.
+type countingWriter struct {
+	mu            sync.Mutex
+	writes, lines int
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes++
+	w.lines += bytes.Count(b, []byte("\n"))
+	return len(b), nil
+}
+
+func (w *countingWriter) get() (int, int) { w.mu.Lock(); defer w.mu.Unlock(); return w.writes, w.lines }
+
+// TestExportPipeBatches: events published one at a time within feedDelay
+// reach the pipe in one write, not one write each.
+func TestExportPipeBatches(t *testing.T) {
+	bus := events.NewBus(t.TempDir(), nil)
+	defer bus.Close()
+	w := &countingWriter{}
+	p := &exportProc{bus: bus, log: slog.New(slog.DiscardHandler), in: bufio.NewWriterSize(w, 64<<10), usage: func(context.Context) []export.Usage { return nil }}
+	sub := bus.SubscribeLines(256)
+	defer sub.Close()
+	stop := make(chan struct{})
+	go p.feed(sub, stop)
+	defer close(stop)
+	for i := range 100 {
+		bus.Publish(protocol.Event{Time: time.Now(), Sandbox: "sb", Kind: protocol.KindExec, PID: i + 2})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, lines := w.get(); lines == 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			writes, lines := w.get()
+			t.Fatalf("%d lines in %d writes, want 100", lines, writes)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// 100 publishes take far less than feedDelay; allow for a slow machine.
+	if writes, _ := w.get(); writes > 5 {
+		t.Fatalf("100 events took %d pipe writes", writes)
 	}
 }
