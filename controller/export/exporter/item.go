@@ -1,6 +1,7 @@
 package exporter
 
 import (
+	"github.com/bohica-labs/darkshell/controller/events"
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
@@ -24,7 +25,7 @@ type needs struct{ raw, ocsf bool }
 // prepare makes the encodings n asks for that it lacks.
 func (it *item) prepare(n needs) {
 	if n.raw && it.raw == nil {
-		it.raw = clip(mustJSON(&it.ev))
+		it.raw = clip(eventJSON(&it.ev))
 	}
 	if n.ocsf && it.ocsf == nil {
 		it.ocsf = clip(appendJSON(nil, OCSF(&it.ev)))
@@ -40,9 +41,18 @@ func (it *item) doc(ocsf bool) []byte {
 		return it.ocsf
 	}
 	if it.raw == nil {
-		return mustJSON(&it.ev)
+		return eventJSON(&it.ev)
 	}
 	return it.raw
+}
+
+// eventJSON is e as json.Marshal encodes it, made as the host log makes it.
+func eventJSON(e *protocol.Event) []byte {
+	b, err := events.AppendEvent(make([]byte, 0, 384), e)
+	if err != nil {
+		return mustJSON(e) // fails the same way
+	}
+	return b
 }
 
 func clip(b []byte) []byte { return b[:len(b):len(b)] }
