@@ -159,18 +159,32 @@ const feedDelay = 25 * time.Millisecond
 
 // feed writes the bus to the helper, and the resource use now and then.
 // Events come encoded (the bytes the host log got): each is wrapped as an
-// export.Line ({"event":EVENT}) without encoding it again into a buffer
-// that is written at most feedDelay after its first event (or when full).
-// The bus's queue to feed is bounded and drops (counted) when full, so a
-// slow pipe never blocks a publisher.
+// export.Line ({"event":EVENT}) without encoding it again. Idle, feed
+// waits for an event; then, while events come, it sleeps feedDelay and
+// writes all that came meanwhile in one write, so that a publisher's send
+// wakes no one (the queue is only read every feedDelay). The bus's queue
+// is bounded and drops (counted) when full: a slow pipe never blocks a
+// publisher.
 func (p *exportProc) feed(sub *events.LineSub, stop chan struct{}) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
-	flush := time.NewTimer(time.Hour)
-	flush.Stop()
-	defer flush.Stop()
-	pending := false
+	nap := time.NewTimer(time.Hour)
+	defer nap.Stop()
 	var lost uint64
+	report := func() {
+		u := p.usage(context.Background())
+		if u == nil {
+			u = []export.Usage{}
+		}
+		p.mu.Lock()
+		p.sendLocked(export.Line{Usage: u})
+		if n := sub.Skipped(); n != lost {
+			lost = n
+			p.sendLocked(export.Line{BusLost: &n})
+		}
+		p.flushLocked()
+		p.mu.Unlock()
+	}
 	for {
 		select {
 		case <-stop:
@@ -178,39 +192,39 @@ func (p *exportProc) feed(sub *events.LineSub, stop chan struct{}) {
 		case l := <-sub.C:
 			p.mu.Lock()
 			p.sendEventLocked(l)
-			// Write what else is queued.
-			for n := 0; n < 1024; n++ {
-				select {
-				case l = <-sub.C:
-					p.sendEventLocked(l)
-					continue
-				default:
+			p.mu.Unlock()
+			// Busy: drain every feedDelay until a nap brings nothing.
+			for {
+				nap.Reset(feedDelay)
+				for napping := true; napping; {
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+						report()
+					case <-nap.C:
+						napping = false
+					}
 				}
-				break
+				p.mu.Lock()
+				n := 0
+				for ; n < cap(sub.C); n++ {
+					select {
+					case l = <-sub.C:
+						p.sendEventLocked(l)
+						continue
+					default:
+					}
+					break
+				}
+				p.flushLocked()
+				p.mu.Unlock()
+				if n == 0 {
+					break
+				}
 			}
-			p.mu.Unlock()
-			if !pending {
-				pending = true
-				flush.Reset(feedDelay)
-			}
-		case <-flush.C:
-			pending = false
-			p.mu.Lock()
-			p.flushLocked()
-			p.mu.Unlock()
 		case <-t.C:
-			u := p.usage(context.Background())
-			if u == nil {
-				u = []export.Usage{}
-			}
-			p.mu.Lock()
-			p.sendLocked(export.Line{Usage: u})
-			if n := sub.Skipped(); n != lost {
-				lost = n
-				p.sendLocked(export.Line{BusLost: &n})
-			}
-			p.flushLocked()
-			p.mu.Unlock()
+			report()
 		}
 	}
 }
