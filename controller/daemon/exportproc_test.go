@@ -124,3 +124,30 @@ func TestExportPipeBatches(t *testing.T) {
 		t.Fatalf("100 events took %d pipe writes", writes)
 	}
 }
+
+// BenchmarkExportExecCall is what exporters add to one API exec in the
+// daemon: its exec_call events (start and end) published to the bus (one
+// encoding each, written to the host log, queued for the pipe) and
+// written to the helper's pipe. Compare with the daemon's CPU per exec in
+// make bench-export (~1.2-1.4 ms on the 2-core test host).
+func BenchmarkExportExecCall(b *testing.B) {
+	bus := events.NewBus(b.TempDir(), nil)
+	defer bus.Close()
+	pr, pw := io.Pipe()
+	go io.Copy(io.Discard, pr)
+	defer pw.Close()
+	p := &exportProc{bus: bus, log: slog.New(slog.DiscardHandler), in: bufio.NewWriterSize(pw, 64<<10), usage: func(context.Context) []export.Usage { return nil }}
+	p.running.Store(true)
+	sub := bus.SubscribeLines(64 << 10)
+	defer sub.Close()
+	stop := make(chan struct{})
+	go p.feed(sub, stop)
+	defer close(stop)
+	d := &Daemon{bus: bus, exp: p}
+	m := &protocol.ExecStart{Argv: []string{"true"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		ended := d.exportExecStart("sb", m)
+		ended(42, &protocol.ExitMsg{Code: 0}, nil)
+	}
+}
