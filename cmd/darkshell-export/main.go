@@ -27,9 +27,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: darkshell-export STATE_DIR  (started by the darkshell daemon; reads events on stdin, reports on fd 3)")
 		os.Exit(2)
 	}
+	lowerErr := lowerPriority(niceness())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "export")
+	if lowerErr != nil {
+		log.Warn("unable to lower the helper's CPU priority", "err", lowerErr)
+	}
 	h, err := state.Open(os.Args[1])
 	if err != nil {
 		log.Error("no state dir", "err", err)

@@ -36,7 +36,7 @@ type exportProc struct {
 	cmd     *exec.Cmd
 	in      *bufio.Writer
 	inPipe  io.WriteCloser
-	sub     *events.Sub
+	sub     *events.LineSub
 	stop    chan struct{}
 	done    chan struct{}
 	err     atomic.Pointer[string] // why the helper does not run
@@ -120,7 +120,7 @@ func (p *exportProc) startLocked() error {
 	p.cmd, p.inPipe, p.in = cmd, in, bufio.NewWriterSize(in, 64<<10)
 	p.err.Store(nil)
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
-	p.sub = p.bus.SubscribeAll(64 << 10)
+	p.sub = p.bus.SubscribeLines(64 << 10)
 	p.running.Store(true)
 	go p.readReports(rr)
 	go p.feed(p.sub, p.stop)
@@ -152,45 +152,92 @@ func (p *exportProc) readReports(r *os.File) {
 	}
 }
 
+// feedDelay is how long an event may wait in the daemon for the pipe
+// write: the events of that time go in one write, and the helper wakes
+// once for them, not once per event (its exporters batch for a second).
+const feedDelay = 25 * time.Millisecond
+
 // feed writes the bus to the helper, and the resource use now and then.
-func (p *exportProc) feed(sub *events.Sub, stop chan struct{}) {
+// Events come encoded (the bytes the host log got): each is wrapped as an
+// export.Line ({"event":EVENT}) without encoding it again. Idle, feed
+// waits for an event; then, while events come, it sleeps feedDelay and
+// writes all that came meanwhile in one write, so that a publisher's send
+// wakes no one (the queue is only read every feedDelay). The bus's queue
+// is bounded and drops (counted) when full: a slow pipe never blocks a
+// publisher.
+func (p *exportProc) feed(sub *events.LineSub, stop chan struct{}) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
+	nap := time.NewTimer(time.Hour)
+	defer nap.Stop()
 	var lost uint64
+	report := func() {
+		u := p.usage(context.Background())
+		if u == nil {
+			u = []export.Usage{}
+		}
+		p.mu.Lock()
+		p.sendLocked(export.Line{Usage: u})
+		if n := sub.Skipped(); n != lost {
+			lost = n
+			p.sendLocked(export.Line{BusLost: &n})
+		}
+		p.flushLocked()
+		p.mu.Unlock()
+	}
 	for {
 		select {
 		case <-stop:
 			return
-		case e := <-sub.C:
+		case l := <-sub.C:
 			p.mu.Lock()
-			p.sendLocked(export.Line{Event: &e})
-			// Write what else is queued, then flush once.
-			for n := 0; n < 256; n++ {
-				select {
-				case e = <-sub.C:
-					p.sendLocked(export.Line{Event: &e})
-					continue
-				default:
+			p.sendEventLocked(l)
+			p.mu.Unlock()
+			// Busy: drain every feedDelay until a nap brings nothing.
+			for {
+				nap.Reset(feedDelay)
+				for napping := true; napping; {
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+						report()
+					case <-nap.C:
+						napping = false
+					}
 				}
-				break
+				p.mu.Lock()
+				n := 0
+				for ; n < cap(sub.C); n++ {
+					select {
+					case l = <-sub.C:
+						p.sendEventLocked(l)
+						continue
+					default:
+					}
+					break
+				}
+				p.flushLocked()
+				p.mu.Unlock()
+				if n == 0 {
+					break
+				}
 			}
-			p.flushLocked()
-			p.mu.Unlock()
 		case <-t.C:
-			u := p.usage(context.Background())
-			if u == nil {
-				u = []export.Usage{}
-			}
-			p.mu.Lock()
-			p.sendLocked(export.Line{Usage: u})
-			if n := sub.Skipped(); n != lost {
-				lost = n
-				p.sendLocked(export.Line{BusLost: &n})
-			}
-			p.flushLocked()
-			p.mu.Unlock()
+			report()
 		}
 	}
+}
+
+// sendEventLocked writes one encoded event (a JSON line) as an
+// export.Line: {"event":EVENT}.
+func (p *exportProc) sendEventLocked(line []byte) {
+	if p.in == nil || len(line) < 2 {
+		return
+	}
+	p.in.WriteString(export.EventLinePrefix)
+	p.in.Write(line[:len(line)-1]) // without its newline
+	p.in.WriteString("}\n")
 }
 
 func (p *exportProc) sendLocked(l export.Line) {

@@ -28,6 +28,7 @@ type Bus struct {
 	mu    sync.Mutex
 	sbs   map[string]*sandboxBus
 	all   map[*Sub]struct{} // subscribers to every sandbox (exporters)
+	lines map[*LineSub]struct{}
 	close bool
 }
 
@@ -74,7 +75,7 @@ func NewBus(logDir string, log *slog.Logger) *Bus {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{logDir: logDir, log: log, sbs: map[string]*sandboxBus{}, all: map[*Sub]struct{}{}}
+	return &Bus{logDir: logDir, log: log, sbs: map[string]*sandboxBus{}, all: map[*Sub]struct{}{}, lines: map[*LineSub]struct{}{}}
 }
 
 // LogDir is the host log directory of sandbox name.
@@ -130,12 +131,50 @@ func (b *Bus) SubscribeAll(queue int) *Sub {
 	return s
 }
 
+// LineSub is a subscriber to every sandbox's events as JSON lines: the
+// very bytes the host log got (Encoded.Line), shared, so they must not be
+// written to. Skipped counts lines dropped because the subscriber was slow.
+type LineSub struct {
+	C       chan []byte
+	skipped atomic.Uint64
+	bus     *Bus
+	once    sync.Once
+}
+
+// Skipped is how many events this subscriber missed because its queue was full.
+func (s *LineSub) Skipped() uint64 { return s.skipped.Load() }
+
+// Close unsubscribes.
+func (s *LineSub) Close() {
+	s.once.Do(func() {
+		s.bus.mu.Lock()
+		delete(s.bus.lines, s)
+		s.bus.mu.Unlock()
+	})
+}
+
+// SubscribeLines returns a subscriber to the events of every sandbox as
+// encoded JSON lines (queue <= 0: DefaultQueue). The exporter pipe uses
+// it, so an event is encoded once for the log and the pipe. A full queue
+// drops (and counts) instead of blocking Publish.
+func (b *Bus) SubscribeLines(queue int) *LineSub {
+	if queue <= 0 {
+		queue = DefaultQueue
+	}
+	s := &LineSub{C: make(chan []byte, queue), bus: b}
+	b.mu.Lock()
+	b.lines[s] = struct{}{}
+	b.mu.Unlock()
+	return s
+}
+
 // Publish hands e (e.Sandbox names the sandbox) to the log and every
 // subscriber. It never blocks.
 func (b *Bus) Publish(e protocol.Event) { b.publish(e.Sandbox, []protocol.Event{e}) }
 
-// publish delivers events of one sandbox, in order: one log write for
-// all of them, then each to every subscriber.
+// publish delivers events of one sandbox, in order: one encoding and one
+// log write for all of them, the same bytes to every line subscriber,
+// then each event to every subscriber.
 func (b *Bus) publish(name string, es []protocol.Event) {
 	if len(es) == 0 {
 		return
@@ -157,11 +196,31 @@ func (b *Bus) publish(name string, es []protocol.Event) {
 	for s := range b.all {
 		subs = append(subs, s)
 	}
+	var lsubs []*LineSub
+	for s := range b.lines {
+		lsubs = append(lsubs, s)
+	}
 	lg := sb.log
 	b.mu.Unlock()
-	if lg != nil {
-		if err := lg.WriteBatch(es); err != nil {
-			b.log.Warn("unable to write the event log", "sandbox", name, "err", err)
+	if lg != nil || len(lsubs) > 0 {
+		enc, err := Encode(es)
+		if err != nil {
+			b.log.Warn("event left out of the log and exporters", "sandbox", name, "err", err)
+		}
+		if lg != nil {
+			if err := lg.WriteEncoded(enc); err != nil {
+				b.log.Warn("unable to write the event log", "sandbox", name, "err", err)
+			}
+		}
+		for i := range enc.Len() {
+			line := enc.Line(i)
+			for _, s := range lsubs {
+				select {
+				case s.C <- line:
+				default:
+					s.skipped.Add(1)
+				}
+			}
 		}
 	}
 	for _, e := range es {

@@ -1,7 +1,6 @@
 package events
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -66,34 +65,37 @@ func (l *Log) Write(e *protocol.Event) error { return l.WriteBatch([]protocol.Ev
 // WriteBatch appends events in order with one write per file (a batch
 // that crosses the size limit is split there, rotating in between).
 func (l *Log) WriteBatch(es []protocol.Event) error {
-	lines := make([][]byte, 0, len(es))
-	for i := range es {
-		b, err := json.Marshal(&es[i])
-		if err != nil {
-			return fmt.Errorf("unable to encode event: %w", err)
-		}
-		lines = append(lines, append(b, '\n'))
+	b, err := Encode(es) // what encodes is written all the same
+	if werr := l.WriteEncoded(b); werr != nil {
+		return werr
 	}
+	return err
+}
+
+// WriteEncoded appends encoded events in order with one write per file (a
+// batch that crosses the size limit is split there, rotating in between).
+// The bytes are written as they are, not copied.
+func (l *Log) WriteEncoded(b *Encoded) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var buf []byte
+	start, n := 0, 0 // b.buf[start:n] is written next
 	flush := func() error {
-		if len(buf) == 0 {
+		if n == start {
 			return nil
 		}
-		n, err := l.f.Write(buf)
-		l.size += int64(n)
-		buf = buf[:0]
+		w, err := l.f.Write(b.buf[start:n])
+		l.size += int64(w)
+		start = n
 		if err != nil {
 			return fmt.Errorf("unable to write event log: %w", err)
 		}
 		return nil
 	}
-	for _, b := range lines {
+	for _, end := range b.end {
 		if l.f == nil {
 			return os.ErrClosed
 		}
-		if pending := l.size + int64(len(buf)); pending > 0 && pending+int64(len(b)) > l.max {
+		if pending := l.size + int64(n-start); pending > 0 && pending+int64(end-n) > l.max {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -101,7 +103,7 @@ func (l *Log) WriteBatch(es []protocol.Event) error {
 				return err
 			}
 		}
-		buf = append(buf, b...)
+		n = end
 	}
 	if l.f == nil {
 		return os.ErrClosed

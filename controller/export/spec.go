@@ -336,6 +336,10 @@ type Usage struct {
 
 // Line is one JSON line the daemon writes to the exporter helper
 // (darkshell-export) on its stdin: exactly one field is set.
+//
+// An event line is EventLinePrefix, the event's JSON as the host log has
+// it, and "}": the daemon writes the log's bytes without encoding them
+// again and the helper takes the event's bytes from the line as they are.
 type Line struct {
 	// Event is one event of the bus.
 	Event *protocol.Event `json:"event,omitempty"`
@@ -347,6 +351,9 @@ type Line struct {
 	// helper read too slowly (cumulative).
 	BusLost *uint64 `json:"bus_lost,omitempty"`
 }
+
+// EventLinePrefix starts every Line that carries an event.
+const EventLinePrefix = `{"event":`
 
 // Report is one JSON line the helper writes on its report pipe (fd 3):
 // the state of every exporter.

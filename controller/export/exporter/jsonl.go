@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"sync"
-
-	"github.com/bohica-labs/darkshell/protocol"
 )
 
 // jsonlSink appends events (the one schema, DESIGN.md "Events") as JSON
@@ -32,16 +30,18 @@ func newJSONLSink(sp *export.Spec) (*jsonlSink, error) {
 	return &jsonlSink{sp: sp, path: sp.File, w: f, f: f}, nil
 }
 
-func (s *jsonlSink) records(e *protocol.Event) [][]byte { return [][]byte{docRecord(s.sp, e)} }
+func (s *jsonlSink) records(dst []record, it *item) []record {
+	return append(dst, record{b: it.doc(s.sp.OCSF)})
+}
 
-func (s *jsonlSink) send(ctx context.Context, recs [][]byte) error {
+func (s *jsonlSink) send(ctx context.Context, recs []record) error {
 	n := 0
 	for _, r := range recs {
-		n += len(r) + 1
+		n += len(r.b) + 1
 	}
 	buf := make([]byte, 0, n)
 	for _, r := range recs {
-		buf = append(buf, r...)
+		buf = append(buf, r.b...)
 		buf = append(buf, '\n')
 	}
 	s.mu.Lock()

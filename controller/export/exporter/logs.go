@@ -63,7 +63,11 @@ func newLogSink(sp *export.Spec, info SandboxInfo) (*logSink, error) {
 	return &logSink{sp: sp, exp: exp, info: info, providers: map[string]*sdklog.LoggerProvider{}, capture: &captureProcessor{}}, nil
 }
 
-func (s *logSink) records(e *protocol.Event) [][]byte { return [][]byte{mustJSON(e)} }
+// records: the event itself (its bytes are DarkShell's schema, shared
+// with the other exporters).
+func (s *logSink) records(dst []record, it *item) []record {
+	return append(dst, record{b: it.doc(false), v: it})
+}
 
 func (s *logSink) provider(sandbox string) *sdklog.LoggerProvider {
 	if p := s.providers[sandbox]; p != nil {
@@ -77,18 +81,19 @@ func (s *logSink) provider(sandbox string) *sdklog.LoggerProvider {
 	return p
 }
 
-func (s *logSink) send(ctx context.Context, recs [][]byte) error {
+func (s *logSink) send(ctx context.Context, recs []record) error {
 	s.mu.Lock()
 	s.capture.recs = s.capture.recs[:0]
 	for _, r := range recs {
-		var e protocol.Event
-		if json.Unmarshal(r, &e) != nil {
-			continue
+		it, ok := r.v.(*item)
+		if !ok { // read back from the spool
+			it = &item{raw: r.b}
+			if json.Unmarshal(r.b, &it.ev) != nil {
+				continue
+			}
 		}
-		body := string(r)
-		if s.sp.OCSF {
-			body = string(mustJSON(OCSF(&e)))
-		}
+		e := &it.ev
+		body := string(it.doc(s.sp.OCSF))
 		var rec otellog.Record
 		rec.SetTimestamp(e.Time)
 		rec.SetBody(attribute.StringValue(body))

@@ -23,6 +23,12 @@ type Source interface {
 	Subscribe(queue int) (c <-chan protocol.Event, skipped func() uint64, cancel func())
 }
 
+// itemSource is a Source that hands out events already decoded with their
+// JSON (Serve's line reader): the manager then encodes nothing again.
+type itemSource interface {
+	subscribeItems(queue int) (c <-chan *item, skipped func() uint64, cancel func())
+}
+
 // Options configure a Manager.
 type Options struct {
 	Store  *export.Store
@@ -61,6 +67,7 @@ type Manager struct {
 type dispatch struct {
 	runners []*runner
 	metrics *metrics
+	needs   needs // the encodings the runners use, made once per event
 }
 
 // NewManager returns a manager; Start loads the exporters.
@@ -82,31 +89,50 @@ func (m *Manager) Active() bool { return m.active.Load() }
 
 // Start loads the exporters and subscribes to the source.
 func (m *Manager) Start() error {
-	c, skipped, cancel := m.opts.Source.Subscribe(64 << 10)
+	var (
+		ec      <-chan protocol.Event
+		ic      <-chan *item
+		skipped func() uint64
+		cancel  func()
+	)
+	if is, ok := m.opts.Source.(itemSource); ok {
+		ic, skipped, cancel = is.subscribeItems(64 << 10)
+	} else {
+		ec, skipped, cancel = m.opts.Source.Subscribe(64 << 10)
+	}
 	m.mu.Lock()
 	m.cancel, m.skipped = cancel, skipped
 	m.mu.Unlock()
-	go m.loop(c)
+	go m.loop(ec, ic)
 	return m.Reload()
 }
 
-func (m *Manager) loop(c <-chan protocol.Event) {
+// loop hands every event, as one item shared by all, to the metrics and
+// the runners. One of ec and ic is nil.
+func (m *Manager) loop(ec <-chan protocol.Event, ic <-chan *item) {
 	for {
-		var e protocol.Event
+		var it *item
 		select {
-		case e = <-c:
+		case e := <-ec:
+			it = &item{ev: e}
+		case it = <-ic:
 		case <-m.done:
 			return
 		}
+		e := &it.ev
 		if e.Kind == protocol.KindAlert && e.Lost > 0 && e.Sandbox != "" {
 			m.lost.Store(e.Sandbox, e.Lost)
 		}
 		d := m.state.Load()
 		if d.metrics != nil {
-			d.metrics.observe(&e)
+			d.metrics.observe(e)
 		}
+		if len(d.runners) == 0 {
+			continue
+		}
+		it.prepare(d.needs)
 		for _, r := range d.runners {
-			r.offer(&e)
+			r.offerItem(it)
 		}
 	}
 }
@@ -184,6 +210,8 @@ func (m *Manager) Reload() error {
 	d := &dispatch{metrics: m.metrics}
 	for _, r := range m.runners {
 		d.runners = append(d.runners, r)
+		d.needs.raw = d.needs.raw || r.spec.Type != export.TypeOTLP || r.spec.HasSignal(export.SignalLogs)
+		d.needs.ocsf = d.needs.ocsf || r.spec.OCSF
 	}
 	m.state.Store(d)
 	m.active.Store(len(d.runners) > 0 || d.metrics != nil)
@@ -320,24 +348,29 @@ func (m *Manager) Close(ctx context.Context) {
 // both (the trace and log backends are usually one collector).
 type multiSink struct{ sinks []sink }
 
-func (m *multiSink) records(e *protocol.Event) [][]byte {
-	var out [][]byte
+func (m *multiSink) records(dst []record, it *item) []record {
 	for i, s := range m.sinks {
-		for _, r := range s.records(e) {
-			out = append(out, append([]byte{byte('0' + i)}, r...))
+		n := len(dst)
+		dst = s.records(dst, it)
+		for j := n; j < len(dst); j++ {
+			dst[j].tag = byte('0' + i)
 		}
 	}
-	return out
+	return dst
 }
 
-func (m *multiSink) send(ctx context.Context, recs [][]byte) error {
-	per := make([][][]byte, len(m.sinks))
+func (m *multiSink) send(ctx context.Context, recs []record) error {
+	per := make([][]record, len(m.sinks))
 	for _, r := range recs {
-		if len(r) == 0 {
-			continue
+		if r.tag == 0 { // read back from the spool: the tag is its first byte
+			if len(r.b) == 0 {
+				continue
+			}
+			r = record{tag: r.b[0], b: r.b[1:]}
 		}
-		if i := int(r[0] - '0'); i >= 0 && i < len(m.sinks) {
-			per[i] = append(per[i], r[1:])
+		if i := int(r.tag) - '0'; i >= 0 && i < len(m.sinks) {
+			r.tag = 0
+			per[i] = append(per[i], r)
 		}
 	}
 	for i, s := range m.sinks {

@@ -51,6 +51,28 @@ type metrics struct {
 	infCalls  metric.Int64Counter
 	infTokens metric.Int64Counter
 	infDur    metric.Float64Histogram
+
+	// attrs caches the attribute sets of the two measurements every exec
+	// makes (events by sandbox and kind, processes by sandbox and result):
+	// building a set sorts and hashes it. Used by observe's goroutine only.
+	attrs map[[3]string]metric.MeasurementOption
+}
+
+// maxAttrSets bounds metrics.attrs (cleared when full).
+const maxAttrSets = 4096
+
+// cached is the attribute set {sandbox, key=val}.
+func (m *metrics) cached(sandbox, key, val string) metric.MeasurementOption {
+	k := [3]string{sandbox, key, val}
+	if o, ok := m.attrs[k]; ok {
+		return o
+	}
+	if m.attrs == nil || len(m.attrs) >= maxAttrSets {
+		m.attrs = map[[3]string]metric.MeasurementOption{}
+	}
+	o := metric.WithAttributes(attribute.String("sandbox", sandbox), attribute.String(key, val))
+	m.attrs[k] = o
+	return o
 }
 
 // newMetrics builds the meter provider for the metric exporters in specs
@@ -200,7 +222,7 @@ func newMetricExporter(sp *export.Spec) (sdkmetric.Exporter, error) {
 func (m *metrics) observe(e *protocol.Event) {
 	ctx := context.Background()
 	sb := attribute.String("sandbox", e.Sandbox)
-	m.emitted.Add(ctx, 1, metric.WithAttributes(sb, attribute.String("kind", e.Kind)))
+	m.emitted.Add(ctx, 1, m.cached(e.Sandbox, "kind", e.Kind))
 	switch e.Kind {
 	case protocol.KindExecCall:
 		if e.State != "ended" {
@@ -211,7 +233,7 @@ func (m *metrics) observe(e *protocol.Event) {
 		m.execs.Add(ctx, 1, a)
 	case protocol.KindExit:
 		if e.ExecID != "" {
-			m.procs.Add(ctx, 1, metric.WithAttributes(sb, attribute.String("result", exitResult(e))))
+			m.procs.Add(ctx, 1, m.cached(e.Sandbox, "result", exitResult(e)))
 		}
 	case protocol.KindPolicy:
 		m.policy.Add(ctx, 1, metric.WithAttributes(sb, attribute.String("result", e.Result),

@@ -65,16 +65,14 @@ func newTraceExporter(sp *export.Spec) (*otlptrace.Exporter, error) {
 		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}), otlptracegrpc.WithTimeout(sendTimeout))
 }
 
-func (s *traceSink) records(e *protocol.Event) [][]byte {
-	spans := s.b.add(e)
-	if len(spans) == 0 {
-		return nil
-	}
-	out := make([][]byte, len(spans))
+// records are the spans the event ends, kept decoded (their JSON is made
+// only if they go to the spool).
+func (s *traceSink) records(dst []record, it *item) []record {
+	spans := s.b.add(&it.ev)
 	for i := range spans {
-		out[i] = mustJSON(&spans[i])
+		dst = append(dst, record{v: &spans[i]})
 	}
-	return out
+	return dst
 }
 
 func (s *traceSink) resource(sandbox string) *resource.Resource {
@@ -107,14 +105,17 @@ func sandboxResource(sandbox string, info SandboxInfo) *resource.Resource {
 	return resource.NewWithAttributes(semconv.SchemaURL, attrs...)
 }
 
-func (s *traceSink) send(ctx context.Context, recs [][]byte) error {
+func (s *traceSink) send(ctx context.Context, recs []record) error {
 	ro := make([]sdktrace.ReadOnlySpan, 0, len(recs))
 	for _, rec := range recs {
-		var sp Span
-		if err := json.Unmarshal(rec, &sp); err != nil {
-			continue // not ours: never retried
+		sp, ok := rec.v.(*Span)
+		if !ok {
+			sp = new(Span)
+			if err := json.Unmarshal(rec.b, sp); err != nil {
+				continue // not ours: never retried
+			}
 		}
-		stub, err := s.stub(&sp)
+		stub, err := s.stub(sp)
 		if err != nil {
 			continue
 		}

@@ -16,10 +16,11 @@ import (
 // sink is one exporter's backend: it turns events into records (in order,
 // on one goroutine) and sends batches of records.
 type sink interface {
-	// records returns the records an event makes (maybe none).
-	records(e *protocol.Event) [][]byte
-	// send delivers one batch; an error keeps the batch for a retry.
-	send(ctx context.Context, recs [][]byte) error
+	// records appends to dst the records an event makes (maybe none).
+	records(dst []record, it *item) []record
+	// send delivers one batch (records made by records, or read back from
+	// the spool with only their bytes); an error keeps the batch for a retry.
+	send(ctx context.Context, recs []record) error
 	close(ctx context.Context) error
 }
 
@@ -43,8 +44,8 @@ type runner struct {
 	log   *slog.Logger
 	flush time.Duration
 
-	q       chan protocol.Event
-	batches chan [][]byte
+	q       chan *item
+	batches chan []record
 	stop    chan struct{}
 	done    sync.WaitGroup
 	kick    chan struct{}
@@ -58,7 +59,7 @@ func newRunner(spec *export.Spec, s sink, spool *Spool, log *slog.Logger, flush 
 		flush = defaultFlushIn
 	}
 	r := &runner{spec: spec, sink: s, spool: spool, log: log, flush: flush,
-		q: make(chan protocol.Event, defaultQueue), batches: make(chan [][]byte, batchesInMem),
+		q: make(chan *item, defaultQueue), batches: make(chan []record, batchesInMem),
 		stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	r.done.Add(2)
 	go r.build()
@@ -67,13 +68,17 @@ func newRunner(spec *export.Spec, s sink, spool *Spool, log *slog.Logger, flush 
 }
 
 // offer hands e to the runner without blocking; a full queue drops it.
-func (r *runner) offer(e *protocol.Event) {
-	if !r.spec.Wants(e.Sandbox) {
+func (r *runner) offer(e *protocol.Event) { r.offerItem(&item{ev: *e}) }
+
+// offerItem hands it (shared with the other runners, read-only) to the
+// runner without blocking; a full queue drops it.
+func (r *runner) offerItem(it *item) {
+	if !r.spec.Wants(it.ev.Sandbox) {
 		return
 	}
 	r.received.Add(1)
 	select {
-	case r.q <- *e:
+	case r.q <- it:
 	default:
 		r.dropped.Add(1)
 	}
@@ -96,7 +101,7 @@ func (r *runner) build() {
 	defer r.done.Done()
 	t := time.NewTicker(r.flush)
 	defer t.Stop()
-	var batch [][]byte
+	var batch []record
 	emit := func() {
 		if len(batch) == 0 {
 			return
@@ -111,8 +116,8 @@ func (r *runner) build() {
 	}
 	for {
 		select {
-		case e := <-r.q:
-			batch = append(batch, r.sink.records(&e)...)
+		case it := <-r.q:
+			batch = r.sink.records(batch, it)
 			if len(batch) >= batchMax {
 				emit()
 			}
@@ -121,8 +126,8 @@ func (r *runner) build() {
 		case <-r.stop:
 			for {
 				select {
-				case e := <-r.q:
-					batch = append(batch, r.sink.records(&e)...)
+				case it := <-r.q:
+					batch = r.sink.records(batch, it)
 					continue
 				default:
 				}
@@ -135,12 +140,16 @@ func (r *runner) build() {
 	}
 }
 
-func (r *runner) toSpool(b [][]byte) {
+func (r *runner) toSpool(b []record) {
 	if r.spool == nil {
 		r.spoolDropped.Add(uint64(len(b)))
 		return
 	}
-	if err := r.spool.Put(b); err != nil {
+	bs := make([][]byte, len(b))
+	for i := range b {
+		bs[i] = b[i].bytes()
+	}
+	if err := r.spool.Put(bs); err != nil {
 		r.spoolDropped.Add(uint64(len(b)))
 		if errors.Is(err, ErrSpoolFull) {
 			r.log.Warn("export spool full: records dropped", "exporter", r.spec.Name, "records", len(b))
@@ -155,7 +164,7 @@ func (r *runner) toSpool(b [][]byte) {
 	}
 }
 
-func (r *runner) attempt(b [][]byte) error {
+func (r *runner) attempt(b []record) error {
 	ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 	defer cancel()
 	err := r.sink.send(ctx, b)
@@ -188,7 +197,7 @@ func (r *runner) sender() {
 				r.spool.Drop(id)
 				continue
 			}
-			if err := r.attempt(recs); err != nil {
+			if err := r.attempt(spooled(recs)); err != nil {
 				if closing {
 					return // kept on disk for the next daemon
 				}

@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -29,15 +30,47 @@ type ServeOptions struct {
 	MetricInterval time.Duration
 }
 
-// lineSource turns the daemon's lines into a bounded event queue.
+// lineSource turns the daemon's lines into a bounded queue of events,
+// each decoded once and kept with its JSON as the daemon sent it.
 type lineSource struct {
-	c       chan protocol.Event
+	c       chan *item
 	skipped atomic.Uint64
 	busLost atomic.Uint64
 }
 
 func (s *lineSource) Subscribe(int) (<-chan protocol.Event, func() uint64, func()) {
+	panic("lineSource hands out items") // the manager prefers subscribeItems
+}
+
+func (s *lineSource) subscribeItems(int) (<-chan *item, func() uint64, func()) {
 	return s.c, func() uint64 { return s.skipped.Load() + s.busLost.Load() }, func() {}
+}
+
+// put queues it without blocking; a full queue drops it (counted).
+func (s *lineSource) put(it *item) {
+	select {
+	case s.c <- it:
+	default:
+		s.skipped.Add(1)
+	}
+}
+
+// eventLine decodes an event line ({"event":EVENT}, export.Line) once,
+// keeping EVENT's bytes (a copy: line is the scanner's buffer). ok is
+// false for any other line, and for one it cannot take apart this way.
+func eventLine(line []byte) (it *item, ok bool) {
+	if len(line) < len(export.EventLinePrefix)+2 || string(line[:len(export.EventLinePrefix)]) != export.EventLinePrefix || line[len(line)-1] != '}' {
+		return nil, false
+	}
+	raw := bytes.Clone(line[len(export.EventLinePrefix) : len(line)-1])
+	if raw[0] != '{' {
+		return nil, false
+	}
+	it = &item{raw: clip(raw)}
+	if json.Unmarshal(raw, &it.ev) != nil {
+		return nil, false // e.g. {"event":{...},"more":1}: decoded whole
+	}
+	return it, true
 }
 
 // Serve runs the exporters of opts.Store on the events read from opts.In
@@ -50,7 +83,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 	if opts.ReportEvery <= 0 {
 		opts.ReportEvery = 500 * time.Millisecond
 	}
-	src := &lineSource{c: make(chan protocol.Event, 64<<10)}
+	src := &lineSource{c: make(chan *item, 64<<10)}
 	var usageMu sync.Mutex
 	var usage []export.Usage
 	m := NewManager(Options{Store: opts.Store, Source: src, Log: opts.Log, Info: opts.Info,
@@ -94,6 +127,10 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 		sc := bufio.NewScanner(opts.In)
 		sc.Buffer(make([]byte, 256<<10), 8<<20)
 		for sc.Scan() {
+			if it, ok := eventLine(sc.Bytes()); ok {
+				src.put(it)
+				continue
+			}
 			var l export.Line
 			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 				opts.Log.Warn("bad line from the daemon", "err", err)
@@ -101,11 +138,7 @@ func Serve(ctx context.Context, opts ServeOptions) error {
 			}
 			switch {
 			case l.Event != nil:
-				select {
-				case src.c <- *l.Event:
-				default:
-					src.skipped.Add(1)
-				}
+				src.put(&item{ev: *l.Event})
 			case l.Reload:
 				if err := m.Reload(); err != nil {
 					opts.Log.Warn("reload failed", "err", err)

@@ -10,35 +10,35 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bohica-labs/darkshell/controller/export"
-	"github.com/bohica-labs/darkshell/protocol"
 )
 
-// docRecord is the record of the document sinks: the event in DarkShell's
-// schema, or its OCSF mapping.
-func docRecord(sp *export.Spec, e *protocol.Event) []byte {
-	if sp.OCSF {
-		return mustJSON(OCSF(e))
-	}
-	return mustJSON(e)
-}
-
 // httpSink posts batches to an HTTP API; body builds the request body.
+// Its records are the event's document (DarkShell's schema or OCSF, the
+// bytes shared with the other exporters), or what rec makes of it.
 type httpSink struct {
 	sp     *export.Spec
 	url    string
 	ctype  string
-	body   func(recs [][]byte) []byte
+	rec    func(it *item, doc []byte) []byte
+	body   func(recs []record) []byte
 	check  func(status int, resp []byte) error
 	client *http.Client
 }
 
-func (s *httpSink) records(e *protocol.Event) [][]byte { return [][]byte{docRecord(s.sp, e)} }
+func (s *httpSink) records(dst []record, it *item) []record {
+	doc := it.doc(s.sp.OCSF)
+	if s.rec != nil {
+		doc = s.rec(it, doc)
+	}
+	return append(dst, record{b: doc})
+}
 
-func (s *httpSink) send(ctx context.Context, recs [][]byte) error {
+func (s *httpSink) send(ctx context.Context, recs []record) error {
 	req, err := http.NewRequestWithContext(ctx, "POST", s.url, bytes.NewReader(s.body(recs)))
 	if err != nil {
 		return err
@@ -75,9 +75,29 @@ func newSplunkSink(sp *export.Spec) (*httpSink, error) {
 		st = "darkshell:ocsf"
 	}
 	return &httpSink{sp: sp, url: u.String(), ctype: "application/json", client: &http.Client{Timeout: sendTimeout},
-		body: func(recs [][]byte) []byte {
-			var b bytes.Buffer
+		// The record is the HEC event object itself, made from the event
+		// as it passes (no decoding of the document again).
+		rec: func(it *item, doc []byte) []byte {
+			ts := float64(it.ev.Time.UnixNano()) / 1e9
+			if sp.OCSF {
+				ts = float64(it.ev.Time.UnixMilli()) / 1e3 // OCSF time is in ms
+			}
+			return splunkEvent(make([]byte, 0, len(doc)+len(it.ev.Sandbox)+96), ts, it.ev.Sandbox, st, doc)
+		},
+		body: func(recs []record) []byte {
+			n := 0
 			for _, r := range recs {
+				n += len(r.b) + 1
+			}
+			b := bytes.NewBuffer(make([]byte, 0, n))
+			for _, rec := range recs {
+				if r := rec.b; isSplunkEvent(r) {
+					b.Write(r)
+					b.WriteByte('\n')
+					continue
+				}
+				// A document spooled by an earlier version: wrap it here.
+				r := rec.b
 				var meta struct {
 					Time    time.Time `json:"time"`
 					Sandbox string    `json:"sandbox"`
@@ -94,7 +114,7 @@ func newSplunkSink(sp *export.Spec) (*httpSink, error) {
 					json.Unmarshal(r, &o)
 					ts, meta.Sandbox = float64(o.Time)/1e3, o.Device.Hostname
 				}
-				fmt.Fprintf(&b, `{"time":%.6f,"host":%q,"source":"darkshell","sourcetype":%q,"event":%s}`, ts, meta.Sandbox, st, r)
+				b.Write(splunkEvent(nil, ts, meta.Sandbox, st, r))
 				b.WriteByte('\n')
 			}
 			return b.Bytes()
@@ -105,6 +125,27 @@ func newSplunkSink(sp *export.Spec) (*httpSink, error) {
 			}
 			return fmt.Errorf("splunk HEC answered %d: %s", status, strings.TrimSpace(string(resp)))
 		}}, nil
+}
+
+// splunkEvent appends to dst a HEC event object: {"time": seconds,
+// "host", "source", "sourcetype", "event": doc}.
+func splunkEvent(dst []byte, ts float64, host, sourcetype string, doc []byte) []byte {
+	dst = append(dst, `{"time":`...)
+	dst = strconv.AppendFloat(dst, ts, 'f', 6, 64)
+	dst = append(dst, `,"host":`...)
+	dst = strconv.AppendQuote(dst, host)
+	dst = append(dst, `,"source":"darkshell","sourcetype":`...)
+	dst = strconv.AppendQuote(dst, sourcetype)
+	dst = append(dst, `,"event":`...)
+	dst = append(dst, doc...)
+	return append(dst, '}')
+}
+
+// isSplunkEvent tells a HEC event object (a number after "time") from a
+// document (DarkShell's "seq" or "time" string first, OCSF's keys sorted).
+func isSplunkEvent(r []byte) bool {
+	const p = `{"time":`
+	return len(r) > len(p) && string(r[:len(p)]) == p && r[len(p)] != '"'
 }
 
 // newElasticSink sends to the Elasticsearch/OpenSearch _bulk API: NDJSON
@@ -118,11 +159,16 @@ func newElasticSink(sp *export.Spec) (*httpSink, error) {
 	}
 	u = u.JoinPath("_bulk")
 	return &httpSink{sp: sp, url: u.String(), ctype: "application/x-ndjson", client: &http.Client{Timeout: sendTimeout},
-		body: func(recs [][]byte) []byte {
-			var b bytes.Buffer
+		body: func(recs []record) []byte {
+			n := 0
 			for _, r := range recs {
+				n += len(r.b) + 80 + len(sp.Index)
+			}
+			b := bytes.NewBuffer(make([]byte, 0, n))
+			for _, rec := range recs {
+				r := rec.b
 				sum := sha256.Sum256(r)
-				fmt.Fprintf(&b, `{"create":{"_index":%q,"_id":%q}}`+"\n", sp.Index, hex.EncodeToString(sum[:16]))
+				fmt.Fprintf(b, `{"create":{"_index":%q,"_id":%q}}`+"\n", sp.Index, hex.EncodeToString(sum[:16]))
 				b.Write(r)
 				b.WriteByte('\n')
 			}
