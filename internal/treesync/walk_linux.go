@@ -146,10 +146,10 @@ func vanished(err error) bool {
 // walkTreeOS reads directories with getdents64 and lstats (fstatat
 // relative to the directory's handle) only the entries the walk keeps or
 // descends into.
-func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) ([]walked, error) {
+func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) (map[string][]walked, int, error) {
 	top, err := r.Open(".")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer top.Close()
 	rootFd := int(top.Fd())
@@ -278,7 +278,7 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 	go visit(".", root)
 	wg.Wait()
 	if first != nil {
-		return nil, first
+		return nil, 0, first
 	}
-	return emitWalk(results, int(count.Load())), nil
+	return results, int(count.Load()), nil
 }
