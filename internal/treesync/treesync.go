@@ -795,15 +795,17 @@ type receiver struct {
 	list     []protocol.SyncEntry
 	have     map[string]finfo
 	flt      *Filter
-	protect  map[string]bool    // have entries --delete must keep (ignored, not selected)
-	bySize   map[int64][]string // unlisted receiver files by size: bases for renames
+	protect  map[string]bool     // have entries --delete must keep (ignored, not selected)
+	bySize   map[int64][]string  // unlisted receiver files by size: bases for renames
 	groups   map[string][]walked // the receiver's walk, by directory
 	implicit []walked            // directories of the target whose entries are listed but not they (dirsum.go)
 	matched  int                 // entries of directories whose digests matched
 	walked   int                 // entries in groups
-	verified map[string]bool    // real directories, checked or made in this run
-	touched  map[string]bool    // directories whose entries changed
-	sum      protocol.SyncSummary
+	// anyProtect: the walk protected an entry (else buildHave skips looking).
+	anyProtect atomic.Bool
+	verified   map[string]bool // real directories, checked or made in this run
+	touched    map[string]bool // directories whose entries changed
+	sum        protocol.SyncSummary
 }
 
 // Receive receives a tree into root from the sender on rw; root is created
@@ -1012,6 +1014,9 @@ func (rc *receiver) scanHave() error {
 			}
 			st := walkState{sel: flt.Selected(p, isDir, parent.sel)}
 			st.protect = parent.protect || !st.sel || flt.Ignored(p, isDir)
+			if st.protect {
+				rc.anyProtect.Store(true)
+			}
 			return true, isDir && (st.sel || flt.MayContain(p)), st, nil
 		}, true)
 	if err != nil {
@@ -1035,6 +1040,9 @@ func (rc *receiver) buildHave(skip map[string]bool) {
 	}
 	// --delete keeps every protected path, also in skipped directories
 	// (deleteExtra keeps their parents).
+	if !rc.anyProtect.Load() {
+		return
+	}
 	for _, g := range rc.groups {
 		for i := range g {
 			if g[i].st.protect {
