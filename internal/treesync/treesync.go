@@ -1029,7 +1029,11 @@ func (rc *receiver) scanHave() error {
 // buildHave indexes the receiver's walk, leaving out the entries of the
 // directories in skip (their digests matched the sender's).
 func (rc *receiver) buildHave(skip map[string]bool) {
-	rc.have = make(map[string]finfo, rc.walked)
+	n := rc.walked
+	if len(skip) > 0 {
+		n -= rc.matched
+	}
+	rc.have = make(map[string]finfo, max(n, 0))
 	for dir, g := range rc.groups {
 		if skip[dir] {
 			continue
