@@ -101,6 +101,10 @@ const (
 	// without it would ignore them, so the controller refuses to start a
 	// server with rules there.
 	CapMCPRules = "mcp-rules"
+	// CapSyncDirSums: the sync engine speaks directory digests
+	// (sync-dir-sums, sync-want; spec.md 7.4), so an unchanged directory
+	// costs a digest on the wire instead of its entries.
+	CapSyncDirSums = "sync-dir-sums"
 )
 
 // Roles in Hello.Role.

@@ -29,6 +29,7 @@ func TestWireConstants(t *testing.T) {
 		{"MaxSyncEntries", MaxSyncEntries, 1000000},
 		{"MaxSyncBatch", MaxSyncBatch, 1024},
 		{"MaxSyncBatchB", MaxSyncBatchB, 16384},
+		{"DirSumSize", DirSumSize, 16},
 		{"MaxSyncExclude", MaxSyncExclude, 256},
 		{"MaxSyncFileSize", MaxSyncFileSize, 1 << 50},
 	}
@@ -46,6 +47,7 @@ func TestWireConstants(t *testing.T) {
 		FrameSyncPush: 0x20, FrameSyncPull: 0x21,
 		FrameSyncEntries: 0x90, FrameSyncEntriesEnd: 0x91, FrameSyncNeed: 0x92, FrameSyncNeedEnd: 0x93,
 		FrameSyncFile: 0x94, FrameSyncData: 0x95, FrameSyncDone: 0x96, FrameSyncSummary: 0x97, FrameSyncPlan: 0x98, FrameSyncEntriesZ: 0x99, FrameSyncEntriesB: 0x9a,
+		FrameSyncDirSums: 0x9b, FrameSyncDirSumsEnd: 0x9c, FrameSyncWant: 0x9d,
 	}
 	for ft, want := range frames {
 		if uint8(ft) != want {
@@ -53,7 +55,7 @@ func TestWireConstants(t *testing.T) {
 		}
 	}
 	strs := map[string]string{
-		SyncFile: "f", SyncDir: "d", SyncSymlink: "l", CapSync: "sync",
+		SyncFile: "f", SyncDir: "d", SyncSymlink: "l", CapSync: "sync", CapSyncDirSums: "sync-dir-sums",
 	}
 	for got, want := range strs {
 		if got != want {

@@ -66,6 +66,12 @@ func goldenCases() []goldenCase {
 		// zstd-compressed binary SyncEntries (syncbin.go; its own golden
 		// file is sync-entries-bin.golden): opaque to the frame layer.
 		{t: FrameSyncEntriesB, raw: []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00, 0x01, 0x00, 0x00}},
+		// Directory digests (syncdirsum.go): ".", then "a" front-coded.
+		{t: FrameSyncDirSums, raw: append(append([]byte{0x02, 0x00, 0x01, '.'}, bytes.Repeat([]byte{0x11}, DirSumSize)...),
+			append([]byte{0x00, 0x01, 'a'}, bytes.Repeat([]byte{0x22}, DirSumSize)...)...)},
+		{t: FrameSyncDirSumsEnd},
+		// Want bitmap for 3 directories: the first and the third.
+		{t: FrameSyncWant, raw: []byte{0x05}},
 		{t: FrameEvents, msg: func() Validator { return &EventsRequest{} }, json: `{"history":true,"follow":true,"files":true,"since_seq":5,"since_unix_ms":1700000000000}`},
 		{t: FrameEventsHello, msg: func() Validator { return &EventsHello{} }, json: `{"sources":["ebpf"],"fidelity":"complete","file_fidelity":"changes","lost":0}`},
 		{t: FrameEventsBatch, msg: func() Validator { return &EventsBatch{} }, json: `{"events":[` + ev + `],"lost":1,"skipped":2}`},

@@ -27,6 +27,9 @@ const (
 	FrameSyncPlan       FrameType = 0x98 // SyncPlan, receiver to sender, before the first need
 	FrameSyncEntriesZ   FrameType = 0x99 // SyncEntries as zstd-compressed JSON, sender to receiver
 	FrameSyncEntriesB   FrameType = 0x9a // SyncEntries in the binary encoding (syncbin.go), zstd-compressed, sender to receiver
+	FrameSyncDirSums    FrameType = 0x9b // directory digests (syncdirsum.go), sender to receiver, instead of the list
+	FrameSyncDirSumsEnd FrameType = 0x9c // empty: every directory digest is sent
+	FrameSyncWant       FrameType = 0x9d // bitmap of the directories whose entries the receiver wants, receiver to sender
 )
 
 // Sync limits.
@@ -74,6 +77,10 @@ type SyncRequest struct {
 	// GitIgnore: the sender leaves out what the tree's .gitignore files
 	// ignore; the receiver keeps what its own ignore from --delete.
 	GitIgnore bool `json:"git_ignore,omitempty"`
+	// DirSums: the controller speaks directory digests (sync-dir-sums,
+	// cap sync-dir-sums); a pull's sender (sandboxd) may then send them
+	// instead of its whole entry list.
+	DirSums bool `json:"dir_sums,omitempty"`
 }
 
 func (m *SyncRequest) Validate() error {
@@ -288,6 +295,12 @@ func syncFrameName(t FrameType) string {
 		return "sync-entries-z"
 	case FrameSyncEntriesB:
 		return "sync-entries-b"
+	case FrameSyncDirSums:
+		return "sync-dir-sums"
+	case FrameSyncDirSumsEnd:
+		return "sync-dir-sums-end"
+	case FrameSyncWant:
+		return "sync-want"
 	case FrameSyncPush:
 		return "sync-push"
 	case FrameSyncPull:

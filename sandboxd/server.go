@@ -80,7 +80,7 @@ func New(opts Options) *Server {
 		opts.BaseEnv = DefaultEnv()
 	}
 	hello := protocol.NewHello(protocol.RoleSandboxd, protocol.BuildVersion,
-		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync,
+		protocol.CapExec, protocol.CapPTY, protocol.CapAttach, protocol.CapSync, protocol.CapSyncDirSums,
 		protocol.CapForward, protocol.CapMCP, protocol.CapMCPRules, protocol.CapEvents)
 	hello.LandlockABI = opts.LandlockABI
 	hello.Confined = opts.Confined

@@ -124,6 +124,9 @@ func (d *Daemon) prepareSync(ctx context.Context, name string, req *api.SyncRequ
 	if !slices.Contains(s.Remote().Caps, protocol.CapSync) {
 		return nil, &protocol.RemoteError{Code: protocol.CodeUnsupported, Message: syncer.ErrNoSync.Error()}
 	}
+	// A sandboxd that speaks directory digests gets (push) or sends (pull)
+	// them instead of whole entry lists.
+	opt.DirSums = slices.Contains(s.Remote().Caps, protocol.CapSyncDirSums)
 	return func(ctx context.Context, m *treesync.Meter) (*api.SyncResult, error) {
 		opt := opt
 		opt.Meter = m

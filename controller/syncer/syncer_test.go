@@ -277,15 +277,28 @@ func checkSame(t *testing.T, a, b string) {
 	noTemps(t, b)
 }
 
+// seedModes yields each of n seeds with directory digests off and on.
+func seedModes(n uint64) func(yield func(uint64, bool) bool) {
+	return func(yield func(uint64, bool) bool) {
+		for seed := range n {
+			for _, ds := range []bool{false, true} {
+				if !yield(seed, ds) {
+					return
+				}
+			}
+		}
+	}
+}
+
 func TestPushRandom(t *testing.T) {
-	for seed := range uint64(6) {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+	for seed, dirSums := range seedModes(6) {
+		t.Run(fmt.Sprintf("%d/dirsums=%v", seed, dirSums), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 42))
 			src, home := t.TempDir(), t.TempDir()
 			o := &pipeOpener{t: t, home: home}
 			ctx := context.Background()
 			genTree(t, rng, src, 60)
-			sum, err := Push(ctx, o, src, "sandbox", Options{})
+			sum, err := Push(ctx, o, src, "sandbox", Options{DirSums: dirSums})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -295,7 +308,7 @@ func TestPushRandom(t *testing.T) {
 				t.Errorf("first push summary %+v", sum)
 			}
 			// Nothing changed: nothing sent.
-			sum, err = Push(ctx, o, src, "sandbox", Options{Delete: true})
+			sum, err = Push(ctx, o, src, "sandbox", Options{Delete: true, DirSums: dirSums})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -304,7 +317,7 @@ func TestPushRandom(t *testing.T) {
 			}
 			for round := range 3 {
 				editTree(t, rng, src, 15)
-				sum, err := Push(ctx, o, src, dst, Options{Delete: true, DryRun: round == 0})
+				sum, err := Push(ctx, o, src, dst, Options{Delete: true, DryRun: round == 0, DirSums: dirSums})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -322,8 +335,8 @@ func TestPushRandom(t *testing.T) {
 }
 
 func TestPullRandom(t *testing.T) {
-	for seed := range uint64(6) {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+	for seed, dirSums := range seedModes(6) {
+		t.Run(fmt.Sprintf("%d/dirsums=%v", seed, dirSums), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			home, dst := t.TempDir(), filepath.Join(t.TempDir(), "local")
 			remote := filepath.Join(home, "tree")
@@ -331,13 +344,13 @@ func TestPullRandom(t *testing.T) {
 			o := &pipeOpener{t: t, home: home}
 			ctx := context.Background()
 			genTree(t, rng, remote, 60)
-			if _, err := Pull(ctx, o, "tree", dst, Options{}); err != nil {
+			if _, err := Pull(ctx, o, "tree", dst, Options{DirSums: dirSums}); err != nil {
 				t.Fatal(err)
 			}
 			checkSame(t, remote, dst)
 			for range 3 {
 				editTree(t, rng, remote, 15)
-				if _, err := Pull(ctx, o, remote, dst, Options{Delete: true}); err != nil {
+				if _, err := Pull(ctx, o, remote, dst, Options{Delete: true, DirSums: dirSums}); err != nil {
 					t.Fatal(err)
 				}
 				checkSame(t, remote, dst)

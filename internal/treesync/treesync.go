@@ -67,6 +67,10 @@ type Options struct {
 	// costs CPU on both sides). Deltas stay compressed. Not part of the
 	// request.
 	Raw bool
+	// DirSums: the peer speaks directory digests (protocol.CapSyncDirSums);
+	// the sender then sends them instead of its whole list where it can
+	// (see useDirSums). A receiver takes either.
+	DirSums bool
 }
 
 // Meter counts the progress of a sync, against the receiver's plan; safe
@@ -123,13 +127,13 @@ func (mw meterWriter) Write(p []byte) (int, error) {
 // OptionsFrom returns the options of a request.
 func OptionsFrom(req *protocol.SyncRequest) Options {
 	return Options{Delete: req.Delete, DryRun: req.DryRun, Checksum: req.Checksum,
-		Exclude: req.Exclude, Include: req.Include, GitIgnore: req.GitIgnore}
+		Exclude: req.Exclude, Include: req.Include, GitIgnore: req.GitIgnore, DirSums: req.DirSums}
 }
 
 // Request returns the request for root with these options.
 func (o Options) Request(root string) *protocol.SyncRequest {
 	return &protocol.SyncRequest{Root: root, Delete: o.Delete, DryRun: o.DryRun, Checksum: o.Checksum,
-		Exclude: o.Exclude, Include: o.Include, GitIgnore: o.GitIgnore}
+		Exclude: o.Exclude, Include: o.Include, GitIgnore: o.GitIgnore, DirSums: o.DirSums}
 }
 
 type countReader struct {
@@ -362,6 +366,13 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 		return nil, err
 	}
 	c := newConn(rw)
+	if useDirSums(opt) {
+		// Only the entries of the directories the receiver wants are
+		// listed; needs index this shorter list.
+		if entries, err = sendDirSums(c, entries); err != nil {
+			return nil, err
+		}
+	}
 	if err := sendList(c, entries); err != nil {
 		return nil, err
 	}
@@ -784,11 +795,17 @@ type receiver struct {
 	list     []protocol.SyncEntry
 	have     map[string]finfo
 	flt      *Filter
-	protect  map[string]bool    // have entries --delete must keep (ignored, not selected)
-	bySize   map[int64][]string // unlisted receiver files by size: bases for renames
-	verified map[string]bool    // real directories, checked or made in this run
-	touched  map[string]bool    // directories whose entries changed
-	sum      protocol.SyncSummary
+	protect  map[string]bool     // have entries --delete must keep (ignored, not selected)
+	bySize   map[int64][]string  // unlisted receiver files by size: bases for renames
+	groups   map[string][]walked // the receiver's walk, by directory
+	implicit []walked            // directories of the target whose entries are listed but not they (dirsum.go)
+	matched  int                 // entries of directories whose digests matched
+	walked   int                 // entries in groups
+	// anyProtect: the walk protected an entry (else buildHave skips looking).
+	anyProtect atomic.Bool
+	verified   map[string]bool // real directories, checked or made in this run
+	touched    map[string]bool // directories whose entries changed
+	sum        protocol.SyncSummary
 }
 
 // Receive receives a tree into root from the sender on rw; root is created
@@ -810,12 +827,29 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 	}
 	scanned := make(chan error, 1)
 	go func() { scanned <- rc.scanHave() }()
-	lerr := rc.readList()
-	if err := <-scanned; err != nil {
-		return nil, fmt.Errorf("unable to scan the sync target: %w", err)
+	var scanErr error
+	waited := false
+	waitScan := func() error {
+		if !waited {
+			waited, scanErr = true, <-scanned
+			if scanErr != nil {
+				scanErr = fmt.Errorf("unable to scan the sync target: %w", scanErr)
+			}
+		}
+		return scanErr
+	}
+	lerr := rc.readAll(waitScan)
+	if err := waitScan(); err != nil {
+		return nil, err
 	}
 	if lerr != nil {
 		return nil, lerr
+	}
+	if rc.have == nil {
+		rc.buildHave(nil)
+	}
+	for _, w := range rc.implicit {
+		rc.verified[w.path] = true
 	}
 	if rc.r == nil && !opt.DryRun {
 		if err := os.MkdirAll(root, 0o755); err != nil {
@@ -855,18 +889,44 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 	return &s, nil
 }
 
-func (rc *receiver) readList() error {
-	kind := map[string]string{".": protocol.SyncDir}
-	selDir := map[string]bool{".": rc.flt.Selected(".", true, false)}
-	lastDir, lastKind, lastSel := "", "", false
-	var zbuf []byte
-	for {
-		f, err := rc.c.next()
-		if err != nil {
+// readAll reads the sender's list, or its directory digests and then the
+// list of the directories that differ.
+func (rc *receiver) readAll(scanned func() error) error {
+	f, err := rc.c.next()
+	if err != nil {
+		return err
+	}
+	if f.Type == protocol.FrameSyncDirSums || f.Type == protocol.FrameSyncDirSumsEnd {
+		if err := rc.readDirSums(f, scanned); err != nil {
 			return err
 		}
+		if f, err = rc.c.next(); err != nil {
+			return err
+		}
+	}
+	return rc.readList(f)
+}
+
+// readList reads the entry list whose first frame is f.
+func (rc *receiver) readList(f protocol.Frame) error {
+	kind := map[string]string{".": protocol.SyncDir}
+	selDir := map[string]bool{".": rc.flt.Selected(".", true, false)}
+	for _, w := range rc.implicit {
+		kind[w.path], selDir[w.path] = protocol.SyncDir, true
+	}
+	lastDir, lastKind, lastSel := "", "", false
+	var zbuf []byte
+	for first := true; ; first = false {
+		if !first {
+			var err error
+			if f, err = rc.c.next(); err != nil {
+				return err
+			}
+		}
+		var err error
 		if f.Type == protocol.FrameSyncEntriesEnd {
-			rc.sum.Entries = len(rc.list)
+			rc.sum.Entries = len(rc.list) + rc.matched
+			rc.sum.Unchanged += rc.matched
 			return nil
 		}
 		var m protocol.SyncEntries
@@ -934,7 +994,6 @@ func (rc *receiver) readList() error {
 // select are listed but protected from --delete.
 func (rc *receiver) scanHave() error {
 	if rc.r == nil {
-		rc.have = map[string]finfo{}
 		return nil
 	}
 	flt := rc.flt
@@ -942,7 +1001,7 @@ func (rc *receiver) scanHave() error {
 	if rc.opt.Delete && flt.UsesGitIgnore() {
 		loadIgnore = func(dir string, f *os.File) { flt.LoadIgnore(dir, f) }
 	}
-	items, err := walkTree(context.Background(), rc.r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
+	groups, n, err := walkGroups(context.Background(), rc.r, walkState{sel: flt.Selected(".", true, false)}, loadIgnore,
 		func(p, name string, isDir bool, parent walkState) (bool, bool, walkState, error) {
 			if strings.HasPrefix(name, TempPrefix) {
 				if !rc.opt.DryRun {
@@ -955,19 +1014,46 @@ func (rc *receiver) scanHave() error {
 			}
 			st := walkState{sel: flt.Selected(p, isDir, parent.sel)}
 			st.protect = parent.protect || !st.sel || flt.Ignored(p, isDir)
+			if st.protect {
+				rc.anyProtect.Store(true)
+			}
 			return true, isDir && (st.sel || flt.MayContain(p)), st, nil
 		}, true)
 	if err != nil {
 		return err
 	}
-	rc.have = make(map[string]finfo, len(items))
-	for _, it := range items {
-		rc.have[it.path] = it.fi
-		if it.st.protect {
-			rc.protect[it.path] = true
+	rc.groups, rc.walked = groups, n
+	return nil
+}
+
+// buildHave indexes the receiver's walk, leaving out the entries of the
+// directories in skip (their digests matched the sender's).
+func (rc *receiver) buildHave(skip map[string]bool) {
+	n := rc.walked
+	if len(skip) > 0 {
+		n -= rc.matched
+	}
+	rc.have = make(map[string]finfo, max(n, 0))
+	for dir, g := range rc.groups {
+		if skip[dir] {
+			continue
+		}
+		for i := range g {
+			rc.have[g[i].path] = g[i].fi
 		}
 	}
-	return nil
+	// --delete keeps every protected path, also in skipped directories
+	// (deleteExtra keeps their parents).
+	if !rc.anyProtect.Load() {
+		return
+	}
+	for _, g := range rc.groups {
+		for i := range g {
+			if g[i].st.protect {
+				rc.protect[g[i].path] = true
+			}
+		}
+	}
 }
 
 func typeOf(fi finfo) string {
@@ -1568,6 +1654,16 @@ func (rc *receiver) finishDirs() error {
 		if !ok || rc.touched[e.Path] || x.mtime != e.MtimeNs {
 			t := time.Unix(0, e.MtimeNs)
 			if err := rc.r.Chtimes(e.Path, t, t); err != nil {
+				return err
+			}
+		}
+	}
+	// Directories not listed whose entries changed get their mtime back
+	// (the sender's: their digests in their parents matched).
+	for _, w := range rc.implicit {
+		if rc.touched[w.path] {
+			t := time.Unix(0, w.fi.mtime)
+			if err := rc.r.Chtimes(w.path, t, t); err != nil {
 				return err
 			}
 		}

@@ -57,6 +57,16 @@ type enterFn func(dir string, gitignore *os.File)
 // With unsorted a directory's entries may come in any order (the receiver
 // only indexes them).
 func walkTree(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) ([]walked, error) {
+	groups, n, err := walkTreeOS(ctx, r, root, enter, fn, unsorted)
+	if err != nil {
+		return nil, err
+	}
+	return emitWalk(groups, n), nil
+}
+
+// walkGroups is walkTree returning each directory's entries ("." for the
+// root's), not flattened, and the number of entries.
+func walkGroups(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) (map[string][]walked, int, error) {
 	return walkTreeOS(ctx, r, root, enter, fn, unsorted)
 }
 

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -24,35 +26,51 @@ var noOpenat2 atomic.Bool
 
 // openDir opens the directory dir of the tree at r (whose handle is
 // rootFd) for reading, beneath the root and following no symlink: with
-// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) in one call, else through
-// os.Root.
-func openDir(r *os.Root, rootFd int, dir string) (*os.File, error) {
+// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) in one call (a bare
+// descriptor: an os.File costs a syscall and the poller's bookkeeping per
+// directory), else through os.Root. done closes it.
+func openDir(r *os.Root, rootFd int, dir string) (fd int, done func(), err error) {
 	if !noOpenat2.Load() {
 		fd, err := unix.Openat2(rootFd, dir, &unix.OpenHow{
 			Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 		})
 		if err == nil {
-			return os.NewFile(uintptr(fd), dir), nil
+			return fd, func() { unix.Close(fd) }, nil
 		}
 		if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EPERM) {
-			return nil, &fs.PathError{Op: "openat2", Path: dir, Err: err}
+			return -1, nil, &fs.PathError{Op: "openat2", Path: dir, Err: err}
 		}
 		noOpenat2.Store(true)
 	}
-	return r.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	f, err := r.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1, nil, err
+	}
+	return int(f.Fd()), func() { f.Close() }, nil
 }
 
 // dirent is one name of a directory listing.
 type dirent struct {
-	name string
-	typ  uint8 // DT_*
+	path string // the directory's path, "/", the name (the name alone in the root)
+	name string // the name: a suffix of path
+	typ  uint8  // DT_*
 }
 
-// readNames lists the directory fd with getdents64 (no stat), without "."
-// and "..", sorted by name if sorted.
-func readNames(fd int, buf []byte, sorted bool) ([]dirent, error) {
-	var out []dirent
+// readNames lists the directory dir (open as fd) with getdents64 (no
+// stat), without "." and "..", sorted by name if sorted. The paths of one
+// directory share one allocation.
+func readNames(fd int, buf []byte, dir string, sorted bool) ([]dirent, error) {
+	prefix := 0
+	if dir != "." {
+		prefix = len(dir) + 1
+	}
+	type span struct {
+		end int
+		typ uint8
+	}
+	var arena []byte
+	var spans []span
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if errors.Is(err, unix.EINTR) {
@@ -78,8 +96,22 @@ func readNames(fd int, buf []byte, sorted bool) ([]dirent, error) {
 			if len(rec) == 0 || (rec[0] == '.' && (len(rec) == 1 || (len(rec) == 2 && rec[1] == '.'))) {
 				continue
 			}
-			out = append(out, dirent{name: string(rec), typ: typ})
+			if prefix > 0 {
+				arena = append(arena, dir...)
+				arena = append(arena, '/')
+			}
+			arena = append(arena, rec...)
+			spans = append(spans, span{len(arena), typ})
+			arena = append(arena, 0) // fstatat reads the name in place (lstatAtZ)
 		}
+	}
+	all := string(arena)
+	out := make([]dirent, len(spans))
+	start := 0
+	for i, sp := range spans {
+		p := all[start:sp.end]
+		out[i] = dirent{path: p, name: p[prefix:], typ: sp.typ}
+		start = sp.end + 1
 	}
 	if sorted {
 		slices.SortFunc(out, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
@@ -122,11 +154,13 @@ func statInfo(st *unix.Stat_t) finfo {
 		key: sumKey{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: mt, ctime: st.Ctim.Nano()}}
 }
 
-// lstatAt lstats name in the directory fd.
-func lstatAt(fd int, name string) (finfo, error) {
+// lstatAtZ lstats name in the directory fd; name must be followed by a
+// NUL byte in memory (the names of readNames), so no copy is made per call.
+func lstatAtZ(fd int, name string) (finfo, error) {
 	var st unix.Stat_t
 	for {
-		err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		err := fstatatZ(fd, unsafe.StringData(name), &st, unix.AT_SYMLINK_NOFOLLOW)
+		runtime.KeepAlive(name)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -146,10 +180,10 @@ func vanished(err error) bool {
 // walkTreeOS reads directories with getdents64 and lstats (fstatat
 // relative to the directory's handle) only the entries the walk keeps or
 // descends into.
-func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) ([]walked, error) {
+func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, unsorted bool) (map[string][]walked, int, error) {
 	top, err := r.Open(".")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer top.Close()
 	rootFd := int(top.Fd())
@@ -186,22 +220,21 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 			fail(err)
 			return
 		}
-		var f *os.File
 		fd := rootFd
 		if dir != "." {
-			var err error
-			if f, err = openDir(r, rootFd, dir); err != nil {
+			dfd, done, err := openDir(r, rootFd, dir)
+			if err != nil {
 				if vanished(err) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.EXDEV) {
 					return
 				}
 				fail(err)
 				return
 			}
-			defer f.Close()
-			fd = int(f.Fd())
+			defer done()
+			fd = dfd
 		}
 		bp := bufs.Get().(*[]byte)
-		ents, err := readNames(fd, *bp, !unsorted)
+		ents, err := readNames(fd, *bp, dir, !unsorted)
 		bufs.Put(bp)
 		if err != nil {
 			if dir != "." && vanished(err) {
@@ -223,17 +256,14 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 				}
 			}
 		}
-		var kids []walked
+		kids := make([]walked, 0, len(ents))
 		for _, d := range ents {
-			p := d.name
-			if dir != "." {
-				p = dir + "/" + p
-			}
+			p := d.path
 			var fi finfo
 			statted := false
 			isDir := d.typ == unix.DT_DIR
 			if d.typ == unix.DT_UNKNOWN {
-				if fi, err = lstatAt(fd, d.name); err != nil {
+				if fi, err = lstatAtZ(fd, d.name); err != nil {
 					if vanished(err) {
 						continue
 					}
@@ -251,7 +281,7 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 				continue
 			}
 			if !statted {
-				if fi, err = lstatAt(fd, d.name); err != nil {
+				if fi, err = lstatAtZ(fd, d.name); err != nil {
 					if vanished(err) {
 						continue
 					}
@@ -278,7 +308,7 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 	go visit(".", root)
 	wg.Wait()
 	if first != nil {
-		return nil, first
+		return nil, 0, first
 	}
-	return emitWalk(results, int(count.Load())), nil
+	return results, int(count.Load()), nil
 }

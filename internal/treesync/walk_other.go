@@ -18,7 +18,7 @@ import (
 
 // walkTreeOS reads directories through the os.Root (ReadDir in an os.Root
 // lstats each entry, relative to the directory's handle).
-func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, _ bool) ([]walked, error) {
+func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, fn walkFn, _ bool) (map[string][]walked, int, error) {
 	var (
 		mu      sync.Mutex
 		results = map[string][]walked{}
@@ -111,9 +111,9 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 	go visit(".", root)
 	wg.Wait()
 	if first != nil {
-		return nil, first
+		return nil, 0, first
 	}
-	return emitWalk(results, int(count.Load())), nil
+	return results, int(count.Load()), nil
 }
 
 // infoOf converts an lstat result.
