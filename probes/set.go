@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -355,4 +356,28 @@ func PidNS(pid int) (uint32, error) {
 		return 0, fmt.Errorf("pid namespace of %s: %w", p, err)
 	}
 	return uint32(st.Ino), nil
+}
+
+// ProgramStats is what the kernel counted for one program: how often it
+// ran and for how long in total. Both stay zero unless BPF run-time
+// statistics are on (ebpf.EnableStats, or sysctl kernel.bpf_stats_enabled).
+type ProgramStats struct {
+	Name    string
+	Runs    uint64
+	Runtime time.Duration
+}
+
+// Stats reads the run-time statistics of the set's programs: the three
+// process programs, then the file program (named after its hook).
+func (s *Set) Stats() ([]ProgramStats, error) {
+	names := []string{"tp_btf/sched_process_exec", "tp_btf/sched_process_fork", "tp_btf/sched_process_exit", string(s.hook)}
+	var out []ProgramStats
+	for i, p := range s.progs {
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("statistics of %s: %w", names[i], err)
+		}
+		out = append(out, ProgramStats{Name: names[i], Runs: st.RunCount, Runtime: st.Runtime})
+	}
+	return out, nil
 }

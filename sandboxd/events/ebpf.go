@@ -169,6 +169,15 @@ func (e *EBPF) ScopeToPID(pid int) error {
 	return e.Enable()
 }
 
+// ProbeStats reads the kernel's run-time statistics of a self-loaded probe
+// set's programs (benchmarks; see probes.Set.Stats).
+func (e *EBPF) ProbeStats() ([]probes.ProgramStats, error) {
+	if e.set == nil {
+		return nil, errors.New("the probes were handed over by the host: their programs are not here")
+	}
+	return e.set.Stats()
+}
+
 // Lost reads the probe's loss counter (a full ring buffer), through mmap.
 func (e *EBPF) Lost() uint64 {
 	var b [8]byte
