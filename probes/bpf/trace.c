@@ -278,13 +278,17 @@ const struct event *unused_event __attribute__((unused));
 const struct knobs *unused_knobs __attribute__((unused));
 
 // ns_tgid is the tgid of task t in the pid namespace at level.
+// t is a BTF pointer (the current task, or a tracepoint's argument): the
+// pointer walks below are direct loads, which the verifier makes
+// fault-safe, not helper calls (a helper call is dear on machines with
+// return-stack mitigations). Only the variable-index reads of
+// pid->numbers[level] go through bpf_probe_read_kernel.
 static __always_inline __u32 ns_tgid(struct task_struct *t, unsigned int level)
 {
-	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
-	struct pid *p = BPF_CORE_READ(leader, thread_pid);
+	struct pid *p = t->group_leader->thread_pid;
 	if (!p)
 		return 0;
-	unsigned int plevel = BPF_CORE_READ(p, level);
+	unsigned int plevel = p->level;
 	if (plevel != level || level > 32)
 		return 0; // another namespace (the parent of the sandbox's init)
 	int nr = 0;
@@ -305,10 +309,10 @@ struct sandbox {
 // own pid namespace. Host tasks (level 0) return at the first test.
 static __always_inline int sandbox_of(struct task_struct *t, struct sandbox *sb)
 {
-	struct pid *p = BPF_CORE_READ(t, thread_pid);
+	struct pid *p = t->thread_pid;
 	if (!p)
 		return 0;
-	unsigned int level = BPF_CORE_READ(p, level);
+	unsigned int level = p->level;
 	if (level == 0 || level > 32)
 		return 0;
 	unsigned long off = bpf_core_field_offset(struct pid, numbers) + level * bpf_core_type_size(struct upid) +
@@ -446,7 +450,7 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	if (!e)
 		return 0;
 	e->s2[0] = 0;
-	e->ppid = ns_tgid(BPF_CORE_READ(t, real_parent), sb.level);
+	e->ppid = ns_tgid(t->real_parent, sb.level);
 	bpf_probe_read_kernel_str(e->s1, sizeof(e->s1), BPF_CORE_READ(bprm, filename));
 	unsigned long as = BPF_CORE_READ(t, mm, arg_start);
 	unsigned long ae = BPF_CORE_READ(t, mm, arg_end);
@@ -488,7 +492,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	struct event *e = reserve(&sb, HDR_SIZE, K_EXIT);
 	if (!e)
 		return 0;
-	e->ppid = ns_tgid(BPF_CORE_READ(p, real_parent), sb.level);
+	e->ppid = ns_tgid(p->real_parent, sb.level);
 	e->ret = BPF_CORE_READ(p, exit_code);
 	e->start = BPF_CORE_READ(p, start_boottime);
 	submit(&sb, e);
