@@ -100,36 +100,45 @@ func (s spread) String() string {
 		r(s.med), r(s.q1), r(s.q3), r(s.min), r(s.max), 100*float64(s.max-s.min)/float64(s.med))
 }
 
-// pairedMedian is the median of the per-pair ratios on[i]/off[i] - 1: runs
-// of a pair ran back to back, so slow drifts of the machine's load cancel.
-func pairedMedian(off, on []time.Duration) float64 {
+// paired is the median and quartiles of the per-pair ratios on[i]/off[i]
+// - 1: runs of a pair ran back to back, so slow drifts of the machine's
+// load cancel, and the quartiles say how far one pair can be trusted.
+func paired(off, on []time.Duration) (med, q1, q3 float64) {
 	var r []float64
 	for i := range min(len(off), len(on)) {
 		r = append(r, on[i].Seconds()/off[i].Seconds()-1)
 	}
 	slices.Sort(r)
-	if len(r)%2 == 1 {
-		return r[len(r)/2]
+	q := func(p float64) float64 {
+		x := p * float64(len(r)-1)
+		i := int(x)
+		if i+1 >= len(r) {
+			return r[len(r)-1]
+		}
+		return r[i] + (x-float64(i))*(r[i+1]-r[i])
 	}
-	return (r[len(r)/2-1] + r[len(r)/2]) / 2
+	return q(0.5), q(0.25), q(0.75)
 }
 
 // overhead reports off vs on runs of one workload and whether the target
-// (< 5 %, the ratio of the medians, wall and CPU) is met.
+// (< 5 %, the ratio of the medians) is met, for wall and CPU time; a
+// verdict whose per-pair quartiles straddle 5 % is called noisy.
 func overhead(b *testing.B, what string, off, on samples) {
-	so, sn := spreadOf(off.wall), spreadOf(on.wall)
-	co, cn := spreadOf(off.cpu), spreadOf(on.cpu)
-	w := 100 * (sn.med.Seconds()/so.med.Seconds() - 1)
-	c := 100 * (cn.med.Seconds()/co.med.Seconds() - 1)
-	verdict := "MET"
-	if w >= 5 || c >= 5 {
-		verdict = "NOT MET"
+	line := func(name string, off, on []time.Duration) string {
+		so, sn := spreadOf(off), spreadOf(on)
+		r := 100 * (sn.med.Seconds()/so.med.Seconds() - 1)
+		m, q1, q3 := paired(off, on)
+		verdict := "met"
+		switch {
+		case r >= 5:
+			verdict = "NOT met"
+		case 100*q3 >= 5:
+			verdict = "met by the medians, but noisy: a quarter of the pairs show 5 % or more"
+		}
+		return fmt.Sprintf("    off %s: %s\n    on  %s: %s\n    %s overhead: %+.1f%% (ratio of medians); per pair: median %+.1f%%, IQR %+.1f%% to %+.1f%%; target < 5%%: %s",
+			name, so, name, sn, name, r, 100*m, 100*q1, 100*q3, verdict)
 	}
-	b.Logf("%s, %d interleaved off/on pairs:\n"+
-		"    off wall: %s\n    on  wall: %s\n    off CPU:  %s\n    on  CPU:  %s\n"+
-		"    overhead, ratio of medians: wall %+.1f%%, CPU %+.1f%% (median of the per-pair ratios: wall %+.1f%%, CPU %+.1f%%)\n"+
-		"    target < 5%% (wall and CPU, ratio of medians): %s",
-		what, len(off.wall), so, sn, co, cn, w, c, 100*pairedMedian(off.wall, on.wall), 100*pairedMedian(off.cpu, on.cpu), verdict)
+	b.Logf("%s, %d interleaved off/on pairs:\n%s\n%s", what, len(off.wall), line("wall", off.wall, on.wall), line("CPU ", off.cpu, on.cpu))
 }
 
 func benchEnvInt(name string, def int) int {
@@ -310,23 +319,43 @@ func BenchmarkTrace(b *testing.B) {
 	}
 	runtime.LockOSThread()
 	type costs struct{ getppid, open time.Duration }
-	measure := func() costs { return costs{perCall(getppid), perCall(openClose)} }
-	var base costs
-	var withHook []string
-	base = measure()
-	for _, h := range []probes.FileHook{probes.HookSyscallTracepoints, probes.HookRawSysExit} {
-		s, err := probes.LoadWith(probes.Options{FileHook: h})
-		if err != nil {
-			requireFeature(b, "eBPF tracing: "+err.Error())
+	modes := []probes.FileHook{"", probes.HookSyscallTracepoints, probes.HookRawSysExit} // "": no probes
+	best := make([]costs, len(modes))
+	// Rounds of every mode, each round loading the probes afresh: the
+	// machine's load drifts, and the best of the rounds counts.
+	for range 3 {
+		for i, h := range modes {
+			var s *probes.Set
+			if h != "" {
+				if s, err = probes.LoadWith(probes.Options{FileHook: h}); err != nil {
+					requireFeature(b, "eBPF tracing: "+err.Error())
+				}
+			}
+			c := costs{perCall(getppid), perCall(openClose)}
+			if s != nil {
+				s.Close()
+			}
+			if best[i].getppid == 0 || c.getppid < best[i].getppid {
+				best[i].getppid = c.getppid
+			}
+			if best[i].open == 0 || c.open < best[i].open {
+				best[i].open = c.open
+			}
 		}
-		c := measure()
-		s.Close()
-		withHook = append(withHook, fmt.Sprintf("    %-20s getppid %4d ns (%+4d), open+close %5d ns (%+4d)", h,
-			c.getppid.Nanoseconds(), (c.getppid-base.getppid).Nanoseconds(), c.open.Nanoseconds(), (c.open-base.open).Nanoseconds()))
 	}
 	runtime.UnlockOSThread()
-	b.Logf("a host syscall with the probes attached (10th percentile of 200 batches of 500 calls; load average %s):\n    %-20s getppid %4d ns,        open+close %5d ns\n%s",
-		loadAvg(), "no probes", base.getppid.Nanoseconds(), base.open.Nanoseconds(), strings.Join(withHook, "\n"))
+	var lines []string
+	for i, h := range modes {
+		name := string(h)
+		if h == "" {
+			name = "no probes"
+		}
+		lines = append(lines, fmt.Sprintf("    %-20s getppid %4d ns (%+4d), open+close %5d ns (%+5d)", name,
+			best[i].getppid.Nanoseconds(), (best[i].getppid-best[0].getppid).Nanoseconds(),
+			best[i].open.Nanoseconds(), (best[i].open-best[0].open).Nanoseconds()))
+	}
+	b.Logf("a host syscall with the probes attached (10th percentile of 200 batches of 500 calls, best of 3 rounds; load average %s):\n%s",
+		loadAvg(), strings.Join(lines, "\n"))
 
 	// 5. Loss at the highest exec rate this machine reaches: a spawner (this
 	// test binary) forks and execs a 132-byte static executable that exits

@@ -98,6 +98,9 @@ func Load() (*Set, error) {
 // HookRawSysExit, tp_btf/sys_exit, which runs for every syscall of the
 // machine. FileHook says which is in use.
 func LoadWith(o Options) (_ *Set, err error) {
+	if _, err := ParseFileHook(string(o.FileHook)); err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return nil, fmt.Errorf("%w: no kernel BTF (tp_btf and CO-RE need it): %v", ErrNotSupported, err)
 	}
