@@ -157,7 +157,7 @@ func benchEnvInt(name string, def int) int {
 // then event loss at the highest exec rate this machine reaches.
 //
 // DARKSHELL_BENCH_RUNS: exec loop pairs (default 7); DARKSHELL_BENCH_GO_RUNS:
-// go build pairs (default 3); DARKSHELL_TRACE_FILE_HOOK: the file hook of
+// go build pairs (default 2: a fresh-cache build is 20 s of CPU); DARKSHELL_TRACE_FILE_HOOK: the file hook of
 // the "on" runs (default: what the daemon would pick).
 func BenchmarkTrace(b *testing.B) {
 	if os.Geteuid() != 0 {
@@ -255,7 +255,7 @@ func BenchmarkTrace(b *testing.B) {
 			[]string{"GOCACHE=" + b.TempDir(), "GOFLAGS=-buildvcs=false", "GOTOOLCHAIN=local"}
 	}
 	var gOff, gOn samples
-	for range benchEnvInt("DARKSHELL_BENCH_GO_RUNS", 3) {
+	for range benchEnvInt("DARKSHELL_BENCH_GO_RUNS", 2) {
 		s, env := gobuild()
 		gOff.add(untraced(s, env))
 		s, env = gobuild()
