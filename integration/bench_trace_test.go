@@ -69,12 +69,14 @@ func execLoop(n, par int) string {
 	return fmt.Sprintf(`for p in $(seq %d); do (i=0; while [ $i -lt %d ]; do /bin/true; i=$((i+1)); done) & done; wait`, par, n)
 }
 
-// samples are the wall and CPU times of repeated runs of one mode.
-type samples struct{ wall, cpu []time.Duration }
+// samples are the wall and CPU times of repeated runs of one mode; self
+// is the part of cpu this process used (the reader, when tracing).
+type samples struct{ wall, cpu, self []time.Duration }
 
-func (s *samples) add(wall, cpu time.Duration) {
+func (s *samples) add(wall, cpu, self time.Duration) {
 	s.wall = append(s.wall, wall)
 	s.cpu = append(s.cpu, cpu)
+	s.self = append(s.self, self)
 }
 
 // spread describes ds: median, quartiles and range.
@@ -138,8 +140,22 @@ func overhead(b *testing.B, what string, off, on samples) {
 		return fmt.Sprintf("    off %s: %s\n    on  %s: %s\n    %s overhead: %+.1f%% (ratio of medians); per pair: median %+.1f%%, IQR %+.1f%% to %+.1f%%; target < 5%%: %s",
 			name, so, name, sn, name, r, 100*m, 100*q1, 100*q3, verdict)
 	}
-	b.Logf("%s, %d interleaved off/on pairs:\n%s\n%s", what, len(off.wall), line("wall", off.wall, on.wall), line("CPU ", off.cpu, on.cpu))
+	work := func(s samples) []time.Duration {
+		var w []time.Duration
+		for i := range s.cpu {
+			w = append(w, s.cpu[i]-s.self[i])
+		}
+		return w
+	}
+	wo, wn := spreadOf(work(off)).med, spreadOf(work(on)).med
+	ro, rn := spreadOf(off.self).med, spreadOf(on.self).med
+	b.Logf("%s, %d interleaved off/on pairs:\n%s\n%s\n    of the CPU, medians: the workload's own (the probes run in it) %.3f s off, %.3f s on (%+.1f%%); "+
+		"the benchmark process's (the reader, when on) %.1f ms off, %.1f ms on (%+.1f%% of the workload's)",
+		what, len(off.wall), line("wall", off.wall, on.wall), line("CPU ", off.cpu, on.cpu),
+		wo.Seconds(), wn.Seconds(), 100*(wn.Seconds()/wo.Seconds()-1), ms(ro), ms(rn), 100*(rn-ro).Seconds()/wo.Seconds())
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func benchEnvInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -172,6 +188,7 @@ func BenchmarkTrace(b *testing.B) {
 	// the workload and unloads the probes. Tracing off = no probe loaded.
 	type result struct {
 		d, cpu time.Duration // wall time; CPU of the workload plus the reader
+		self   time.Duration // the part of cpu this process used (the reader)
 		hub    *events.Hub
 		lost   uint64
 		stats  []probes.ProgramStats // with withStats: what the programs cost
@@ -210,7 +227,8 @@ func BenchmarkTrace(b *testing.B) {
 		time.Sleep(300 * time.Millisecond) // let the reader drain
 		cancel()
 		<-done
-		res := result{d: d, cpu: cpu + cpuSelf() - c0, hub: hub, lost: e.Lost(), hook: e.Hello().FileProbe}
+		self := cpuSelf() - c0
+		res := result{d: d, cpu: cpu + self, self: self, hub: hub, lost: e.Lost(), hook: e.Hello().FileProbe}
 		if withStats {
 			res.stats, err = e.ProbeStats()
 			st.Close()
@@ -220,10 +238,11 @@ func BenchmarkTrace(b *testing.B) {
 		}
 		return res
 	}
-	untraced := func(script string, env []string) (time.Duration, time.Duration) {
+	untraced := func(script string, env []string) (time.Duration, time.Duration, time.Duration) {
 		c0 := cpuSelf()
 		d, cpu := runInPidNSCPU(b, script, env, nil)
-		return d, cpu + cpuSelf() - c0
+		self := cpuSelf() - c0
+		return d, cpu + self, self
 	}
 
 	// 1. The exec loop, interleaved pairs.
@@ -234,7 +253,7 @@ func BenchmarkTrace(b *testing.B) {
 	for range pairs {
 		lOff.add(untraced(execLoop(n, par), nil))
 		res := traced(execLoop(n, par), nil, 0, false, probes.HookAuto, false)
-		lOn.add(res.d, res.cpu)
+		lOn.add(res.d, res.cpu, res.self)
 		hook = res.hook
 	}
 	overhead(b, fmt.Sprintf("exec loop (%d execs of /bin/true, %d parallel shell loops; file audit on %s; load average now %s)",
@@ -260,7 +279,7 @@ func BenchmarkTrace(b *testing.B) {
 		gOff.add(untraced(s, env))
 		s, env = gobuild()
 		res := traced(s, env, 0, false, probes.HookAuto, false)
-		gOn.add(res.d, res.cpu)
+		gOn.add(res.d, res.cpu, res.self)
 	}
 	overhead(b, fmt.Sprintf("go build (fresh GOCACHE; file audit on %s; load average now %s)", hook, loadAvg()), gOff, gOn)
 
