@@ -190,11 +190,15 @@ func (e *EBPF) Lost() uint64 {
 // Hello describes the eBPF source for an events stream, with the file
 // audit's kernel hook, which the loader wrote into the knobs.
 func (e *EBPF) Hello() protocol.EventsHello {
+	return helloFor(e.FileHook())
+}
+
+func helloFor(h probes.FileHook) protocol.EventsHello {
 	return protocol.EventsHello{
 		Sources:      []string{protocol.SourceEBPF},
 		Fidelity:     protocol.FidelityComplete,
 		FileFidelity: protocol.FidelityComplete,
-		FileProbe:    string(e.FileHook()),
+		FileProbe:    string(h),
 	}
 }
 
