@@ -837,10 +837,12 @@ func TestLocalNoInheritedFDs(t *testing.T) {
 	defer f2.Close()
 	daemon := exec.Command(filepath.Join(binDir, "darkshell"), "daemon", "run")
 	daemon.Env = append(os.Environ(), "DARKSHELL_HOME="+e.home)
-	// fds 3 to 18 of the daemon, inherited by its children: the host file
+	// fds 3 to 43 of the daemon, inherited by its children: the host file
 	// last, above the descriptors the daemon hands init on purpose (the
-	// readiness pipe and the probes' share, from 3 on).
-	for range 15 {
+	// readiness pipe and the probes' share, from 3 on: the ring buffer,
+	// the knobs and a link per probe, 18 links with the file audit on
+	// the syscall tracepoints).
+	for range 40 {
 		daemon.ExtraFiles = append(daemon.ExtraFiles, f1)
 	}
 	daemon.ExtraFiles = append(daemon.ExtraFiles, f2)

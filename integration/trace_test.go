@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bohica-labs/darkshell/probes"
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
@@ -100,8 +101,22 @@ func dumpEvents(t *testing.T, evs []protocol.Event) {
 
 // TestTraceLocalEBPF runs the known script in a local sandbox and checks
 // the exact process tree, exit codes and file events from the eBPF probes,
-// and that neither the host nor another sandbox shows up.
+// and that neither the host nor another sandbox shows up: with the file
+// audit on the syscall tracepoints (what the daemon picks here) and on the
+// tp_btf/sys_exit fallback (forced through the daemon's environment).
 func TestTraceLocalEBPF(t *testing.T) {
+	for _, tc := range []struct{ name, env, probe string }{
+		{"tracepoints", "", protocol.FileProbeSyscallTracepoints},
+		{"tp_btf", string(probes.HookRawSysExit), protocol.FileProbeRawSysExit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(probes.EnvFileHook, tc.env)
+			testTraceLocalEBPF(t, tc.probe)
+		})
+	}
+}
+
+func testTraceLocalEBPF(t *testing.T, probe string) {
 	e := newLocalEnv(t)
 	e.createLocal("tr")
 	e.createLocal("other")
@@ -144,6 +159,16 @@ func TestTraceLocalEBPF(t *testing.T) {
 			requireFeature(t, "eBPF tracing in a local sandbox (sandboxd fell back to procfs): "+firstLine(text))
 		}
 		t.Fatalf("trace header: %q", firstLine(text))
+	}
+	ftext, _, _ := e.ds("trace", "tr", "--files")
+	if !strings.Contains(ftext, "file audit: eBPF on "+probe+"\n") {
+		if probe == protocol.FileProbeSyscallTracepoints && strings.Contains(ftext, protocol.FileProbeRawSysExit) {
+			requireFeature(t, "the syscall tracepoints (the daemon fell back to tp_btf/sys_exit)")
+		}
+		t.Fatalf("trace --files header does not name the file probe %s:\n%s", probe, ftext[:min(len(ftext), 300)])
+	}
+	if strings.Contains(text, "file audit:") {
+		t.Errorf("trace without --files names the file audit: %q", text[:min(len(text), 300)])
 	}
 	for _, ev := range evs {
 		if ev.Source != protocol.SourceEBPF || ev.Fidelity != protocol.FidelityComplete || ev.Sandbox != "tr" {

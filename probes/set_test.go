@@ -16,7 +16,10 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 )
 
-func loadOrSkip(t *testing.T) *Set {
+// hooks are the file hooks every probe test runs with.
+var hooks = []FileHook{HookSyscallTracepoints, HookRawSysExit}
+
+func loadOrSkip(t *testing.T, hook FileHook) *Set {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("DARKSHELL_REQUIRE_ALL") != "" {
@@ -24,12 +27,16 @@ func loadOrSkip(t *testing.T) *Set {
 		}
 		t.Skip("SKIP: needs root to load eBPF")
 	}
-	s, err := Load()
+	s, err := LoadWith(Options{FileHook: hook})
 	if errors.Is(err, ErrNotSupported) && os.Getenv("DARKSHELL_REQUIRE_ALL") == "" {
-		t.Skipf("SKIP (eBPF unavailable): %v", err)
+		t.Skipf("SKIP (eBPF with file hook %s unavailable): %v", hook, err)
 	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got, note := s.FileHook(); hook != HookAuto && got != hook {
+		s.Close()
+		t.Fatalf("file hook %s (%s), want %s", got, note, hook)
 	}
 	return s
 }
@@ -74,26 +81,7 @@ func (e *echoer) say(t *testing.T, word string) {
 // every exec record.
 func execArgs(t *testing.T, r *ringbuf.Reader) []string {
 	t.Helper()
-	var got []string
-	for {
-		r.SetDeadline(time.Now().Add(300 * time.Millisecond))
-		rec, err := r.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return got
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rec.RawSample) < int(unsafe.Sizeof(TraceEvent{})) {
-			t.Fatalf("short record: %d bytes", len(rec.RawSample))
-		}
-		ev := (*TraceEvent)(unsafe.Pointer(&rec.RawSample[0]))
-		if ev.Kind != 1 { // K_EXEC
-			continue
-		}
-		b := unsafe.Slice((*byte)(unsafe.Pointer(&ev.Args[0])), ev.ArgsLen)
-		got = append(got, strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "))
-	}
+	return records(t, r).execs()
 }
 
 func on(t *testing.T, sb *Sandbox) {
@@ -121,72 +109,300 @@ func newSandbox(t *testing.T, s *Set) (*Sandbox, *ringbuf.Reader) {
 // gets the execs of its own pid namespace only, nothing before the knob
 // is on, nothing after Remove.
 func TestSetRoutesBySandbox(t *testing.T) {
-	s := loadOrSkip(t)
-	defer s.Close()
-	a, ra := newSandbox(t, s)
-	b, rb := newSandbox(t, s)
-	ea, eb := newEchoer(t), newEchoer(t)
-	if err := s.Add(ea.ns, a); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Add(eb.ns, b); err != nil {
-		t.Fatal(err)
-	}
-	ea.say(t, "before-on")
-	on(t, a)
-	on(t, b)
-	ea.say(t, "alpha")
-	eb.say(t, "beta")
-	exec.Command("/bin/echo", "host-noise").Run()
-	if got := execArgs(t, ra); len(got) != 1 || got[0] != "/bin/echo alpha" {
-		t.Errorf("sandbox a saw %q, want only /bin/echo alpha", got)
-	}
-	if got := execArgs(t, rb); len(got) != 1 || got[0] != "/bin/echo beta" {
-		t.Errorf("sandbox b saw %q, want only /bin/echo beta", got)
-	}
-	if err := s.Remove(ea.ns); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Remove(ea.ns); err != nil {
-		t.Errorf("second Remove: %v", err)
-	}
-	ea.say(t, "removed")
-	eb.say(t, "still")
-	if got := execArgs(t, ra); len(got) != 0 {
-		t.Errorf("removed sandbox saw %q", got)
-	}
-	if got := execArgs(t, rb); len(got) != 1 || got[0] != "/bin/echo still" {
-		t.Errorf("sandbox b saw %q, want only /bin/echo still", got)
+	for _, hook := range hooks {
+		t.Run(string(hook), func(t *testing.T) {
+			s := loadOrSkip(t, hook)
+			defer s.Close()
+			a, ra := newSandbox(t, s)
+			b, rb := newSandbox(t, s)
+			ea, eb := newEchoer(t), newEchoer(t)
+			if err := s.Add(ea.ns, a); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Add(eb.ns, b); err != nil {
+				t.Fatal(err)
+			}
+			ea.say(t, "before-on")
+			on(t, a)
+			on(t, b)
+			ea.say(t, "alpha")
+			eb.say(t, "beta")
+			exec.Command("/bin/echo", "host-noise").Run()
+			if got := execArgs(t, ra); len(got) != 1 || got[0] != "/bin/echo alpha" {
+				t.Errorf("sandbox a saw %q, want only /bin/echo alpha", got)
+			}
+			if got := execArgs(t, rb); len(got) != 1 || got[0] != "/bin/echo beta" {
+				t.Errorf("sandbox b saw %q, want only /bin/echo beta", got)
+			}
+			if err := s.Remove(ea.ns); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Remove(ea.ns); err != nil {
+				t.Errorf("second Remove: %v", err)
+			}
+			ea.say(t, "removed")
+			eb.say(t, "still")
+			if got := execArgs(t, ra); len(got) != 0 {
+				t.Errorf("removed sandbox saw %q", got)
+			}
+			if got := execArgs(t, rb); len(got) != 1 || got[0] != "/bin/echo still" {
+				t.Errorf("sandbox b saw %q, want only /bin/echo still", got)
+			}
+		})
 	}
 }
 
 // TestSetLinkFilesOutliveLoader: the loader closes the set; a sandbox
-// holding the links' duplicates is still traced, until it lets go.
+// holding the links' duplicates is still traced (process and file
+// events), until it lets go.
 func TestSetLinkFilesOutliveLoader(t *testing.T) {
-	s := loadOrSkip(t)
-	a, ra := newSandbox(t, s)
-	ea := newEchoer(t)
-	if err := s.Add(ea.ns, a); err != nil {
-		t.Fatal(err)
+	for _, hook := range hooks {
+		t.Run(string(hook), func(t *testing.T) {
+			s := loadOrSkip(t, hook)
+			a, ra := newSandbox(t, s)
+			ea := newEchoer(t)
+			if err := s.Add(ea.ns, a); err != nil {
+				t.Fatal(err)
+			}
+			on(t, a)
+			links, err := s.LinkFiles()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 3 process programs, and the file program: once on
+			// tp_btf/sys_exit, or on each watched syscall's tracepoint.
+			want := 4
+			if hook == HookSyscallTracepoints {
+				want = len(s.links)
+				if want < 3+2 { // openat and more, whatever the architecture
+					t.Fatalf("%d links, want the file program on several syscall tracepoints", want)
+				}
+			}
+			if len(links) != want {
+				t.Fatalf("%d link files, want %d", len(links), want)
+			}
+			s.Close()
+			ea.say(t, "held")
+			recs := records(t, ra)
+			if got := recs.execs(); len(got) != 1 || got[0] != "/bin/echo held" {
+				t.Errorf("with the links held, saw execs %q, want /bin/echo held", got)
+			}
+			if recs.files() == 0 {
+				t.Errorf("with the links held, no file events (the exec of /bin/echo opens its libraries)")
+			}
+			for _, f := range links {
+				f.Close()
+			}
+			ea.say(t, "released")
+			if got := records(t, ra); len(got) != 0 {
+				t.Errorf("with every link closed, saw %d records", len(got))
+			}
+		})
 	}
-	on(t, a)
-	links, err := s.LinkFiles()
+}
+
+// record is one ring buffer record, copied, with its length.
+type record struct {
+	ev  TraceEvent
+	len int
+}
+
+type recordList []record
+
+func (rs recordList) execs() []string {
+	var got []string
+	for _, r := range rs {
+		if r.ev.Kind != 1 { // K_EXEC
+			continue
+		}
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&r.ev.Args[0])), r.ev.ArgsLen)
+		got = append(got, strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "))
+	}
+	return got
+}
+
+func (rs recordList) files() int {
+	n := 0
+	for _, r := range rs {
+		if r.ev.Kind == 4 {
+			n++
+		}
+	}
+	return n
+}
+
+// records reads r until it is quiet for 300 ms.
+func records(t *testing.T, r *ringbuf.Reader) recordList {
+	t.Helper()
+	var got recordList
+	for {
+		r.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		rec, err := r.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.RawSample) < RecordHeader {
+			t.Fatalf("short record: %d bytes", len(rec.RawSample))
+		}
+		var x record
+		x.len = len(rec.RawSample)
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&x.ev)), unsafe.Sizeof(x.ev)), rec.RawSample)
+		got = append(got, x)
+	}
+}
+
+func cstring(b []int8) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		sb.WriteByte(byte(c))
+	}
+	return sb.String()
+}
+
+// TestSetFileEvents: each file hook reports a script's file syscalls (in
+// a new pid namespace) in order, with the operation, the path as given,
+// the directory it is relative to and the result, in records of the size
+// of their kind; the same syscalls on the host do not show up.
+func TestSetFileEvents(t *testing.T) {
+	for _, hook := range hooks {
+		t.Run(string(hook), func(t *testing.T) {
+			s := loadOrSkip(t, hook)
+			defer s.Close()
+			a, ra := newSandbox(t, s)
+			dir := t.TempDir()
+			script := `read go; cd "$0" && : > f && mv f g && mkdir d && rmdir d && chmod 600 g && rm g && : > /proc/nope/x; exit 0`
+			cmd := exec.Command("/bin/sh", "-c", script, dir)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+			in, _ := cmd.StdinPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			ns, err := PidNS(cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Add(ns, a); err != nil {
+				t.Fatal(err)
+			}
+			on(t, a)
+			hostDir := t.TempDir()
+			exec.Command("/bin/sh", "-c", `cd "$0" && : > hostfile && rm hostfile`, hostDir).Run()
+			in.Write([]byte("go\n"))
+			in.Close()
+			cmd.Wait()
+
+			type want struct {
+				op       uint32
+				s1, s2   string
+				relative bool
+				failed   bool
+			}
+			wants := []want{
+				{1, "f", "", true, false},            // open O_CREAT|O_TRUNC
+				{3, "f", "g", true, false},           // rename
+				{4, "d", "", true, false},            // mkdir
+				{5, "d", "", true, false},            // rmdir (unlinkat AT_REMOVEDIR)
+				{6, "g", "", true, false},            // chmod
+				{2, "g", "", true, false},            // unlink
+				{1, "/proc/nope/x", "", false, true}, // a failed open
+			}
+			recs := records(t, ra)
+			var files []record
+			for _, r := range recs {
+				switch r.ev.Kind {
+				case 2, 3: // fork, exit
+					if r.len != RecordHeader {
+						t.Errorf("kind %d record of %d bytes, want %d", r.ev.Kind, r.len, RecordHeader)
+					}
+				case 4:
+					if r.len != RecordFile {
+						t.Errorf("file record of %d bytes, want %d", r.len, RecordFile)
+					}
+					if strings.Contains(cstring(r.ev.S1[:]), "hostfile") {
+						t.Errorf("host file event traced: %s", cstring(r.ev.S1[:]))
+					}
+					if !strings.HasPrefix(cstring(r.ev.S1[:]), "/") || strings.HasPrefix(cstring(r.ev.S1[:]), "/proc/nope") {
+						files = append(files, r)
+					}
+				case 1:
+					if r.len != RecordExec {
+						t.Errorf("exec record of %d bytes, want %d", r.len, RecordExec)
+					}
+				}
+			}
+			// the script's own relative-path syscalls, and the failed open
+			var got []want
+			for _, r := range files {
+				got = append(got, want{r.ev.Op, cstring(r.ev.S1[:]), cstring(r.ev.S2[:]), r.ev.DirfdRel == 1, r.ev.Ret < 0})
+			}
+			if len(got) != len(wants) {
+				t.Fatalf("file events %+v, want %+v", got, wants)
+			}
+			for i := range wants {
+				if got[i] != wants[i] {
+					t.Errorf("file event %d: %+v, want %+v", i, got[i], wants[i])
+				}
+			}
+			// The relative paths carry the walked working directory.
+			r := files[0].ev
+			var comps []string
+			for i := int(r.Ncomp) - 1; i >= 0; i-- {
+				comps = append(comps, cstring(r.Comps[i][:]))
+			}
+			if got := "/" + strings.Join(comps, "/"); got != dir {
+				t.Errorf("directory of %q: %q, want %q", cstring(r.S1[:]), got, dir)
+			}
+		})
+	}
+}
+
+// TestLoadFileHook: auto picks the syscall tracepoints here (tracefs is
+// unmounted on these machines: the ids come from a detached mount, and no
+// tracefs mount is left behind), the environment forces the fallback,
+// and a bad value is refused.
+func TestLoadFileHook(t *testing.T) {
+	tracefsMounts := func() int {
+		n := 0
+		for _, f := range []string{"/proc/self/mountinfo", "/proc/1/mountinfo"} {
+			b, _ := os.ReadFile(f)
+			n += strings.Count(string(b), " - tracefs ")
+		}
+		return n
+	}
+	before := tracefsMounts()
+	t.Setenv(EnvFileHook, "")
+	s := loadOrSkip(t, HookAuto)
+	hook, note := s.FileHook()
+	s.Close()
+	t.Logf("auto: %s (%s)", hook, note)
+	if hook != HookSyscallTracepoints {
+		if os.Getenv("DARKSHELL_REQUIRE_ALL") != "" {
+			t.Fatalf("auto chose %s (%s): the syscall tracepoints work on this kind of machine", hook, note)
+		}
+		t.Logf("SKIP part: syscall tracepoints unavailable here: %s", note)
+	}
+	if after := tracefsMounts(); after != before {
+		t.Errorf("tracefs mounts went from %d to %d: a mount was left behind", before, after)
+	}
+
+	t.Setenv(EnvFileHook, string(HookRawSysExit))
+	s, err := Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(links) != 5 {
-		t.Fatalf("%d link files, want 5", len(links))
-	}
+	hook, _ = s.FileHook()
 	s.Close()
-	ea.say(t, "held")
-	if got := execArgs(t, ra); len(got) != 1 || got[0] != "/bin/echo held" {
-		t.Errorf("with the links held, saw %q, want /bin/echo held", got)
+	if hook != HookRawSysExit {
+		t.Errorf("%s=%s gave %s", EnvFileHook, HookRawSysExit, hook)
 	}
-	for _, f := range links {
-		f.Close()
-	}
-	ea.say(t, "released")
-	if got := execArgs(t, ra); len(got) != 0 {
-		t.Errorf("with every link closed, saw %q", got)
+	t.Setenv(EnvFileHook, "kprobe")
+	if _, err := Load(); err == nil || !strings.Contains(err.Error(), EnvFileHook) || errors.Is(err, ErrNotSupported) {
+		t.Errorf("a bad %s: %v, want an error naming it", EnvFileHook, err)
 	}
 }

@@ -26,14 +26,14 @@ type TraceEvent struct {
 	Flags     uint32
 	Ncomp     uint32
 	Truncated uint32
+	ArgsLen   uint32
+	DirfdRel  uint32
 	Pad       uint32
 	Comm      [16]int8
 	S1        [256]int8
 	S2        [256]int8
-	Args      [512]int8
-	ArgsLen   uint32
-	DirfdRel  uint32
 	Comps     [12][48]int8
+	Args      [512]int8
 }
 
 type TraceKnobs struct {
@@ -41,28 +41,20 @@ type TraceKnobs struct {
 	On      uint32
 	FilesOn uint32
 	Lost    uint64
-}
-
-type TracePending struct {
-	_  structs.HostLayout
-	Id int64
-	A0 uint64
-	A1 uint64
-	A2 uint64
-	A3 uint64
+	Hook    uint32
+	Pad     uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	TraceMapInflight     = "inflight"
 	TraceMapSandboxKnobs = "sandbox_knobs"
 	TraceMapSandboxRings = "sandbox_rings"
 	TraceProgOnExec      = "on_exec"
 	TraceProgOnExit      = "on_exit"
 	TraceProgOnFork      = "on_fork"
-	TraceProgOnSysEnter  = "on_sys_enter"
+	TraceProgOnScExit    = "on_sc_exit"
 	TraceProgOnSysExit   = "on_sys_exit"
 	TraceVarUnusedEvent  = "unused_event"
 	TraceVarUnusedKnobs  = "unused_knobs"
@@ -110,18 +102,17 @@ type TraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TraceProgramSpecs struct {
-	OnExec     *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit     *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnFork     *ebpf.ProgramSpec `ebpf:"on_fork"`
-	OnSysEnter *ebpf.ProgramSpec `ebpf:"on_sys_enter"`
-	OnSysExit  *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
+	OnExec    *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit    *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork    *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnScExit  *ebpf.ProgramSpec `ebpf:"on_sc_exit"`
+	OnSysExit *ebpf.ProgramSpec `ebpf:"on_sys_exit"`
 }
 
 // TraceMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TraceMapSpecs struct {
-	Inflight     *ebpf.MapSpec `ebpf:"inflight"`
 	SandboxKnobs *ebpf.MapSpec `ebpf:"sandbox_knobs"`
 	SandboxRings *ebpf.MapSpec `ebpf:"sandbox_rings"`
 }
@@ -154,14 +145,12 @@ func (o *TraceObjects) Close() error {
 //
 // It can be passed to LoadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TraceMaps struct {
-	Inflight     *ebpf.Map `ebpf:"inflight"`
 	SandboxKnobs *ebpf.Map `ebpf:"sandbox_knobs"`
 	SandboxRings *ebpf.Map `ebpf:"sandbox_rings"`
 }
 
 func (m *TraceMaps) Close() error {
 	return _TraceClose(
-		m.Inflight,
 		m.SandboxKnobs,
 		m.SandboxRings,
 	)
@@ -179,11 +168,11 @@ type TraceVariables struct {
 //
 // It can be passed to LoadTraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TracePrograms struct {
-	OnExec     *ebpf.Program `ebpf:"on_exec"`
-	OnExit     *ebpf.Program `ebpf:"on_exit"`
-	OnFork     *ebpf.Program `ebpf:"on_fork"`
-	OnSysEnter *ebpf.Program `ebpf:"on_sys_enter"`
-	OnSysExit  *ebpf.Program `ebpf:"on_sys_exit"`
+	OnExec    *ebpf.Program `ebpf:"on_exec"`
+	OnExit    *ebpf.Program `ebpf:"on_exit"`
+	OnFork    *ebpf.Program `ebpf:"on_fork"`
+	OnScExit  *ebpf.Program `ebpf:"on_sc_exit"`
+	OnSysExit *ebpf.Program `ebpf:"on_sys_exit"`
 }
 
 func (p *TracePrograms) Close() error {
@@ -191,7 +180,7 @@ func (p *TracePrograms) Close() error {
 		p.OnExec,
 		p.OnExit,
 		p.OnFork,
-		p.OnSysEnter,
+		p.OnScExit,
 		p.OnSysExit,
 	)
 }

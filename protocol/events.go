@@ -90,6 +90,17 @@ const (
 	FidelityChanges = "changes"
 )
 
+// Kernel hooks of the eBPF file audit (EventsHello.FileProbe).
+const (
+	// FileProbeSyscallTracepoints: the sys_exit_* tracepoints of the
+	// watched syscalls; the probe runs for those syscalls only.
+	FileProbeSyscallTracepoints = "tracepoint/syscalls"
+	// FileProbeRawSysExit: tp_btf/sys_exit, the fallback where tracefs
+	// cannot be had; the probe runs for every syscall of the host and
+	// filters in the kernel.
+	FileProbeRawSysExit = "tp_btf/sys_exit"
+)
+
 // Results of a file event.
 const (
 	ResultOK     = "ok"
@@ -141,6 +152,10 @@ type EventsHello struct {
 	Fidelity string `json:"fidelity"`
 	// FileFidelity of file events (FidelityComplete, FidelityChanges or "" for none).
 	FileFidelity string `json:"file_fidelity,omitempty"`
+	// FileProbe names the kernel hook of an eBPF file audit:
+	// FileProbeSyscallTracepoints or FileProbeRawSysExit ("" without eBPF).
+	// Both see the same events; they differ in what they cost the host.
+	FileProbe string `json:"file_probe,omitempty"`
 	// Lost counts events the sources dropped so far (a full ring buffer).
 	Lost uint64 `json:"lost"`
 	// Evicted counts events pushed out of the bounded history so far.
@@ -168,6 +183,11 @@ func (m *EventsHello) Validate() error {
 	}
 	if len(m.Note) > MaxEventString {
 		return errors.New("events hello note too long")
+	}
+	switch m.FileProbe {
+	case "", FileProbeSyscallTracepoints, FileProbeRawSysExit:
+	default:
+		return fmt.Errorf("unknown file probe %q", truncate(m.FileProbe, 20))
 	}
 	return nil
 }

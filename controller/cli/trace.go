@@ -305,6 +305,9 @@ func (t *tree) render(w io.Writer, st *client.EventStream) {
 		fid += ", files " + st.FileFidelity
 	}
 	fmt.Fprintf(w, "sources: %s (fidelity: %s), lost events: %d\n", strings.Join(st.Sources, "+"), fid, st.Lost)
+	if st.FileProbe != "" && t.f.files {
+		fmt.Fprintf(w, "file audit: eBPF on %s\n", st.FileProbe)
+	}
 	if st.Note != "" {
 		fmt.Fprintf(w, "note: %s\n", st.Note)
 	}

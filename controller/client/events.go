@@ -28,11 +28,12 @@ type EventsOptions struct {
 type EventStream struct {
 	body io.ReadCloser
 	sc   *bufio.Scanner
-	// Sources, Fidelity, FileFidelity, Note and Lost describe the sandbox's
-	// event sources (the route's X-Darkshell-Event-* headers).
+	// Sources, Fidelity, FileFidelity, FileProbe, Note and Lost describe
+	// the sandbox's event sources (the route's X-Darkshell-Event-* headers).
 	Sources      []string
 	Fidelity     string
 	FileFidelity string
+	FileProbe    string
 	Note         string
 	Lost         uint64
 }
@@ -72,7 +73,8 @@ func (c *Client) Events(ctx context.Context, name string, o EventsOptions) (*Eve
 	h := resp.Header
 	s := &EventStream{body: resp.Body, sc: bufio.NewScanner(resp.Body),
 		Sources: h.Values("X-Darkshell-Event-Sources"), Fidelity: h.Get("X-Darkshell-Event-Fidelity"),
-		FileFidelity: h.Get("X-Darkshell-Event-File-Fidelity"), Note: h.Get("X-Darkshell-Event-Note")}
+		FileFidelity: h.Get("X-Darkshell-Event-File-Fidelity"), Note: h.Get("X-Darkshell-Event-Note"),
+		FileProbe: h.Get("X-Darkshell-Event-File-Probe")}
 	s.Lost, _ = strconv.ParseUint(h.Get("X-Darkshell-Event-Lost"), 10, 64)
 	s.sc.Buffer(make([]byte, 64<<10), 4*protocol.MaxEventsPayload)
 	return s, nil

@@ -20,6 +20,7 @@ const (
 	HeaderEventFidelity     = "X-Darkshell-Event-Fidelity"
 	HeaderEventFileFidelity = "X-Darkshell-Event-File-Fidelity"
 	HeaderEventNote         = "X-Darkshell-Event-Note"
+	HeaderEventFileProbe    = "X-Darkshell-Event-File-Probe"
 	HeaderEventLost         = "X-Darkshell-Event-Lost"
 )
 
@@ -122,6 +123,7 @@ func (d *Daemon) events(w http.ResponseWriter, r *http.Request) {
 	h.Set(HeaderEventFidelity, st.Hello.Fidelity)
 	h.Set(HeaderEventFileFidelity, st.Hello.FileFidelity)
 	h.Set(HeaderEventNote, st.Hello.Note)
+	h.Set(HeaderEventFileProbe, st.Hello.FileProbe)
 	h.Set(HeaderEventLost, strconv.FormatUint(st.Hello.Lost, 10))
 	h.Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(200)

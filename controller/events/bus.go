@@ -288,7 +288,11 @@ func (b *Bus) pump(name string, sb *sandboxBus, st *Stream) {
 		b.Publish(protocol.Event{Time: time.Now(), Sandbox: name, Kind: protocol.KindSandboxState, State: s, Message: msg,
 			Source: protocol.SourceDaemon, Fidelity: st.Hello.Fidelity})
 	}
-	state("traced", fmt.Sprintf("events from %s (fidelity %s)", strings.Join(st.Hello.Sources, "+"), st.Hello.Fidelity))
+	msg := fmt.Sprintf("events from %s (fidelity %s)", strings.Join(st.Hello.Sources, "+"), st.Hello.Fidelity)
+	if st.Hello.FileProbe != "" {
+		msg += ", file audit on " + st.Hello.FileProbe
+	}
+	state("traced", msg)
 	defer func() {
 		b.mu.Lock()
 		sb.pumping = false

@@ -2,8 +2,17 @@
 //
 // trace.c: the process and file audit probes of every sandbox on a host.
 //
-// Only tp_btf programs: they need no tracefs and load where fentry/fexit/lsm
-// are refused (see docs/trace.md). One loaded copy serves every sandbox:
+// Process events come from tp_btf programs: they need no tracefs and load
+// where fentry/fexit/lsm are refused (see docs/trace.md). File events come
+// from one of two programs, the loader's choice (probes/set.go):
+//   - on_sc_exit, a classic tracepoint program the loader attaches to the
+//     sys_exit_* event of each watched syscall (tracefs gives their ids):
+//     it runs for those syscalls only;
+//   - on_sys_exit, tp_btf/sys_exit, the fallback where tracefs cannot be
+//     had: it runs for every syscall of the machine and filters by number.
+// Both read the syscall's arguments at exit from the task's saved registers
+// (the kernel does not change them), so no program runs at syscall entry
+// and no state is kept between entry and exit. One loaded copy serves every sandbox:
 // each program first looks the current task's pid namespace up in `sandbox_rings`
 // and `sandbox_knobs` (entries the loader adds per sandbox), so nothing of the host
 // or of a namespace without an entry is ever copied out of the kernel, and
@@ -131,11 +140,13 @@ struct pt_regs {
 	unsigned long r10;
 	unsigned long orig_ax;
 } __attribute__((preserve_access_index));
-#define SYSNO(r) ((long)BPF_CORE_READ(r, orig_ax))
-#define ARG0(r) BPF_CORE_READ(r, di)
-#define ARG1(r) BPF_CORE_READ(r, si)
-#define ARG2(r) BPF_CORE_READ(r, dx)
-#define ARG3(r) BPF_CORE_READ(r, r10)
+// Direct loads (the verifier makes them fault-safe): regs is a BTF pointer
+// (a tp_btf argument, or bpf_task_pt_regs), no helper call needed.
+#define SYSNO(r) ((long)(r)->orig_ax)
+#define ARG0(r) ((r)->di)
+#define ARG1(r) ((r)->si)
+#define ARG2(r) ((r)->dx)
+#define ARG3(r) ((r)->r10)
 #define NR_open 2
 #define NR_creat 85
 #define NR_unlink 87
@@ -154,13 +165,15 @@ struct pt_regs {
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	unsigned long regs[31];
+	unsigned long orig_x0;
 	int syscallno;
 } __attribute__((preserve_access_index));
-#define SYSNO(r) ((long)BPF_CORE_READ(r, syscallno))
-#define ARG0(r) BPF_CORE_READ(r, regs[0])
-#define ARG1(r) BPF_CORE_READ(r, regs[1])
-#define ARG2(r) BPF_CORE_READ(r, regs[2])
-#define ARG3(r) BPF_CORE_READ(r, regs[3])
+#define SYSNO(r) ((long)(r)->syscallno)
+// x0 holds the return value at exit; the first argument is kept in orig_x0.
+#define ARG0(r) ((r)->orig_x0)
+#define ARG1(r) ((r)->regs[1])
+#define ARG2(r) ((r)->regs[2])
+#define ARG3(r) ((r)->regs[3])
 #define NR_open -1
 #define NR_creat -1
 #define NR_unlink -1
@@ -184,7 +197,9 @@ struct pt_regs {
 #define AT_REMOVEDIR 0x200
 
 // One record of the ring buffer. Layout shared with the Go decoder
-// (sandboxd/events/ebpf.go decodes it through the bpf2go type).
+// (sandboxd/events/ebpf.go decodes it through the bpf2go type). Records are
+// cut short by kind: fork and exit records end before s1 (HDR_SIZE), file
+// records before args (FILE_SIZE); only exec records are whole.
 struct event {
 	__u64 ts;         // bpf_ktime_get_boot_ns
 	__u64 start;      // exit: the task's start_boottime
@@ -197,15 +212,21 @@ struct event {
 	__u32 flags;      // file: open flags / unlinkat flags
 	__u32 ncomp;      // directory components in comps, innermost first
 	__u32 truncated;  // 1 if the directory walk stopped at MAX_COMPS
+	__u32 args_len;   // exec: bytes in args
+	__u32 dirfd_rel;  // file: 1 if s1 is relative to the walked dir
 	__u32 pad;
 	char comm[16];
+	// file and exec records
 	char s1[STR_LEN];   // exec: filename; file: path
 	char s2[STR_LEN];   // file: rename target
-	char args[ARGS_LEN];// exec: argv, NUL separated
-	__u32 args_len;
-	__u32 dirfd_rel;  // file: 1 if s1 is relative to the walked dir
 	char comps[MAX_COMPS][COMP_LEN];
+	// exec records only
+	char args[ARGS_LEN];// exec: argv, NUL separated
 };
+
+#define HDR_SIZE __builtin_offsetof(struct event, s1)
+#define FILE_SIZE __builtin_offsetof(struct event, args)
+#define EXEC_SIZE sizeof(struct event)
 
 // Per sandbox: a switch and a loss counter, in a one-element array the
 // sandbox's sandboxd maps into memory (it writes `on` and `files_on` and
@@ -214,6 +235,14 @@ struct knobs {
 	__u32 on;       // 0 until sandboxd is confined: its own set-up is not traced
 	__u32 files_on; // the file audit
 	__u64 lost;     // events dropped on a full ring buffer
+	__u32 hook;     // set by the loader: which program makes file events (HOOK_*)
+	__u32 pad;
+};
+
+// Values of knobs.hook (probes/set.go: FileHook).
+enum hook {
+	HOOK_SYSCALL_TRACEPOINTS = 1, // on_sc_exit on tracepoint/syscalls/sys_exit_*
+	HOOK_RAW_SYS_EXIT = 2,        // on_sys_exit on tp_btf/sys_exit
 };
 
 struct inner_ring {
@@ -244,30 +273,22 @@ struct {
 	__array(values, struct inner_knobs);
 } sandbox_knobs SEC(".maps");
 
-struct pending {
-	__s64 id;
-	__u64 a0, a1, a2, a3;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u64);
-	__type(value, struct pending);
-} inflight SEC(".maps");
-
 // Force BTF for these types so bpf2go generates Go structs for them.
 const struct event *unused_event __attribute__((unused));
 const struct knobs *unused_knobs __attribute__((unused));
 
 // ns_tgid is the tgid of task t in the pid namespace at level.
+// t is a BTF pointer (the current task, or a tracepoint's argument): the
+// pointer walks below are direct loads, which the verifier makes
+// fault-safe, not helper calls (a helper call is dear on machines with
+// return-stack mitigations). Only the variable-index reads of
+// pid->numbers[level] go through bpf_probe_read_kernel.
 static __always_inline __u32 ns_tgid(struct task_struct *t, unsigned int level)
 {
-	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
-	struct pid *p = BPF_CORE_READ(leader, thread_pid);
+	struct pid *p = t->group_leader->thread_pid;
 	if (!p)
 		return 0;
-	unsigned int plevel = BPF_CORE_READ(p, level);
+	unsigned int plevel = p->level;
 	if (plevel != level || level > 32)
 		return 0; // another namespace (the parent of the sandbox's init)
 	int nr = 0;
@@ -288,10 +309,10 @@ struct sandbox {
 // own pid namespace. Host tasks (level 0) return at the first test.
 static __always_inline int sandbox_of(struct task_struct *t, struct sandbox *sb)
 {
-	struct pid *p = BPF_CORE_READ(t, thread_pid);
+	struct pid *p = t->thread_pid;
 	if (!p)
 		return 0;
-	unsigned int level = BPF_CORE_READ(p, level);
+	unsigned int level = p->level;
 	if (level == 0 || level > 32)
 		return 0;
 	unsigned long off = bpf_core_field_offset(struct pid, numbers) + level * bpf_core_type_size(struct upid) +
@@ -386,15 +407,20 @@ static __always_inline void submit(struct sandbox *sb, struct event *e)
 	bpf_ringbuf_submit(e, avail >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline struct event *reserve(struct sandbox *sb)
+// reserve takes a record of size bytes (a constant: HDR_SIZE, FILE_SIZE or
+// EXEC_SIZE) and fills its header; a full ring buffer counts a loss.
+static __always_inline struct event *reserve(struct sandbox *sb, __u64 size, __u32 kind)
 {
-	struct event *e = bpf_ringbuf_reserve(sb->ring, sizeof(*e), 0);
+	struct event *e = bpf_ringbuf_reserve(sb->ring, size, 0);
 	if (!e) {
 		__sync_fetch_and_add(&sb->k->lost, 1);
 		return 0;
 	}
 	e->ts = bpf_ktime_get_boot_ns();
 	e->start = 0;
+	e->kind = kind;
+	e->pid = sb->tgid;
+	e->ppid = 0;
 	e->ncomp = 0;
 	e->truncated = 0;
 	e->args_len = 0;
@@ -402,8 +428,7 @@ static __always_inline struct event *reserve(struct sandbox *sb)
 	e->op = 0;
 	e->flags = 0;
 	e->ret = 0;
-	e->s1[0] = 0;
-	e->s2[0] = 0;
+	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	return e;
@@ -421,12 +446,11 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	struct sandbox sb;
 	if (!sandbox_of(t, &sb))
 		return 0;
-	struct event *e = reserve(&sb);
+	struct event *e = reserve(&sb, EXEC_SIZE, K_EXEC);
 	if (!e)
 		return 0;
-	e->kind = K_EXEC;
-	e->pid = sb.tgid;
-	e->ppid = ns_tgid(BPF_CORE_READ(t, real_parent), sb.level);
+	e->s2[0] = 0;
+	e->ppid = ns_tgid(t->real_parent, sb.level);
 	bpf_probe_read_kernel_str(e->s1, sizeof(e->s1), BPF_CORE_READ(bprm, filename));
 	unsigned long as = BPF_CORE_READ(t, mm, arg_start);
 	unsigned long ae = BPF_CORE_READ(t, mm, arg_end);
@@ -449,11 +473,9 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	struct sandbox sb;
 	if (!sandbox_of(current(), &sb))
 		return 0;
-	struct event *e = reserve(&sb);
+	struct event *e = reserve(&sb, HDR_SIZE, K_FORK);
 	if (!e)
 		return 0;
-	e->kind = K_FORK;
-	e->pid = sb.tgid;
 	e->ppid = ns_tgid(child, sb.level);
 	submit(&sb, e);
 	return 0;
@@ -467,12 +489,10 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	struct sandbox sb;
 	if (!sandbox_of(current(), &sb))
 		return 0;
-	struct event *e = reserve(&sb);
+	struct event *e = reserve(&sb, HDR_SIZE, K_EXIT);
 	if (!e)
 		return 0;
-	e->kind = K_EXIT;
-	e->pid = sb.tgid;
-	e->ppid = ns_tgid(BPF_CORE_READ(p, real_parent), sb.level);
+	e->ppid = ns_tgid(p->real_parent, sb.level);
 	e->ret = BPF_CORE_READ(p, exit_code);
 	e->start = BPF_CORE_READ(p, start_boottime);
 	submit(&sb, e);
@@ -485,25 +505,6 @@ static __always_inline int watched(long id)
 	       id == NR_unlink || id == NR_unlinkat || id == NR_rename || id == NR_renameat ||
 	       id == NR_renameat2 || id == NR_mkdir || id == NR_mkdirat || id == NR_rmdir ||
 	       id == NR_chmod || id == NR_fchmodat || id == NR_fchmodat2;
-}
-
-SEC("tp_btf/sys_enter")
-int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
-{
-	if (id < 0 || !watched(id))
-		return 0;
-	struct sandbox sb;
-	if (!sandbox_of(current(), &sb) || !sb.k->files_on)
-		return 0;
-	struct pending pe = {};
-	pe.id = id;
-	pe.a0 = ARG0(regs);
-	pe.a1 = ARG1(regs);
-	pe.a2 = ARG2(regs);
-	pe.a3 = ARG3(regs);
-	__u64 key = bpf_get_current_pid_tgid();
-	bpf_map_update_elem(&inflight, &key, &pe, BPF_ANY);
-	return 0;
 }
 
 // dir_of walks the directory a relative path is resolved against: the
@@ -531,88 +532,76 @@ static __always_inline void dir_of(long dfd, struct event *e)
 	e->dirfd_rel = 1;
 }
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+// file_event makes the record of a finished file syscall id of the current
+// task, its arguments read from the task's saved registers.
+static __always_inline void file_event(struct sandbox *sb, long id, long ret, struct pt_regs *regs)
 {
-	// Every syscall of the machine passes here: the cheap test first.
-	long nr = SYSNO(regs);
-	if (nr < 0 || !watched(nr))
-		return 0;
-	__u64 key = bpf_get_current_pid_tgid();
-	struct pending *pp = bpf_map_lookup_elem(&inflight, &key);
-	if (!pp)
-		return 0;
-	struct pending pe = *pp;
-	bpf_map_delete_elem(&inflight, &key);
-	struct sandbox sb;
-	if (!sandbox_of(current(), &sb))
-		return 0;
-	struct event *e = reserve(&sb);
+	__u64 a0 = ARG0(regs), a1 = ARG1(regs), a2 = ARG2(regs), a3 = ARG3(regs);
+	struct event *e = reserve(sb, FILE_SIZE, K_FILE);
 	if (!e)
-		return 0;
-	e->kind = K_FILE;
-	e->pid = sb.tgid;
+		return;
 	e->ret = (__s32)ret;
+	e->s1[0] = 0;
+	e->s2[0] = 0;
 	long dfd = AT_FDCWD;
 	const char *p1 = 0, *p2 = 0;
-	long id = pe.id;
 	if (id == NR_openat || id == NR_openat2) {
 		e->op = OP_OPEN;
-		dfd = pe.a0;
-		p1 = (const char *)pe.a1;
+		dfd = a0;
+		p1 = (const char *)a1;
 		if (id == NR_openat)
-			e->flags = pe.a2;
+			e->flags = a2;
 		else {
 			__u64 fl = 0; // struct open_how starts with flags
-			bpf_probe_read_user(&fl, sizeof(fl), (void *)pe.a2);
+			bpf_probe_read_user(&fl, sizeof(fl), (void *)a2);
 			e->flags = fl;
 		}
 	} else if (id == NR_open) {
 		e->op = OP_OPEN;
-		p1 = (const char *)pe.a0;
-		e->flags = pe.a1;
+		p1 = (const char *)a0;
+		e->flags = a1;
 	} else if (id == NR_creat) {
 		e->op = OP_OPEN;
-		p1 = (const char *)pe.a0;
+		p1 = (const char *)a0;
 		e->flags = 01 | 0100 | 01000; // O_WRONLY|O_CREAT|O_TRUNC
 	} else if (id == NR_unlink) {
 		e->op = OP_UNLINK;
-		p1 = (const char *)pe.a0;
+		p1 = (const char *)a0;
 	} else if (id == NR_unlinkat) {
-		dfd = pe.a0;
-		p1 = (const char *)pe.a1;
-		e->flags = pe.a2;
-		e->op = (pe.a2 & AT_REMOVEDIR) ? OP_RMDIR : OP_UNLINK;
+		dfd = a0;
+		p1 = (const char *)a1;
+		e->flags = a2;
+		e->op = (a2 & AT_REMOVEDIR) ? OP_RMDIR : OP_UNLINK;
 	} else if (id == NR_rmdir) {
 		e->op = OP_RMDIR;
-		p1 = (const char *)pe.a0;
+		p1 = (const char *)a0;
 	} else if (id == NR_rename) {
 		e->op = OP_RENAME;
-		p1 = (const char *)pe.a0;
-		p2 = (const char *)pe.a1;
+		p1 = (const char *)a0;
+		p2 = (const char *)a1;
 	} else if (id == NR_renameat || id == NR_renameat2) {
 		e->op = OP_RENAME;
-		dfd = pe.a0;
-		p1 = (const char *)pe.a1;
-		p2 = (const char *)pe.a3; // newdirfd (a2) is assumed equal to olddirfd
+		dfd = a0;
+		p1 = (const char *)a1;
+		p2 = (const char *)a3; // newdirfd (a2) is assumed equal to olddirfd
 	} else if (id == NR_mkdir) {
 		e->op = OP_MKDIR;
-		p1 = (const char *)pe.a0;
-		e->flags = pe.a1;
+		p1 = (const char *)a0;
+		e->flags = a1;
 	} else if (id == NR_mkdirat) {
 		e->op = OP_MKDIR;
-		dfd = pe.a0;
-		p1 = (const char *)pe.a1;
-		e->flags = pe.a2;
+		dfd = a0;
+		p1 = (const char *)a1;
+		e->flags = a2;
 	} else if (id == NR_chmod) {
 		e->op = OP_CHMOD;
-		p1 = (const char *)pe.a0;
-		e->flags = pe.a1;
+		p1 = (const char *)a0;
+		e->flags = a1;
 	} else {
 		e->op = OP_CHMOD; // fchmodat, fchmodat2
-		dfd = pe.a0;
-		p1 = (const char *)pe.a1;
-		e->flags = pe.a2;
+		dfd = a0;
+		p1 = (const char *)a1;
+		e->flags = a2;
 	}
 	if (p1)
 		bpf_probe_read_user_str(e->s1, sizeof(e->s1), p1);
@@ -620,6 +609,46 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 		bpf_probe_read_user_str(e->s2, sizeof(e->s2), p2);
 	if (e->s1[0] != '/')
 		dir_of(dfd, e);
-	submit(&sb, e);
+	submit(sb, e);
+}
+
+// The context of a classic tracepoint/syscalls/sys_exit_* event
+// (events/syscalls/sys_exit_openat/format).
+struct sc_exit {
+	__u64 common;
+	int nr;
+	int pad;
+	long ret;
+};
+
+// on_sc_exit: the loader attaches this one program to the sys_exit_* event
+// of every watched syscall (the section name only sets the program type),
+// so it never runs for other syscalls.
+SEC("tracepoint/syscalls/sys_exit")
+int on_sc_exit(struct sc_exit *ctx)
+{
+	struct task_struct *t = current();
+	struct sandbox sb;
+	if (!sandbox_of(t, &sb) || !sb.k->files_on)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
+	if (!regs)
+		return 0;
+	file_event(&sb, ctx->nr, ctx->ret, regs);
+	return 0;
+}
+
+// on_sys_exit: the fallback when tracefs cannot be had. Every syscall of
+// the machine passes here: the cheap test first.
+SEC("tp_btf/sys_exit")
+int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr = SYSNO(regs);
+	if (nr < 0 || !watched(nr))
+		return 0;
+	struct sandbox sb;
+	if (!sandbox_of(current(), &sb) || !sb.k->files_on)
+		return 0;
+	file_event(&sb, nr, ret, regs);
 	return 0;
 }

@@ -47,11 +47,25 @@ type EBPF struct {
 // until ScopeToPID (tests and benchmarks that trace a workload they start
 // themselves; sandboxes get their share from the host, OpenEBPF). Errors
 // wrap ErrNotSupported when the kernel or the privileges are the reason.
-func LoadEBPF(log *slog.Logger) (_ *EBPF, err error) {
+// The file hook is the one probes.EnvFileHook asks for (auto when unset).
+func LoadEBPF(log *slog.Logger) (*EBPF, error) {
 	set, err := probes.Load()
 	if err != nil {
 		return nil, err
 	}
+	return fromSet(set, log)
+}
+
+// LoadEBPFWith is LoadEBPF with a choice of file hook (tests of each hook).
+func LoadEBPFWith(o probes.Options, log *slog.Logger) (*EBPF, error) {
+	set, err := probes.LoadWith(o)
+	if err != nil {
+		return nil, err
+	}
+	return fromSet(set, log)
+}
+
+func fromSet(set *probes.Set, log *slog.Logger) (*EBPF, error) {
 	sb, err := set.NewSandbox()
 	if err != nil {
 		set.Close()
@@ -155,6 +169,15 @@ func (e *EBPF) ScopeToPID(pid int) error {
 	return e.Enable()
 }
 
+// ProbeStats reads the kernel's run-time statistics of a self-loaded probe
+// set's programs (benchmarks; see probes.Set.Stats).
+func (e *EBPF) ProbeStats() ([]probes.ProgramStats, error) {
+	if e.set == nil {
+		return nil, errors.New("the probes were handed over by the host: their programs are not here")
+	}
+	return e.set.Stats()
+}
+
 // Lost reads the probe's loss counter (a full ring buffer), through mmap.
 func (e *EBPF) Lost() uint64 {
 	var b [8]byte
@@ -164,13 +187,29 @@ func (e *EBPF) Lost() uint64 {
 	return binary.NativeEndian.Uint64(b[:])
 }
 
-// Hello describes the eBPF source for an events stream.
+// Hello describes the eBPF source for an events stream, with the file
+// audit's kernel hook, which the loader wrote into the knobs.
 func (e *EBPF) Hello() protocol.EventsHello {
+	return helloFor(e.FileHook())
+}
+
+func helloFor(h probes.FileHook) protocol.EventsHello {
 	return protocol.EventsHello{
 		Sources:      []string{protocol.SourceEBPF},
 		Fidelity:     protocol.FidelityComplete,
 		FileFidelity: protocol.FidelityComplete,
+		FileProbe:    string(h),
 	}
+}
+
+// FileHook is the kernel hook of the file audit, read from the knobs
+// (through mmap); "" if the loader did not say.
+func (e *EBPF) FileHook() probes.FileHook {
+	var b [4]byte
+	if _, err := e.mem.ReadAt(b[:], probes.KnobHook); err != nil {
+		return ""
+	}
+	return probes.HookOfKnob(binary.NativeEndian.Uint32(b[:]))
 }
 
 // Run reads the ring buffer into hub until ctx ends or the reader is
@@ -180,6 +219,7 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 	stop := context.AfterFunc(ctx, func() { e.reader.Close() })
 	defer stop()
 	var rec ringbuf.Record
+	var scratch probes.TraceEvent // short records are copied here
 	for {
 		// The probes wake the reader only when much is pending; below
 		// that, poll (bounds an event's latency by pollInterval).
@@ -193,7 +233,7 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 			}
 			return fmt.Errorf("unable to read the ring buffer: %w", err)
 		}
-		r, ok := decodeRecord(rec.RawSample)
+		r, ok := decodeRecord(rec.RawSample, &scratch)
 		if !ok {
 			e.log.Warn("short ring buffer record", "bytes", len(rec.RawSample))
 			continue

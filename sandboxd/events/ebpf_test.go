@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bohica-labs/darkshell/probes"
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
@@ -28,7 +29,8 @@ func skipIfNotSupported(t testing.TB, err error) {
 
 // TestEBPFPidNamespace loads the probes, scopes them to a child's new pid
 // namespace and checks that child's exec, file events and exit, with
-// in-namespace pids, and that nothing of the host shows up.
+// in-namespace pids, and that nothing of the host shows up; with each
+// file hook, which the stream's hello names.
 func TestEBPFPidNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("DARKSHELL_REQUIRE_ALL") != "" {
@@ -36,9 +38,20 @@ func TestEBPFPidNamespace(t *testing.T) {
 		}
 		t.Skip("SKIP: needs root to load eBPF")
 	}
-	e, err := LoadEBPF(nil)
+	// Short subtest names: t.TempDir's name holds the test's, and the
+	// probe keeps 47 bytes of a directory name.
+	for name, hook := range map[string]probes.FileHook{"tracepoints": probes.HookSyscallTracepoints, "tp_btf": probes.HookRawSysExit} {
+		t.Run(name, func(t *testing.T) { testEBPFPidNamespace(t, hook) })
+	}
+}
+
+func testEBPFPidNamespace(t *testing.T, hook probes.FileHook) {
+	e, err := LoadEBPFWith(probes.Options{FileHook: hook}, nil)
 	skipIfNotSupported(t, err)
 	defer e.Close()
+	if h := e.Hello(); h.FileProbe != string(hook) || h.Validate() != nil {
+		t.Fatalf("hello %+v (%v), want file probe %s", h, h.Validate(), hook)
+	}
 	hub := NewHub(1<<16, e.Hello())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/bohica-labs/darkshell/probes"
 	"github.com/bohica-labs/darkshell/protocol"
@@ -144,9 +145,60 @@ func TestTracker(t *testing.T) {
 	}
 }
 
+// TestDecodeRecord: records cut short by kind (fork and exit: the header,
+// file: up to Args) decode with the rest zeroed, whatever scratch held;
+// a record shorter than its kind needs is refused; exec records are
+// viewed in place.
 func TestDecodeRecord(t *testing.T) {
-	if _, ok := decodeRecord(make([]byte, 10)); ok {
-		t.Fatal("short record accepted")
+	rec := func(kind uint32, size int) []byte {
+		var ev probes.TraceEvent
+		ev.Kind, ev.Pid, ev.Ppid, ev.Ret = kind, 7, 9, 256
+		ev.S1[0], ev.Args[0] = 'x', 'y'
+		full := unsafe.Slice((*byte)(unsafe.Pointer(&ev)), unsafe.Sizeof(ev))
+		return append([]byte(nil), full[:size]...)
+	}
+	tests := []struct {
+		name     string
+		b        []byte
+		ok       bool
+		inPlace  bool
+		s1, args bool // S1 and Args kept (else zeroed)
+	}{
+		{"shorter than a header", make([]byte, probes.RecordHeader-1), false, false, false, false},
+		{"fork header", rec(rawFork, probes.RecordHeader), true, false, false, false},
+		{"exit header", rec(rawExit, probes.RecordHeader), true, false, false, false},
+		{"file record", rec(rawFile, probes.RecordFile), true, false, true, false},
+		{"file record cut short", rec(rawFile, probes.RecordFile-8), false, false, false, false},
+		{"exec record cut short", rec(rawExec, probes.RecordFile), false, false, false, false},
+		{"exec record", rec(rawExec, probes.RecordExec), true, true, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var scratch probes.TraceEvent
+			junk := unsafe.Slice((*byte)(unsafe.Pointer(&scratch)), unsafe.Sizeof(scratch))
+			for i := range junk {
+				junk[i] = 0xa5
+			}
+			r, ok := decodeRecord(tc.b, &scratch)
+			if ok != tc.ok {
+				t.Fatalf("decoded %v, want %v", ok, tc.ok)
+			}
+			if !ok {
+				return
+			}
+			if inPlace := unsafe.Pointer(r) == unsafe.Pointer(&tc.b[0]); inPlace != tc.inPlace {
+				t.Errorf("viewed in place %v, want %v", inPlace, tc.inPlace)
+			}
+			if r.Pid != 7 || r.Ppid != 9 || r.Ret != 256 {
+				t.Errorf("header: pid %d ppid %d ret %d", r.Pid, r.Ppid, r.Ret)
+			}
+			if (r.S1[0] == 'x') != tc.s1 || (!tc.s1 && r.S1[0] != 0) {
+				t.Errorf("S1[0] = %d, kept want %v", r.S1[0], tc.s1)
+			}
+			if (r.Args[0] == 'y') != tc.args || (!tc.args && r.Args[0] != 0) {
+				t.Errorf("Args[0] = %d, kept want %v", r.Args[0], tc.args)
+			}
+		})
 	}
 }
 
@@ -154,7 +206,8 @@ func TestDecodeRecord(t *testing.T) {
 func FuzzTracker(f *testing.F) {
 	f.Add(make([]byte, 3000))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, ok := decodeRecord(b)
+		var scratch probes.TraceEvent
+		r, ok := decodeRecord(b, &scratch)
 		if !ok {
 			return
 		}

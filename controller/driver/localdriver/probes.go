@@ -34,7 +34,10 @@ func probeSet() (*probes.Set, error) {
 			return
 		}
 		hostProbes.set, hostProbes.err = probes.Load()
-		if hostProbes.err != nil {
+		if hostProbes.err == nil {
+			hook, note := hostProbes.set.FileHook()
+			slog.Info("eBPF probes loaded", "file_hook", hook, "why", note)
+		} else {
 			level := slog.LevelError
 			if errors.Is(hostProbes.err, probes.ErrNotSupported) {
 				level = slog.LevelWarn
