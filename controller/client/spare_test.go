@@ -77,6 +77,21 @@ func waitSpare(t *testing.T, c *Client) {
 	t.Fatal("no spare connection was dialled")
 }
 
+// waitAccepted waits until the server has accepted n connections: a dial
+// returns before the server's accept.
+func waitAccepted(t *testing.T, accepted *atomic.Int64, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if accepted.Load() >= n {
+			break
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // and no more than n
+	if got := accepted.Load(); got != n {
+		t.Fatalf("the daemon accepted %d connections, want %d", got, n)
+	}
+}
+
 // TestExecSpareConnection: a client that runs more than one command keeps a
 // connection dialled ahead, and the next exec uses it; one that runs a
 // single command (the CLI) dials no spare; a spare the daemon closed is
@@ -91,20 +106,13 @@ func TestExecSpareConnection(t *testing.T) {
 	accepted, srv := execServer(t, c.home.Socket())
 
 	execOnce(t, c)
-	time.Sleep(20 * time.Millisecond)
-	if n := accepted.Load(); n != 1 {
-		t.Fatalf("after one exec the daemon accepted %d connections, want 1 (no spare for a one-shot client)", n)
-	}
+	waitAccepted(t, accepted, 1) // no spare for a one-shot client (the CLI)
 	execOnce(t, c)
 	waitSpare(t, c)
-	if n := accepted.Load(); n != 3 {
-		t.Fatalf("after two execs and a spare: %d connections accepted, want 3", n)
-	}
-	execOnce(t, c) // on the spare; a new spare is dialled behind it
+	waitAccepted(t, accepted, 3) // two execs and a spare
+	execOnce(t, c)               // on the spare; a new spare is dialled behind it
 	waitSpare(t, c)
-	if n := accepted.Load(); n != 4 {
-		t.Fatalf("the third exec did not use the spare: %d connections accepted, want 4", n)
-	}
+	waitAccepted(t, accepted, 4)
 
 	// The daemon drops the spare (its limit for a request to arrive, or a
 	// restart): the exec still succeeds on a fresh connection.

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/binary"
 	"unsafe"
 
 	"github.com/bohica-labs/darkshell/probes"
@@ -19,7 +20,9 @@ func decodeRecord(b []byte, scratch *probes.TraceEvent) (*probes.TraceEvent, boo
 	if len(b) >= probes.RecordExec {
 		return (*probes.TraceEvent)(unsafe.Pointer(&b[0])), true
 	}
-	kind := (*probes.TraceEvent)(unsafe.Pointer(&b[0])).Kind // the header is there
+	// The header is there; read Kind from its bytes: a *TraceEvent over a
+	// shorter sample would straddle its allocation (checkptr refuses it).
+	kind := binary.NativeEndian.Uint32(b[kindOffset:])
 	switch {
 	case kind == rawExec:
 		return nil, false
@@ -31,3 +34,6 @@ func decodeRecord(b []byte, scratch *probes.TraceEvent) (*probes.TraceEvent, boo
 	clear(dst[n:])
 	return scratch, true
 }
+
+// kindOffset is where Kind sits in a record.
+const kindOffset = unsafe.Offsetof(probes.TraceEvent{}.Kind)
