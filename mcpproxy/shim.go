@@ -70,6 +70,7 @@ type shim struct {
 	opts ShimOptions
 	log  *slog.Logger
 	hc   *http.Client
+	raw  *rawHTTP // instead of hc for a plain http URL
 	ctx  context.Context
 	out  *lineWriter
 
@@ -103,7 +104,12 @@ func Shim(ctx context.Context, opts ShimOptions, in io.Reader, out io.Writer) er
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.hc == nil {
-		s.hc = LoopbackClient()
+		if r, err := newRawHTTP(opts.URL); err == nil {
+			s.raw = r
+			defer r.close()
+		} else {
+			s.hc = LoopbackClient()
+		}
 	}
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -145,6 +151,10 @@ func Shim(ctx context.Context, opts ShimOptions, in io.Reader, out io.Writer) er
 	}
 	s.inflight.Wait()
 	cancel()
+	if s.raw != nil {
+		// The GET stream's read ends with its connection.
+		s.raw.interrupt()
+	}
 	s.bg.Wait()
 	s.end()
 	if parent.Err() != nil {
@@ -326,15 +336,24 @@ func (s *shim) sid() string {
 	return ""
 }
 
-func (s *shim) post(body []byte, f *frame, h *http.Header) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, s.opts.URL, bytes.NewReader(body))
+// do sends one HTTP request to the endpoint.
+func (s *shim) do(ctx context.Context, method string, h http.Header, body []byte) (*http.Response, error) {
+	if s.raw != nil {
+		resp, err := s.raw.do(ctx, method, h, body)
+		if err != nil {
+			return nil, s.transportErr(err)
+		}
+		return resp, nil
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.opts.URL, rd)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errShim, err)
 	}
-	req.Header = *h
-	if v := (*h)[versionHeader]; f.hasMethod && len(v) > 0 && v[0] >= minVersionMethodHeaders {
-		req.Header = methodHeaders(*h, body, f)
-	}
+	req.Header = h
 	resp, err := s.hc.Do(req)
 	if err != nil {
 		return nil, s.transportErr(err)
@@ -342,8 +361,16 @@ func (s *shim) post(body []byte, f *frame, h *http.Header) (*http.Response, erro
 	return resp, nil
 }
 
+func (s *shim) post(body []byte, f *frame, h *http.Header) (*http.Response, error) {
+	hh := *h
+	if v := hh[versionHeader]; f.hasMethod && len(v) > 0 && v[0] >= minVersionMethodHeaders {
+		hh = methodHeaders(hh, body, f)
+	}
+	return s.do(s.ctx, http.MethodPost, hh, body)
+}
+
 func (s *shim) transportErr(err error) error {
-	if s.ctx.Err() != nil {
+	if s.ctx.Err() != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: sandboxd mcp connect is stopping", errShim)
 	}
 	var ue interface{ Unwrap() error }
@@ -465,22 +492,13 @@ func (s *shim) resume(last string, delay time.Duration) (*http.Response, error) 
 }
 
 func (s *shim) get(last string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodGet, s.opts.URL, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errShim, err)
-	}
 	h := s.hdr.Load().Clone()
 	h.Del("Content-Type")
 	h.Set("Accept", "text/event-stream")
 	if last != "" {
 		h.Set("Last-Event-ID", last)
 	}
-	req.Header = h
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		return nil, s.transportErr(err)
-	}
-	return resp, nil
+	return s.do(s.ctx, http.MethodGet, h, nil)
 }
 
 // startListening opens the GET stream of the current session, once.
@@ -557,14 +575,9 @@ func (s *shim) end() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.opts.URL, nil)
-	if err != nil {
-		return
-	}
 	h := s.hdr.Load().Clone()
 	h.Del("Content-Type")
-	req.Header = h
-	resp, err := s.hc.Do(req)
+	resp, err := s.do(ctx, http.MethodDelete, h, nil)
 	if err != nil {
 		s.log.Debug("unable to end the MCP session", "server", s.opts.Name, "err", err)
 		return

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +38,7 @@ type shimArgs struct {
 	Text string `json:"text,omitempty"`
 }
 
-func newShimPeer(t *testing.T, jsonResponse bool) *shimPeer {
+func newShimPeer(t *testing.T, jsonResponse bool, config ...func(*http.Server)) *shimPeer {
 	t.Helper()
 	p := &shimPeer{release: make(chan struct{})}
 	p.srv = mcp.NewServer(&mcp.Implementation{Name: "peer", Version: "1"}, nil)
@@ -87,7 +88,7 @@ func newShimPeer(t *testing.T, jsonResponse bool) *shimPeer {
 		JSONResponse: jsonResponse,
 		EventStore:   mcp.NewMemoryEventStore(nil),
 	})
-	p.hs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	p.hs = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.methods = append(p.methods, r.Method)
 		if r.Method == http.MethodPost {
@@ -96,6 +97,10 @@ func newShimPeer(t *testing.T, jsonResponse bool) *shimPeer {
 		p.mu.Unlock()
 		h.ServeHTTP(w, r)
 	}))
+	for _, c := range config {
+		c(p.hs.Config)
+	}
+	p.hs.Start()
 	t.Cleanup(func() {
 		p.hs.CloseClientConnections()
 		p.hs.Close()
@@ -396,6 +401,20 @@ func TestShimErrors(t *testing.T) {
 		a.send(call(1, "echo", "x"))
 		if m := a.recv(); string(m.ID) != "1" || m.Error == nil || !strings.Contains(m.Error.Message, `unable to reach MCP server "peer"`) {
 			t.Fatalf("call with the server gone: %s", m.raw)
+		}
+	})
+	t.Run("idle-closed", func(t *testing.T) {
+		// The server closes kept-alive connections that stay idle: the
+		// next call goes over a new one.
+		p := newShimPeer(t, true, func(s *http.Server) { s.IdleTimeout = 20 * time.Millisecond })
+		a := startShim(t, ShimOptions{Name: "peer", URL: p.hs.URL})
+		a.initialize()
+		for i := 1; i <= 3; i++ {
+			time.Sleep(100 * time.Millisecond)
+			a.send(call(i, "echo", "again"))
+			if m := a.recv(); string(m.ID) != strconv.Itoa(i) || m.text() != "echo: again" {
+				t.Fatalf("call %d after the server closed the idle connection: %s", i, m.raw)
+			}
 		}
 	})
 	t.Run("session-expired", func(t *testing.T) {
