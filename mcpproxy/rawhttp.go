@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -31,10 +32,16 @@ type rawHTTP struct {
 }
 
 type rawConn struct {
-	c  net.Conn
-	br *bufio.Reader
-	wb []byte
+	c    net.Conn
+	br   *bufio.Reader
+	wb   []byte
+	idle time.Time // since when it is kept
 }
+
+// checkIdle: a connection kept longer than this is checked before reuse
+// (servers close idle connections after seconds, not milliseconds; a
+// close that races a request is the retry's case).
+const checkIdle = 500 * time.Millisecond
 
 // maxIdleRaw bounds the connections kept for reuse.
 const maxIdleRaw = 64
@@ -74,9 +81,10 @@ func (r *rawHTTP) do(ctx context.Context, method string, h http.Header, body []b
 		if errors.Is(err, errBadHeader) {
 			return nil, err
 		}
-		// A kept connection the server closed before it read anything: a
-		// new connection, once (nothing of the request was answered).
-		if !reused || attempt > 0 || !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) || ctx.Err() != nil {
+		// A kept connection the server closed (while it was idle: a
+		// server answers a request it read): a new connection, once.
+		closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+		if !reused || attempt > 0 || !closed || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -137,7 +145,7 @@ func (r *rawHTTP) get(ctx context.Context) (*rawConn, bool, error) {
 		r.idle = r.idle[:n-1]
 		r.active[rc] = true
 		r.mu.Unlock()
-		if rc.alive() {
+		if time.Since(rc.idle) < checkIdle || rc.alive() {
 			return rc, true, nil
 		}
 		r.drop(rc)
@@ -192,6 +200,7 @@ func (r *rawHTTP) put(rc *rawConn) {
 		rc.c.Close()
 		return
 	}
+	rc.idle = time.Now()
 	r.idle = append(r.idle, rc)
 }
 
