@@ -339,9 +339,9 @@ func TestShimResume(t *testing.T) {
 	}
 }
 
-// TestShimServerRequest: a request the server sends on its own (roots/list)
-// reaches the agent over the GET stream, and the agent's response goes
-// back to the server.
+// TestShimServerRequest: requests the server sends on its own (ping)
+// reach the agent over the GET stream, and the agent's responses, a result
+// and an error, go back to the server.
 func TestShimServerRequest(t *testing.T) {
 	p := newShimPeer(t, false)
 	a := startShim(t, ShimOptions{Name: "peer", URL: p.hs.URL})
@@ -351,25 +351,22 @@ func TestShimServerRequest(t *testing.T) {
 	a.send(call(1, "echo", "x"))
 	a.recv()
 	ss := p.sessions()[0]
-	type res struct {
-		r   *mcp.ListRootsResult
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		r, err := ss.ListRoots(ctx, nil)
-		ch <- res{r, err}
-	}()
-	m := a.recv()
-	if m.Method != "roots/list" || len(m.ID) == 0 {
-		t.Fatalf("server request: %s", m.raw)
-	}
-	a.send(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,"result":{"roots":[{"uri":"file:///sandbox","name":"ws"}]}}`)
-	r := <-ch
-	if r.err != nil || len(r.r.Roots) != 1 || r.r.Roots[0].URI != "file:///sandbox" {
-		t.Fatalf("ListRoots through the shim: %+v %v", r.r, r.err)
+	for _, answer := range []string{`"result":{}`, `"error":{"code":-32000,"message":"the agent says no"}`} {
+		ch := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ch <- ss.Ping(ctx, nil)
+		}()
+		m := a.recv()
+		if m.Method != "ping" || len(m.ID) == 0 {
+			t.Fatalf("server request: %s", m.raw)
+		}
+		a.send(`{"jsonrpc":"2.0","id":` + string(m.ID) + `,` + answer + `}`)
+		err := <-ch
+		if strings.Contains(answer, "result") && err != nil || strings.Contains(answer, "error") && (err == nil || !strings.Contains(err.Error(), "the agent says no")) {
+			t.Fatalf("ping answered with %s through the shim: %v", answer, err)
+		}
 	}
 }
 
