@@ -78,12 +78,11 @@ func (r *rawHTTP) do(ctx context.Context, method string, h http.Header, body []b
 			return resp, nil
 		}
 		r.drop(rc)
-		if errors.Is(err, errBadHeader) {
-			return nil, err
-		}
 		// A kept connection the server closed (while it was idle: a
-		// server answers a request it read): a new connection, once.
-		closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+		// server answers a request it read) before a byte of the answer:
+		// a new connection, once.
+		var na *noAnswer
+		closed := errors.As(err, &na) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 		if !reused || attempt > 0 || !closed || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -118,7 +117,10 @@ func (r *rawHTTP) roundTrip(ctx context.Context, rc *rawConn, method string, h h
 		rc.wb = b
 	}
 	if _, err := rc.c.Write(b); err != nil {
-		return nil, err
+		return nil, &noAnswer{err}
+	}
+	if _, err := rc.br.Peek(1); err != nil {
+		return nil, &noAnswer{err}
 	}
 	resp, err := http.ReadResponse(rc.br, &http.Request{Method: method, Header: h})
 	if err != nil {
@@ -177,6 +179,12 @@ func (rc *rawConn) alive() bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// noAnswer: the connection failed before a byte of the answer came.
+type noAnswer struct{ err error }
+
+func (e *noAnswer) Error() string { return e.err.Error() }
+func (e *noAnswer) Unwrap() error { return e.err }
 
 // errBadHeader: a header value the shim will not send (it would end the
 // header early).

@@ -119,9 +119,14 @@ func Shim(ctx context.Context, opts ShimOptions, in io.Reader, out io.Writer) er
 		"Content-Type": {"application/json"},
 	}
 	s.hdr.Store(&s.base)
-	// A blocked read of stdin ends with ctx.
+	// A blocked read of stdin ends with ctx, and so do the reads of HTTP
+	// answers (the requests in flight fail, saying so) and of the GET
+	// stream.
 	if c, ok := in.(io.Closer); ok {
 		defer context.AfterFunc(ctx, func() { _ = c.Close() })()
+	}
+	if s.raw != nil {
+		defer context.AfterFunc(ctx, s.raw.interrupt)()
 	}
 
 	br := bufio.NewReaderSize(in, 64<<10)
@@ -151,10 +156,6 @@ func Shim(ctx context.Context, opts ShimOptions, in io.Reader, out io.Writer) er
 	}
 	s.inflight.Wait()
 	cancel()
-	if s.raw != nil {
-		// The GET stream's read ends with its connection.
-		s.raw.interrupt()
-	}
 	s.bg.Wait()
 	s.end()
 	if parent.Err() != nil {

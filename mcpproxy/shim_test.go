@@ -31,8 +31,12 @@ type shimPeer struct {
 	posts   []http.Header // headers of every POST, in order
 	methods []string      // HTTP methods, in order
 
-	release chan struct{}
+	release     chan struct{}
+	releaseOnce sync.Once
 }
+
+// free answers the calls of wait.
+func (p *shimPeer) free() { p.releaseOnce.Do(func() { close(p.release) }) }
 
 type shimArgs struct {
 	Text string `json:"text,omitempty"`
@@ -79,9 +83,8 @@ func newShimPeer(t *testing.T, jsonResponse bool, config ...func(*http.Server)) 
 			return nil, nil, ctx.Err()
 		}
 	})
-	var once sync.Once
 	mcp.AddTool(p.srv, &mcp.Tool{Name: "release"}, func(ctx context.Context, req *mcp.CallToolRequest, a shimArgs) (*mcp.CallToolResult, any, error) {
-		once.Do(func() { close(p.release) })
+		p.free()
 		return text("released"), nil, nil
 	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return p.srv }, &mcp.StreamableHTTPOptions{
@@ -393,8 +396,11 @@ func TestShimErrors(t *testing.T) {
 		p := newShimPeer(t, false)
 		a := startShim(t, ShimOptions{Name: "peer", URL: p.hs.URL})
 		a.initialize()
+		// Down: no new connections, and the ones open (the GET stream)
+		// closed. (hs.Close would wait for the GET stream the shim
+		// reopens.)
+		p.hs.Listener.Close()
 		p.hs.CloseClientConnections()
-		p.hs.Close()
 		a.send(call(1, "echo", "x"))
 		if m := a.recv(); string(m.ID) != "1" || m.Error == nil || !strings.Contains(m.Error.Message, `unable to reach MCP server "peer"`) {
 			t.Fatalf("call with the server gone: %s", m.raw)
@@ -543,5 +549,58 @@ func TestShimMethodHeaders(t *testing.T) {
 	}
 	if len(base) != 2 {
 		t.Fatalf("the shared headers changed: %v", base)
+	}
+}
+
+// TestShimCancel: when the shim's context ends (sandboxd is signalled),
+// a request in flight is answered with an error and the shim returns, also
+// with stdin still open.
+func TestShimCancel(t *testing.T) {
+	p := newShimPeer(t, false)
+	t.Cleanup(p.free) // the server session ends once its calls do
+	inR, inW := io.Pipe()
+	defer inW.Close()
+	outR, outW := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Shim(ctx, ShimOptions{Name: "peer", URL: p.hs.URL}, inR, outW)
+		outW.Close()
+	}()
+	a := &agent{t: t, in: inW, lines: make(chan string, 100)}
+	go func() {
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			a.lines <- sc.Text()
+		}
+		close(a.lines)
+	}()
+	a.initialize()
+	a.send(call(1, "wait", "forever"))
+	// The call reached the server once its POST is logged.
+	for i := 0; ; i++ {
+		p.mu.Lock()
+		n := len(p.posts)
+		p.mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if i > 500 {
+			t.Fatal("the call did not reach the server")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if m := a.recv(); string(m.ID) != "1" || m.Error == nil || !strings.Contains(m.Error.Message, "stopping") {
+		t.Fatalf("the call in flight when the shim stopped: %s", m.raw)
+	}
+	select {
+	case err := <-done:
+		if err != context.Canceled {
+			t.Fatalf("shim: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the shim did not stop")
 	}
 }
