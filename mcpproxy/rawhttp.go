@@ -219,15 +219,6 @@ func (r *rawHTTP) drop(rc *rawConn) {
 	rc.c.Close()
 }
 
-// interrupt closes the connections in use, ending the requests in flight.
-func (r *rawHTTP) interrupt() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for rc := range r.active {
-		rc.c.Close()
-	}
-}
-
 // close closes every connection, ending the requests in flight.
 func (r *rawHTTP) close() {
 	r.mu.Lock()

@@ -106,7 +106,6 @@ func Shim(ctx context.Context, opts ShimOptions, in io.Reader, out io.Writer) er
 	if s.hc == nil {
 		if r, err := newRawHTTP(opts.URL); err == nil {
 			s.raw = r
-			defer r.close()
 		} else {
 			s.hc = LoopbackClient()
 		}
@@ -126,7 +125,9 @@ func Shim(ctx context.Context, opts ShimOptions, in io.Reader, out io.Writer) er
 		defer context.AfterFunc(ctx, func() { _ = c.Close() })()
 	}
 	if s.raw != nil {
-		defer context.AfterFunc(ctx, s.raw.interrupt)()
+		// (Closed for good: a connection opened after this could hang the
+		// GET stream's end. The DELETE at the end opens its own.)
+		defer context.AfterFunc(ctx, s.raw.close)()
 	}
 
 	br := bufio.NewReaderSize(in, 64<<10)
@@ -578,7 +579,18 @@ func (s *shim) end() {
 	defer cancel()
 	h := s.hdr.Load().Clone()
 	h.Del("Content-Type")
-	resp, err := s.do(ctx, http.MethodDelete, h, nil)
+	var resp *http.Response
+	var err error
+	if s.raw != nil {
+		var r *rawHTTP
+		if r, err = newRawHTTP(s.opts.URL); err != nil {
+			return
+		}
+		defer r.close()
+		resp, err = r.do(ctx, http.MethodDelete, h, nil)
+	} else {
+		resp, err = s.do(ctx, http.MethodDelete, h, nil)
+	}
 	if err != nil {
 		s.log.Debug("unable to end the MCP session", "server", s.opts.Name, "err", err)
 		return
