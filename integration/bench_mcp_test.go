@@ -124,5 +124,6 @@ func BenchmarkMCP(b *testing.B) {
 	b.ReportMetric(rs[2].p50, "bridge-p50-ms")
 	b.ReportMetric(rs[2].added, "bridge-added-p50-ms")
 	b.ReportMetric(rs[3].added, "insandbox-added-p50-ms")
+	b.ReportMetric(rs[4].added, "shim-added-p50-ms")
 	b.ReportMetric(rs[2].cps, "bridge-calls/s")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 
@@ -151,4 +152,45 @@ func BenchmarkSDKFrame(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkShimCall: the same call from an SDK client over stdio pipes
+// through the stdio shim (`sandboxd mcp connect`) to the relay; beside
+// BenchmarkRelayCall (the SDK client over HTTP), the shim's cost. raw is
+// the shim's own HTTP/1.1 writer, http.Client the standard client tuned
+// for loopback.
+func BenchmarkShimCall(b *testing.B) {
+	b.Run("raw", func(b *testing.B) { benchShim(b, nil) })
+	b.Run("http.Client", func(b *testing.B) { benchShim(b, LoopbackClient()) })
+}
+
+func benchShim(b *testing.B, hc *http.Client) {
+	u := &stdioUpstream{}
+	p, err := New(Options{Name: "up", Stdio: u.open(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	srv := httptest.NewServer(p.Handler())
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- Shim(ctx, ShimOptions{Name: "up", URL: srv.URL, Client: hc}, inR, outW); outW.Close() }()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "b", Version: "1"}, nil).Connect(ctx, &mcp.IOTransport{Reader: outR, Writer: inW}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := cs.CallTool(ctx, params); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	cs.Close()
+	<-done
 }

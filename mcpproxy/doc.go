@@ -17,4 +17,8 @@
 // stream) of the call that asked for them, and an upstream that exits is
 // restarted with backoff. A call in flight when the upstream dies fails with
 // a JSON-RPC error that says so; the next call starts a fresh process.
+//
+// Shim (shim.go) is the other direction, for agents that only speak stdio
+// (`sandboxd mcp connect`): a raw JSON-RPC relay from stdin/stdout to such
+// an endpoint over kept-alive loopback HTTP (rawhttp.go).
 package mcpproxy

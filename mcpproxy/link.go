@@ -114,31 +114,50 @@ func (l *link) end(err error) {
 }
 
 // readLine reads one newline-terminated line (without the newline) into a
-// new slice of its own; a line longer than max is an error.
-func readLine(br *bufio.Reader, max int) ([]byte, error) {
-	b, err := br.ReadSlice('\n')
-	if err == nil {
-		return append([]byte(nil), trimCR(b[:len(b)-1])...), nil
-	}
-	if !errors.Is(err, bufio.ErrBufferFull) {
-		if len(b) > 0 && errors.Is(err, io.EOF) {
-			return append([]byte(nil), trimCR(b)...), nil
-		}
-		return nil, err
-	}
-	acc := append([]byte(nil), b...)
+// new slice of its own; a line longer than limit is an error.
+func readLine(br *bufio.Reader, limit int) ([]byte, error) {
+	return readLineMax(br, limit, false)
+}
+
+// errFrameTooLong: a line longer than the limit (readLineMax with skip
+// consumed the rest of it).
+var errFrameTooLong = errors.New("message too long")
+
+// readLineMax is readLine; with skip, a line longer than limit is read to
+// its end and dropped, so that the next line can be read, and the error
+// (which wraps errFrameTooLong) comes with the line's first limit bytes.
+func readLineMax(br *bufio.Reader, limit int, skip bool) ([]byte, error) {
+	var acc []byte
 	for {
-		b, err = br.ReadSlice('\n')
-		if len(acc)+len(b) > max+1 {
-			return nil, fmt.Errorf("the server sent a message longer than %d bytes", max)
+		b, err := br.ReadSlice('\n')
+		n := len(acc) + len(b)
+		if err == nil {
+			n-- // the newline
 		}
-		acc = append(acc, b...)
+		if n > limit {
+			if !skip {
+				return nil, fmt.Errorf("the server sent a message longer than %d bytes", limit)
+			}
+			acc = append(acc, b[:max(0, min(len(b), limit-len(acc)))]...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			return acc, fmt.Errorf("%w: longer than %d bytes", errFrameTooLong, limit)
+		}
 		switch {
 		case err == nil:
+			if acc == nil {
+				return append([]byte(nil), trimCR(b[:len(b)-1])...), nil
+			}
+			acc = append(acc, b...)
 			return trimCR(acc[:len(acc)-1]), nil
 		case errors.Is(err, bufio.ErrBufferFull):
-		case errors.Is(err, io.EOF) && len(acc) > 0:
-			return trimCR(acc), nil
+			acc = append(acc, b...)
+		case errors.Is(err, io.EOF) && len(acc)+len(b) > 0:
+			return trimCR(append(acc, b...)), nil
 		default:
 			return nil, err
 		}

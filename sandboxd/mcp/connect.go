@@ -4,17 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
-
-	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/bohica-labs/darkshell/mcpproxy"
 )
 
 // Connect serves the named server on stdin/stdout (`sandboxd mcp connect
 // SERVER`): a stdio shim for agents that only speak stdio, in front of the
-// server's loopback URL from the generated config in workspace dir.
+// server's loopback URL from the generated config in workspace dir. It
+// relays raw JSON-RPC (see mcpproxy.Shim) and ends at the end of stdin.
 func Connect(ctx context.Context, dir, name string, log *slog.Logger) error {
 	c, err := ReadConfig(dir)
 	if err != nil {
@@ -29,11 +29,7 @@ func Connect(ctx context.Context, dir, name string, log *slog.Logger) error {
 		sort.Strings(names)
 		return fmt.Errorf("%w: %q (configured: %s)", ErrNoServer, name, strings.Join(names, ", "))
 	}
-	mcpproxy.TuneGC()
-	p, err := mcpproxy.New(mcpproxy.Options{Name: name, URL: s.URL, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	return p.ServeTransport(ctx, &sdk.StdioTransport{})
+	// A raw relay (mcpproxy.Shim): the loopback endpoint applies the tool
+	// policy, redaction and the call log, so the shim does not again.
+	return mcpproxy.Shim(ctx, mcpproxy.ShimOptions{Name: name, URL: s.URL, Logger: log}, os.Stdin, os.Stdout)
 }
