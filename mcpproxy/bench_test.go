@@ -15,19 +15,13 @@ import (
 // BenchmarkProxyCall: one tools/call through the proxy's Streamable HTTP
 // endpoint to an in-process upstream (the proxy's own overhead).
 func BenchmarkProxyCall(b *testing.B) {
-	p, err := New(Options{Name: "up", Transport: upstream(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	srv := httptest.NewServer(p.Handler())
-	defer srv.Close()
+	benchThroughProxy(b, Options{Name: "up", Transport: upstream(b)})
+}
+
+// benchCalls times b.N echo calls on cs.
+func benchCalls(b *testing.B, cs *mcp.ClientSession) {
+	b.Helper()
 	ctx := context.Background()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "b", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: srv.URL}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cs.Close()
 	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -35,6 +29,25 @@ func BenchmarkProxyCall(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchThroughProxy times echo calls from an SDK client through a proxy
+// made with opts, served on a loopback Streamable HTTP endpoint.
+func benchThroughProxy(b *testing.B, opts Options) {
+	b.Helper()
+	p, err := New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	srv := httptest.NewServer(p.Handler())
+	defer srv.Close()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "b", Version: "1"}, nil).Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: srv.URL}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cs.Close()
+	benchCalls(b, cs)
 }
 
 // BenchmarkDirectCall: the same call straight to the upstream (baseline).
@@ -46,39 +59,14 @@ func BenchmarkDirectCall(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cs.Close()
-	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := cs.CallTool(ctx, params); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchCalls(b, cs)
 }
 
 // BenchmarkRelayCall: the same call through the raw relay (the upstream is
 // the stdio stand-in of relay_test.go: the SDK server over pipes).
 func BenchmarkRelayCall(b *testing.B) {
 	u := &stdioUpstream{}
-	p, err := New(Options{Name: "up", Stdio: u.open(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	srv := httptest.NewServer(p.Handler())
-	defer srv.Close()
-	ctx := context.Background()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "b", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: srv.URL}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cs.Close()
-	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := cs.CallTool(ctx, params); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchThroughProxy(b, Options{Name: "up", Stdio: u.open(b)})
 }
 
 // BenchmarkSDKStdioCall: the SDK path over the same stdio stand-in (the
@@ -87,32 +75,13 @@ func BenchmarkRelayCall(b *testing.B) {
 func BenchmarkSDKStdioCall(b *testing.B) {
 	u := &stdioUpstream{}
 	open := u.open(b)
-	p, err := New(Options{Name: "up", Transport: func(ctx context.Context) (mcp.Transport, error) {
+	benchThroughProxy(b, Options{Name: "up", Transport: func(ctx context.Context) (mcp.Transport, error) {
 		r, w, err := open(ctx)
 		if err != nil {
 			return nil, err
 		}
 		return &mcp.IOTransport{Reader: io.NopCloser(r), Writer: w}, nil
 	}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	srv := httptest.NewServer(p.Handler())
-	defer srv.Close()
-	ctx := context.Background()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "b", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: srv.URL}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cs.Close()
-	params := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := cs.CallTool(ctx, params); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 var benchFrame = []byte(`{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"echo","arguments":{"message":"bench"}}}`)

@@ -90,38 +90,39 @@ func AppendSyncEntriesBin(dst []byte, es []SyncEntry) ([]byte, error) {
 	return dst, nil
 }
 
-var errBinShort = errors.New("truncated")
+var (
+	errBinShort    = errors.New("truncated")
+	errBinOverflow = errors.New("a number overflows 64 bits")
+)
 
 type binReader struct {
 	b   []byte
 	err error
 }
 
-func (r *binReader) uvarint() uint64 {
+// number consumes one varint that decode (binary.Uvarint or
+// binary.Varint) read: n == 0 means the bytes ran out, n < 0 that the
+// number overflows 64 bits.
+func number[T uint64 | int64](r *binReader, decode func([]byte) (T, int)) T {
 	if r.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
+	v, n := decode(r.b)
+	switch {
+	case n == 0:
 		r.err = errBinShort
+		return 0
+	case n < 0:
+		r.err = errBinOverflow
 		return 0
 	}
 	r.b = r.b[n:]
 	return v
 }
 
-func (r *binReader) varint() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err = errBinShort
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
+func (r *binReader) uvarint() uint64 { return number(r, binary.Uvarint) }
+
+func (r *binReader) varint() int64 { return number(r, binary.Varint) }
 
 func (r *binReader) bytes(n uint64) []byte {
 	if r.err != nil {

@@ -113,6 +113,8 @@ func TestSyncEntriesBinHostile(t *testing.T) {
 		{"sum on dir", raw([]byte{1, binDir | binHasSum, 0, 1, 'x', 0, 0}, make([]byte, 32)), "checksum on a directory"},
 		{"empty link", raw([]byte{1, binSymlink, 0, 1, 'x', 0, 0}), "symlink target"},
 		{"truncated", good[:len(good)-1], "truncated"},
+		{"count overflows", bytes.Repeat([]byte{0xff}, 11), "overflows 64 bits"},
+		{"size overflows", raw([]byte{1, binFile, 0, 1, 'x', 0}, bytes.Repeat([]byte{0xff}, 10), []byte{0x7f}), "overflows 64 bits"},
 		{"trailing", append(bytes.Clone(good), 0), "after the last entry"},
 		{"count", []byte{0xff, 0xff, 0x03}, "entries in"},
 		{"empty path", []byte{1, binFile, 0, 0, 0, 0, 0}, "path of 0+0"},
