@@ -4,6 +4,7 @@ import (
 	"context"
 	"io/fs"
 	"os"
+	"sync"
 )
 
 // walkers bounds the directories read at the same time by one walk.
@@ -85,3 +86,25 @@ func emitWalk(results map[string][]walked, count int) []walked {
 	emit(".")
 	return out
 }
+
+// firstErr keeps the first error of a walk's goroutines.
+type firstErr struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstErr) set(err error) {
+	f.mu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	f.mu.Unlock()
+}
+
+func (f *firstErr) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+func (f *firstErr) failed() bool { return f.get() != nil }

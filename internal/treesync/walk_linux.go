@@ -190,24 +190,13 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 	var (
 		mu      sync.Mutex
 		results = map[string][]walked{}
-		first   error
+		first   firstErr
 		count   atomic.Int64
 		wg      sync.WaitGroup
 		sem     = make(chan struct{}, walkers)
 		bufs    = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 	)
-	fail := func(err error) {
-		mu.Lock()
-		if first == nil {
-			first = err
-		}
-		mu.Unlock()
-	}
-	failed := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return first != nil
-	}
+	fail, failed := first.set, first.failed
 	var visit func(dir string, st walkState)
 	visit = func(dir string, st walkState) {
 		defer wg.Done()
@@ -307,8 +296,8 @@ func walkTreeOS(ctx context.Context, r *os.Root, root walkState, enter enterFn, 
 	wg.Add(1)
 	go visit(".", root)
 	wg.Wait()
-	if first != nil {
-		return nil, 0, first
+	if err := first.get(); err != nil {
+		return nil, 0, err
 	}
 	return results, int(count.Load()), nil
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // owned is the set of pids this package started and will reap itself. A
@@ -131,19 +133,15 @@ func ReapOrphans() int {
 
 // peekZombie returns a child that has exited, without reaping it.
 func peekZombie() (int, bool) {
-	const pAll = 0
-	var info [128]byte // siginfo_t; si_pid is at offset 16 on 64-bit Linux
-	_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pAll, 0, uintptr(unsafe.Pointer(&info[0])),
-		syscall.WEXITED|syscall.WNOHANG|waitNoWait, 0, 0)
-	if errno != 0 {
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
 		return 0, false
 	}
-	pid := int(*(*int32)(unsafe.Pointer(&info[16])))
+	// si_pid opens the union after si_signo, si_errno, si_code and padding
+	// (offset 16 on 64-bit Linux); x/sys does not name it.
+	pid := int(*(*int32)(unsafe.Add(unsafe.Pointer(&info), 16)))
 	return pid, pid > 0
 }
-
-// waitNoWait is WNOWAIT: leave the child waitable.
-const waitNoWait = 0x1000000
 
 // scanOrphans reaps every zombie in /proc whose parent is this process and
 // that is not owned. Called with owned locked.
