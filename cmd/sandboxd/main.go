@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bohica-labs/darkshell/internal/cpus"
 	"github.com/bohica-labs/darkshell/protocol"
 	"github.com/bohica-labs/darkshell/sandboxd"
 	"github.com/bohica-labs/darkshell/sandboxd/agent"
@@ -67,6 +68,10 @@ func main() {
 func run(ctx context.Context, log *slog.Logger, args []string) error {
 	if len(args) == 0 {
 		args = []string{"serve"}
+	}
+	switch args[0] {
+	case "serve", "agent", "init":
+		cpus.LatencyMode() // one P while relaying and forking; widened for sync
 	}
 	switch args[0] {
 	case "serve":

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"github.com/bohica-labs/darkshell/internal/cpus"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -99,6 +100,7 @@ func (a *app) daemonCmd() *cobra.Command {
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			slog.SetDefault(log) // the drivers log through the default logger
+			cpus.LatencyMode()   // one P while relaying; widened for sync and while busy
 			return daemon.New(daemon.Options{Home: h, Log: log, IdleTimeout: idle}).Serve(ctx, l)
 		},
 	}

@@ -2,7 +2,7 @@ package snapshot
 
 import (
 	"context"
-	"runtime"
+	"github.com/bohica-labs/darkshell/internal/cpus"
 	"sync"
 )
 
@@ -15,8 +15,9 @@ import (
 // jobs still run: a capture reports its first unreadable file).
 func forEach(ctx context.Context, workers int, jobs []int, newWorker func() func(i int) error) error {
 	if workers <= 0 {
-		workers = 2 * runtime.NumCPU()
+		workers = 2 * cpus.Max()
 	}
+	defer cpus.Widen()() // hashing and zstd spread over every CPU
 	work := make(chan int)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/bohica-labs/darkshell/internal/cpus"
 	"net"
 	"time"
 
@@ -48,6 +49,7 @@ func run(ctx context.Context, o Opener, t protocol.FrameType, remote string, opt
 		return nil, err
 	}
 	defer st.Close()
+	defer cpus.Widen()() // the scan, hashing and zstd spread over every CPU
 	stop := context.AfterFunc(ctx, func() { st.Close() })
 	defer stop()
 	if err := protocol.WriteMsg(st, t, req); err != nil {

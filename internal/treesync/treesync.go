@@ -24,11 +24,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/bohica-labs/darkshell/internal/cpus"
 	"io"
 	"io/fs"
 	"os"
 	"path"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -281,7 +281,7 @@ func Scan(ctx context.Context, r *os.Root, opt Options) ([]protocol.SyncEntry, e
 	errs := make([]error, len(paths))
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(4*runtime.GOMAXPROCS(0), 64) {
+	for range min(4*cpus.Max(), 64) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
@@ -478,7 +478,7 @@ func startSendPipeline(c *conn, r *os.Root, m *Meter, raw bool) *sendPipeline {
 	p := &sendPipeline{c: c, r: r, m: m, raw: raw, queue: make(chan *sendJob, pipelineDepth),
 		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{}),
 		budget: semaphore.NewWeighted(asyncBudget)}
-	for range max(2, runtime.GOMAXPROCS(0)) {
+	for range max(2, cpus.Max()) {
 		p.wg.Go(p.encoder)
 	}
 	go p.writer()
@@ -720,7 +720,7 @@ func sendFile(c *conn, r *os.Root, idx int, e *protocol.SyncEntry, sig *delta.Si
 		_, err = delta.Diff(sig, src, ow)
 	} else if e.Size > 2*delta.LiteralChunk {
 		// Compress a big file's chunks on every core.
-		_, err = delta.WriteWholeParallel(src, ow, min(runtime.GOMAXPROCS(0), 4))
+		_, err = delta.WriteWholeParallel(src, ow, min(cpus.Max(), 4))
 	} else {
 		_, err = delta.WriteWhole(src, ow)
 	}

@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/bohica-labs/darkshell/internal/cpus"
 	"io"
-	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -57,14 +57,14 @@ func codecs() (*zstd.Encoder, *zstd.Decoder, error) {
 	zOnce.Do(func() {
 		zEnc, zErr = zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithEncoderConcurrency(cpus.Max()),
 			zstd.WithWindowSize(MaxLiteral),
 			zstd.WithLowerEncoderMem(true))
 		if zErr != nil {
 			return
 		}
 		zDec, zErr = zstd.NewReader(nil,
-			zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithDecoderConcurrency(cpus.Max()),
 			zstd.WithDecoderMaxMemory(MaxLiteral),
 			zstd.WithDecoderMaxWindow(MaxLiteral),
 			zstd.WithDecodeAllCapLimit(true),

@@ -6,6 +6,7 @@ package syncd
 import (
 	"context"
 	"fmt"
+	"github.com/bohica-labs/darkshell/internal/cpus"
 	"io"
 	"path/filepath"
 
@@ -30,6 +31,7 @@ func Serve(ctx context.Context, st io.ReadWriter, f protocol.Frame, defaultDir s
 	}
 	root := Root(&req, defaultDir)
 	opt := treesync.OptionsFrom(&req)
+	defer cpus.Widen()() // placers, hashing and zstd spread over every CPU
 	switch f.Type {
 	case protocol.FrameSyncPush:
 		opt.Renames = true // a push may reuse any content of the sandbox's own tree

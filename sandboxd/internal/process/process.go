@@ -31,6 +31,7 @@ type Process struct {
 
 	cmd     *exec.Cmd
 	pid     int
+	exited  *exitWaiter // reaps the command
 	started time.Time
 	master  *os.File   // pty master, nil without a pty
 	stdin   *os.File   // write end of the stdin pipe, or master; nil without stdin
@@ -112,6 +113,8 @@ func (p *Process) launch(path string, argv, env []string, dir string, tty *proto
 			p.outputs = append(p.outputs, r)
 		}
 	}
+	pidfd := -1
+	cmd.SysProcAttr.PidFD = &pidfd
 	p.started = time.Now()
 	err := startOwned(cmd)
 	closeAll(childEnds)
@@ -121,6 +124,10 @@ func (p *Process) launch(path string, argv, env []string, dir string, tty *proto
 	}
 	p.cmd = cmd
 	p.pid = cmd.Process.Pid
+	if p.exited, err = newExitWaiter(pidfd); err != nil {
+		// Started but not waitable through the poller: exec.Cmd.Wait reaps.
+		p.log.Debug("pidfd wait unavailable", "err", err)
+	}
 	for i, f := range p.outputs {
 		p.readers.Add(1)
 		go p.read(f, i == 1)
@@ -189,9 +196,24 @@ func (p *Process) append(stderr bool, b []byte) (waited time.Duration) {
 // wait reaps the main process, drains its output and records the exit.
 func (p *Process) wait() {
 	defer p.m.wg.Done()
-	werr := p.cmd.Wait()
+	var ws syscall.WaitStatus
+	reaped := false
+	if p.exited != nil {
+		var err error
+		ws, err = p.exited.wait()
+		reaped = err == nil
+		if err != nil {
+			p.log.Warn("waiting for the command", "pid", p.pid, "err", err)
+		}
+		_ = p.cmd.Process.Release()
+	} else {
+		_ = p.cmd.Wait()
+		if p.cmd.ProcessState != nil {
+			ws, reaped = p.cmd.ProcessState.Sys().(syscall.WaitStatus)
+		}
+	}
 	// Disowned last: a reaper scanning /proc holds the lock it takes.
-	defer disown(p.cmd.Process.Pid)
+	defer disown(p.pid)
 	now := time.Now()
 	p.exitAt.Store(now.UnixNano())
 	deadlines := true
@@ -217,7 +239,7 @@ func (p *Process) wait() {
 		p.closeStdin()
 	}
 
-	exit := exitStatus(p.cmd.ProcessState, werr)
+	exit := exitStatus(ws, reaped)
 	exit.DurationMs = now.Sub(p.started).Milliseconds()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -238,19 +260,16 @@ func (p *Process) wait() {
 	}
 }
 
-// exitStatus converts a reaped process state to an ExitMsg.
-func exitStatus(st *os.ProcessState, werr error) protocol.ExitMsg {
-	if st == nil {
+// exitStatus converts a reaped process's wait status to an ExitMsg; a
+// process that could not be reaped reports 255.
+func exitStatus(ws syscall.WaitStatus, reaped bool) protocol.ExitMsg {
+	switch {
+	case !reaped:
 		return protocol.ExitMsg{Code: 255}
-	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+	case ws.Signaled():
 		return protocol.ExitMsg{Code: -1, Signal: int(ws.Signal())}
 	}
-	code := st.ExitCode()
-	if code < 0 || code > 255 {
-		code = 255
-	}
-	return protocol.ExitMsg{Code: code}
+	return protocol.ExitMsg{Code: ws.ExitStatus()}
 }
 
 // expire handles TimeoutMs: SIGTERM to the group, SIGKILL KillDelay later.
