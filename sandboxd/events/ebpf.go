@@ -219,7 +219,7 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 	stop := context.AfterFunc(ctx, func() { e.reader.Close() })
 	defer stop()
 	var rec ringbuf.Record
-	var scratch probes.TraceEvent // short records are copied here
+	var r probes.Record
 	for {
 		// The probes wake the reader only when much is pending; below
 		// that, poll (bounds an event's latency by pollInterval).
@@ -233,12 +233,11 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 			}
 			return fmt.Errorf("unable to read the ring buffer: %w", err)
 		}
-		r, ok := decodeRecord(rec.RawSample, &scratch)
-		if !ok {
-			e.log.Warn("short ring buffer record", "bytes", len(rec.RawSample))
+		if err := probes.ParseRecord(rec.RawSample, &r); err != nil {
+			e.log.Warn("malformed ring buffer record", "err", err)
 			continue
 		}
-		if ev, ok := e.track.event(r); ok {
+		if ev, ok := e.track.event(&r); ok {
 			hub.Publish(ev)
 		}
 	}
