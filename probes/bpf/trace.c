@@ -429,20 +429,12 @@ static __always_inline __u32 walk(struct path *pp, struct scratch *s, __u32 off)
 	return c.off;
 }
 
-// Wake the reader only when this much is pending; below it, the reader
-// polls (sandboxd/events: pollInterval). A wakeup per event would cost the
-// reader a context switch per event, the main cost of tracing.
-#define WAKE_BYTES (256 << 10)
-
-static __always_inline __u64 wake_flag(struct sandbox *sb)
-{
-	long avail = bpf_ringbuf_query(sb->ring, BPF_RB_AVAIL_DATA);
-	return avail >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-}
-
+// The reader is never woken: it drains the ring buffer on a timer
+// (sandboxd/events: pollInterval). A wakeup per event would cost it a
+// context switch per event, the main cost of tracing.
 static __always_inline void submit(struct sandbox *sb, struct event *e)
 {
-	bpf_ringbuf_submit(e, wake_flag(sb));
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void header(struct sandbox *sb, struct event *e, __u32 kind);
@@ -475,7 +467,7 @@ static __always_inline struct scratch *begin(struct sandbox *sb, __u32 slot, __u
 static __always_inline void output(struct sandbox *sb, struct scratch *s, __u32 len)
 {
 	__u64 size = HDR_SIZE + (len & DATA_MASK);
-	if (bpf_ringbuf_output(sb->ring, s, size, wake_flag(sb)))
+	if (bpf_ringbuf_output(sb->ring, s, size, BPF_RB_NO_WAKEUP))
 		__sync_fetch_and_add(&sb->k->lost, 1);
 }
 

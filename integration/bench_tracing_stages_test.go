@@ -14,14 +14,17 @@ import (
 	"github.com/bohica-labs/darkshell/sandboxd/events"
 )
 
-// BenchmarkTraceSplit splits the exec loop's tracing overhead by stage, in
+// BenchmarkTracingStages splits the exec loop's tracing overhead by stage, in
 // interleaved rounds of every mode: off (no probes); attached (probes
-// loaded and scoped, but switched off: the attach cost alone); nofiles
-// (process events only); on (what bench-trace's "on" runs do). For each:
-// the median wall time, the workload's own CPU and the reader's.
-// DARKSHELL_BENCH_RUNS: rounds (default 5); DARKSHELL_BENCH_SPLIT_MODES:
-// a comma-separated subset of the modes.
-func BenchmarkTraceSplit(b *testing.B) {
+// loaded and scoped, but switched off: the attach cost and an idle
+// reader); nofiles (process events only); deferred (every event, the
+// reader started after the workload: the producers' cost without a
+// reader competing for the CPUs); on (what bench-trace's "on" runs do).
+// For each: the median wall time, the workload's own CPU and the reader's.
+// DARKSHELL_BENCH_RUNS: rounds (default 5); DARKSHELL_BENCH_STAGES: a
+// comma-separated subset of the modes (default all). Not part of
+// bench-trace (make bench-trace-stages).
+func BenchmarkTracingStages(b *testing.B) {
 	if os.Geteuid() != 0 {
 		requireFeature(b, "root (loading eBPF)")
 	}
@@ -73,8 +76,8 @@ func BenchmarkTraceSplit(b *testing.B) {
 		<-done
 		return d, cpu, cpuSelf() - c0
 	}
-	modes := []string{"off", "attached", "nofiles", "on"}
-	if m := os.Getenv("DARKSHELL_BENCH_SPLIT_MODES"); m != "" {
+	modes := []string{"off", "attached", "nofiles", "deferred", "on"}
+	if m := os.Getenv("DARKSHELL_BENCH_STAGES"); m != "" {
 		modes = strings.Split(m, ",")
 	}
 	s := map[string]*samples{}
