@@ -211,3 +211,7 @@ bench-health: build ## Health round trip of a local sandbox: daemon API and fres
 .PHONY: clean
 clean: ## Remove build output
 	rm -rf $(BIN) $(AGENTBIN)/sandboxd-*
+
+.PHONY: bench-trace-stages
+bench-trace-stages: build ## Where the exec loop's tracing overhead goes: attached only, process events only, a deferred reader, a live reader (needs root)
+	DARKSHELL_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -count=1 -run '^$$' -bench BenchmarkTracingStages -benchtime 1x -timeout 20m -v ./integration/

@@ -426,9 +426,10 @@ func BenchmarkTrace(b *testing.B) {
 		b.Errorf("silent loss: %d execs, %d exec events seen, only %d counted as lost", fn, seen, res.lost)
 	}
 
-	// 6. A reader stalled for the whole workload: the ring buffer (4 MiB)
-	// overflows, and every event that did not fit is counted.
-	const sn = 2500
+	// 6. A reader stalled for the whole workload: the ring buffer (4 MiB,
+	// about 8,000 execs of /bin/true) overflows, and every event that did
+	// not fit is counted.
+	const sn = 7500
 	res = traced(execLoop(sn, 2), nil, nil, 1<<20, true, probes.HookAuto, false)
 	seen = 0
 	for _, ev := range res.hub.History(&protocol.EventsRequest{History: true}) {

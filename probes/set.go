@@ -30,14 +30,6 @@ const (
 	KnobHook    = int64(unsafe.Offsetof(TraceKnobs{}.Hook))
 )
 
-// Record sizes: fork and exit records end before S1, file records before
-// Args; exec records are whole (struct event in trace.c).
-const (
-	RecordHeader = int(unsafe.Offsetof(TraceEvent{}.S1))
-	RecordFile   = int(unsafe.Offsetof(TraceEvent{}.Args))
-	RecordExec   = int(unsafe.Sizeof(TraceEvent{}))
-)
-
 // Set is one loaded and attached copy of the trace programs. It serves
 // every sandbox added to it: each has its own ring buffer and knobs, keyed
 // in the kernel by the inode number of the sandbox's pid namespace. One Set

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 )
@@ -201,9 +200,9 @@ func TestSetLinkFilesOutliveLoader(t *testing.T) {
 	}
 }
 
-// record is one ring buffer record, copied, with its length.
+// record is one ring buffer record, copied and parsed, with its length.
 type record struct {
-	ev  TraceEvent
+	ev  Record
 	len int
 }
 
@@ -215,8 +214,7 @@ func (rs recordList) execs() []string {
 		if r.ev.Kind != 1 { // K_EXEC
 			continue
 		}
-		b := unsafe.Slice((*byte)(unsafe.Pointer(&r.ev.Args[0])), r.ev.ArgsLen)
-		got = append(got, strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " "))
+		got = append(got, strings.ReplaceAll(strings.TrimRight(string(r.ev.Args), "\x00"), "\x00", " "))
 	}
 	return got
 }
@@ -247,28 +245,25 @@ func records(t *testing.T, r *ringbuf.Reader) recordList {
 		if len(rec.RawSample) < RecordHeader {
 			t.Fatalf("short record: %d bytes", len(rec.RawSample))
 		}
-		var x record
-		x.len = len(rec.RawSample)
-		copy(unsafe.Slice((*byte)(unsafe.Pointer(&x.ev)), unsafe.Sizeof(x.ev)), rec.RawSample)
+		x := record{len: len(rec.RawSample)}
+		if err := ParseRecord(append([]byte(nil), rec.RawSample...), &x.ev); err != nil {
+			t.Fatal(err)
+		}
 		got = append(got, x)
 	}
 }
 
-func cstring(b []int8) string {
-	var sb strings.Builder
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		sb.WriteByte(byte(c))
-	}
-	return sb.String()
+// size is the length a record of r's header must have: the header and
+// its data, not a byte of padding.
+func (r record) size() int {
+	return RecordHeader + int(r.ev.S1Len) + int(r.ev.S2Len) + int(r.ev.CompsLen) + int(r.ev.ArgsLen)
 }
 
 // TestSetFileEvents: each file hook reports a script's file syscalls (in
 // a new pid namespace) in order, with the operation, the path as given,
-// the directory it is relative to and the result, in records of the size
-// of their kind; the same syscalls on the host do not show up.
+// the directory it is relative to and the result, in records of their
+// header and the bytes their data uses (fork and exit: the header alone);
+// the same syscalls on the host do not show up.
 func TestSetFileEvents(t *testing.T) {
 	for _, hook := range hooks {
 		t.Run(string(hook), func(t *testing.T) {
@@ -315,31 +310,35 @@ func TestSetFileEvents(t *testing.T) {
 			recs := records(t, ra)
 			var files []record
 			for _, r := range recs {
+				if r.len != r.size() {
+					t.Errorf("kind %d record of %d bytes, want %d (header and data)", r.ev.Kind, r.len, r.size())
+				}
+				s1 := string(r.ev.S1)
 				switch r.ev.Kind {
-				case 2, 3: // fork, exit
+				case KindFork, KindExit:
 					if r.len != RecordHeader {
 						t.Errorf("kind %d record of %d bytes, want %d", r.ev.Kind, r.len, RecordHeader)
 					}
-				case 4:
-					if r.len != RecordFile {
-						t.Errorf("file record of %d bytes, want %d", r.len, RecordFile)
+				case KindFile:
+					if r.ev.ArgsLen != 0 || int(r.ev.S1Len) != len(s1)+1 {
+						t.Errorf("file record %q: s1 %d bytes, args %d, want %d and 0", s1, r.ev.S1Len, r.ev.ArgsLen, len(s1)+1)
 					}
-					if strings.Contains(cstring(r.ev.S1[:]), "hostfile") {
-						t.Errorf("host file event traced: %s", cstring(r.ev.S1[:]))
+					if strings.Contains(s1, "hostfile") {
+						t.Errorf("host file event traced: %s", s1)
 					}
-					if !strings.HasPrefix(cstring(r.ev.S1[:]), "/") || strings.HasPrefix(cstring(r.ev.S1[:]), "/proc/nope") {
+					if !strings.HasPrefix(s1, "/") || strings.HasPrefix(s1, "/proc/nope") {
 						files = append(files, r)
 					}
-				case 1:
-					if r.len != RecordExec {
-						t.Errorf("exec record of %d bytes, want %d", r.len, RecordExec)
+				case KindExec:
+					if r.ev.ArgsLen == 0 || r.ev.S1Len == 0 || r.ev.Ncomp == 0 {
+						t.Errorf("exec record of %q without args, filename or working directory", s1)
 					}
 				}
 			}
 			// the script's own relative-path syscalls, and the failed open
 			var got []want
 			for _, r := range files {
-				got = append(got, want{r.ev.Op, cstring(r.ev.S1[:]), cstring(r.ev.S2[:]), r.ev.DirfdRel == 1, r.ev.Ret < 0})
+				got = append(got, want{r.ev.Op, string(r.ev.S1), string(r.ev.S2), r.ev.DirfdRel == 1, r.ev.Ret < 0})
 			}
 			if len(got) != len(wants) {
 				t.Fatalf("file events %+v, want %+v", got, wants)
@@ -352,11 +351,12 @@ func TestSetFileEvents(t *testing.T) {
 			// The relative paths carry the walked working directory.
 			r := files[0].ev
 			var comps []string
-			for i := int(r.Ncomp) - 1; i >= 0; i-- {
-				comps = append(comps, cstring(r.Comps[i][:]))
+			r.Dir(func(c []byte) { comps = append([]string{string(c)}, comps...) })
+			if len(comps) != int(r.Ncomp) {
+				t.Errorf("%d components, the header says %d", len(comps), r.Ncomp)
 			}
 			if got := "/" + strings.Join(comps, "/"); got != dir {
-				t.Errorf("directory of %q: %q, want %q", cstring(r.S1[:]), got, dir)
+				t.Errorf("directory of %q: %q, want %q", r.S1, got, dir)
 			}
 		})
 	}

@@ -26,14 +26,12 @@ type TraceEvent struct {
 	Flags     uint32
 	Ncomp     uint32
 	Truncated uint32
-	ArgsLen   uint32
 	DirfdRel  uint32
-	Pad       uint32
+	S1Len     uint16
+	S2Len     uint16
+	CompsLen  uint16
+	ArgsLen   uint16
 	Comm      [16]int8
-	S1        [256]int8
-	S2        [256]int8
-	Comps     [12][48]int8
-	Args      [512]int8
 }
 
 type TraceKnobs struct {
@@ -45,12 +43,19 @@ type TraceKnobs struct {
 	Pad     uint32
 }
 
+type TraceScratch struct {
+	_    structs.HostLayout
+	H    TraceEvent
+	Data [4096]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TraceMapSandboxKnobs = "sandbox_knobs"
 	TraceMapSandboxRings = "sandbox_rings"
+	TraceMapScratch      = "scratch"
 	TraceProgOnExec      = "on_exec"
 	TraceProgOnExit      = "on_exit"
 	TraceProgOnFork      = "on_fork"
@@ -115,6 +120,7 @@ type TraceProgramSpecs struct {
 type TraceMapSpecs struct {
 	SandboxKnobs *ebpf.MapSpec `ebpf:"sandbox_knobs"`
 	SandboxRings *ebpf.MapSpec `ebpf:"sandbox_rings"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 }
 
 // TraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -147,12 +153,14 @@ func (o *TraceObjects) Close() error {
 type TraceMaps struct {
 	SandboxKnobs *ebpf.Map `ebpf:"sandbox_knobs"`
 	SandboxRings *ebpf.Map `ebpf:"sandbox_rings"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
 }
 
 func (m *TraceMaps) Close() error {
 	return _TraceClose(
 		m.SandboxKnobs,
 		m.SandboxRings,
+		m.Scratch,
 	)
 }
 

@@ -33,6 +33,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define COMP_LEN 48
 #define STR_LEN 256
 #define ARGS_LEN 512
+// The variable-length part of a record is built in a per-CPU scratch
+// buffer: every write starts below DATA_MASK+1 (the verifier's bound) and
+// the longest record's data (exec: 256 + 12 x 48 + 512 bytes) fits below it.
+#define DATA_SZ 4096
+#define DATA_MASK 2047
 
 enum kind {
 	K_EXEC = 1,
@@ -196,10 +201,16 @@ struct pt_regs {
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
 
-// One record of the ring buffer. Layout shared with the Go decoder
-// (sandboxd/events/ebpf.go decodes it through the bpf2go type). Records are
-// cut short by kind: fork and exit records end before s1 (HDR_SIZE), file
-// records before args (FILE_SIZE); only exec records are whole.
+// The header of a record of the ring buffer, shared with the Go decoder
+// (probes.ParseRecord, through the bpf2go type). Fork and exit records are
+// the header alone. Exec and file records are followed by their data, only
+// the bytes used, in this order: s1 (exec: the filename; file: the path),
+// s2 (file: the rename target), the directory components (innermost
+// first), args (exec: argv, NUL separated, as read). s1, s2 and each
+// component end with a NUL that their lengths count; an empty part is 0
+// bytes. Fixed-size strings cost the producer, and above all the reader,
+// cache lines of padding: an exec of /bin/true is about 500 bytes of
+// records instead of 4 KiB.
 struct event {
 	__u64 ts;         // bpf_ktime_get_boot_ns
 	__u64 start;      // exit: the task's start_boottime
@@ -210,23 +221,37 @@ struct event {
 	__s32 ret;        // exit: raw exit_code; file: syscall return
 	__u32 op;         // file: enum fop
 	__u32 flags;      // file: open flags / unlinkat flags
-	__u32 ncomp;      // directory components in comps, innermost first
+	__u32 ncomp;      // directory components in the data
 	__u32 truncated;  // 1 if the directory walk stopped at MAX_COMPS
-	__u32 args_len;   // exec: bytes in args
 	__u32 dirfd_rel;  // file: 1 if s1 is relative to the walked dir
-	__u32 pad;
+	__u16 s1_len;     // bytes of each part of the data, in order
+	__u16 s2_len;
+	__u16 comps_len;
+	__u16 args_len;
 	char comm[16];
-	// file and exec records
-	char s1[STR_LEN];   // exec: filename; file: path
-	char s2[STR_LEN];   // file: rename target
-	char comps[MAX_COMPS][COMP_LEN];
-	// exec records only
-	char args[ARGS_LEN];// exec: argv, NUL separated
 };
 
-#define HDR_SIZE __builtin_offsetof(struct event, s1)
-#define FILE_SIZE __builtin_offsetof(struct event, args)
-#define EXEC_SIZE sizeof(struct event)
+#define HDR_SIZE sizeof(struct event)
+
+// A record being built: exec and file programs fill one (a slot of their
+// own in the per-CPU scratch map: a program does not nest in itself on
+// one CPU, two programs could) and copy out the used bytes.
+struct scratch {
+	struct event h;
+	char data[DATA_SZ];
+};
+
+enum slot {
+	SLOT_EXEC = 0,
+	SLOT_FILE = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
 
 // Per sandbox: a switch and a loss counter, in a one-element array the
 // sandbox's sandboxd maps into memory (it writes `on` and `files_on` and
@@ -344,8 +369,9 @@ struct walk_ctx {
 	struct vfsmount *vm;
 	struct mount *m;
 	unsigned long moff;
-	struct event *e;
+	struct scratch *s;
 	__u32 n;
+	__u32 off; // the next free byte of s->data
 };
 
 // walk_step is one step of walk, run by bpf_loop: the verifier checks it
@@ -372,50 +398,81 @@ static long walk_step(__u64 i, struct walk_ctx *c)
 		return 1;
 	__u32 n = c->n;
 	if (n >= MAX_COMPS) {
-		c->e->truncated = 1;
+		c->s->h.truncated = 1;
 		return 1;
 	}
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-	bpf_probe_read_kernel_str(c->e->comps[n], COMP_LEN, name);
+	long l = bpf_probe_read_kernel_str(c->s->data + (c->off & DATA_MASK), COMP_LEN, name);
+	if (l <= 0)
+		return 1;
+	c->off += l;
 	c->n = n + 1;
 	c->d = parent;
 	return 0;
 }
 
-// walk records the components of a path, innermost first, crossing mounts
-// up to the root of the task's mount namespace.
-static __always_inline void walk(struct path *pp, struct event *e)
+// walk appends the components of a path to s's data at off, innermost
+// first, crossing mounts up to the root of the task's mount namespace, and
+// returns the new end of the data.
+static __always_inline __u32 walk(struct path *pp, struct scratch *s, __u32 off)
 {
 	struct walk_ctx c = {};
 	c.d = BPF_CORE_READ(pp, dentry);
 	c.vm = BPF_CORE_READ(pp, mnt);
 	c.moff = bpf_core_field_offset(struct mount, mnt);
 	c.m = (void *)c.vm - c.moff;
-	c.e = e;
+	c.s = s;
+	c.off = off;
 	bpf_loop(MAX_COMPS + 6, walk_step, &c, 0);
-	e->ncomp = c.n;
+	s->h.ncomp = c.n;
+	s->h.comps_len = c.off - off;
+	return c.off;
 }
 
-// Wake the reader only when this much is pending; below it, the reader
-// polls (sandboxd/events: pollInterval). A wakeup per event would cost the
-// reader a context switch per event, the main cost of tracing.
-#define WAKE_BYTES (256 << 10)
-
+// The reader is never woken: it drains the ring buffer on a timer
+// (sandboxd/events: pollInterval). A wakeup per event would cost it a
+// context switch per event, the main cost of tracing.
 static __always_inline void submit(struct sandbox *sb, struct event *e)
 {
-	long avail = bpf_ringbuf_query(sb->ring, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, avail >= WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
-// reserve takes a record of size bytes (a constant: HDR_SIZE, FILE_SIZE or
-// EXEC_SIZE) and fills its header; a full ring buffer counts a loss.
-static __always_inline struct event *reserve(struct sandbox *sb, __u64 size, __u32 kind)
+static __always_inline void header(struct sandbox *sb, struct event *e, __u32 kind);
+
+// reserve takes a header-only record and fills it; a full ring buffer
+// counts a loss.
+static __always_inline struct event *reserve(struct sandbox *sb, __u32 kind)
 {
-	struct event *e = bpf_ringbuf_reserve(sb->ring, size, 0);
+	struct event *e = bpf_ringbuf_reserve(sb->ring, HDR_SIZE, 0);
 	if (!e) {
 		__sync_fetch_and_add(&sb->k->lost, 1);
 		return 0;
 	}
+	header(sb, e, kind);
+	return e;
+}
+
+// begin takes the scratch record of slot and fills its header.
+static __always_inline struct scratch *begin(struct sandbox *sb, __u32 slot, __u32 kind)
+{
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &slot);
+	if (!s)
+		return 0;
+	header(sb, &s->h, kind);
+	return s;
+}
+
+// output copies the header and the first len bytes of s's data to the
+// ring buffer; a full ring buffer counts a loss.
+static __always_inline void output(struct sandbox *sb, struct scratch *s, __u32 len)
+{
+	__u64 size = HDR_SIZE + (len & DATA_MASK);
+	if (bpf_ringbuf_output(sb->ring, s, size, BPF_RB_NO_WAKEUP))
+		__sync_fetch_and_add(&sb->k->lost, 1);
+}
+
+static __always_inline void header(struct sandbox *sb, struct event *e, __u32 kind)
+{
 	e->ts = bpf_ktime_get_boot_ns();
 	e->start = 0;
 	e->kind = kind;
@@ -423,15 +480,16 @@ static __always_inline struct event *reserve(struct sandbox *sb, __u64 size, __u
 	e->ppid = 0;
 	e->ncomp = 0;
 	e->truncated = 0;
-	e->args_len = 0;
 	e->dirfd_rel = 0;
+	e->s1_len = 0;
+	e->s2_len = 0;
+	e->comps_len = 0;
+	e->args_len = 0;
 	e->op = 0;
 	e->flags = 0;
 	e->ret = 0;
-	e->pad = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->uid = (__u32)bpf_get_current_uid_gid();
-	return e;
 }
 
 static __always_inline struct task_struct *current(void)
@@ -446,22 +504,25 @@ int BPF_PROG(on_exec, struct task_struct *p, int old_pid, struct linux_binprm *b
 	struct sandbox sb;
 	if (!sandbox_of(t, &sb))
 		return 0;
-	struct event *e = reserve(&sb, EXEC_SIZE, K_EXEC);
-	if (!e)
+	struct scratch *s = begin(&sb, SLOT_EXEC, K_EXEC);
+	if (!s)
 		return 0;
-	e->s2[0] = 0;
-	e->ppid = ns_tgid(t->real_parent, sb.level);
-	bpf_probe_read_kernel_str(e->s1, sizeof(e->s1), BPF_CORE_READ(bprm, filename));
+	s->h.ppid = ns_tgid(t->real_parent, sb.level);
+	long l = bpf_probe_read_kernel_str(s->data, STR_LEN, BPF_CORE_READ(bprm, filename));
+	__u32 off = l > 0 ? l : 0;
+	s->h.s1_len = off;
+	struct fs_struct *fs = BPF_CORE_READ(t, fs);
+	off = walk(&fs->pwd, s, off);
 	unsigned long as = BPF_CORE_READ(t, mm, arg_start);
 	unsigned long ae = BPF_CORE_READ(t, mm, arg_end);
 	unsigned long len = ae - as;
 	if (len > ARGS_LEN)
 		len = ARGS_LEN;
-	if (len > 0 && bpf_probe_read_user(e->args, len, (void *)as) == 0)
-		e->args_len = len;
-	struct fs_struct *fs = BPF_CORE_READ(t, fs);
-	walk(&fs->pwd, e);
-	submit(&sb, e);
+	if (len > 0 && bpf_probe_read_user(s->data + (off & DATA_MASK), len, (void *)as) == 0) {
+		s->h.args_len = len;
+		off += len;
+	}
+	output(&sb, s, off);
 	return 0;
 }
 
@@ -473,7 +534,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	struct sandbox sb;
 	if (!sandbox_of(current(), &sb))
 		return 0;
-	struct event *e = reserve(&sb, HDR_SIZE, K_FORK);
+	struct event *e = reserve(&sb, K_FORK);
 	if (!e)
 		return 0;
 	e->ppid = ns_tgid(child, sb.level);
@@ -489,7 +550,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	struct sandbox sb;
 	if (!sandbox_of(current(), &sb))
 		return 0;
-	struct event *e = reserve(&sb, HDR_SIZE, K_EXIT);
+	struct event *e = reserve(&sb, K_EXIT);
 	if (!e)
 		return 0;
 	e->ppid = ns_tgid(p->real_parent, sb.level);
@@ -508,8 +569,9 @@ static __always_inline int watched(long id)
 }
 
 // dir_of walks the directory a relative path is resolved against: the
-// working directory for AT_FDCWD, else the directory descriptor's path.
-static __always_inline void dir_of(long dfd, struct event *e)
+// working directory for AT_FDCWD, else the directory descriptor's path,
+// into s's data at off, and returns the new end of the data.
+static __always_inline __u32 dir_of(long dfd, struct scratch *s, __u32 off)
 {
 	struct task_struct *t = current();
 	struct path *pp;
@@ -520,16 +582,16 @@ static __always_inline void dir_of(long dfd, struct event *e)
 		struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
 		unsigned int max = BPF_CORE_READ(fdt, max_fds);
 		if (dfd < 0 || (unsigned long)dfd >= max)
-			return;
+			return off;
 		struct file **fds = BPF_CORE_READ(fdt, fd);
 		struct file *f = 0;
 		bpf_probe_read_kernel(&f, sizeof(f), &fds[dfd]);
 		if (!f)
-			return;
+			return off;
 		pp = &f->f_path;
 	}
-	walk(pp, e);
-	e->dirfd_rel = 1;
+	s->h.dirfd_rel = 1;
+	return walk(pp, s, off);
 }
 
 // file_event makes the record of a finished file syscall id of the current
@@ -537,12 +599,11 @@ static __always_inline void dir_of(long dfd, struct event *e)
 static __always_inline void file_event(struct sandbox *sb, long id, long ret, struct pt_regs *regs)
 {
 	__u64 a0 = ARG0(regs), a1 = ARG1(regs), a2 = ARG2(regs), a3 = ARG3(regs);
-	struct event *e = reserve(sb, FILE_SIZE, K_FILE);
-	if (!e)
+	struct scratch *s = begin(sb, SLOT_FILE, K_FILE);
+	if (!s)
 		return;
+	struct event *e = &s->h;
 	e->ret = (__s32)ret;
-	e->s1[0] = 0;
-	e->s2[0] = 0;
 	long dfd = AT_FDCWD;
 	const char *p1 = 0, *p2 = 0;
 	if (id == NR_openat || id == NR_openat2) {
@@ -603,13 +664,27 @@ static __always_inline void file_event(struct sandbox *sb, long id, long ret, st
 		p1 = (const char *)a1;
 		e->flags = a2;
 	}
-	if (p1)
-		bpf_probe_read_user_str(e->s1, sizeof(e->s1), p1);
-	if (p2)
-		bpf_probe_read_user_str(e->s2, sizeof(e->s2), p2);
-	if (e->s1[0] != '/')
-		dir_of(dfd, e);
-	submit(sb, e);
+	__u32 off = 0;
+	s->data[0] = 0;
+	if (p1) {
+		long l = bpf_probe_read_user_str(s->data, STR_LEN, p1);
+		if (l > 0)
+			off = l;
+	}
+	e->s1_len = off;
+	// An absolute path (the dynamic loader's opens of its libraries, most
+	// opens) needs no walk.
+	int rel = s->data[0] != '/';
+	if (p2) {
+		long l = bpf_probe_read_user_str(s->data + (off & DATA_MASK), STR_LEN, p2);
+		if (l > 0) {
+			e->s2_len = l;
+			off += l;
+		}
+	}
+	if (rel)
+		off = dir_of(dfd, s, off);
+	output(sb, s, off);
 }
 
 // The context of a classic tracepoint/syscalls/sys_exit_* event

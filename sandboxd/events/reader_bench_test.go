@@ -3,7 +3,6 @@ package events
 import (
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/bohica-labs/darkshell/probes"
 )
@@ -13,40 +12,31 @@ import (
 // buffer bytes, turned into events and published into a hub with the
 // default history: what sandboxd's reader spends per exec besides waiting.
 func BenchmarkReaderPath(b *testing.B) {
-	bytesOf := func(r *probes.TraceEvent, size int) []byte {
-		return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(r)), size)...)
-	}
 	fork := raw(rawFork, 1, 2, nil)
-	exec := raw(rawExec, 2, 1, func(r *probes.TraceEvent) {
-		setStr(r.S1[:], "/bin/true")
-		copy(r.Args[:], []int8{'/', 'b', 'i', 'n', '/', 't', 'r', 'u', 'e', 0})
-		r.ArgsLen = 10
+	exec := raw(rawExec, 2, 1, func(r *rawRec) {
+		r.s1, r.args = "/bin/true", "/bin/true\x00"
 		comps(r, "work", "sandbox")
 		r.DirfdRel = 0
-		setStr(r.Comm[:], "true")
+		copy(r.Comm[:], []int8{'t', 'r', 'u', 'e'})
 	})
-	open1 := raw(rawFile, 2, 0, func(r *probes.TraceEvent) { setStr(r.S1[:], "/etc/ld.so.cache"); r.Op = opOpen })
-	open2 := raw(rawFile, 2, 0, func(r *probes.TraceEvent) {
-		setStr(r.S1[:], "/lib/x86_64-linux-gnu/libc.so.6")
-		r.Op = opOpen
-	})
+	open1 := raw(rawFile, 2, 0, func(r *rawRec) { r.s1, r.Op = "/etc/ld.so.cache", opOpen })
+	open2 := raw(rawFile, 2, 0, func(r *rawRec) { r.s1, r.Op = "/lib/x86_64-linux-gnu/libc.so.6", opOpen })
 	exit := raw(rawExit, 2, 1, nil)
-	recs := [][]byte{
-		bytesOf(fork, probes.RecordHeader), bytesOf(exec, probes.RecordExec), bytesOf(open1, probes.RecordFile),
-		bytesOf(open2, probes.RecordFile), bytesOf(exit, probes.RecordHeader),
+	var recs [][]byte
+	for _, r := range []*rawRec{fork, exec, open1, open2, exit} {
+		recs = append(recs, r.bytes())
 	}
 	tr := newTracker(time.Unix(0, 0), nil)
 	hub := NewHub(0, helloFor(probes.HookSyscallTracepoints))
-	var scratch probes.TraceEvent
+	var r probes.Record
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
 		for _, rec := range recs {
-			r, ok := decodeRecord(rec, &scratch)
-			if !ok {
-				b.Fatal("record refused")
+			if err := probes.ParseRecord(rec, &r); err != nil {
+				b.Fatal(err)
 			}
-			if ev, ok := tr.event(r); ok {
+			if ev, ok := tr.event(&r); ok {
 				hub.Publish(ev)
 			}
 		}

@@ -17,10 +17,10 @@ import (
 
 // Raw record kinds and file operations (enum kind, enum fop in probes/trace.c).
 const (
-	rawExec = 1
-	rawFork = 2
-	rawExit = 3
-	rawFile = 4
+	rawExec = probes.KindExec
+	rawFork = probes.KindFork
+	rawExit = probes.KindExit
+	rawFile = probes.KindFile
 
 	opOpen   = 1
 	opUnlink = 2
@@ -63,7 +63,7 @@ func newTracker(bootWall time.Time, uidMap func(uint32) int) *tracker {
 // dropped (events then lack exec ids, never block).
 const maxTracked = 65536
 
-func (t *tracker) event(r *probes.TraceEvent) (protocol.Event, bool) {
+func (t *tracker) event(r *probes.Record) (protocol.Event, bool) {
 	e := protocol.Event{
 		Time:     t.bootWall.Add(time.Duration(r.Ts)),
 		PID:      int(r.Pid),
@@ -95,7 +95,7 @@ func (t *tracker) event(r *probes.TraceEvent) (protocol.Event, bool) {
 		e.Kind = protocol.KindExec
 		e.PPID = int(r.Ppid)
 		t.execs++
-		np := &proc{execID: fmt.Sprintf("%d-%d", r.Pid, t.execs), since: r.Ts, binary: cstr(r.S1[:])}
+		np := &proc{execID: fmt.Sprintf("%d-%d", r.Pid, t.execs), since: r.Ts, binary: cstr(r.S1)}
 		if p != nil {
 			np.parentExecID = p.execID
 		} else if pp := t.procs[r.Ppid]; pp != nil {
@@ -105,7 +105,7 @@ func (t *tracker) event(r *probes.TraceEvent) (protocol.Event, bool) {
 			t.procs[r.Pid] = np
 		}
 		e.ExecID, e.ParentExecID, e.Binary = np.execID, np.parentExecID, np.binary
-		e.Argv = argv(r.Args[:min(int(r.ArgsLen), len(r.Args))])
+		e.Argv = argv(r.Args)
 		e.Cwd = dirPath(r)
 	case rawExit:
 		e.Kind = protocol.KindExit
@@ -144,15 +144,15 @@ func (t *tracker) comm(c [16]int8) string {
 	if s, ok := t.comms[c]; ok {
 		return s
 	}
-	s := cstr(c[:])
+	s := cstr(bytesOf(c[:]))
 	if len(t.comms) < 4096 {
 		t.comms[c] = s
 	}
 	return s
 }
 
-func (t *tracker) file(r *probes.TraceEvent, e *protocol.Event) {
-	p1 := cstr(r.S1[:])
+func (t *tracker) file(r *probes.Record, e *protocol.Event) {
+	p1 := cstr(r.S1)
 	dir := ""
 	if r.DirfdRel != 0 {
 		dir = dirPath(r)
@@ -169,7 +169,7 @@ func (t *tracker) file(r *probes.TraceEvent, e *protocol.Event) {
 		e.Kind = protocol.KindFileUnlink
 	case opRename:
 		e.Kind = protocol.KindFileRename
-		e.NewPath = resolve(dir, cstr(r.S2[:]))
+		e.NewPath = resolve(dir, cstr(r.S2))
 	case opMkdir:
 		e.Kind = protocol.KindFileMkdir
 	case opRmdir:
@@ -212,15 +212,20 @@ func intent(flags uint32) string {
 }
 
 // dirPath joins the walked directory components (innermost first).
-func dirPath(r *probes.TraceEvent) string {
-	n := min(int(r.Ncomp), len(r.Comps))
+func dirPath(r *probes.Record) string {
+	var comps [][]byte
+	r.Dir(func(c []byte) {
+		if len(comps) < 64 {
+			comps = append(comps, c)
+		}
+	})
 	var b strings.Builder
 	if r.Truncated != 0 {
 		b.WriteString("...")
 	}
-	for i := n - 1; i >= 0; i-- {
+	for i := len(comps) - 1; i >= 0; i-- {
 		b.WriteByte('/')
-		b.WriteString(cstr(r.Comps[i][:]))
+		b.WriteString(cstr(comps[i]))
 	}
 	if b.Len() == 0 {
 		return "/"
@@ -246,9 +251,8 @@ func bytesOf(b []int8) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(&b[0])), len(b))
 }
 
-// cstr converts a NUL-terminated C char array to a valid UTF-8 string.
-func cstr(b []int8) string {
-	bs := bytesOf(b)
+// cstr converts bytes, up to a NUL if there is one, to a valid UTF-8 string.
+func cstr(bs []byte) string {
 	if i := bytes.IndexByte(bs, 0); i >= 0 {
 		bs = bs[:i]
 	}
@@ -259,8 +263,8 @@ func cstr(b []int8) string {
 }
 
 // argv splits the NUL-separated argument area read from the process.
-func argv(b []int8) []string {
-	bs := bytes.TrimRight(bytesOf(b), "\x00")
+func argv(b []byte) []string {
+	bs := bytes.TrimRight(b, "\x00")
 	if len(bs) == 0 {
 		return nil
 	}

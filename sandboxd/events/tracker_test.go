@@ -10,29 +10,64 @@ import (
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
-func setStr(dst []int8, s string) {
-	for i := range dst {
-		dst[i] = 0
-	}
-	for i := 0; i < len(s) && i < len(dst)-1; i++ {
-		dst[i] = int8(s[i])
-	}
+// rawRec is a ring buffer record under construction: its header and the
+// parts of its data (probes.ParseRecord's format).
+type rawRec struct {
+	probes.TraceEvent
+	s1, s2, args string
+	comps        []string // innermost first
 }
 
-func raw(kind uint32, pid, ppid uint32, mut func(*probes.TraceEvent)) *probes.TraceEvent {
-	r := &probes.TraceEvent{Kind: kind, Pid: pid, Ppid: ppid, Ts: 1000}
+func raw(kind uint32, pid, ppid uint32, mut func(*rawRec)) *rawRec {
+	r := &rawRec{TraceEvent: probes.TraceEvent{Kind: kind, Pid: pid, Ppid: ppid, Ts: 1000}}
 	if mut != nil {
 		mut(r)
 	}
 	return r
 }
 
-func comps(r *probes.TraceEvent, innerFirst ...string) {
-	for i, c := range innerFirst {
-		setStr(r.Comps[i][:], c)
-	}
+func comps(r *rawRec, innerFirst ...string) {
+	r.comps = innerFirst
 	r.Ncomp = uint32(len(innerFirst))
 	r.DirfdRel = 1
+}
+
+// bytes lays r out as the probes do: the header with the data's lengths,
+// then s1 and s2 with their NULs, the components with theirs, and args.
+func (r *rawRec) bytes() []byte {
+	h := r.TraceEvent
+	var data []byte
+	part := func(s string, nul bool) uint16 {
+		if s == "" {
+			return 0
+		}
+		data = append(data, s...)
+		if !nul {
+			return uint16(len(s))
+		}
+		data = append(data, 0)
+		return uint16(len(s) + 1)
+	}
+	h.S1Len = part(r.s1, true)
+	h.S2Len = part(r.s2, true)
+	n := len(data)
+	for _, c := range r.comps {
+		part(c, true)
+	}
+	h.CompsLen = uint16(len(data) - n)
+	h.ArgsLen = part(r.args, false)
+	b := append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&h)), unsafe.Sizeof(h))...)
+	return append(b, data...)
+}
+
+// record parses r's bytes as the reader does.
+func (r *rawRec) record(tb testing.TB) *probes.Record {
+	tb.Helper()
+	var rec probes.Record
+	if err := probes.ParseRecord(r.bytes(), &rec); err != nil {
+		tb.Fatal(err)
+	}
+	return &rec
 }
 
 // TestTracker feeds one process life (fork, exec, files, exit) through the
@@ -41,7 +76,7 @@ func TestTracker(t *testing.T) {
 	tr := newTracker(time.Unix(100, 0), func(u uint32) int { return int(u) - 100000 })
 	steps := []struct {
 		name  string
-		r     *probes.TraceEvent
+		r     *rawRec
 		check func(t *testing.T, e protocol.Event)
 	}{
 		{"fork by init", raw(rawFork, 1, 7, nil), func(t *testing.T, e protocol.Event) {
@@ -49,11 +84,10 @@ func TestTracker(t *testing.T) {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"exec", raw(rawExec, 7, 1, func(r *probes.TraceEvent) {
+		{"exec", raw(rawExec, 7, 1, func(r *rawRec) {
 			r.Ts, r.Uid = 2000, 165000
-			setStr(r.S1[:], "/usr/bin/sh")
-			copy(r.Args[:], []int8{'s', 'h', 0, '-', 'c', 0, 'x', 0})
-			r.ArgsLen = 8
+			r.s1 = "/usr/bin/sh"
+			r.args = "sh\x00-c\x00x\x00"
 			comps(r, "sandbox")
 		}), func(t *testing.T, e protocol.Event) {
 			if e.Kind != protocol.KindExec || e.ExecID != "7-1" || e.ParentExecID != "1-0" || e.Binary != "/usr/bin/sh" ||
@@ -61,52 +95,52 @@ func TestTracker(t *testing.T) {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"relative create", raw(rawFile, 7, 0, func(r *probes.TraceEvent) {
+		{"relative create", raw(rawFile, 7, 0, func(r *rawRec) {
 			r.Op, r.Flags = opOpen, 0o1101 // O_WRONLY|O_CREAT|O_TRUNC
-			setStr(r.S1[:], "a/../f1")
+			r.s1 = "a/../f1"
 			comps(r, "sub", "sandbox")
 		}), func(t *testing.T, e protocol.Event) {
 			if e.Kind != protocol.KindFileWrite || e.Path != "/sandbox/sub/f1" || e.Intent != "write,create,truncate" || e.Result != protocol.ResultOK || e.ExecID != "7-1" {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"read-only open, absolute", raw(rawFile, 7, 0, func(r *probes.TraceEvent) {
+		{"read-only open, absolute", raw(rawFile, 7, 0, func(r *rawRec) {
 			r.Op = opOpen
-			setStr(r.S1[:], "//etc/./passwd")
+			r.s1 = "//etc/./passwd"
 		}), func(t *testing.T, e protocol.Event) {
 			if e.Kind != protocol.KindFileOpen || e.Path != "/etc/passwd" || e.Intent != "read" {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"denied", raw(rawFile, 7, 0, func(r *probes.TraceEvent) {
+		{"denied", raw(rawFile, 7, 0, func(r *rawRec) {
 			r.Op, r.Flags, r.Ret = opOpen, 1, -13
-			setStr(r.S1[:], "/dev/urandom")
+			r.s1 = "/dev/urandom"
 		}), func(t *testing.T, e protocol.Event) {
 			if e.Result != protocol.ResultDenied || e.Errno != "EACCES" {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"failed", raw(rawFile, 7, 0, func(r *probes.TraceEvent) {
+		{"failed", raw(rawFile, 7, 0, func(r *rawRec) {
 			r.Op, r.Ret = opUnlink, -2
-			setStr(r.S1[:], "/tmp/nope")
+			r.s1 = "/tmp/nope"
 		}), func(t *testing.T, e protocol.Event) {
 			if e.Kind != protocol.KindFileUnlink || e.Result != protocol.ResultError || e.Errno != "ENOENT" {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"rename", raw(rawFile, 7, 0, func(r *probes.TraceEvent) {
+		{"rename", raw(rawFile, 7, 0, func(r *rawRec) {
 			r.Op = opRename
-			setStr(r.S1[:], "f1")
-			setStr(r.S2[:], "f2")
+			r.s1 = "f1"
+			r.s2 = "f2"
 			comps(r, "sandbox")
 		}), func(t *testing.T, e protocol.Event) {
 			if e.Kind != protocol.KindFileRename || e.Path != "/sandbox/f1" || e.NewPath != "/sandbox/f2" {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"truncated walk", raw(rawFile, 7, 0, func(r *probes.TraceEvent) {
+		{"truncated walk", raw(rawFile, 7, 0, func(r *rawRec) {
 			r.Op = opMkdir
-			setStr(r.S1[:], "d")
+			r.s1 = "d"
 			comps(r, "deep")
 			r.Truncated = 1
 		}), func(t *testing.T, e protocol.Event) {
@@ -114,12 +148,12 @@ func TestTracker(t *testing.T) {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"exit 3", raw(rawExit, 7, 1, func(r *probes.TraceEvent) { r.Ret, r.Ts = 3<<8, 5000 }), func(t *testing.T, e protocol.Event) {
+		{"exit 3", raw(rawExit, 7, 1, func(r *rawRec) { r.Ret, r.Ts = 3<<8, 5000 }), func(t *testing.T, e protocol.Event) {
 			if e.Kind != protocol.KindExit || e.ExitCode == nil || *e.ExitCode != 3 || e.Signal != 0 || e.DurationNs != 3000 || e.ExecID != "7-1" {
 				t.Errorf("%+v", e)
 			}
 		}},
-		{"killed, unknown process", raw(rawExit, 9, 1, func(r *probes.TraceEvent) { r.Ret, r.Start, r.Ts = 9, 10, 110 }), func(t *testing.T, e protocol.Event) {
+		{"killed, unknown process", raw(rawExit, 9, 1, func(r *rawRec) { r.Ret, r.Start, r.Ts = 9, 10, 110 }), func(t *testing.T, e protocol.Event) {
 			if e.Signal != 9 || e.ExitCode != nil || e.DurationNs != 100 || e.ExecID != "" {
 				t.Errorf("%+v", e)
 			}
@@ -127,7 +161,7 @@ func TestTracker(t *testing.T) {
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			e, ok := tr.event(s.r)
+			e, ok := tr.event(s.r.record(t))
 			if !ok {
 				t.Fatal("no event")
 			}
@@ -137,7 +171,7 @@ func TestTracker(t *testing.T) {
 			s.check(t, e)
 		})
 	}
-	if _, ok := tr.event(raw(99, 1, 1, nil)); ok {
+	if _, ok := tr.event(raw(99, 1, 1, nil).record(t)); ok {
 		t.Error("unknown raw kind accepted")
 	}
 	if len(tr.procs) != 1 {
@@ -145,74 +179,18 @@ func TestTracker(t *testing.T) {
 	}
 }
 
-// TestDecodeRecord: records cut short by kind (fork and exit: the header,
-// file: up to Args) decode with the rest zeroed, whatever scratch held;
-// a record shorter than its kind needs is refused; exec records are
-// viewed in place.
-func TestDecodeRecord(t *testing.T) {
-	rec := func(kind uint32, size int) []byte {
-		var ev probes.TraceEvent
-		ev.Kind, ev.Pid, ev.Ppid, ev.Ret = kind, 7, 9, 256
-		ev.S1[0], ev.Args[0] = 'x', 'y'
-		full := unsafe.Slice((*byte)(unsafe.Pointer(&ev)), unsafe.Sizeof(ev))
-		return append([]byte(nil), full[:size]...)
-	}
-	tests := []struct {
-		name     string
-		b        []byte
-		ok       bool
-		inPlace  bool
-		s1, args bool // S1 and Args kept (else zeroed)
-	}{
-		{"shorter than a header", make([]byte, probes.RecordHeader-1), false, false, false, false},
-		{"fork header", rec(rawFork, probes.RecordHeader), true, false, false, false},
-		{"exit header", rec(rawExit, probes.RecordHeader), true, false, false, false},
-		{"file record", rec(rawFile, probes.RecordFile), true, false, true, false},
-		{"file record cut short", rec(rawFile, probes.RecordFile-8), false, false, false, false},
-		{"exec record cut short", rec(rawExec, probes.RecordFile), false, false, false, false},
-		{"exec record", rec(rawExec, probes.RecordExec), true, true, true, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var scratch probes.TraceEvent
-			junk := unsafe.Slice((*byte)(unsafe.Pointer(&scratch)), unsafe.Sizeof(scratch))
-			for i := range junk {
-				junk[i] = 0xa5
-			}
-			r, ok := decodeRecord(tc.b, &scratch)
-			if ok != tc.ok {
-				t.Fatalf("decoded %v, want %v", ok, tc.ok)
-			}
-			if !ok {
-				return
-			}
-			if inPlace := unsafe.Pointer(r) == unsafe.Pointer(&tc.b[0]); inPlace != tc.inPlace {
-				t.Errorf("viewed in place %v, want %v", inPlace, tc.inPlace)
-			}
-			if r.Pid != 7 || r.Ppid != 9 || r.Ret != 256 {
-				t.Errorf("header: pid %d ppid %d ret %d", r.Pid, r.Ppid, r.Ret)
-			}
-			if (r.S1[0] == 'x') != tc.s1 || (!tc.s1 && r.S1[0] != 0) {
-				t.Errorf("S1[0] = %d, kept want %v", r.S1[0], tc.s1)
-			}
-			if (r.Args[0] == 'y') != tc.args || (!tc.args && r.Args[0] != 0) {
-				t.Errorf("Args[0] = %d, kept want %v", r.Args[0], tc.args)
-			}
-		})
-	}
-}
-
 // FuzzTracker: arbitrary ring buffer bytes decode to valid events or none.
 func FuzzTracker(f *testing.F) {
 	f.Add(make([]byte, 3000))
+	f.Add(raw(rawExec, 7, 1, func(r *rawRec) { r.s1, r.args = "/bin/sh", "sh\x00-c"; comps(r, "b", "a") }).bytes())
+	f.Add(raw(rawFile, 7, 0, func(r *rawRec) { r.Op, r.s1, r.s2 = opRename, "x", "y"; comps(r, "d") }).bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var scratch probes.TraceEvent
-		r, ok := decodeRecord(b, &scratch)
-		if !ok {
+		var r probes.Record
+		if probes.ParseRecord(b, &r) != nil {
 			return
 		}
 		tr := newTracker(time.Unix(0, 0), nil)
-		if e, ok := tr.event(r); ok {
+		if e, ok := tr.event(&r); ok {
 			if err := e.Validate(); err != nil && e.Kind != "" {
 				t.Fatalf("invalid event from raw record: %v", err)
 			}
