@@ -27,7 +27,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: darkshell-export STATE_DIR  (started by the darkshell daemon; reads events on stdin, reports on fd 3)")
 		os.Exit(2)
 	}
-	lowerErr := lowerPriority(niceness())
+	lowerErr := lowerPriority(schedClass(), niceness())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "export")
