@@ -163,7 +163,7 @@ func BenchmarkExport(b *testing.B) {
 	loops := func(s *samples) int { return 400 * max(len(s.loop), 1) }
 	helperClass := os.Getenv("DARKSHELL_EXPORT_SCHED")
 	if helperClass == "" {
-		helperClass = "idle (default)"
+		helperClass = "normal, nice 10 (default)"
 	}
 	fmt.Printf("\nexport off vs every exporter on, %d alternating rounds: %d API execs, %d CLI execs, %d 400-exec loops per mode; exporter helper class: %s\n",
 		rounds, len(off.api), len(off.cli), len(off.loop), helperClass)

@@ -39,13 +39,14 @@ func helperPID(home string) string {
 	return ""
 }
 
-// TestExportStarvedHelper: the daemon starts the exporter helper in
-// SCHED_IDLE (every thread), so it runs only on CPU the sandboxes leave.
-// Starved completely (SIGSTOP: worse than any load), it holds back no exec
+// TestExportStarvedHelper: with DARKSHELL_EXPORT_SCHED=idle the daemon
+// starts the exporter helper in SCHED_IDLE (every thread), so it runs only
+// on CPU the sandboxes leave. Starved completely (SIGSTOP: worse than any load), it holds back no exec
 // and no `export list`; the events of that time wait in the bounded pipe
 // and subscription, and all of them arrive once it runs again.
 func TestExportStarvedHelper(t *testing.T) {
 	t.Setenv("DARKSHELL_EXPORT_FLUSH", "100ms")
+	t.Setenv("DARKSHELL_EXPORT_SCHED", "idle")
 	e := newLocalEnv(t)
 	out := filepath.Join(t.TempDir(), "events.jsonl")
 	if _, errOut, code := e.ds("export", "add", "jsonl", "--file", out); code != 0 {

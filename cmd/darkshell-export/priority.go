@@ -9,14 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// defaultNice is the helper's CPU niceness when it runs SCHED_OTHER
-// (DARKSHELL_EXPORT_SCHED=normal). DARKSHELL_EXPORT_NICE overrides it
-// (0: as the daemon).
+// defaultNice is the helper's CPU niceness when it runs SCHED_OTHER (the
+// default class). DARKSHELL_EXPORT_NICE overrides it (0: as the daemon).
 const defaultNice = 10
 
 // Scheduling classes of the helper ($DARKSHELL_EXPORT_SCHED).
 const (
-	// schedIdle (the default): every thread runs SCHED_IDLE. Export is
+	// schedIdle: every thread runs SCHED_IDLE. Export is
 	// background work: a sandbox's task (or the daemon's) that wakes on a
 	// core the helper runs on preempts it at once, and the helper runs on
 	// what the machine leaves. Nice 10 does not promise that: under EEVDF
@@ -25,9 +24,15 @@ const (
 	// it. On an idle machine it changes nothing. The queues that lead to
 	// the helper are bounded (the daemon's subscription drops and counts
 	// when the helper falls behind, as for a slow backend), so a starved
-	// helper never holds a sandbox back.
+	// helper never holds a sandbox back. It is not the default:
+	// bench-export showed no gain over nice 10 beyond the noise (the cost
+	// left is the helper's and the backends' CPU on a small machine, not
+	// wake-up latency), and on a machine busy for long a SCHED_IDLE task
+	// gets about 0.3 % of a core (weight 3 against 1024; nice 10: 110), so
+	// the helper would fall behind and drop where nice 10 keeps up.
 	schedIdle = "idle"
-	// schedNormal: SCHED_OTHER at the niceness of $DARKSHELL_EXPORT_NICE.
+	// schedNormal (the default): SCHED_OTHER at the niceness of
+	// $DARKSHELL_EXPORT_NICE.
 	schedNormal = "normal"
 )
 
@@ -75,12 +80,12 @@ func lowerPriority(sched string, nice int) error {
 	return nil
 }
 
-// schedClass is $DARKSHELL_EXPORT_SCHED, or schedIdle.
+// schedClass is $DARKSHELL_EXPORT_SCHED, or schedNormal.
 func schedClass() string {
 	if v := strings.TrimSpace(os.Getenv("DARKSHELL_EXPORT_SCHED")); v != "" {
 		return strings.ToLower(v)
 	}
-	return schedIdle
+	return schedNormal
 }
 
 // niceness is $DARKSHELL_EXPORT_NICE, or defaultNice.

@@ -106,12 +106,12 @@ func TestLowerPriority(t *testing.T) {
 func TestKnobs(t *testing.T) {
 	t.Setenv("DARKSHELL_EXPORT_SCHED", "")
 	t.Setenv("DARKSHELL_EXPORT_NICE", "")
-	if schedClass() != schedIdle || niceness() != defaultNice {
+	if schedClass() != schedNormal || niceness() != defaultNice {
 		t.Fatalf("defaults: %q %d", schedClass(), niceness())
 	}
-	t.Setenv("DARKSHELL_EXPORT_SCHED", "Normal")
+	t.Setenv("DARKSHELL_EXPORT_SCHED", "Idle")
 	t.Setenv("DARKSHELL_EXPORT_NICE", "0")
-	if schedClass() != schedNormal || niceness() != 0 {
+	if schedClass() != schedIdle || niceness() != 0 {
 		t.Fatalf("knobs ignored: %q %d", schedClass(), niceness())
 	}
 }
