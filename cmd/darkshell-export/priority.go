@@ -1,24 +1,58 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strconv"
-	"syscall"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
-// defaultNice is the helper's CPU niceness: export is background work and
-// must not take CPU from sandboxes when the machine is busy (on an idle
-// one it changes nothing). Its queues are bounded: a helper that falls
-// behind drops and counts, as for a slow backend. DARKSHELL_EXPORT_NICE
-// overrides it (0: as the daemon).
+// defaultNice is the helper's CPU niceness when it runs SCHED_OTHER (the
+// default class). DARKSHELL_EXPORT_NICE overrides it (0: as the daemon).
 const defaultNice = 10
 
-// lowerPriority makes every thread of this process nice n. Linux keeps
-// niceness per thread and a new thread takes its creator's, so renicing
-// the threads that exist (again until none is new) covers those to come.
-func lowerPriority(n int) error {
-	if n <= 0 {
-		return nil
+// Scheduling classes of the helper ($DARKSHELL_EXPORT_SCHED).
+const (
+	// schedIdle: every thread runs SCHED_IDLE. Export is
+	// background work: a sandbox's task (or the daemon's) that wakes on a
+	// core the helper runs on preempts it at once, and the helper runs on
+	// what the machine leaves. Nice 10 does not promise that: under EEVDF
+	// a nice-10 task that is on a core keeps it for its slice, and each
+	// exec's wake-ups of the daemon, sandboxd and the process wait behind
+	// it. On an idle machine it changes nothing. The queues that lead to
+	// the helper are bounded (the daemon's subscription drops and counts
+	// when the helper falls behind, as for a slow backend), so a starved
+	// helper never holds a sandbox back. It is not the default:
+	// bench-export showed no gain over nice 10 beyond the noise (the cost
+	// left is the helper's and the backends' CPU on a small machine, not
+	// wake-up latency), and on a machine busy for long a SCHED_IDLE task
+	// gets about 0.3 % of a core (weight 3 against 1024; nice 10: 110), so
+	// the helper would fall behind and drop where nice 10 keeps up.
+	schedIdle = "idle"
+	// schedNormal (the default): SCHED_OTHER at the niceness of
+	// $DARKSHELL_EXPORT_NICE.
+	schedNormal = "normal"
+)
+
+// lowerPriority puts every thread of this process in the scheduling
+// class sched (schedIdle or schedNormal) at niceness nice. Linux keeps
+// both per thread and a new thread takes its creator's, so setting the
+// threads that exist (again until none is new) covers those to come, the
+// Go runtime's included.
+func lowerPriority(sched string, nice int) error {
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Nice: int32(nice)}
+	switch sched {
+	case schedIdle:
+		attr.Policy = unix.SCHED_IDLE
+	case schedNormal:
+		if nice <= 0 {
+			return nil
+		}
+		attr.Policy = unix.SCHED_NORMAL
+	default:
+		return fmt.Errorf("DARKSHELL_EXPORT_SCHED=%q: want %q or %q", sched, schedIdle, schedNormal)
 	}
 	done := map[int]bool{}
 	for range 4 {
@@ -33,9 +67,9 @@ func lowerPriority(n int) error {
 				continue
 			}
 			fresh++
-			// Raising one's own niceness needs no privilege.
-			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil {
-				return err
+			// Lowering one's own priority needs no privilege.
+			if err := unix.SchedSetAttr(tid, &attr, 0); err != nil {
+				return fmt.Errorf("sched_setattr on thread %d: %w", tid, err)
 			}
 			done[tid] = true
 		}
@@ -44,6 +78,14 @@ func lowerPriority(n int) error {
 		}
 	}
 	return nil
+}
+
+// schedClass is $DARKSHELL_EXPORT_SCHED, or schedNormal.
+func schedClass() string {
+	if v := strings.TrimSpace(os.Getenv("DARKSHELL_EXPORT_SCHED")); v != "" {
+		return strings.ToLower(v)
+	}
+	return schedNormal
 }
 
 // niceness is $DARKSHELL_EXPORT_NICE, or defaultNice.
