@@ -31,7 +31,10 @@ func benchTree(tb testing.TB, root string, dirs, files int) {
 }
 
 // syncOnce sends src to dst over a loopback unix socket pair.
-func syncOnce(tb testing.TB, src, dst string) {
+func syncOnce(tb testing.TB, src, dst string) { syncOpt(tb, src, dst, Options{}) }
+
+// syncOpt sends src to dst with opt over a loopback unix socket pair.
+func syncOpt(tb testing.TB, src, dst string, opt Options) {
 	tb.Helper()
 	a, b := net.Pipe()
 	if ua, ub, err := unixPair(); err == nil {
@@ -42,10 +45,10 @@ func syncOnce(tb testing.TB, src, dst string) {
 	ctx := context.Background()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := Receive(ctx, b, dst, Options{})
+		_, err := Receive(ctx, b, dst, opt)
 		errc <- err
 	}()
-	if _, err := Send(ctx, a, src, Options{}); err != nil {
+	if _, err := Send(ctx, a, src, opt); err != nil {
 		tb.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -99,7 +102,9 @@ func BenchmarkNoChange(b *testing.B) {
 // BenchmarkInitial: a first sync of the tree at $TREESYNC_CORPUS (e.g. the
 // bench corpus of integration/bench_sync_test.go) into an empty target,
 // sender and receiver in one process over a unix socket; skipped without
-// it. TREESYNC_CPUPROFILE=file writes a profile.
+// it. TREESYNC_CPUPROFILE=file writes a profile; TREESYNC_RAW=1 sends new
+// files uncompressed (Options.Raw, what the daemon does for a peer on this
+// host).
 func BenchmarkInitial(b *testing.B) {
 	src := os.Getenv("TREESYNC_CORPUS")
 	if src == "" {
@@ -115,7 +120,7 @@ func BenchmarkInitial(b *testing.B) {
 	}
 	for b.Loop() {
 		dst := filepath.Join(b.TempDir(), "dst")
-		syncOnce(b, src, dst)
+		syncOpt(b, src, dst, Options{Raw: os.Getenv("TREESYNC_RAW") == "1"})
 		b.StopTimer()
 		os.RemoveAll(dst)
 		b.StartTimer()

@@ -540,12 +540,12 @@ func (p *sendPipeline) encoder() {
 	var buf bytes.Buffer
 	ow := delta.NewOpWriter(&buf)
 	ow.SetCompress(!p.raw)
-	dirs := dirCache{top: p.r}
-	defer dirs.close()
+	src := newSmallFiles(p.r)
+	defer src.close()
 	for j := range p.work {
 		if p.failed() == nil {
 			buf.Reset()
-			if skip := encodeSmall(&dirs, j.e, ow); skip != "" {
+			if skip := encodeSmall(src, j.e, ow); skip != "" {
 				j.skip = skip
 			} else {
 				j.ops = bytes.Clone(buf.Bytes())
@@ -557,24 +557,12 @@ func (p *sendPipeline) encoder() {
 
 // encodeSmall writes the whole-file op stream of e to ow; it returns why
 // the file cannot be sent, or "".
-func encodeSmall(dirs *dirCache, e *protocol.SyncEntry, ow *delta.OpWriter) string {
-	dr, err := dirs.get(path.Dir(e.Path))
-	if err != nil {
-		return err.Error()
+func encodeSmall(src *smallFiles, e *protocol.SyncEntry, ow *delta.OpWriter) string {
+	data, skip := src.read(e)
+	if skip != "" {
+		return skip
 	}
-	f, err := dr.OpenFile(path.Base(e.Path), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err.Error()
-	}
-	if !fi.Mode().IsRegular() || fi.Size() != e.Size {
-		return "changed during the sync"
-	}
-	if _, err := delta.WriteWhole(io.LimitReader(f, e.Size), ow); err != nil {
+	if _, err := delta.WriteWhole(bytes.NewReader(data), ow); err != nil {
 		return err.Error()
 	}
 	return ""
@@ -1119,7 +1107,13 @@ func (rc *receiver) plan() ([]need, error) {
 		switch e.Type {
 		case protocol.SyncDir:
 			if !ok && !dry {
-				if err := rc.r.Mkdir(e.Path, 0o700); err != nil {
+				// Through the cached parent: one mkdirat, not a walk of
+				// the whole path.
+				dr, err := rc.dirs.get(path.Dir(e.Path))
+				if err == nil {
+					err = dr.Mkdir(path.Base(e.Path), 0o700)
+				}
+				if err != nil {
 					return nil, fmt.Errorf("unable to create directory %q: %w", e.Path, err)
 				}
 			}
@@ -1376,13 +1370,13 @@ func (rc *receiver) startPlacers() *placerPool {
 	pl := &placerPool{jobs: make(chan placeJob, 2*placers)}
 	for range placers {
 		pl.wg.Go(func() {
-			dirs := dirCache{top: rc.r}
-			defer dirs.close()
+			p := newPlacer(rc.r)
+			defer p.close()
 			for j := range pl.jobs {
 				if pl.failed() != nil {
 					continue // drain
 				}
-				if err := place(&dirs, j.e, j.data); err != nil {
+				if err := p.place(j.e, j.data); err != nil {
 					pl.mu.Lock()
 					if pl.err == nil {
 						pl.err = err
@@ -1434,40 +1428,6 @@ func (rc *receiver) receiveSmall(e *protocol.SyncEntry) ([]byte, error) {
 	}
 	rc.sum.LiteralBytes += st.LiteralBytes
 	return buf.Bytes(), nil
-}
-
-// place writes data to a temporary file next to e's path and renames it
-// into place with e's mode and mtime.
-func place(dirs *dirCache, e *protocol.SyncEntry, data []byte) error {
-	dir, name := path.Dir(e.Path), path.Base(e.Path)
-	dr, err := dirs.get(dir)
-	if err != nil {
-		return fmt.Errorf("unable to open directory %q: %w", dir, err)
-	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := TempPrefix + hex.EncodeToString(rnd[:])
-	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)
-	}
-	_, err = out.Write(data)
-	if err == nil {
-		err = out.Chmod(fs.FileMode(e.Mode))
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		t := time.Unix(0, e.MtimeNs)
-		if err = dr.Chtimes(tmp, t, t); err == nil {
-			if err = dr.Rename(tmp, name); err == nil {
-				return nil
-			}
-		}
-	}
-	_ = dr.Remove(tmp)
-	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
 }
 
 // sendNeeds writes the needs, each with the old file's signature if any.
@@ -1646,14 +1606,25 @@ func (rc *receiver) finishDirs() error {
 			continue
 		}
 		x, ok := rc.have[e.Path]
-		if !ok || typeOf(x) != protocol.SyncDir || uint32(x.Mode().Perm()) != e.Mode {
-			if err := rc.r.Chmod(e.Path, fs.FileMode(e.Mode)); err != nil {
+		chmod := !ok || typeOf(x) != protocol.SyncDir || uint32(x.Mode().Perm()) != e.Mode
+		chtimes := !ok || rc.touched[e.Path] || x.mtime != e.MtimeNs
+		if !chmod && !chtimes {
+			continue
+		}
+		// Through the cached parent: no walk of the whole path.
+		dr, err := rc.dirs.get(path.Dir(e.Path))
+		if err != nil {
+			return err
+		}
+		base := path.Base(e.Path)
+		if chmod {
+			if err := dr.Chmod(base, fs.FileMode(e.Mode)); err != nil {
 				return err
 			}
 		}
-		if !ok || rc.touched[e.Path] || x.mtime != e.MtimeNs {
+		if chtimes {
 			t := time.Unix(0, e.MtimeNs)
-			if err := rc.r.Chtimes(e.Path, t, t); err != nil {
+			if err := dr.Chtimes(base, t, t); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,268 @@
+//go:build linux
+
+package treesync
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// A small file is placed with raw system calls on a cached directory
+// descriptor (an os.File per call costs four fcntl and an epoll_ctl, and
+// os.Root resolves and re-checks names): the file is made nameless with
+// O_TMPFILE, written, given its mode and mtime on the descriptor and linked
+// under its name with linkat, so it gets its name atomically and complete,
+// without a temporary name or a rename. Where linkat cannot place it (the
+// name exists: linkat never replaces) it is linked under a temporary name
+// and renamed over; where O_TMPFILE is refused the old way (temporary file,
+// rename) is used. An interrupt leaves no partial file under any name of
+// the tree: a nameless file vanishes with its descriptor.
+
+// fdDirs caches descriptors of the target's directories, opened through
+// the target's os.Root (confined: no symlink is followed on the way).
+type fdDirs struct {
+	top *os.Root
+	m   map[string]*os.File
+}
+
+func (d *fdDirs) get(dir string) (int, error) {
+	if f, ok := d.m[dir]; ok {
+		return int(f.Fd()), nil
+	}
+	if len(d.m) >= maxCachedDirs {
+		d.close()
+	}
+	f, err := d.top.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1, err
+	}
+	if d.m == nil {
+		d.m = map[string]*os.File{}
+	}
+	d.m[dir] = f
+	return int(f.Fd()), nil
+}
+
+func (d *fdDirs) close() {
+	for k, f := range d.m {
+		f.Close()
+		delete(d.m, k)
+	}
+}
+
+// placeMode is how this process places files; it degrades once a way is
+// refused (by the file system, the kernel or the lack of a capability).
+const (
+	placeTmpfileEmpty = iota // O_TMPFILE, linkat(fd, "", AT_EMPTY_PATH)
+	placeTmpfileProc         // O_TMPFILE, linkat("/proc/self/fd/N", AT_SYMLINK_FOLLOW)
+	placeTempRename          // a temporary name, renamed into place
+)
+
+var placeMode atomic.Int32
+
+// placer writes small files into place (see above).
+type placer struct {
+	fds  fdDirs
+	dirs dirCache // for place, the portable way
+}
+
+func newPlacer(top *os.Root) *placer {
+	return &placer{fds: fdDirs{top: top}, dirs: dirCache{top: top}}
+}
+
+func (p *placer) close() {
+	p.fds.close()
+	p.dirs.close()
+}
+
+func (p *placer) place(e *protocol.SyncEntry, data []byte) error {
+	if placeMode.Load() == placeTempRename {
+		return p.placeTemp(e, data)
+	}
+	dir, name := path.Dir(e.Path), path.Base(e.Path)
+	dfd, err := p.fds.get(dir)
+	if err != nil {
+		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+	}
+	mode := e.Mode & 0o777
+	fd, err := openRetry(dfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, mode)
+	if err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+			placeMode.Store(placeTempRename)
+			return p.placeTemp(e, data)
+		}
+		return fmt.Errorf("unable to create %q: %w", e.Path, err)
+	}
+	defer unix.Close(fd)
+	if err := fillFD(fd, e, data); err != nil {
+		return err
+	}
+	for {
+		m := placeMode.Load()
+		switch m {
+		case placeTmpfileEmpty:
+			err = unix.Linkat(fd, "", dfd, name, unix.AT_EMPTY_PATH)
+		case placeTmpfileProc:
+			err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dfd, name, unix.AT_SYMLINK_FOLLOW)
+		default:
+			return p.placeTemp(e, data)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EEXIST):
+			return linkOver(fd, m, dfd, e, name)
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) ||
+			errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP):
+			// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (before Linux
+			// 6.10); /proc may be missing: try the next way.
+			placeMode.CompareAndSwap(m, m+1)
+		default:
+			return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
+		}
+	}
+}
+
+// linkOver links the nameless file fd under a temporary name and renames
+// it over the existing name.
+func linkOver(fd int, m int32, dfd int, e *protocol.SyncEntry, name string) error {
+	tmp := tempName()
+	var err error
+	if m == placeTmpfileEmpty {
+		err = unix.Linkat(fd, "", dfd, tmp, unix.AT_EMPTY_PATH)
+	} else {
+		err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dfd, tmp, unix.AT_SYMLINK_FOLLOW)
+	}
+	if err == nil {
+		if err = unix.Renameat(dfd, tmp, dfd, name); err == nil {
+			return nil
+		}
+		_ = unix.Unlinkat(dfd, tmp, 0)
+	}
+	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
+}
+
+// placeTemp writes data to a temporary file next to e's path and renames it
+// into place, on raw descriptors.
+func (p *placer) placeTemp(e *protocol.SyncEntry, data []byte) error {
+	dir, name := path.Dir(e.Path), path.Base(e.Path)
+	dfd, err := p.fds.get(dir)
+	if err != nil {
+		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+	}
+	tmp := tempName()
+	fd, err := openRetry(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)
+	}
+	err = fillFD(fd, e, data)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if err = unix.Renameat(dfd, tmp, dfd, name); err == nil {
+			return nil
+		}
+	}
+	_ = unix.Unlinkat(dfd, tmp, 0)
+	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
+}
+
+func tempName() string {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	return TempPrefix + hex.EncodeToString(rnd[:])
+}
+
+func openRetry(dfd int, name string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat(dfd, name, flags, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// fillFD writes data to fd and gives it e's mode (the creation mode went
+// through the umask or a default ACL) and mtime.
+func fillFD(fd int, e *protocol.SyncEntry, data []byte) error {
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("unable to write %q: %w", e.Path, err)
+		}
+		data = data[n:]
+	}
+	if err := unix.Fchmod(fd, e.Mode&0o777); err != nil {
+		return fmt.Errorf("unable to set the mode of %q: %w", e.Path, err)
+	}
+	ts := [2]unix.Timespec{unix.NsecToTimespec(e.MtimeNs), unix.NsecToTimespec(e.MtimeNs)}
+	// futimens(fd): utimensat with a NULL path acts on fd itself.
+	if _, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); errno != 0 {
+		return fmt.Errorf("unable to set the mtime of %q: %w", e.Path, errno)
+	}
+	return nil
+}
+
+// smallFiles reads the sender's small files whole, on raw descriptors.
+type smallFiles struct {
+	fds fdDirs
+	buf []byte
+}
+
+func newSmallFiles(top *os.Root) *smallFiles { return &smallFiles{fds: fdDirs{top: top}} }
+
+func (s *smallFiles) close() { s.fds.close() }
+
+// read returns e's content (valid until the next read), or why it cannot
+// be sent.
+func (s *smallFiles) read(e *protocol.SyncEntry) ([]byte, string) {
+	dfd, err := s.fds.get(path.Dir(e.Path))
+	if err != nil {
+		return nil, err.Error()
+	}
+	fd, err := openRetry(dfd, path.Base(e.Path), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, (&os.PathError{Op: "open", Path: e.Path, Err: err}).Error()
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err.Error()
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != e.Size {
+		return nil, "changed during the sync"
+	}
+	if int64(cap(s.buf)) < e.Size {
+		s.buf = make([]byte, e.Size)
+	}
+	s.buf = s.buf[:e.Size]
+	for off := 0; off < len(s.buf); {
+		n, err := unix.Read(fd, s.buf[off:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err.Error()
+		}
+		if n == 0 {
+			return nil, "changed during the sync: shorter than its size"
+		}
+		off += n
+	}
+	return s.buf, ""
+}

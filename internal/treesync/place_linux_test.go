@@ -1,0 +1,128 @@
+//go:build linux
+
+package treesync
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bohica-labs/darkshell/protocol"
+)
+
+// TestPlacer places new files and files over existing ones (linkat cannot
+// replace: a temporary name renamed over) in each placing mode: the
+// content, mode and mtime arrive, no temporary name stays, and a symlink
+// planted at a name is replaced, never followed.
+func TestPlacer(t *testing.T) {
+	defer placeMode.Store(placeMode.Load())
+	for _, tc := range []struct {
+		name string
+		mode int32
+	}{
+		{"tmpfile-empty-path", placeTmpfileEmpty},
+		{"tmpfile-proc", placeTmpfileProc},
+		{"temp-rename", placeTempRename},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			placeMode.Store(tc.mode)
+			dir, outside := t.TempDir(), t.TempDir()
+			if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(dir, "sub", "old"), []byte("old content"), 0o600)
+			os.WriteFile(filepath.Join(outside, "victim"), []byte("keep"), 0o644)
+			os.Symlink(filepath.Join(outside, "victim"), filepath.Join(dir, "sub", "link"))
+			r, err := os.OpenRoot(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			p := newPlacer(r)
+			defer p.close()
+			mtime := time.Date(2020, 1, 2, 3, 4, 5, 6000, time.UTC).UnixNano()
+			for _, e := range []protocol.SyncEntry{
+				{Path: "top", Mode: 0o644, MtimeNs: mtime},
+				{Path: "sub/new", Mode: 0o751, MtimeNs: mtime},
+				{Path: "sub/old", Mode: 0o640, MtimeNs: mtime},
+				{Path: "sub/link", Mode: 0o600, MtimeNs: mtime},
+				{Path: "sub/empty", Mode: 0o666, MtimeNs: mtime},
+			} {
+				data := []byte("new content of " + e.Path)
+				if e.Path == "sub/empty" {
+					data = nil
+				}
+				if err := p.place(&e, data); err != nil {
+					t.Fatalf("place %s: %v", e.Path, err)
+				}
+				fi, err := os.Lstat(filepath.Join(dir, e.Path))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !fi.Mode().IsRegular() || uint32(fi.Mode().Perm()) != e.Mode || fi.ModTime().UnixNano() != mtime {
+					t.Fatalf("%s: mode %v mtime %v, want regular %o at %v", e.Path, fi.Mode(), fi.ModTime(), e.Mode, time.Unix(0, mtime))
+				}
+				if b, _ := os.ReadFile(filepath.Join(dir, e.Path)); !bytes.Equal(b, data) {
+					t.Fatalf("%s: content %q, want %q", e.Path, b, data)
+				}
+			}
+			if b, _ := os.ReadFile(filepath.Join(outside, "victim")); string(b) != "keep" {
+				t.Fatalf("the symlink was followed: victim holds %q", b)
+			}
+			filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+				if err == nil && strings.HasPrefix(fi.Name(), TempPrefix) {
+					t.Errorf("temporary file left: %s", p)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestPlacerUsesTmpfile: on a file system that takes O_TMPFILE (ext4, tmpfs
+// and most others do) the placer keeps to it.
+func TestPlacerUsesTmpfile(t *testing.T) {
+	defer placeMode.Store(placeMode.Load())
+	placeMode.Store(placeTmpfileEmpty)
+	dir := t.TempDir()
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := newPlacer(r)
+	defer p.close()
+	if err := p.place(&protocol.SyncEntry{Path: "f", Mode: 0o644}, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if m := placeMode.Load(); m == placeTempRename {
+		t.Skipf("%s refuses O_TMPFILE or linkat: the placer fell back to temporary names", dir)
+	}
+}
+
+// TestSmallFilesRead: the sender reads a small file whole, and says why not
+// when it changed size or type since the scan.
+func TestSmallFilesRead(t *testing.T) {
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	os.WriteFile(filepath.Join(dir, "d", "f"), []byte("hello"), 0o644)
+	os.Symlink("f", filepath.Join(dir, "d", "l"))
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	s := newSmallFiles(r)
+	defer s.close()
+	if b, skip := s.read(&protocol.SyncEntry{Path: "d/f", Size: 5}); skip != "" || string(b) != "hello" {
+		t.Fatalf("read: %q, %q", b, skip)
+	}
+	for _, e := range []protocol.SyncEntry{{Path: "d/f", Size: 4}, {Path: "d/f", Size: 9}, {Path: "d/l", Size: 1}, {Path: "d/gone", Size: 1}} {
+		if _, skip := s.read(&e); skip == "" {
+			t.Errorf("%s with size %d: read, want a reason to skip", e.Path, e.Size)
+		}
+	}
+}
