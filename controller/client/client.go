@@ -323,36 +323,39 @@ func upgradeErr(conn net.Conn, err error) error {
 func (c *Client) upgrade(ctx context.Context, name string) (net.Conn, error) {
 	req := "POST /v1/sandboxes/" + url.PathEscape(name) + "/exec HTTP/1.1\r\nHost: darkshell\r\nConnection: Upgrade\r\nUpgrade: " +
 		api.UpgradeStream + "\r\nContent-Length: 0\r\n\r\n"
-	conn := c.takeSpare()
+	conn, spare := c.takeSpare()
 	if conn == nil {
 		var err error
 		if conn, err = c.dial(ctx); err != nil {
 			return nil, err
 		}
-		if c.execs.Add(1) > 1 { // a program that runs one command (the CLI) needs no spare
-			go c.refillSpare()
-		}
 	}
-	return &upgradeConn{Conn: conn, r: bufio.NewReaderSize(conn, 64<<10), head: []byte(req)}, nil
+	u := &upgradeConn{Conn: conn, r: bufio.NewReaderSize(conn, 64<<10), head: []byte(req)}
+	// A program that runs one command (the CLI) needs no spare. The next
+	// one is dialled once the daemon has answered (while the command
+	// runs), not while this request is on its way.
+	if spare || c.execs.Add(1) > 1 {
+		u.answered = c.refillSpare
+	}
+	return u, nil
 }
 
 // takeSpare returns the connection dialled ahead for this exec, if a fresh
-// one is there, and starts dialling the next: the dial and the daemon's
-// accept are then off the exec's path.
-func (c *Client) takeSpare() net.Conn {
+// one is there (the dial and the daemon's accept are then off the exec's
+// path); had reports whether there was one, fresh or not.
+func (c *Client) takeSpare() (conn net.Conn, had bool) {
 	c.spareMu.Lock()
 	conn, at := c.spare, c.spareAt
 	c.spare = nil
 	c.spareMu.Unlock()
 	if conn == nil {
-		return nil
+		return nil, false
 	}
-	go c.refillSpare()
 	if time.Since(at) > spareMaxAge || !alive(conn) {
 		conn.Close() // the daemon closed it (restarted, or timed it out): dial afresh
-		return nil
+		return nil, true
 	}
-	return conn
+	return conn, true
 }
 
 // alive reports whether the daemon has not closed conn: a non-blocking
@@ -415,6 +418,8 @@ type upgradeConn struct {
 
 	wmu  sync.Mutex
 	head []byte // the HTTP request, not written yet
+
+	answered func() // run (in its own goroutine) once the daemon's answer is read
 }
 
 func (u *upgradeConn) Write(p []byte) (int, error) {
@@ -442,6 +447,9 @@ func (u *upgradeConn) Read(p []byte) (int, error) {
 		}
 	}
 	u.once.Do(func() {
+		if u.answered != nil {
+			defer func() { go u.answered() }()
+		}
 		resp, err := http.ReadResponse(u.r, nil)
 		if err != nil {
 			u.err = fmt.Errorf("%w: no answer to the exec request: %v", ErrDaemon, err)

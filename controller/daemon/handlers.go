@@ -421,15 +421,22 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, errors.New("connection cannot be upgraded"))
 		return
 	}
-	conn, brw, err := hj.Hijack()
+	raw, brw, err := hj.Hijack()
 	if err != nil {
 		return
 	}
+	// A client that sent its first frame with the request (the Go client
+	// does) gets the 101 with the first frame back (exec-started or an
+	// error), and reads both in one wake-up.
+	conn := &headConn{Conn: raw, head: []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream +
+		"\r\nConnection: Upgrade\r\n" + api.HeaderVersion + ": " + protocol.BuildVersion + "\r\n\r\n")}
 	defer conn.Close()
-	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream + "\r\nConnection: Upgrade\r\n" +
-		api.HeaderVersion + ": " + protocol.BuildVersion + "\r\n\r\n")
-	if err := brw.Flush(); err != nil {
-		return
+	if brw.Reader.Buffered() == 0 {
+		// A client that waits for the 101 before its first frame (a plain
+		// HTTP upgrade) gets it now.
+		if _, err := conn.Write(nil); err != nil {
+			return
+		}
 	}
 	fw := protocol.NewWriter(conn)
 	f, err := protocol.ReadFrame(brw, protocol.MaxPayload)
@@ -489,6 +496,37 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 		endErr = errors.New("the exec stream ended without an exit")
 	}
 	ended(tap.pid, tap.exit, endErr)
+}
+
+// headConn writes head before the first bytes written to it, in the same
+// write, or on Close if nothing was written.
+type headConn struct {
+	net.Conn
+	mu   sync.Mutex
+	head []byte
+}
+
+func (c *headConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if h := c.head; h != nil {
+		c.head = nil
+		c.mu.Unlock()
+		n, err := c.Conn.Write(append(h, p...))
+		return max(n-len(h), 0), err
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *headConn) Close() error {
+	c.mu.Lock()
+	h := c.head
+	c.head = nil
+	c.mu.Unlock()
+	if h != nil {
+		_, _ = c.Conn.Write(h)
+	}
+	return c.Conn.Close()
 }
 
 // splice copies both ways until either side ends, then closes both.
