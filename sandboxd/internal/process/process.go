@@ -99,6 +99,8 @@ func (p *Process) launch(path string, argv, env []string, dir string, tty *proto
 			childEnds = append(childEnds, r)
 			parentEnds = append(parentEnds, w)
 			p.stdin = w
+		} else if f := devNull(); f != nil {
+			cmd.Stdin = f // else exec.Cmd opens /dev/null itself
 		}
 		for _, dst := range []*io.Writer{&cmd.Stdout, &cmd.Stderr} {
 			r, w, err := pipe(0)
@@ -449,6 +451,17 @@ func (p *Process) state() protocol.ProcState {
 	}
 	return s
 }
+
+// devNull is /dev/null opened once for reading, the stdin of every command
+// without one (exec.Cmd would open and close it per command); nil if it
+// cannot be opened.
+var devNull = sync.OnceValue(func() *os.File {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil
+	}
+	return f
+})
 
 // pipe is os.Pipe for a child's stdio: only the end sandboxd keeps (0: the
 // read end, 1: the write end) is non-blocking and in the poller; the
