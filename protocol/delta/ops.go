@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/bohica-labs/darkshell/internal/cpus"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -50,21 +50,23 @@ var (
 	zErr  error
 )
 
-// codecs returns the shared zstd encoder and decoder. EncodeAll and
+// codecs returns the shared zstd encoder and decoder, sized for every CPU
+// (a long-running process may run on one P until it widens for bulk work:
+// internal/cpus). EncodeAll and
 // DecodeAll are safe for concurrent use. The decoder refuses windows and
 // outputs larger than MaxLiteral.
 func codecs() (*zstd.Encoder, *zstd.Decoder, error) {
 	zOnce.Do(func() {
 		zEnc, zErr = zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(cpus.Max()),
+			zstd.WithEncoderConcurrency(runtime.NumCPU()),
 			zstd.WithWindowSize(MaxLiteral),
 			zstd.WithLowerEncoderMem(true))
 		if zErr != nil {
 			return
 		}
 		zDec, zErr = zstd.NewReader(nil,
-			zstd.WithDecoderConcurrency(cpus.Max()),
+			zstd.WithDecoderConcurrency(runtime.NumCPU()),
 			zstd.WithDecoderMaxMemory(MaxLiteral),
 			zstd.WithDecoderMaxWindow(MaxLiteral),
 			zstd.WithDecodeAllCapLimit(true),
