@@ -52,9 +52,8 @@ var (
 
 // codecs returns the shared zstd encoder and decoder, sized for every CPU
 // (a long-running process may run on one P until it widens for bulk work:
-// internal/cpus). EncodeAll and
-// DecodeAll are safe for concurrent use. The decoder refuses windows and
-// outputs larger than MaxLiteral.
+// internal/cpus). EncodeAll and DecodeAll are safe for concurrent use. The
+// decoder refuses windows and outputs larger than MaxLiteral.
 func codecs() (*zstd.Encoder, *zstd.Decoder, error) {
 	zOnce.Do(func() {
 		zEnc, zErr = zstd.NewWriter(nil,
