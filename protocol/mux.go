@@ -63,6 +63,10 @@ func Handshake(rw io.ReadWriter, local Hello) (remote Hello, version int, err er
 //     (at most holdOpen) and sends it with the next write: the request
 //     frame the opener writes at once, or the accepter's first answer.
 //     Frames with FIN or RST, pings and plain window updates flush at once.
+//   - An exec stream's exit frame is its last: the stream's FIN follows at
+//     once. MuxConn holds a small data frame that starts with an exit frame
+//     (at most holdExit) and sends it with the FIN, so the end of a command
+//     is one packet, not two.
 func MuxConn(c io.ReadWriteCloser) io.ReadWriteCloser {
 	w := &coalescer{ReadWriteCloser: c}
 	w.timer = time.AfterFunc(time.Hour, w.flushHeld)
@@ -76,6 +80,13 @@ const maxCoalesce = 64 << 10
 
 // holdOpen bounds how long a SYN or ACK waits for a frame to ride with.
 const holdOpen = time.Millisecond
+
+// holdExit bounds how long an exit frame waits for its stream's FIN, and
+// maxExitHold the size of a data frame held for it.
+const (
+	holdExit    = 200 * time.Microsecond
+	maxExitHold = 1024
+)
 
 // yamux header fields (github.com/hashicorp/yamux const.go).
 const (
@@ -107,6 +118,11 @@ func (w *coalescer) Write(p []byte) (int, error) {
 		want := w.want
 		w.want = 0
 		if len(p) == want {
+			if want <= maxExitHold && FrameType(p[0]) == FrameExit {
+				w.pending = append(w.pending, p...)
+				w.timer.Reset(holdExit) // also cuts short a held SYN's wait
+				return len(p), nil
+			}
 			return len(p), w.send(p)
 		}
 		// Not the announced body (never expected): keep the byte order.
@@ -151,7 +167,7 @@ func (w *coalescer) send(p []byte) error {
 	return err
 }
 
-// flushHeld writes a held SYN or ACK that nothing came to join.
+// flushHeld writes a held SYN, ACK or exit frame that nothing came to join.
 func (w *coalescer) flushHeld() {
 	w.mu.Lock()
 	defer w.mu.Unlock()

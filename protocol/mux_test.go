@@ -5,6 +5,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/yamux"
 )
@@ -187,4 +188,75 @@ func TestMuxConnHeldOpenFlushes(t *testing.T) {
 	if c := cw.take(); len(c) == 0 || c[0] != 12 {
 		t.Errorf("opener's carrier writes %v, want the SYN alone (12 bytes) first", c)
 	}
+}
+
+// TestMuxConnExitRidesWithFIN: an exit frame and the FIN that closes its
+// stream leave in one carrier write; an exit frame without a FIN behind it
+// still leaves within holdExit; other data is not held.
+func TestMuxConnExitRidesWithFIN(t *testing.T) {
+	exitFrame := func() []byte {
+		var b bytes.Buffer
+		if err := WriteMsg(&b, FrameExit, &ExitMsg{Code: 3}); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}()
+	t.Run("with the FIN", func(t *testing.T) {
+		cli, srv, _, sw := muxPair(t)
+		done := make(chan error, 1)
+		go func() {
+			st, err := srv.AcceptStream()
+			if err != nil {
+				done <- err
+				return
+			}
+			buf := make([]byte, 5)
+			if _, err := io.ReadFull(st, buf); err != nil {
+				done <- err
+				return
+			}
+			if _, err := st.Write(exitFrame); err != nil {
+				done <- err
+				return
+			}
+			done <- st.Close()
+		}()
+		st, err := cli.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.Write([]byte("hello"))
+		got, err := io.ReadAll(st)
+		if err != nil || !bytes.Equal(got, exitFrame) {
+			t.Fatalf("read %x, %v; want the exit frame then EOF", got, err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		// The accepter never wrote before the exit, so its held ACK rides too.
+		if s := sw.take(); len(s) != 1 || s[0] != 12+12+len(exitFrame)+12 {
+			t.Errorf("accepter's carrier writes %v, want one of ACK+header+exit+FIN (%d bytes)", s, 12+12+len(exitFrame)+12)
+		}
+	})
+	t.Run("alone", func(t *testing.T) {
+		cli, srv, _, _ := muxPair(t)
+		go func() {
+			st, err := srv.AcceptStream()
+			if err == nil {
+				st.Write(exitFrame) // no Close: nothing follows
+			}
+		}()
+		st, err := cli.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.Write([]byte("x"))
+		got := make([]byte, len(exitFrame))
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(st, got); err != nil || !bytes.Equal(got, exitFrame) {
+			t.Fatalf("read %x, %v; want the held exit frame to arrive alone", got, err)
+		}
+	})
 }
