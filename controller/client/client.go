@@ -419,7 +419,7 @@ type upgradeConn struct {
 	wmu  sync.Mutex
 	head []byte // the HTTP request, not written yet
 
-	answered func() // run (in its own goroutine) once the daemon's answer is read
+	answered func() // run once the daemon's answer is read
 }
 
 func (u *upgradeConn) Write(p []byte) (int, error) {
@@ -448,7 +448,9 @@ func (u *upgradeConn) Read(p []byte) (int, error) {
 	}
 	u.once.Do(func() {
 		if u.answered != nil {
-			defer func() { go u.answered() }()
+			// Inline: a unix-socket connect does not wait for the
+			// daemon's accept, and a goroutine would wake another thread.
+			defer u.answered()
 		}
 		resp, err := http.ReadResponse(u.r, nil)
 		if err != nil {
