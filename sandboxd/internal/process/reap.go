@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -137,9 +136,7 @@ func peekZombie() (int, bool) {
 	if err := unix.Waitid(unix.P_ALL, 0, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil); err != nil {
 		return 0, false
 	}
-	// si_pid opens the union after si_signo, si_errno, si_code and padding
-	// (offset 16 on 64-bit Linux); x/sys does not name it.
-	pid := int(*(*int32)(unsafe.Add(unsafe.Pointer(&info), 16)))
+	pid := int(siginfoPid(&info))
 	return pid, pid > 0
 }
 
