@@ -29,7 +29,7 @@ var (
 	enabled  bool
 	holds    int       // Widen calls not yet released
 	busyTil  time.Time // the monitor's widening lasts until then
-	wide     bool      // GOMAXPROCS is max now
+	wide     bool      // GOMAXPROCS is maxProcs now
 )
 
 // Monitor tuning: every sample period the process's CPU time is read; a
@@ -111,8 +111,8 @@ func monitor() {
 		used := cur - last
 		last = cur
 		mu.Lock()
-		// In wide mode the process may use up to max CPUs; it stays
-		// wide while it still uses more than one CPU's worth.
+		// Narrow or wide, a period that used more than busyShare
+		// of one CPU keeps (or makes) the process wide for hold.
 		if used > time.Duration(busyShare*float64(samplePeriod)) {
 			busyTil = now.Add(hold)
 		}
