@@ -3,8 +3,6 @@
 package treesync
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -177,12 +175,6 @@ func (p *placer) placeTemp(e *protocol.SyncEntry, data []byte) error {
 	}
 	_ = unix.Unlinkat(dfd, tmp, 0)
 	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
-}
-
-func tempName() string {
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	return TempPrefix + hex.EncodeToString(rnd[:])
 }
 
 func openRetry(dfd int, name string, flags int, mode uint32) (int, error) {

@@ -3,8 +3,6 @@
 package treesync
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -33,9 +31,7 @@ func place(dirs *dirCache, e *protocol.SyncEntry, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("unable to open directory %q: %w", dir, err)
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := TempPrefix + hex.EncodeToString(rnd[:])
+	tmp := tempName()
 	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)

@@ -1521,9 +1521,7 @@ func (rc *receiver) receiveFile(e *protocol.SyncEntry, s signed) (err error) {
 	if err != nil {
 		return fmt.Errorf("unable to open directory %q: %w", dir, err)
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := TempPrefix + hex.EncodeToString(rnd[:])
+	tmp := tempName()
 	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("unable to create a temporary file for %q: %w", e.Path, err)
@@ -1670,3 +1668,11 @@ func (w *sparseWriter) Write(p []byte) (int, error) {
 
 // finish sets the file's size (a trailing hole is not written).
 func (w *sparseWriter) finish() error { return w.f.Truncate(w.off) }
+
+// tempName is a fresh name for a temporary file next to the file it will
+// replace (TempPrefix marks it as ours).
+func tempName() string {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	return TempPrefix + hex.EncodeToString(rnd[:])
+}
