@@ -101,23 +101,31 @@ func apply() {
 
 // monitor widens while the process keeps one CPU busy (many concurrent
 // commands, a large output stream, encryption of bulk traffic) and
-// narrows again hold after it stops.
+// narrows again hold after it stops. An idle process is sampled less
+// often, down to every 10 sample periods, so a host with many idle
+// sandboxes does not wake each sandboxd 10 times a second.
 func monitor() {
-	last := cpuTime()
-	t := time.NewTicker(samplePeriod)
-	defer t.Stop()
+	period := samplePeriod
+	last, at := cpuTime(), time.Now()
+	t := time.NewTimer(period)
 	for now := range t.C {
 		cur := cpuTime()
-		used := cur - last
-		last = cur
+		used, elapsed := cur-last, now.Sub(at)
+		last, at = cur, now
 		mu.Lock()
 		// Narrow or wide, a period that used more than busyShare
 		// of one CPU keeps (or makes) the process wide for hold.
-		if used > time.Duration(busyShare*float64(samplePeriod)) {
+		if float64(used) > busyShare*float64(elapsed) {
 			busyTil = now.Add(hold)
 		}
 		apply()
 		mu.Unlock()
+		if float64(used) < 0.05*float64(elapsed) {
+			period = min(2*period, 10*samplePeriod)
+		} else {
+			period = samplePeriod
+		}
+		t.Reset(period)
 	}
 }
 

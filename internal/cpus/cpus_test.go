@@ -17,7 +17,6 @@ func TestLatencyMode(t *testing.T) {
 	}
 	samplePeriod, hold = 20*time.Millisecond, 300*time.Millisecond
 	LatencyMode()
-	defer runtime.GOMAXPROCS(Max())
 	expect := func(want int, what string) {
 		t.Helper()
 		if got := runtime.GOMAXPROCS(0); got != want {
