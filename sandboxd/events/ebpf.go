@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -41,6 +42,10 @@ type EBPF struct {
 	mem    *ebpf.Memory
 	reader *ringbuf.Reader
 	rec    ringbuf.Record // the last record read (its buffer is reused)
+	// rmu orders reads of the ring buffer with closing it:
+	// ringbuf.Reader's AvailableBytes is not safe against its Close.
+	rmu    sync.Mutex
+	closed bool // the reader is closed (under rmu)
 	track  *tracker
 	log    *slog.Logger
 }
@@ -218,7 +223,7 @@ func (e *EBPF) FileHook() probes.FileHook {
 // closed. It needs no bpf() call, so it works after lock-down.
 func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 	hub.SetLost(e.Lost)
-	stop := context.AfterFunc(ctx, func() { e.reader.Close() })
+	stop := context.AfterFunc(ctx, e.closeReader)
 	defer stop()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
@@ -228,13 +233,21 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 		// descriptor stays ready while records keep coming, so a reader
 		// that waits in epoll returns for every record or two, and
 		// that cost three times the rest of reading.
+		e.rmu.Lock()
+		if e.closed {
+			e.rmu.Unlock()
+			return nil
+		}
+		var err error
 		if e.reader.AvailableBytes() > 0 {
-			if err := e.drain(hub); err != nil {
-				if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
-					return nil
-				}
-				return err
+			err = e.drain(hub) // never blocks
+		}
+		e.rmu.Unlock()
+		if err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
+				return nil
 			}
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -244,7 +257,8 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 	}
 }
 
-// drain reads the ring buffer into hub until it is empty.
+// drain reads the ring buffer into hub until it is empty. Called with rmu
+// held.
 func (e *EBPF) drain(hub *Hub) error {
 	var r probes.Record
 	e.reader.SetDeadline(time.Now()) // do not block
@@ -265,9 +279,19 @@ func (e *EBPF) drain(hub *Hub) error {
 	}
 }
 
+// closeReader closes the ring buffer's reader once no read is under way.
+func (e *EBPF) closeReader() {
+	e.rmu.Lock()
+	defer e.rmu.Unlock()
+	if !e.closed {
+		e.closed = true
+		e.reader.Close()
+	}
+}
+
 // Close stops reading; a self-loaded set is detached and unloaded.
 func (e *EBPF) Close() error {
-	e.reader.Close()
+	e.closeReader()
 	err := errors.Join(e.ring.Close(), e.knobs.Close())
 	if e.set != nil {
 		err = errors.Join(err, e.set.Close())
