@@ -61,6 +61,7 @@ type Manager struct {
 	state   atomic.Pointer[dispatch]
 	done    chan struct{}
 	once    sync.Once
+	looped  chan struct{} // closed when loop has returned (nil before Start)
 }
 
 // dispatch is what the event loop hands events to; swapped on reload.
@@ -100,10 +101,14 @@ func (m *Manager) Start() error {
 	} else {
 		ec, skipped, cancel = m.opts.Source.Subscribe(64 << 10)
 	}
+	looped := make(chan struct{})
 	m.mu.Lock()
-	m.cancel, m.skipped = cancel, skipped
+	m.cancel, m.skipped, m.looped = cancel, skipped, looped
 	m.mu.Unlock()
-	go m.loop(ec, ic)
+	go func() {
+		defer close(looped)
+		m.loop(ec, ic)
+	}()
 	return m.Reload()
 }
 
@@ -332,6 +337,11 @@ func (m *Manager) Close(ctx context.Context) {
 		m.cancel()
 	}
 	m.once.Do(func() { close(m.done) })
+	if m.looped != nil {
+		// An event the loop took is offered to the runners before they
+		// close and flush (it holds no lock of ours).
+		<-m.looped
+	}
 	for _, r := range m.runners {
 		r.close(ctx)
 	}
