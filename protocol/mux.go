@@ -68,7 +68,11 @@ func Handshake(rw io.ReadWriter, local Hello) (remote Hello, version int, err er
 //     (at most holdExit) and sends it with the FIN, so the end of a command
 //     is one packet, not two.
 func MuxConn(c io.ReadWriteCloser) io.ReadWriteCloser {
-	w := &coalescer{ReadWriteCloser: c}
+	return newCoalescer(c, holdOpen, holdExit)
+}
+
+func newCoalescer(c io.ReadWriteCloser, holdOpen, holdExit time.Duration) *coalescer {
+	w := &coalescer{ReadWriteCloser: c, holdOpen: holdOpen, holdExit: holdExit}
 	w.timer = time.AfterFunc(time.Hour, w.flushHeld)
 	w.timer.Stop()
 	return w
@@ -101,6 +105,8 @@ const (
 
 type coalescer struct {
 	io.ReadWriteCloser
+	holdOpen, holdExit time.Duration // holdOpen and holdExit outside tests
+
 	mu      sync.Mutex
 	pending []byte // held bytes, written before or with the next write
 	want    int    // body length a held data header announced; 0: none
@@ -120,7 +126,7 @@ func (w *coalescer) Write(p []byte) (int, error) {
 		if len(p) == want {
 			if want <= maxExitHold && FrameType(p[0]) == FrameExit {
 				w.pending = append(w.pending, p...)
-				w.timer.Reset(holdExit) // also cuts short a held SYN's wait
+				w.timer.Reset(w.holdExit) // also cuts short a held SYN's wait
 				return len(p), nil
 			}
 			return len(p), w.send(p)
@@ -143,7 +149,7 @@ func (w *coalescer) Write(p []byte) (int, error) {
 			held := len(w.pending) > 0
 			w.pending = append(w.pending, p...)
 			if !held {
-				w.timer.Reset(holdOpen)
+				w.timer.Reset(w.holdOpen)
 			}
 			return len(p), nil
 		}

@@ -101,17 +101,25 @@ func TestMuxConnCoalesces(t *testing.T) {
 // cw and sw record the client's and the server's carrier writes.
 func muxPair(t *testing.T) (cli, srv *yamux.Session, cw, sw *writes) {
 	t.Helper()
+	return muxPairHold(t, holdOpen, holdExit)
+}
+
+// muxPairHold is muxPair with the coalescers' hold times: tests that count
+// what rides together hold long, so a slow machine (-race, a busy CI)
+// does not flush a held frame before its partner comes.
+func muxPairHold(t *testing.T, open, exit time.Duration) (cli, srv *yamux.Session, cw, sw *writes) {
+	t.Helper()
 	ar, bw := io.Pipe()
 	br, aw := io.Pipe()
 	cw = &writes{ReadWriteCloser: pipeEnd{ar, aw}}
 	sw = &writes{ReadWriteCloser: pipeEnd{br, bw}}
 	cfg := MuxConfig()
 	cfg.EnableKeepAlive = false // no pings among the counted writes
-	cli, err := yamux.Client(MuxConn(cw), cfg)
+	cli, err := yamux.Client(newCoalescer(cw, open, exit), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = yamux.Server(MuxConn(sw), cfg)
+	srv, err = yamux.Server(newCoalescer(sw, open, exit), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +139,7 @@ func (w *writes) take() []int {
 // write as the opener's request, the accepter's ACK in the same write as its
 // answer: one write each way for a request and its reply.
 func TestMuxConnOpenRidesWithRequest(t *testing.T) {
-	cli, srv, cw, sw := muxPair(t)
+	cli, srv, cw, sw := muxPairHold(t, 10*time.Second, holdExit)
 	go func() {
 		st, err := srv.AcceptStream()
 		if err != nil {
@@ -202,7 +210,7 @@ func TestMuxConnExitRidesWithFIN(t *testing.T) {
 		return b.Bytes()
 	}()
 	t.Run("with the FIN", func(t *testing.T) {
-		cli, srv, _, sw := muxPair(t)
+		cli, srv, _, sw := muxPairHold(t, 10*time.Second, 10*time.Second)
 		done := make(chan error, 1)
 		go func() {
 			st, err := srv.AcceptStream()
