@@ -77,6 +77,7 @@ func (a *app) daemonCmd() *cobra.Command {
 		Short: "Run the controller daemon in the foreground (the CLI starts it on demand otherwise)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			cpus.Reexec() // started by hand: run again with the runtime setting latency mode wants
 			dir := a.home
 			if dir == "" {
 				var err error

@@ -27,6 +27,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/api"
 	"github.com/bohica-labs/darkshell/controller/state"
 	"github.com/bohica-labs/darkshell/controller/stream"
+	"github.com/bohica-labs/darkshell/internal/cpus"
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
@@ -132,7 +133,7 @@ func (c *Client) startDaemon(ctx context.Context) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(bin, "daemon", "run", "--idle-timeout", "30m")
-	cmd.Env = append(os.Environ(), "DARKSHELL_HOME="+c.home.Dir)
+	cmd.Env = cpus.Env(append(os.Environ(), "DARKSHELL_HOME="+c.home.Dir))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

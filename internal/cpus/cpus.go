@@ -43,8 +43,11 @@ var (
 // LatencyMode narrows GOMAXPROCS to one and starts the monitor. It does
 // nothing when GOMAXPROCS is set in the environment, when
 // DARKSHELL_LATENCY_MODE=0, or on a one-CPU machine. Call it once, early in
-// main.
+// main. Started with the environment Env gives, the process also keeps the
+// runtime's monitor thread out of its deep sleep (see sysmon.go); the
+// setting is removed from the environment here either way.
 func LatencyMode() {
+	forgetSysmon()
 	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("DARKSHELL_LATENCY_MODE") == "0" || maxProcs < 2 {
 		return
 	}

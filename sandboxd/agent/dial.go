@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bohica-labs/darkshell/internal/cpus"
 )
 
 // startWait bounds how long Dial waits for a freshly started agent.
@@ -95,6 +97,7 @@ func Spawner(exe, socket string, extra ...string) func() error {
 		}
 		defer logf.Close()
 		cmd := exec.Command(exe, append([]string{"agent", "--socket", socket}, extra...)...)
+		cmd.Env = cpus.Env(os.Environ())
 		cmd.Stdin = nil
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Dir = "/"

@@ -48,6 +48,7 @@ import (
 	"github.com/bohica-labs/darkshell/controller/session"
 	"github.com/bohica-labs/darkshell/controller/sshx"
 	"github.com/bohica-labs/darkshell/controller/state"
+	"github.com/bohica-labs/darkshell/internal/cpus"
 )
 
 func init() { driver.Register(Driver{}) }
@@ -385,7 +386,7 @@ func start(ctx context.Context, bin string, p paths, name, ws string, env []stri
 	// Nothing of the controller's environment enters the sandbox. The
 	// options travel in the environment, not argv: /proc/1/cmdline is
 	// readable inside the sandbox, a non-dumpable PID 1's environ is not.
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SANDBOXD_INIT=" + string(cfg)}
+	cmd.Env = cpus.Env([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SANDBOXD_INIT=" + string(cfg)})
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{
