@@ -192,8 +192,10 @@ func benchEnvInt(name string, def int) int {
 // BenchmarkTrace measures the probes' cost on an exec-heavy workload and on
 // a real `go build`, tracing off (no probes loaded) vs on (probes scoped to
 // the workload's pid namespace, ring buffer drained into a hub as in
-// sandboxd), in interleaved pairs (off, on, off, on, ...), and reports the
-// median and spread of each and the overhead as the ratio of the medians;
+// sandboxd), in many short interleaved pairs (off-on, on-off, ...), and
+// reports the overhead as the median of the per-pair ratios with their
+// interquartile range (the verdict), beside the plain means, the ratio of
+// the medians and every pair's raw figures;
 // then the probes' own cost per event and per syscall, for both file hooks;
 // then event loss at the highest exec rate this machine reaches.
 //
