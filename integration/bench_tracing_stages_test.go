@@ -20,7 +20,8 @@ import (
 // reader); nofiles (process events only); deferred (every event, the
 // reader started after the workload: the producers' cost without a
 // reader competing for the CPUs); on (what bench-trace's "on" runs do).
-// For each: the median wall time, the workload's own CPU and the reader's.
+// For each: the median wall time, the workload's own CPU and the reader's
+// (up to the drain after the workload; not its close, once per sandbox).
 // DARKSHELL_BENCH_RUNS: rounds (default 5); DARKSHELL_BENCH_STAGES: a
 // comma-separated subset of the modes (default all). Not part of
 // bench-trace (make bench-trace-stages).
@@ -72,9 +73,10 @@ func BenchmarkTracingStages(b *testing.B) {
 			go func() { e.Run(ctx, hub); close(done) }()
 		}
 		time.Sleep(300 * time.Millisecond)
+		self = cpuSelf() - c0 // not the reader's close: once per sandbox
 		cancel()
 		<-done
-		return d, cpu, cpuSelf() - c0
+		return d, cpu, self
 	}
 	modes := []string{"off", "attached", "nofiles", "deferred", "on"}
 	if m := os.Getenv("DARKSHELL_BENCH_STAGES"); m != "" {
@@ -84,8 +86,11 @@ func BenchmarkTracingStages(b *testing.B) {
 	for _, m := range modes {
 		s[m] = &samples{}
 	}
-	for range benchEnvInt("DARKSHELL_BENCH_RUNS", 5) {
-		for _, m := range modes {
+	for round := range benchEnvInt("DARKSHELL_BENCH_RUNS", 5) {
+		// Each round starts with another mode: a drift of the machine's
+		// load favours none.
+		for i := range modes {
+			m := modes[(round+i)%len(modes)]
 			d, work, self := run(m)
 			s[m].add(d, work, self)
 		}

@@ -429,12 +429,17 @@ static __always_inline __u32 walk(struct path *pp, struct scratch *s, __u32 off)
 	return c.off;
 }
 
-// The reader is never woken: it drains the ring buffer on a timer
-// (sandboxd/events: pollInterval). A wakeup per event would cost it a
-// context switch per event, the main cost of tracing.
+// Wakeups are the ring buffer's adaptive ones (flags 0): the kernel wakes
+// the reader only for a record written when the reader had read everything
+// before it, so an idle reader sleeps in epoll instead of polling, and a
+// busy one, which drains every pollInterval (sandboxd/events) and does not
+// wait in epoll between drains, costs the producers one wakeup per drain,
+// not one per record.
+#define RB_FLAGS 0
+
 static __always_inline void submit(struct sandbox *sb, struct event *e)
 {
-	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(e, RB_FLAGS);
 }
 
 static __always_inline void header(struct sandbox *sb, struct event *e, __u32 kind);
@@ -467,7 +472,7 @@ static __always_inline struct scratch *begin(struct sandbox *sb, __u32 slot, __u
 static __always_inline void output(struct sandbox *sb, struct scratch *s, __u32 len)
 {
 	__u64 size = HDR_SIZE + (len & DATA_MASK);
-	if (bpf_ringbuf_output(sb->ring, s, size, BPF_RB_NO_WAKEUP))
+	if (bpf_ringbuf_output(sb->ring, s, size, RB_FLAGS))
 		__sync_fetch_and_add(&sb->k->lost, 1);
 }
 

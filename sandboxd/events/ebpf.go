@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -21,10 +22,17 @@ import (
 	"github.com/bohica-labs/darkshell/protocol"
 )
 
-// pollInterval is how often the reader drains the ring buffer. The probes
-// never wake it: 4 MiB of variable-length records is far more than a
-// sandbox makes in 20 ms (about 8,000 execs of /bin/true).
-const pollInterval = 20 * time.Millisecond
+// pollInterval is how often a busy reader drains the ring buffer, and so
+// the bound of an event's latency while records keep coming: 4 MiB of
+// variable-length records is far more than a sandbox makes in 50 ms (about
+// 8,000 execs of /bin/true; 5,000 execs/s make 250). Each drain's wakeup
+// costs the reader's process about 100-300 µs of CPU on these VMs (the Go
+// runtime's sysmon and scheduler spin up after every blocking syscall),
+// whatever it reads: 50 ms instead of 20 cut the reader's CPU on an
+// exec-heavy workload by about 40 % (docs/trace.md). An idle reader waits
+// in epoll instead, woken by the first record (the probes' adaptive
+// wakeups), which it reads at once.
+const pollInterval = 50 * time.Millisecond
 
 // ErrNotSupported wraps every failure that means "this kernel or this
 // process cannot run the probes" (missing feature, no privilege): the
@@ -45,7 +53,8 @@ type EBPF struct {
 	// rmu orders reads of the ring buffer with closing it:
 	// ringbuf.Reader's AvailableBytes is not safe against its Close.
 	rmu    sync.Mutex
-	closed bool // the reader is closed (under rmu)
+	closed bool          // the reader is closed (under rmu)
+	waits  atomic.Uint64 // idle waits in epoll (tests)
 	track  *tracker
 	log    *slog.Logger
 }
@@ -221,61 +230,102 @@ func (e *EBPF) FileHook() probes.FileHook {
 
 // Run reads the ring buffer into hub until ctx ends or the reader is
 // closed. It needs no bpf() call, so it works after lock-down.
+//
+// While records keep coming it drains the ring buffer every pollInterval
+// (which bounds an event's latency) and sleeps in between, never waiting
+// in epoll: the ring buffer's descriptor stays ready while records keep
+// coming, so a reader that waits in epoll returns for every record or two,
+// and that cost three times the rest of reading. When a drain found
+// nothing it waits in epoll, where the probes' adaptive wakeup (the first
+// record after the reader caught up) finds it: an idle sandbox costs no
+// timer wakeups, and a first event after a quiet spell is read at once.
+//
+// The pause is a nanosleep system call, not a Go timer: on these VMs a Go
+// timer's wakeup (the scheduler's spinning threads, futex wakes) costs
+// about 200 µs of CPU, twice a plain blocking nanosleep, and it is paid
+// every pollInterval.
 func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 	hub.SetLost(e.Lost)
 	stop := context.AfterFunc(ctx, e.closeReader)
 	defer stop()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
 	for {
-		// Drain what is there, every pollInterval (which bounds an
-		// event's latency), never waiting in epoll: the ring buffer's
-		// descriptor stays ready while records keep coming, so a reader
-		// that waits in epoll returns for every record or two, and
-		// that cost three times the rest of reading.
-		e.rmu.Lock()
-		if e.closed {
-			e.rmu.Unlock()
-			return nil
-		}
-		var err error
-		if e.reader.AvailableBytes() > 0 {
-			err = e.drain(hub) // never blocks
-		}
-		e.rmu.Unlock()
+		n, err := e.drain(hub)
 		if err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return nil
-		case <-tick.C:
 		}
+		if n == 0 {
+			// Idle: wait for the producers' wakeup. Close interrupts it.
+			if err := e.wait(hub); err != nil {
+				if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+		pause(pollInterval)
 	}
 }
 
-// drain reads the ring buffer into hub until it is empty. Called with rmu
-// held.
-func (e *EBPF) drain(hub *Hub) error {
-	var r probes.Record
+// pause sleeps for d in a blocking system call (a signal may cut it short,
+// which only makes the next drain come early).
+func pause(d time.Duration) {
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	_ = unix.Nanosleep(&ts, nil)
+}
+
+// drain reads the ring buffer into hub until it is empty, and returns how
+// many records it read; ringbuf.ErrClosed once the reader is closed.
+func (e *EBPF) drain(hub *Hub) (int, error) {
+	e.rmu.Lock()
+	defer e.rmu.Unlock()
+	if e.closed {
+		return 0, ringbuf.ErrClosed
+	}
+	if e.reader.AvailableBytes() == 0 {
+		return 0, nil
+	}
 	e.reader.SetDeadline(time.Now()) // do not block
+	n := 0
 	for {
 		if err := e.reader.ReadInto(&e.rec); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return nil
+				return n, nil
 			}
-			return fmt.Errorf("unable to read the ring buffer: %w", err)
+			return n, fmt.Errorf("unable to read the ring buffer: %w", err)
 		}
-		if err := probes.ParseRecord(e.rec.RawSample, &r); err != nil {
-			e.log.Warn("malformed ring buffer record", "err", err)
-			continue
-		}
-		if ev, ok := e.track.event(&r); ok {
-			hub.Publish(ev)
-		}
+		n++
+		e.publish(hub)
+	}
+}
+
+// wait blocks in epoll until a record comes, and publishes it. It does not
+// hold rmu: ringbuf.Reader.Close interrupts a blocked read (it is
+// AvailableBytes that is not safe against Close).
+func (e *EBPF) wait(hub *Hub) error {
+	e.waits.Add(1)
+	e.reader.SetDeadline(time.Time{}) // no deadline
+	if err := e.reader.ReadInto(&e.rec); err != nil {
+		return err
+	}
+	e.publish(hub)
+	return nil
+}
+
+// publish decodes the last record read into an event for hub.
+func (e *EBPF) publish(hub *Hub) {
+	var r probes.Record
+	if err := probes.ParseRecord(e.rec.RawSample, &r); err != nil {
+		e.log.Warn("malformed ring buffer record", "err", err)
+		return
+	}
+	if ev, ok := e.track.event(&r); ok {
+		hub.Publish(ev)
 	}
 }
 

@@ -128,3 +128,69 @@ func testEBPFPidNamespace(t *testing.T, hook probes.FileHook) {
 		t.Fatal(err)
 	}
 }
+
+// TestEBPFIdleReaderWakes: a reader with nothing to read waits in epoll, and
+// the probes' wakeup (the first record after it caught up) brings it back:
+// an exec after a quiet spell is read while the workload is still quiet
+// (with wakeups off, the reader would sleep until its close).
+func TestEBPFIdleReaderWakes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("DARKSHELL_REQUIRE_ALL") != "" {
+			t.Fatal("needs root to load eBPF")
+		}
+		t.Skip("SKIP: needs root to load eBPF")
+	}
+	e, err := LoadEBPF(nil)
+	skipIfNotSupported(t, err)
+	defer e.Close()
+	hub := NewHub(1<<16, e.Hello())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx, hub) }()
+
+	// The script's last step blocks on its stdin until the test closes it:
+	// no record comes after the exec of `true idlewake` until then.
+	cmd := exec.Command("/bin/sh", "-c", `read go; exec /bin/sh -c "$0"`, "sleep 0.5; /bin/true idlewake; read x")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	in, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		in.Close()
+		cmd.Wait()
+	}()
+	if err := e.ScopeToPID(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	in.Write([]byte("go\n"))
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var execd, exited bool
+		for _, ev := range hub.History(&protocol.EventsRequest{History: true}) {
+			if len(ev.Argv) == 2 && ev.Argv[1] == "idlewake" && ev.Kind == protocol.KindExec {
+				execd = true
+			}
+			if ev.Kind == protocol.KindExit && ev.Binary == "/bin/true" && ev.ExitCode != nil && *ev.ExitCode == 0 {
+				exited = true
+			}
+		}
+		if execd && exited {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exec (%v) and exit (%v) of `true idlewake` were not read while the workload was quiet (%d idle waits)", execd, exited, e.waits.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Once at the start, once or more during the sleep, once after true.
+	if w := e.waits.Load(); w < 2 {
+		t.Errorf("the reader waited in epoll %d times, want at least 2 (it polls instead of sleeping when idle)", w)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,8 +2,8 @@ package events
 
 import (
 	"bytes"
-	"fmt"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -95,7 +95,7 @@ func (t *tracker) event(r *probes.Record) (protocol.Event, bool) {
 		e.Kind = protocol.KindExec
 		e.PPID = int(r.Ppid)
 		t.execs++
-		np := &proc{execID: fmt.Sprintf("%d-%d", r.Pid, t.execs), since: r.Ts, binary: cstr(r.S1)}
+		np := &proc{execID: execID(r.Pid, t.execs), since: r.Ts, binary: cstr(r.S1)}
 		if p != nil {
 			np.parentExecID = p.execID
 		} else if pp := t.procs[r.Ppid]; pp != nil {
@@ -188,8 +188,58 @@ func (t *tracker) file(r *probes.Record, e *protocol.Event) {
 	}
 }
 
+// execID is "PID-N", built without fmt (once per exec on the reader's path).
+func execID(pid uint32, n uint64) string {
+	var b [32]byte
+	out := strconv.AppendUint(b[:0], uint64(pid), 10)
+	out = append(out, '-')
+	out = strconv.AppendUint(out, n, 10)
+	return string(out)
+}
+
+// intents are the names of what an open asks for, by access mode and
+// the create, truncate and append bits (intentOf); built once, as an open
+// is the most frequent event.
+var intents = func() (t [4][8]string) {
+	for acc := range 4 {
+		for bits := range 8 {
+			t[acc][bits] = intentOf(uint32(acc) | flagBits(bits))
+		}
+	}
+	return t
+}()
+
+// flagBits maps bits 0-2 to O_CREAT, O_TRUNC and O_APPEND.
+func flagBits(bits int) uint32 {
+	var f uint32
+	if bits&1 != 0 {
+		f |= unix.O_CREAT
+	}
+	if bits&2 != 0 {
+		f |= unix.O_TRUNC
+	}
+	if bits&4 != 0 {
+		f |= unix.O_APPEND
+	}
+	return f
+}
+
 // intent names what an open asked for.
 func intent(flags uint32) string {
+	bits := 0
+	if flags&unix.O_CREAT != 0 {
+		bits |= 1
+	}
+	if flags&unix.O_TRUNC != 0 {
+		bits |= 2
+	}
+	if flags&unix.O_APPEND != 0 {
+		bits |= 4
+	}
+	return intents[flags&unix.O_ACCMODE][bits]
+}
+
+func intentOf(flags uint32) string {
 	var parts []string
 	switch flags & unix.O_ACCMODE {
 	case unix.O_RDONLY:
@@ -211,26 +261,41 @@ func intent(flags uint32) string {
 	return strings.Join(parts, ",")
 }
 
-// dirPath joins the walked directory components (innermost first).
+// dirPath joins the walked directory components (innermost first, each
+// ending with a NUL), with one allocation: the result.
 func dirPath(r *probes.Record) string {
-	var comps [][]byte
-	r.Dir(func(c []byte) {
-		if len(comps) < 64 {
-			comps = append(comps, c)
+	var ends [64]int // where each component ends in r.Comps (its NUL)
+	n := 0
+	for i, c := range r.Comps {
+		if c == 0 && n < len(ends) {
+			ends[n] = i
+			n++
 		}
-	})
-	var b strings.Builder
+	}
+	if n < len(ends) && len(r.Comps) > 0 && r.Comps[len(r.Comps)-1] != 0 {
+		ends[n] = len(r.Comps) // a last component without its NUL
+		n++
+	}
+	var buf [512]byte
+	b := buf[:0]
 	if r.Truncated != 0 {
-		b.WriteString("...")
+		b = append(b, "..."...)
 	}
-	for i := len(comps) - 1; i >= 0; i-- {
-		b.WriteByte('/')
-		b.WriteString(cstr(comps[i]))
+	for i := n - 1; i >= 0; i-- {
+		start := 0
+		if i > 0 {
+			start = ends[i-1] + 1
+		}
+		b = append(b, '/')
+		b = append(b, r.Comps[start:ends[i]]...)
 	}
-	if b.Len() == 0 {
+	if len(b) == 0 {
 		return "/"
 	}
-	return b.String()
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
 
 func resolve(dir, p string) string {

@@ -6,6 +6,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bohica-labs/darkshell/probes"
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -196,4 +198,26 @@ func FuzzTracker(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestIntent: every access mode and flag bit of an open, named from the
+// precomputed table.
+func TestIntent(t *testing.T) {
+	for _, c := range []struct {
+		flags uint32
+		want  string
+	}{
+		{unix.O_RDONLY, "read"},
+		{unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW, "read"},
+		{unix.O_WRONLY, "write"},
+		{unix.O_RDWR, "read,write"},
+		{unix.O_WRONLY | unix.O_CREAT | unix.O_TRUNC, "write,create,truncate"},
+		{unix.O_WRONLY | unix.O_APPEND | unix.O_CREAT, "write,create,append"},
+		{unix.O_RDWR | unix.O_TRUNC | unix.O_APPEND, "read,write,truncate,append"},
+		{unix.O_ACCMODE, "read,write"}, // 3: no such mode, reported as both
+	} {
+		if got := intent(c.flags); got != c.want {
+			t.Errorf("intent(%#o) = %q, want %q", c.flags, got, c.want)
+		}
+	}
 }
