@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -49,7 +50,11 @@ type EBPF struct {
 	knobs  *ebpf.Map
 	mem    *ebpf.Memory
 	reader *ringbuf.Reader
-	rec    ringbuf.Record // the last record read (its buffer is reused)
+	// pollFile is a non-blocking duplicate of the ring buffer's
+	// descriptor in the Go netpoller; poll waits on it.
+	pollFile *os.File
+	poll     syscall.RawConn
+	rec      ringbuf.Record // the last record read (its buffer is reused)
 	// rmu orders reads of the ring buffer with closing it:
 	// ringbuf.Reader's AvailableBytes is not safe against its Close.
 	rmu    sync.Mutex
@@ -133,8 +138,33 @@ func newEBPF(ring, knobs *ebpf.Map, log *slog.Logger) (*EBPF, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unable to open the ring buffer: %w", err)
 	}
-	return &EBPF{ring: ring, knobs: knobs, mem: mem, reader: reader, log: log,
+	pollFile, poll, err := pollable(ring.FD())
+	if err != nil {
+		reader.Close()
+		return nil, err
+	}
+	return &EBPF{ring: ring, knobs: knobs, mem: mem, reader: reader, pollFile: pollFile, poll: poll, log: log,
 		track: newTracker(bootWall(), uidMapper())}, nil
+}
+
+// pollable returns a non-blocking duplicate of the ring buffer's
+// descriptor registered with the Go netpoller, to wait for records on.
+func pollable(fd int) (*os.File, syscall.RawConn, error) {
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("duplicate the ring buffer descriptor: %w", err)
+	}
+	if err := unix.SetNonblock(dup, true); err != nil {
+		unix.Close(dup)
+		return nil, nil, fmt.Errorf("ring buffer descriptor: %w", err)
+	}
+	f := os.NewFile(uintptr(dup), "ringbuf")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("ring buffer descriptor: %w", err)
+	}
+	return f, rc, nil
 }
 
 func (e *EBPF) setKnob(off int64, v uint32) error {
@@ -240,14 +270,18 @@ func (e *EBPF) FileHook() probes.FileHook {
 // record after the reader caught up) finds it: an idle sandbox costs no
 // timer wakeups, and a first event after a quiet spell is read at once.
 //
-// The pause is a nanosleep system call, not a Go timer: on these VMs a Go
-// timer's wakeup (the scheduler's spinning threads, futex wakes) costs
-// about 200 µs of CPU, twice a plain blocking nanosleep, and it is paid
-// every pollInterval.
+// Neither the pause nor the idle wait is a blocking system call: sandboxd
+// runs Go code on one P (internal/cpus), and a goroutine blocked in a
+// system call holds that P until the runtime's monitor takes it back, up
+// to 20 ms later, stalling every exec meanwhile. The pause is a Go timer,
+// and the idle wait is the Go netpoller's, on a non-blocking duplicate of
+// the ring buffer's descriptor.
 func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 	hub.SetLost(e.Lost)
 	stop := context.AfterFunc(ctx, e.closeReader)
 	defer stop()
+	pause := time.NewTimer(pollInterval)
+	defer pause.Stop()
 	for {
 		n, err := e.drain(hub)
 		if err != nil {
@@ -261,22 +295,21 @@ func (e *EBPF) Run(ctx context.Context, hub *Hub) error {
 		}
 		if n == 0 {
 			// Idle: wait for the producers' wakeup. Close interrupts it.
-			if err := e.wait(hub); err != nil {
-				if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
+			if err := e.wait(); err != nil {
+				if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
 					return nil
 				}
 				return err
 			}
+			continue
 		}
-		pause(pollInterval)
+		pause.Reset(pollInterval)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-pause.C:
+		}
 	}
-}
-
-// pause sleeps for d in a blocking system call (a signal may cut it short,
-// which only makes the next drain come early).
-func pause(d time.Duration) {
-	ts := unix.NsecToTimespec(d.Nanoseconds())
-	_ = unix.Nanosleep(&ts, nil)
 }
 
 // drain reads the ring buffer into hub until it is empty, and returns how
@@ -304,16 +337,18 @@ func (e *EBPF) drain(hub *Hub) (int, error) {
 	}
 }
 
-// wait blocks in epoll until a record comes, and publishes it. It does not
-// hold rmu: ringbuf.Reader.Close interrupts a blocked read (it is
-// AvailableBytes that is not safe against Close).
-func (e *EBPF) wait(hub *Hub) error {
+// wait blocks in the Go netpoller until the ring buffer has a record or
+// the reader is closed (then os.ErrClosed).
+func (e *EBPF) wait() error {
 	e.waits.Add(1)
-	e.reader.SetDeadline(time.Time{}) // no deadline
-	if err := e.reader.ReadInto(&e.rec); err != nil {
-		return err
+	err := e.poll.Read(func(uintptr) bool {
+		e.rmu.Lock()
+		defer e.rmu.Unlock()
+		return e.closed || e.reader.AvailableBytes() > 0
+	})
+	if err != nil {
+		return fmt.Errorf("wait for the ring buffer: %w", err)
 	}
-	e.publish(hub)
 	return nil
 }
 
@@ -332,10 +367,16 @@ func (e *EBPF) publish(hub *Hub) {
 // closeReader closes the ring buffer's reader once no read is under way.
 func (e *EBPF) closeReader() {
 	e.rmu.Lock()
-	defer e.rmu.Unlock()
-	if !e.closed {
+	first := !e.closed
+	if first {
 		e.closed = true
 		e.reader.Close()
+	}
+	e.rmu.Unlock()
+	if first {
+		// Outside rmu: Close waits for a wait in progress, whose
+		// check takes rmu.
+		e.pollFile.Close()
 	}
 }
 
