@@ -28,11 +28,11 @@ func TestExportPipeIsTheLogsBytes(t *testing.T) {
 	bus := events.NewBus(dir, nil)
 	defer bus.Close()
 	pr, pw := io.Pipe()
-	p := &exportProc{bus: bus, log: slog.New(slog.DiscardHandler), in: bufio.NewWriter(pw), usage: func(context.Context) []export.Usage { return nil }}
+	p := &exportProc{bus: bus, log: slog.New(slog.DiscardHandler), usage: func(context.Context) []export.Usage { return nil }}
 	sub := bus.SubscribeLines(64)
 	defer sub.Close()
 	stop := make(chan struct{})
-	go p.feed(sub, stop)
+	go p.feed(pw, sub, nil, stop)
 	defer close(stop)
 
 	code := 1
@@ -91,6 +91,8 @@ func (w *countingWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+func (w *countingWriter) Close() error { return nil }
+
 func (w *countingWriter) get() (int, int) { w.mu.Lock(); defer w.mu.Unlock(); return w.writes, w.lines }
 
 // TestExportPipeBatches: events published one at a time within feedDelay
@@ -99,11 +101,11 @@ func TestExportPipeBatches(t *testing.T) {
 	bus := events.NewBus(t.TempDir(), nil)
 	defer bus.Close()
 	w := &countingWriter{}
-	p := &exportProc{bus: bus, log: slog.New(slog.DiscardHandler), in: bufio.NewWriterSize(w, 64<<10), usage: func(context.Context) []export.Usage { return nil }}
+	p := &exportProc{bus: bus, log: slog.New(slog.DiscardHandler), usage: func(context.Context) []export.Usage { return nil }}
 	sub := bus.SubscribeLines(256)
 	defer sub.Close()
 	stop := make(chan struct{})
-	go p.feed(sub, stop)
+	go p.feed(w, sub, nil, stop)
 	defer close(stop)
 	for i := range 100 {
 		bus.Publish(protocol.Event{Time: time.Now(), Sandbox: "sb", Kind: protocol.KindExec, PID: i + 2})
@@ -136,12 +138,12 @@ func BenchmarkExportExecCall(b *testing.B) {
 	pr, pw := io.Pipe()
 	go io.Copy(io.Discard, pr)
 	defer pw.Close()
-	p := &exportProc{bus: bus, log: slog.New(slog.DiscardHandler), in: bufio.NewWriterSize(pw, 64<<10), usage: func(context.Context) []export.Usage { return nil }}
+	p := &exportProc{bus: bus, log: slog.New(slog.DiscardHandler), usage: func(context.Context) []export.Usage { return nil }}
 	p.running.Store(true)
 	sub := bus.SubscribeLines(64 << 10)
 	defer sub.Close()
 	stop := make(chan struct{})
-	go p.feed(sub, stop)
+	go p.feed(pw, sub, nil, stop)
 	defer close(stop)
 	d := &Daemon{bus: bus, exp: p}
 	m := &protocol.ExecStart{Argv: []string{"true"}}
