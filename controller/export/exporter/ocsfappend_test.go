@@ -35,8 +35,12 @@ func TestAppendOCSFMatchesMap(t *testing.T) {
 		func(e *protocol.Event) {
 			e.PID, e.PPID, e.ExecID, e.ParentExecID, e.UID, e.Binary, e.Argv, e.Cwd = 7, 1, "7-1", "1-0", &uid, "/bin/true", []string{"true", "x"}, "/w"
 		},
-		func(e *protocol.Event) { e.Comm, e.ParentExecID, e.ExitCode, e.Result, e.Errno = "c", "1-0", &zero, protocol.ResultDenied, "" },
-		func(e *protocol.Event) { e.PPID, e.ExitCode, e.Signal, e.Result, e.Errno = 3, &one, 9, protocol.ResultError, "EIO" },
+		func(e *protocol.Event) {
+			e.Comm, e.ParentExecID, e.ExitCode, e.Result, e.Errno = "c", "1-0", &zero, protocol.ResultDenied, ""
+		},
+		func(e *protocol.Event) {
+			e.PPID, e.ExitCode, e.Signal, e.Result, e.Errno = 3, &one, 9, protocol.ResultError, "EIO"
+		},
 		func(e *protocol.Event) {
 			e.Path, e.NewPath, e.Intent, e.Host, e.Port, e.Policy, e.Rule, e.Result = "/a/b", "/c/d", "write,create", "h", 443, "p", "r", "deny"
 		},
