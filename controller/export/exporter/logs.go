@@ -251,7 +251,7 @@ func (s *logSink) request(its []*item, observed time.Time) []byte {
 		req = protowire.AppendVarint(req, uint64(slSize))
 		req = protowire.AppendTag(req, 1, protowire.BytesType) // scope
 		req = protowire.AppendBytes(req, scopeMsg)
-		req = append(req, lrs...) // log_records
+		req = append(req, lrs...)                              // log_records
 		req = protowire.AppendTag(req, 3, protowire.BytesType) // schema_url
 		req = protowire.AppendString(req, resourceSchemaURL)
 	}
