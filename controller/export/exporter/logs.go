@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -146,7 +147,14 @@ func (s *logSink) resource(sandbox string) []byte {
 	}
 	var b []byte
 	for _, kv := range sandboxResource(sandbox, s.info).Attributes() {
-		b = appendKV(b, 1, string(kv.Key), kv.Value.Emit(), 0, false) // attributes
+		switch kv.Value.Type() { // attributes (ours are strings)
+		case attribute.INT64:
+			b = appendKV(b, 1, string(kv.Key), "", kv.Value.AsInt64(), true)
+		case attribute.STRING:
+			b = appendKV(b, 1, string(kv.Key), kv.Value.AsString(), 0, false)
+		default:
+			b = appendKV(b, 1, string(kv.Key), kv.Value.String(), 0, false)
+		}
 	}
 	if len(s.res) > 4096 {
 		clear(s.res)
