@@ -39,13 +39,9 @@ import (
 // holds the bytes to the OTLP types (go.opentelemetry.io/proto/otlp);
 // TestExportOTLPLogs sends them to a real OpenTelemetry Collector receiver.
 type logSink struct {
-	sp   *export.Spec
-	info SandboxInfo
-	post func(ctx context.Context, req []byte) error
-	stop func() error
-
-	mu  sync.Mutex
-	res map[string][]byte // sandbox -> its encoded Resource
+	sp  *export.Spec
+	out *otlpPoster
+	res *resources
 }
 
 // OTLP log severities (SeverityNumber).
@@ -55,20 +51,38 @@ const (
 )
 
 func newLogSink(sp *export.Spec, info SandboxInfo) (*logSink, error) {
-	s := &logSink{sp: sp, info: info, res: map[string][]byte{}}
+	out, err := newOTLPPoster(sp, "/opentelemetry.proto.collector.logs.v1.LogsService/Export", "logs")
+	if err != nil {
+		return nil, err
+	}
+	return &logSink{sp: sp, out: out, res: newResources(info)}, nil
+}
+
+// otlpPoster posts encoded OTLP requests of one signal, as they are, over
+// gRPC (a raw codec) or HTTP (application/x-protobuf).
+type otlpPoster struct {
+	post func(ctx context.Context, req []byte) error
+	stop func() error
+}
+
+// newOTLPPoster makes the poster of sp's endpoint: method is the gRPC
+// method, signal the HTTP path's last element (v1/SIGNAL, unless the
+// endpoint has a path).
+func newOTLPPoster(sp *export.Spec, method, signal string) (*otlpPoster, error) {
 	u, err := url.Parse(sp.Endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("otlp endpoint %q: %w", sp.Endpoint, err)
 	}
 	if sp.Protocol == export.ProtocolHTTP {
 		if u.Path == "" || u.Path == "/" {
-			u = u.JoinPath("v1", "logs")
+			u = u.JoinPath("v1", signal)
 		}
 		client := &http.Client{Timeout: sendTimeout}
 		target := u.String()
-		s.post = func(ctx context.Context, req []byte) error { return postHTTP(ctx, client, target, sp.Headers, req) }
-		s.stop = func() error { client.CloseIdleConnections(); return nil }
-		return s, nil
+		return &otlpPoster{
+			post: func(ctx context.Context, req []byte) error { return postHTTP(ctx, client, target, sp.Headers, req) },
+			stop: func() error { client.CloseIdleConnections(); return nil },
+		}, nil
 	}
 	creds := credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
 	if u.Scheme == "http" {
@@ -82,15 +96,16 @@ func newLogSink(sp *export.Spec, info SandboxInfo) (*logSink, error) {
 	if len(sp.Headers) > 0 {
 		md = metadata.New(sp.Headers)
 	}
-	s.post = func(ctx context.Context, req []byte) error {
-		if md != nil {
-			ctx = metadata.NewOutgoingContext(ctx, md)
-		}
-		var resp []byte
-		return conn.Invoke(ctx, "/opentelemetry.proto.collector.logs.v1.LogsService/Export", &req, &resp, grpc.ForceCodecV2(rawCodec{}))
-	}
-	s.stop = conn.Close
-	return s, nil
+	return &otlpPoster{
+		post: func(ctx context.Context, req []byte) error {
+			if md != nil {
+				ctx = metadata.NewOutgoingContext(ctx, md)
+			}
+			var resp []byte
+			return conn.Invoke(ctx, method, &req, &resp, grpc.ForceCodecV2(rawCodec{}))
+		},
+		stop: conn.Close,
+	}, nil
 }
 
 // rawCodec hands gRPC a message already encoded (*[]byte) and keeps the
@@ -137,16 +152,26 @@ func (s *logSink) records(dst []record, it *item) []record {
 	return append(dst, record{b: it.doc(false), v: it})
 }
 
-// resource is the encoded Resource of a sandbox (its name, driver and
-// blueprint: sandboxResource).
-func (s *logSink) resource(sandbox string) []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r, ok := s.res[sandbox]; ok {
-		return r
+// resources caches the encoded Resource of each sandbox (its name,
+// driver and blueprint: sandboxResource).
+type resources struct {
+	info SandboxInfo
+	mu   sync.Mutex
+	m    map[string][]byte
+}
+
+func newResources(info SandboxInfo) *resources {
+	return &resources{info: info, m: map[string][]byte{}}
+}
+
+func (r *resources) get(sandbox string) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b, ok := r.m[sandbox]; ok {
+		return b
 	}
 	var b []byte
-	for _, kv := range sandboxResource(sandbox, s.info).Attributes() {
+	for _, kv := range sandboxResource(sandbox, r.info).Attributes() {
 		switch kv.Value.Type() { // attributes (ours are strings)
 		case attribute.INT64:
 			b = appendKV(b, 1, string(kv.Key), "", kv.Value.AsInt64(), true)
@@ -156,10 +181,10 @@ func (s *logSink) resource(sandbox string) []byte {
 			b = appendKV(b, 1, string(kv.Key), kv.Value.String(), 0, false)
 		}
 	}
-	if len(s.res) > 4096 {
-		clear(s.res)
+	if len(r.m) > 4096 {
+		clear(r.m)
 	}
-	s.res[sandbox] = b
+	r.m[sandbox] = b
 	return b
 }
 
@@ -246,7 +271,7 @@ func (s *logSink) request(its []*item, observed time.Time) []byte {
 	scopeMsg = protowire.AppendString(scopeMsg, scope.Name)
 	var req []byte
 	for _, sb := range order {
-		res, lrs := s.resource(sb), recs[sb]
+		res, lrs := s.res.get(sb), recs[sb]
 		// The sizes first, so that the records are copied once.
 		slSize := protowire.SizeTag(1) + protowire.SizeBytes(len(scopeMsg)) + len(lrs)
 		rlSize := protowire.SizeTag(1) + protowire.SizeBytes(len(res)) + protowire.SizeTag(2) + protowire.SizeBytes(slSize) +
@@ -281,15 +306,17 @@ func (s *logSink) send(ctx context.Context, recs []record) error {
 	if len(its) == 0 {
 		return nil
 	}
-	if err := s.post(ctx, s.request(its, time.Now())); err != nil {
+	if err := s.out.post(ctx, s.request(its, time.Now())); err != nil {
 		return fmt.Errorf("unable to export %d log records: %w", len(its), err)
 	}
 	return nil
 }
 
-func (s *logSink) close(context.Context) error {
-	if s.stop == nil {
+func (s *logSink) close(context.Context) error { return s.out.close() }
+
+func (o *otlpPoster) close() error {
+	if o == nil || o.stop == nil {
 		return nil
 	}
-	return s.stop()
+	return o.stop()
 }

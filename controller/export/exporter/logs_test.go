@@ -38,7 +38,7 @@ func wantLogRequest(s *logSink, its []*item, observed time.Time) *collogspb.Expo
 			sl = &logspb.ScopeLogs{Scope: &commonpb.InstrumentationScope{Name: scope.Name}}
 			by[e.Sandbox] = sl
 			res := &resourcepb.Resource{}
-			for _, kv := range sandboxResource(e.Sandbox, s.info).Attributes() {
+			for _, kv := range sandboxResource(e.Sandbox, s.res.info).Attributes() {
 				res.Attributes = append(res.Attributes, strAttr(string(kv.Key), kv.Value.AsString()))
 			}
 			req.ResourceLogs = append(req.ResourceLogs, &logspb.ResourceLogs{Resource: res, ScopeLogs: []*logspb.ScopeLogs{sl}, SchemaUrl: resourceSchemaURL})
@@ -81,7 +81,7 @@ func TestLogRequest(t *testing.T) {
 	its[0].ev.Sandbox = "b"
 	observed := time.Unix(1700000000, 5)
 	for _, ocsf := range []bool{false, true} {
-		s := &logSink{sp: &export.Spec{OCSF: ocsf}, info: info, res: map[string][]byte{}}
+		s := &logSink{sp: &export.Spec{OCSF: ocsf}, res: newResources(info)}
 		var got collogspb.ExportLogsServiceRequest
 		if err := proto.Unmarshal(s.request(its, observed), &got); err != nil {
 			t.Fatalf("ocsf %v: the request does not decode: %v", ocsf, err)
@@ -132,7 +132,7 @@ func BenchmarkLogRequest(b *testing.B) {
 	for _, it := range its {
 		it.prepare(needs{raw: true})
 	}
-	s := &logSink{sp: &export.Spec{}, res: map[string][]byte{}}
+	s := &logSink{sp: &export.Spec{}, res: newResources(nil)}
 	b.ReportAllocs()
 	for b.Loop() {
 		s.request(its, time.Now())
