@@ -288,4 +288,3 @@ func decodeID(dst []byte, s string) error {
 	_, err := hex.Decode(dst, []byte(s))
 	return err
 }
-
