@@ -37,12 +37,11 @@ type exportProc struct {
 	usage func(context.Context) []export.Usage
 	log   *slog.Logger
 
-	mu     sync.Mutex // the helper's lifecycle (cmd .. done); never held across a pipe write
-	cmd    *exec.Cmd
-	inPipe io.WriteCloser
-	sub    *events.LineSub
-	stop   chan struct{} // closed: the feed writes what it has, closes the pipe and returns
-	done   chan struct{} // closed when the helper has exited
+	mu   sync.Mutex // the helper's lifecycle (cmd .. done); never held across a pipe write
+	cmd  *exec.Cmd
+	sub  *events.LineSub
+	stop chan struct{} // closed: the feed writes what it has, closes the pipe (it owns it) and returns
+	done chan struct{} // closed when the helper has exited
 	// reload asks the feed to send the helper a reload line (capacity 1:
 	// requests made while one waits are one reload).
 	reload  chan struct{}
@@ -131,7 +130,7 @@ func (p *exportProc) startLocked() error {
 	}
 	ir.Close()
 	rw.Close()
-	p.cmd, p.inPipe = cmd, iw
+	p.cmd = cmd
 	p.err.Store(nil)
 	p.stop, p.done, p.reload = make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	p.sub = p.bus.SubscribeLines(64 << 10)
@@ -324,7 +323,7 @@ func (p *exportProc) cleanupLocked() {
 	if p.stop != nil {
 		close(p.stop)
 	}
-	p.cmd, p.inPipe, p.sub, p.stop, p.reload = nil, nil, nil, nil, nil
+	p.cmd, p.sub, p.stop, p.reload = nil, nil, nil, nil
 	p.running.Store(false)
 }
 

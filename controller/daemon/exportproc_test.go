@@ -180,7 +180,7 @@ func TestExportControlNeverWaitsOnThePipe(t *testing.T) {
 	}
 	defer pr.Close()
 	// A helper as startLocked leaves it, that does not read its pipe.
-	p.cmd, p.inPipe, p.reload, p.stop, p.done = &exec.Cmd{}, pw, make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	p.cmd, p.reload, p.stop, p.done = &exec.Cmd{}, make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	p.sub = bus.SubscribeLines(64 << 10)
 	defer p.sub.Close()
 	p.running.Store(true)
