@@ -250,6 +250,11 @@ func (p *exportProc) feed(w io.WriteCloser, sub *events.LineSub, reload <-chan s
 	}
 	finish := func() {
 		drain()
+		select {
+		case <-reload: // requested before the stop: sent all the same
+			buf = appendLine(buf, export.Line{Reload: true})
+		default:
+		}
 		write()
 	}
 	for {

@@ -212,6 +212,13 @@ func TestExportControlNeverWaitsOnThePipe(t *testing.T) {
 		published++
 		bus.Publish(protocol.Event{Time: time.Now(), Sandbox: "sb", Kind: protocol.KindExec, PID: published, Binary: "/bin/true", Argv: []string{"true"}})
 	}
+	// The feed takes them (at its next nap's end) and blocks writing them.
+	for len(p.sub.C) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the feed never took the events")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	// Control operations complete while the pipe stays full.
 	ctl := make(chan struct{})
@@ -260,8 +267,10 @@ func TestExportControlNeverWaitsOnThePipe(t *testing.T) {
 		}
 	}
 	<-fed
-	if evs != published || reloads != 1 || after != 0 {
-		t.Fatalf("got %d of %d events, %d reloads (%d events after one), want every event then one reload", evs, published, reloads, after)
+	// Requests made while one is pending are one reload; the feed may take
+	// one before it blocks, so two may come.
+	if evs != published || reloads < 1 || reloads > 2 || after != 0 {
+		t.Fatalf("got %d of %d events, %d reloads (%d events after the first), want every event then a reload", evs, published, reloads, after)
 	}
 	if n := p.sub.Skipped(); n != 0 {
 		t.Fatalf("%d events dropped", n)
