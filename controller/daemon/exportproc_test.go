@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,7 +186,8 @@ func TestExportControlNeverWaitsOnThePipe(t *testing.T) {
 	defer p.sub.Close()
 	p.running.Store(true)
 	fed := make(chan struct{})
-	go func() { p.feed(pw, p.sub, p.reload, p.stop); close(fed) }()
+	ww := &watchedWriter{w: pw}
+	go func() { p.feed(ww, p.sub, p.reload, p.stop); close(fed) }()
 
 	pipeSize, err := unix.FcntlInt(pr.Fd(), unix.F_GETPIPE_SZ, 0)
 	if err != nil {
@@ -212,10 +214,10 @@ func TestExportControlNeverWaitsOnThePipe(t *testing.T) {
 		published++
 		bus.Publish(protocol.Event{Time: time.Now(), Sandbox: "sb", Kind: protocol.KindExec, PID: published, Binary: "/bin/true", Argv: []string{"true"}})
 	}
-	// The feed takes them (at its next nap's end) and blocks writing them.
-	for len(p.sub.C) > 0 {
+	// The feed is blocked in a write to the full pipe.
+	for !ww.writing.Load() || !full() {
 		if time.Now().After(deadline) {
-			t.Fatal("the feed never took the events")
+			t.Fatal("the feed never blocked writing to the full pipe")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -276,3 +278,17 @@ func TestExportControlNeverWaitsOnThePipe(t *testing.T) {
 		t.Fatalf("%d events dropped", n)
 	}
 }
+
+// watchedWriter tells whether a Write is in progress.
+type watchedWriter struct {
+	w       io.WriteCloser
+	writing atomic.Bool
+}
+
+func (w *watchedWriter) Write(b []byte) (int, error) {
+	w.writing.Store(true)
+	defer w.writing.Store(false)
+	return w.w.Write(b)
+}
+
+func (w *watchedWriter) Close() error { return w.w.Close() }
