@@ -288,3 +288,4 @@ func decodeID(dst []byte, s string) error {
 	_, err := hex.Decode(dst, []byte(s))
 	return err
 }
+
