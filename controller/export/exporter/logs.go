@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
@@ -194,7 +195,9 @@ func appendKV(b []byte, num protowire.Number, k, sv string, iv int64, isInt bool
 	if isInt {
 		vsize = protowire.SizeTag(3) + protowire.SizeVarint(uint64(iv))
 	} else {
-		sv = validUTF8(sv)
+		if !utf8.ValidString(sv) { // proto3 strings are UTF-8: a receiver refuses others
+			sv = strings.ToValidUTF8(sv, "\uFFFD")
+		}
 		vsize = protowire.SizeTag(1) + protowire.SizeBytes(len(sv))
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
@@ -268,7 +271,22 @@ func (s *logSink) request(its []*item, observed time.Time) []byte {
 	scopeMsg = protowire.AppendString(scopeMsg, scope.Name)
 	var req []byte
 	for _, sb := range order {
-		req = appendResourceGroup(req, s.res.get(sb), scopeMsg, recs[sb])
+		res, lrs := s.res.get(sb), recs[sb]
+		// The sizes first, so that the records are copied once.
+		slSize := protowire.SizeTag(1) + protowire.SizeBytes(len(scopeMsg)) + len(lrs)
+		rlSize := protowire.SizeTag(1) + protowire.SizeBytes(len(res)) + protowire.SizeTag(2) + protowire.SizeBytes(slSize) +
+			protowire.SizeTag(3) + protowire.SizeBytes(len(resourceSchemaURL))
+		req = protowire.AppendTag(req, 1, protowire.BytesType) // resource_logs
+		req = protowire.AppendVarint(req, uint64(rlSize))
+		req = protowire.AppendTag(req, 1, protowire.BytesType) // resource
+		req = protowire.AppendBytes(req, res)
+		req = protowire.AppendTag(req, 2, protowire.BytesType) // scope_logs
+		req = protowire.AppendVarint(req, uint64(slSize))
+		req = protowire.AppendTag(req, 1, protowire.BytesType) // scope
+		req = protowire.AppendBytes(req, scopeMsg)
+		req = append(req, lrs...)                              // log_records
+		req = protowire.AppendTag(req, 3, protowire.BytesType) // schema_url
+		req = protowire.AppendString(req, resourceSchemaURL)
 	}
 	return req
 }

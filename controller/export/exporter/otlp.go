@@ -5,16 +5,21 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strings"
-	"unicode/utf8"
+	"github.com/bohica-labs/darkshell/controller/export"
+	"net/url"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-	"google.golang.org/protobuf/encoding/protowire"
-
-	"github.com/bohica-labs/darkshell/controller/export"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -31,25 +36,36 @@ var scope = instrumentation.Scope{Name: "github.com/bohica-labs/darkshell/contro
 // SandboxInfo names a sandbox's driver and blueprint for resource attributes.
 type SandboxInfo func(sandbox string) (driver, blueprint string)
 
-// traceSink sends spans over OTLP (gRPC or HTTP/protobuf). It writes
-// the request (ExportTraceServiceRequest) itself with protowire and posts
-// it as it is, as the log sink does: the SDK's span snapshots and
-// protobuf-go's reflective marshalling of them were the largest cost of
-// the exporter helper after the log SDK. TestTraceRequest holds the bytes
-// to the OTLP types; the Jaeger tests (TestExportJaeger...) read the span
-// trees back from a real Jaeger over gRPC and HTTP.
+// traceSink sends spans over OTLP (gRPC or HTTP/protobuf).
 type traceSink struct {
-	b   *spanBuilder
-	out *otlpPoster
-	res *resources
+	b    *spanBuilder
+	exp  *otlptrace.Exporter
+	info SandboxInfo
+
+	mu  sync.Mutex
+	res map[string]*resource.Resource
 }
 
 func newTraceSink(sp *export.Spec, info SandboxInfo) (*traceSink, error) {
-	out, err := newOTLPPoster(sp, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", "traces")
+	exp, err := newTraceExporter(sp)
 	if err != nil {
 		return nil, err
 	}
-	return &traceSink{b: newSpanBuilder(), out: out, res: newResources(info)}, nil
+	return &traceSink{b: newSpanBuilder(), exp: exp, info: info, res: map[string]*resource.Resource{}}, nil
+}
+
+func newTraceExporter(sp *export.Spec) (*otlptrace.Exporter, error) {
+	ctx := context.Background()
+	if sp.Protocol == export.ProtocolHTTP {
+		u := sp.Endpoint
+		if pu, err := url.Parse(u); err == nil && (pu.Path == "" || pu.Path == "/") {
+			u = pu.JoinPath("v1", "traces").String()
+		}
+		return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u), otlptracehttp.WithHeaders(sp.Headers),
+			otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}), otlptracehttp.WithTimeout(sendTimeout))
+	}
+	return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(sp.Endpoint), otlptracegrpc.WithHeaders(sp.Headers),
+		otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: false}), otlptracegrpc.WithTimeout(sendTimeout))
 }
 
 // records are the spans the event ends, kept decoded (their JSON is made
@@ -60,6 +76,20 @@ func (s *traceSink) records(dst []record, it *item) []record {
 		dst = append(dst, record{v: &spans[i]})
 	}
 	return dst
+}
+
+func (s *traceSink) resource(sandbox string) *resource.Resource {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.res[sandbox]; r != nil {
+		return r
+	}
+	r := sandboxResource(sandbox, s.info)
+	if len(s.res) > 4096 {
+		clear(s.res)
+	}
+	s.res[sandbox] = r
+	return r
 }
 
 // sandboxResource names the sandbox, its driver and blueprint.
@@ -79,7 +109,7 @@ func sandboxResource(sandbox string, info SandboxInfo) *resource.Resource {
 }
 
 func (s *traceSink) send(ctx context.Context, recs []record) error {
-	spans := make([]*Span, 0, len(recs))
+	ro := make([]sdktrace.ReadOnlySpan, 0, len(recs))
 	for _, rec := range recs {
 		sp, ok := rec.v.(*Span)
 		if !ok {
@@ -88,197 +118,54 @@ func (s *traceSink) send(ctx context.Context, recs []record) error {
 				continue // not ours: never retried
 			}
 		}
-		spans = append(spans, sp)
+		stub, err := s.stub(sp)
+		if err != nil {
+			continue
+		}
+		ro = append(ro, stub.Snapshot())
 	}
-	req, n := s.request(spans)
-	if n == 0 {
+	if len(ro) == 0 {
 		return nil
 	}
-	if err := s.out.post(ctx, req); err != nil {
-		return fmt.Errorf("unable to export %d spans: %w", n, err)
+	if err := s.exp.ExportSpans(ctx, ro); err != nil {
+		return fmt.Errorf("unable to export %d spans: %w", len(ro), err)
 	}
 	return nil
 }
 
-func (s *traceSink) close(context.Context) error { return s.out.close() }
+func (s *traceSink) close(ctx context.Context) error { return s.exp.Shutdown(ctx) }
 
-// OTLP span kinds, status code and flags.
-const (
-	spanKindInternal  = 1
-	spanKindServer    = 2
-	spanKindClient    = 3
-	statusCodeError   = 2
-	spanFlagsSampled  = 0x01  // W3C trace flags: sampled
-	spanFlagsHasIsRem = 0x100 // SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK (the parent is not remote)
-)
-
-// request encodes an ExportTraceServiceRequest of the spans: one
-// ResourceSpans per sandbox (in the order they first come), each with one
-// ScopeSpans. Spans with bad ids are left out; n is how many went in.
-func (s *traceSink) request(spans []*Span) (req []byte, n int) {
-	var order []string
-	by := map[string][]byte{}
-	var buf []byte
-	for _, sp := range spans {
-		var ok bool
-		if buf, ok = appendSpan(buf[:0], sp); !ok {
-			continue
+func (s *traceSink) stub(sp *Span) (tracetest.SpanStub, error) {
+	var tid trace.TraceID
+	var sid, pid trace.SpanID
+	if err := decodeID(tid[:], sp.TraceID); err != nil {
+		return tracetest.SpanStub{}, err
+	}
+	if err := decodeID(sid[:], sp.SpanID); err != nil {
+		return tracetest.SpanStub{}, err
+	}
+	stub := tracetest.SpanStub{
+		Name:                 sp.Name,
+		SpanContext:          trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}),
+		SpanKind:             spanKind(sp.Kind),
+		StartTime:            sp.Start,
+		EndTime:              sp.End,
+		Attributes:           otelAttrs(sp.Attrs),
+		Resource:             s.resource(sp.Sandbox),
+		InstrumentationScope: scope,
+	}
+	if sp.ParentID != "" {
+		if err := decodeID(pid[:], sp.ParentID); err == nil {
+			stub.Parent = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: pid, TraceFlags: trace.FlagsSampled})
 		}
-		n++
-		if _, seen := by[sp.Sandbox]; !seen {
-			order = append(order, sp.Sandbox)
-		}
-		b := protowire.AppendTag(by[sp.Sandbox], 2, protowire.BytesType) // spans
-		by[sp.Sandbox] = protowire.AppendBytes(b, buf)
 	}
-	var scopeMsg []byte
-	scopeMsg = protowire.AppendTag(scopeMsg, 1, protowire.BytesType) // name
-	scopeMsg = protowire.AppendString(scopeMsg, scope.Name)
-	if scope.Version != "" {
-		scopeMsg = protowire.AppendTag(scopeMsg, 2, protowire.BytesType) // version
-		scopeMsg = protowire.AppendString(scopeMsg, scope.Version)
+	for _, ev := range sp.Events {
+		stub.Events = append(stub.Events, sdktrace.Event{Name: ev.Name, Time: ev.Time, Attributes: otelAttrs(ev.Attrs)})
 	}
-	for _, sb := range order {
-		req = appendResourceGroup(req, s.res.get(sb), scopeMsg, by[sb])
-	}
-	return req, n
-}
-
-// appendResourceGroup appends field 1 of an export request (ResourceSpans
-// or ResourceLogs: the same shape): the resource, one scope with its
-// already encoded items (field 2 of the scope message), the schema URL.
-func appendResourceGroup(req, res, scopeMsg, items []byte) []byte {
-	// The sizes first, so that the items are copied once.
-	scSize := protowire.SizeTag(1) + protowire.SizeBytes(len(scopeMsg)) + len(items)
-	rSize := protowire.SizeTag(1) + protowire.SizeBytes(len(res)) + protowire.SizeTag(2) + protowire.SizeBytes(scSize) +
-		protowire.SizeTag(3) + protowire.SizeBytes(len(resourceSchemaURL))
-	req = protowire.AppendTag(req, 1, protowire.BytesType) // resource_spans / resource_logs
-	req = protowire.AppendVarint(req, uint64(rSize))
-	req = protowire.AppendTag(req, 1, protowire.BytesType) // resource
-	req = protowire.AppendBytes(req, res)
-	req = protowire.AppendTag(req, 2, protowire.BytesType) // scope_spans / scope_logs
-	req = protowire.AppendVarint(req, uint64(scSize))
-	req = protowire.AppendTag(req, 1, protowire.BytesType) // scope
-	req = protowire.AppendBytes(req, scopeMsg)
-	req = append(req, items...)                            // spans / log_records
-	req = protowire.AppendTag(req, 3, protowire.BytesType) // schema_url
-	return protowire.AppendString(req, resourceSchemaURL)
-}
-
-// appendSpan appends the fields of one OTLP Span; false if its ids are bad.
-func appendSpan(b []byte, sp *Span) ([]byte, bool) {
-	var tid [16]byte
-	var sid, pid [8]byte
-	if decodeID(tid[:], sp.TraceID) != nil || decodeID(sid[:], sp.SpanID) != nil {
-		return b, false
-	}
-	b = protowire.AppendTag(b, 1, protowire.BytesType) // trace_id
-	b = protowire.AppendBytes(b, tid[:])
-	b = protowire.AppendTag(b, 2, protowire.BytesType) // span_id
-	b = protowire.AppendBytes(b, sid[:])
-	if sp.ParentID != "" && decodeID(pid[:], sp.ParentID) == nil && pid != [8]byte{} {
-		b = protowire.AppendTag(b, 4, protowire.BytesType) // parent_span_id
-		b = protowire.AppendBytes(b, pid[:])
-	}
-	if sp.Name != "" {
-		b = protowire.AppendTag(b, 5, protowire.BytesType) // name
-		b = protowire.AppendString(b, validUTF8(sp.Name))
-	}
-	kind := spanKindInternal
-	switch sp.Kind {
-	case "server":
-		kind = spanKindServer
-	case "client":
-		kind = spanKindClient
-	}
-	b = protowire.AppendTag(b, 6, protowire.VarintType) // kind
-	b = protowire.AppendVarint(b, uint64(kind))
-	if t := sp.Start.UnixNano(); t > 0 {
-		b = protowire.AppendTag(b, 7, protowire.Fixed64Type) // start_time_unix_nano
-		b = protowire.AppendFixed64(b, uint64(t))
-	}
-	if t := sp.End.UnixNano(); t > 0 {
-		b = protowire.AppendTag(b, 8, protowire.Fixed64Type) // end_time_unix_nano
-		b = protowire.AppendFixed64(b, uint64(t))
-	}
-	b = appendAttrs(b, 9, sp.Attrs) // attributes
-	for i := range sp.Events {
-		ev := &sp.Events[i]
-		var e []byte
-		if t := ev.Time.UnixNano(); t > 0 {
-			e = protowire.AppendTag(e, 1, protowire.Fixed64Type) // time_unix_nano
-			e = protowire.AppendFixed64(e, uint64(t))
-		}
-		if ev.Name != "" {
-			e = protowire.AppendTag(e, 2, protowire.BytesType) // name
-			e = protowire.AppendString(e, validUTF8(ev.Name))
-		}
-		e = appendAttrs(e, 3, ev.Attrs)
-		b = protowire.AppendTag(b, 11, protowire.BytesType) // events
-		b = protowire.AppendBytes(b, e)
-	}
-	// status: always present (the SDK sends Unset as an empty Status).
-	var st []byte
 	if sp.Error {
-		if sp.Message != "" {
-			st = protowire.AppendTag(st, 2, protowire.BytesType) // message
-			st = protowire.AppendString(st, validUTF8(sp.Message))
-		}
-		st = protowire.AppendTag(st, 3, protowire.VarintType) // code
-		st = protowire.AppendVarint(st, statusCodeError)
+		stub.Status = sdktrace.Status{Code: codes.Error, Description: sp.Message}
 	}
-	b = protowire.AppendTag(b, 15, protowire.BytesType)
-	b = protowire.AppendBytes(b, st)
-	b = protowire.AppendTag(b, 16, protowire.Fixed32Type) // flags
-	return protowire.AppendFixed32(b, spanFlagsSampled|spanFlagsHasIsRem), true
-}
-
-// appendAttrs appends each attribute as field num (a KeyValue).
-func appendAttrs(b []byte, num protowire.Number, attrs []Attr) []byte {
-	for _, a := range attrs {
-		switch {
-		case a.S != nil:
-			b = appendKV(b, num, a.K, *a.S, 0, false)
-		case a.I != nil:
-			b = appendKV(b, num, a.K, "", *a.I, true)
-		case a.B != nil:
-			v := protowire.AppendTag(nil, 2, protowire.VarintType) // bool_value
-			v = protowire.AppendVarint(v, protowire.EncodeBool(*a.B))
-			b = appendKVValue(b, num, a.K, v)
-		case a.SS != nil:
-			var arr []byte
-			for _, s := range a.SS {
-				arr = protowire.AppendTag(arr, 1, protowire.BytesType) // values: AnyValue
-				arr = protowire.AppendVarint(arr, uint64(protowire.SizeTag(1)+protowire.SizeBytes(len(validUTF8(s)))))
-				arr = protowire.AppendTag(arr, 1, protowire.BytesType) // string_value
-				arr = protowire.AppendString(arr, validUTF8(s))
-			}
-			v := protowire.AppendTag(nil, 5, protowire.BytesType) // array_value
-			v = protowire.AppendBytes(v, arr)
-			b = appendKVValue(b, num, a.K, v)
-		}
-	}
-	return b
-}
-
-// appendKVValue appends field num holding KeyValue{key, value: v} (v is
-// an encoded AnyValue's fields).
-func appendKVValue(b []byte, num protowire.Number, k string, v []byte) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(protowire.SizeTag(1)+protowire.SizeBytes(len(k))+protowire.SizeTag(2)+protowire.SizeBytes(len(v))))
-	b = protowire.AppendTag(b, 1, protowire.BytesType) // key
-	b = protowire.AppendString(b, k)
-	b = protowire.AppendTag(b, 2, protowire.BytesType) // value
-	return protowire.AppendBytes(b, v)
-}
-
-// validUTF8 is s with invalid UTF-8 replaced (proto3 strings are UTF-8: a
-// receiver refuses the request otherwise).
-func validUTF8(s string) string {
-	if utf8.ValidString(s) {
-		return s
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
+	return stub, nil
 }
 
 func decodeID(dst []byte, s string) error {
@@ -289,3 +176,29 @@ func decodeID(dst []byte, s string) error {
 	return err
 }
 
+func spanKind(k string) trace.SpanKind {
+	switch k {
+	case "server":
+		return trace.SpanKindServer
+	case "client":
+		return trace.SpanKindClient
+	}
+	return trace.SpanKindInternal
+}
+
+func otelAttrs(in []Attr) []attribute.KeyValue {
+	out := make([]attribute.KeyValue, 0, len(in))
+	for _, a := range in {
+		switch {
+		case a.S != nil:
+			out = append(out, attribute.String(a.K, *a.S))
+		case a.I != nil:
+			out = append(out, attribute.Int64(a.K, *a.I))
+		case a.B != nil:
+			out = append(out, attribute.Bool(a.K, *a.B))
+		case a.SS != nil:
+			out = append(out, attribute.StringSlice(a.K, a.SS))
+		}
+	}
+	return out
+}
