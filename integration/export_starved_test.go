@@ -128,3 +128,106 @@ func TestExportStarvedHelper(t *testing.T) {
 		t.Fatalf("the helper was restarted (%s -> %s)", pid, helperPID(e.home))
 	}
 }
+
+// pipeFill is how many bytes wait in the pipe the helper pid reads on
+// fd 0, and the pipe's capacity less a page: a pipe is full when its last
+// page is in use, which may not be filled (the test opens the pipe through
+// /proc and only asks; it reads nothing).
+func pipeFill(t *testing.T, pid string) (queued, size int) {
+	t.Helper()
+	f, err := os.OpenFile("/proc/"+pid+"/fd/0", os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("the helper's stdin: %v", err)
+	}
+	defer f.Close()
+	if size, err = unix.FcntlInt(f.Fd(), unix.F_GETPIPE_SZ, 0); err != nil {
+		t.Fatalf("the helper's stdin is not a pipe: %v", err)
+	}
+	size -= os.Getpagesize()
+	if queued, err = unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ); err != nil { // FIONREAD
+		t.Fatal(err)
+	}
+	return queued, size
+}
+
+// TestExportControlWithFullPipe: with the helper stopped (SIGSTOP) and its
+// stdin pipe full, `export add`, `export list` and `export remove` still
+// complete (the daemon's pipe writer holds no lock they need), and every
+// event of that time arrives once the helper runs again.
+func TestExportControlWithFullPipe(t *testing.T) {
+	t.Setenv("DARKSHELL_EXPORT_FLUSH", "100ms")
+	e := newLocalEnv(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "events.jsonl")
+	if _, errOut, code := e.ds("export", "add", "jsonl", "--file", out); code != 0 {
+		t.Fatalf("export add: %s", errOut)
+	}
+	e.createLocal("fp")
+	var pid string
+	waitFor(t, 30*time.Second, "the exporter helper", func() bool { pid = helperPID(e.home); return pid != "" })
+	n, _ := strconv.Atoi(pid)
+	if err := syscall.Kill(n, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			syscall.Kill(n, syscall.SIGCONT)
+		}
+	}()
+	// Exec calls (each an exec_call start and end, and the processes'
+	// events) until the pipe is full.
+	marks := 0
+	for round := 0; ; round++ {
+		if q, size := pipeFill(t, pid); q >= size {
+			break
+		} else if round == 60 {
+			t.Fatalf("the helper's pipe holds %d of %d bytes after %d rounds of execs", q, size, round)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		p, err := e.c.Exec(ctx, "fp", &protocol.ExecStart{Argv: []string{"sh", "-c", fmt.Sprintf("echo full-%d.; i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done", marks)}})
+		if err != nil {
+			cancel()
+			t.Fatalf("exec with the helper stopped: %v", err)
+		}
+		x, err := p.Wait(nil, nil)
+		p.Close()
+		cancel()
+		if err != nil || x.Status() != 0 {
+			t.Fatalf("exec with the helper stopped: %v %v", x, err)
+		}
+		marks++
+		time.Sleep(200 * time.Millisecond) // the daemon writes every 150 ms
+	}
+	// Control operations complete (e.ds gives each 2 minutes; before the
+	// fix, add and remove waited for the helper to read).
+	second := filepath.Join(dir, "second.jsonl")
+	if _, errOut, code := e.ds("export", "add", "jsonl", "--name", "second", "--file", second); code != 0 {
+		t.Fatalf("export add with the pipe full: %s", errOut)
+	}
+	if st := exportStatus(t, e, "second"); st.Name != "second" {
+		t.Fatalf("export list with the pipe full: %+v", st)
+	}
+	if _, errOut, code := e.ds("export", "remove", "second"); code != 0 {
+		t.Fatalf("export remove with the pipe full: %s", errOut)
+	}
+	if q, size := pipeFill(t, pid); q < size {
+		t.Fatalf("the pipe drained meanwhile (%d of %d bytes): the test proves nothing", q, size)
+	}
+	if err := syscall.Kill(n, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	waitFor(t, 60*time.Second, "every exec call of the stopped time", func() bool {
+		b, _ := os.ReadFile(out)
+		for i := range marks {
+			if !strings.Contains(string(b), fmt.Sprintf("echo full-%d.;", i)) {
+				return false
+			}
+		}
+		return true
+	})
+	if helperPID(e.home) != pid {
+		t.Fatalf("the helper was restarted (%s -> %s)", pid, helperPID(e.home))
+	}
+}

@@ -435,41 +435,53 @@ func checkTree(t *testing.T, tr *jTrace, marker string) {
 
 // TestExportOTLPLogs: with --signal logs --ocsf every event reaches a real
 // OTLP receiver (the OpenTelemetry Collector's, in the Jaeger binary, whose
-// debug exporter prints what it received) as a log record whose body is
-// the OCSF mapping, with the sandbox as resource.
+// debug exporter prints what it received), over gRPC and over HTTP, as a
+// log record whose body is the OCSF mapping, with the sandbox as resource.
 func TestExportOTLPLogs(t *testing.T) {
-	j := startJaeger(t)
-	t.Setenv("DARKSHELL_EXPORT_FLUSH", "100ms")
-	e := newLocalEnv(t)
-	if _, errOut, code := e.ds("export", "add", "otlp", "--name", "logs", "--signal", "logs", "--ocsf",
-		"--endpoint", fmt.Sprintf("http://127.0.0.1:%d", j.otlpGRPC)); code != 0 {
-		t.Fatalf("export add: %s", errOut)
-	}
-	e.createLocal("lg")
-	if _, errOut, code := e.ds("exec", "lg", "--", "sh", "-c", "/bin/true logmarker-7; exit 0"); code != 0 {
-		t.Fatalf("exec: %s", errOut)
-	}
-	wants := []string{"logmarker-7", "darkshell.sandbox.name: Str(lg)", "service.name: Str(darkshell)", "darkshell.event.kind: Str(exec)",
-		`"class_uid":1007`, "EventName: darkshell.exec"}
-	var log string
-	// Events reach the collector in several batches (the daemon's own,
-	// such as sandbox_state and exec_call, before the sandbox's): wait for
-	// every record this test looks for, then say which never came.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, _ := os.ReadFile(j.log.Name())
-		log = string(b)
-		if !slices.ContainsFunc(wants, func(w string) bool { return !strings.Contains(log, w) }) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	for _, want := range wants {
-		if !strings.Contains(log, want) {
-			t.Errorf("collector output lacks %q", want)
-		}
-	}
-	if t.Failed() {
-		t.Logf("collector output:\n%s", log)
+	for _, proto := range []string{"grpc", "http"} {
+		t.Run(proto, func(t *testing.T) {
+			j := startJaeger(t)
+			t.Setenv("DARKSHELL_EXPORT_FLUSH", "100ms")
+			e := newLocalEnv(t)
+			port := j.otlpGRPC
+			if proto == "http" {
+				port = j.otlpHTTP
+			}
+			if _, errOut, code := e.ds("export", "add", "otlp", "--name", "logs", "--signal", "logs", "--ocsf", "--protocol", proto,
+				"--endpoint", fmt.Sprintf("http://127.0.0.1:%d", port)); code != 0 {
+				t.Fatalf("export add: %s", errOut)
+			}
+			e.createLocal("lg")
+			if _, errOut, code := e.ds("exec", "lg", "--", "sh", "-c", "/bin/true logmarker-7; exit 0"); code != 0 {
+				t.Fatalf("exec: %s", errOut)
+			}
+			wants := []string{"logmarker-7", "darkshell.sandbox.name: Str(lg)", "service.name: Str(darkshell)", "darkshell.event.kind: Str(exec)",
+				`"class_uid":1007`, "EventName: darkshell.exec", "SeverityText: INFO", "process.pid: Int("}
+			var log string
+			// Events reach the collector in several batches (the daemon's own,
+			// such as sandbox_state and exec_call, before the sandbox's): wait for
+			// every record this test looks for, then say which never came.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				b, _ := os.ReadFile(j.log.Name())
+				log = string(b)
+				if !slices.ContainsFunc(wants, func(w string) bool { return !strings.Contains(log, w) }) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			for _, want := range wants {
+				if !strings.Contains(log, want) {
+					t.Errorf("collector output lacks %q", want)
+				}
+			}
+			waitFor(t, 10*time.Second, "the helper's report of sent records", func() bool { return exportStatus(t, e, "logs").Stats.Sent > 0 })
+			if st := exportStatus(t, e, "logs"); st.Stats.Failures != 0 {
+				t.Errorf("exporter stats: %+v", st.Stats)
+			}
+			if t.Failed() {
+				t.Logf("collector output:\n%s", log)
+			}
+		})
 	}
 }

@@ -25,6 +25,11 @@ import (
 // OpenTelemetry, gRPC and Prometheus code, so none of it is in this
 // binary's start-up. A slow helper never blocks the bus: its subscription
 // is bounded and drops (counted) when full.
+//
+// Only the feed goroutine writes the helper's pipe, and it holds no lock
+// while it does: a helper that does not read (stopped, starved) blocks the
+// feed alone, never `export add/remove/list` (which hand the feed a reload
+// request and return).
 type exportProc struct {
 	home  *state.Home
 	store *export.Store
@@ -32,13 +37,14 @@ type exportProc struct {
 	usage func(context.Context) []export.Usage
 	log   *slog.Logger
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	in      *bufio.Writer
-	inPipe  io.WriteCloser
-	sub     *events.LineSub
-	stop    chan struct{}
-	done    chan struct{}
+	mu   sync.Mutex // the helper's lifecycle (cmd .. done); never held across a pipe write
+	cmd  *exec.Cmd
+	sub  *events.LineSub
+	stop chan struct{} // closed: the feed writes what it has, closes the pipe (it owns it) and returns
+	done chan struct{} // closed when the helper has exited
+	// reload asks the feed to send the helper a reload line (capacity 1:
+	// requests made while one waits are one reload).
+	reload  chan struct{}
 	err     atomic.Pointer[string] // why the helper does not run
 	running atomic.Bool
 	report  atomic.Pointer[export.Report]
@@ -85,7 +91,7 @@ func (p *exportProc) sync() {
 		return
 	}
 	if p.cmd != nil {
-		p.sendLocked(export.Line{Reload: true})
+		p.requestReload()
 		return
 	}
 	if err := p.startLocked(); err != nil {
@@ -101,29 +107,36 @@ func (p *exportProc) startLocked() error {
 		return err
 	}
 	cmd := exec.Command(bin, p.home.Dir)
-	in, err := cmd.StdinPipe()
+	ir, iw, err := os.Pipe()
 	if err != nil {
 		return err
 	}
+	growPipe(iw, feedPipeSize)
 	rr, rw, err := os.Pipe()
 	if err != nil {
+		ir.Close()
+		iw.Close()
 		return err
 	}
+	cmd.Stdin = ir
 	cmd.ExtraFiles = []*os.File{rw}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
+		ir.Close()
+		iw.Close()
 		rr.Close()
 		rw.Close()
 		return fmt.Errorf("unable to start %s: %w", bin, err)
 	}
+	ir.Close()
 	rw.Close()
-	p.cmd, p.inPipe, p.in = cmd, in, bufio.NewWriterSize(in, 64<<10)
+	p.cmd = cmd
 	p.err.Store(nil)
-	p.stop, p.done = make(chan struct{}), make(chan struct{})
+	p.stop, p.done, p.reload = make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
 	p.sub = p.bus.SubscribeLines(64 << 10)
 	p.running.Store(true)
 	go p.readReports(rr)
-	go p.feed(p.sub, p.stop)
+	go p.feed(iw, p.sub, p.reload, p.stop)
 	go func(cmd *exec.Cmd, done chan struct{}) {
 		err := cmd.Wait()
 		close(done)
@@ -154,112 +167,158 @@ func (p *exportProc) readReports(r *os.File) {
 
 // feedDelay is how long an event may wait in the daemon for the pipe
 // write: the events of that time go in one write, and the helper wakes
-// once for them, not once per event (its exporters batch for a second).
-const feedDelay = 25 * time.Millisecond
+// once for them, not once per event (its exporters batch for a second;
+// OTel's batch processors wait seconds).
+const feedDelay = 150 * time.Millisecond
 
-// feed writes the bus to the helper, and the resource use now and then.
-// Events come encoded (the bytes the host log got): each is wrapped as an
-// export.Line ({"event":EVENT}) without encoding it again. Idle, feed
-// waits for an event; then, while events come, it sleeps feedDelay and
-// writes all that came meanwhile in one write, so that a publisher's send
-// wakes no one (the queue is only read every feedDelay). The bus's queue
-// is bounded and drops (counted) when full: a slow pipe never blocks a
-// publisher.
-func (p *exportProc) feed(sub *events.LineSub, stop chan struct{}) {
+// feedPipeSize is the capacity asked for the helper's stdin pipe (Linux
+// F_SETPIPE_SZ; the default is 64 KiB): room for a feedDelay's events of a
+// busy sandbox in one write. It is a bound like the subscription's queue.
+const feedPipeSize = 256 << 10
+
+// requestReload asks the feed to send a reload line; it never waits.
+func (p *exportProc) requestReload() {
+	select {
+	case p.reload <- struct{}{}:
+	default: // one is pending: it will read the store as it is then
+	}
+}
+
+// feed writes the bus to the helper on w, and the resource use now and
+// then; it is the pipe's only writer and holds no lock. Events come
+// encoded (the bytes the host log got): each is wrapped as an export.Line
+// ({"event":EVENT}) without encoding it again. Idle, feed waits for an
+// event; then, while events come, it sleeps feedDelay and writes all that
+// came meanwhile in one write, so that a publisher's send wakes no one
+// (the queue is only read every feedDelay). A write blocks while the pipe
+// is full (the helper is behind): then the bus's queue fills, bounded, and
+// drops (counted, reported to the helper as bus_lost) instead of blocking
+// a publisher. When stop closes, feed writes what the queue holds, closes
+// w and returns.
+func (p *exportProc) feed(w io.WriteCloser, sub *events.LineSub, reload <-chan struct{}, stop <-chan struct{}) {
+	defer w.Close()
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	nap := time.NewTimer(time.Hour)
 	defer nap.Stop()
-	var lost uint64
+	var (
+		buf    []byte
+		lost   uint64
+		broken bool
+	)
+	write := func() {
+		if len(buf) == 0 {
+			return
+		}
+		if !broken {
+			if _, err := w.Write(buf); err != nil {
+				broken = true // the helper is gone: drain until stopped
+				if !errors.Is(err, os.ErrClosed) {
+					p.log.Debug("exporter helper pipe", "err", err)
+				}
+			}
+		}
+		if cap(buf) > 4<<20 {
+			buf = nil // do not keep a burst's buffer
+		} else {
+			buf = buf[:0]
+		}
+	}
+	// drain takes what the queue holds (at most its capacity).
+	drain := func() int {
+		for n := 0; n < cap(sub.C); n++ {
+			select {
+			case l := <-sub.C:
+				buf = appendEventLine(buf, l)
+				continue
+			default:
+			}
+			return n
+		}
+		return cap(sub.C)
+	}
 	report := func() {
 		u := p.usage(context.Background())
 		if u == nil {
 			u = []export.Usage{}
 		}
-		p.mu.Lock()
-		p.sendLocked(export.Line{Usage: u})
+		buf = appendLine(buf, export.Line{Usage: u})
 		if n := sub.Skipped(); n != lost {
 			lost = n
-			p.sendLocked(export.Line{BusLost: &n})
+			buf = appendLine(buf, export.Line{BusLost: &n})
 		}
-		p.flushLocked()
-		p.mu.Unlock()
+	}
+	finish := func() {
+		drain()
+		select {
+		case <-reload: // requested before the stop: sent all the same
+			buf = appendLine(buf, export.Line{Reload: true})
+		default:
+		}
+		write()
 	}
 	for {
 		select {
 		case <-stop:
+			finish()
 			return
+		case <-reload:
+			buf = appendLine(buf, export.Line{Reload: true})
+			write()
+		case <-t.C:
+			report()
+			write()
 		case l := <-sub.C:
-			p.mu.Lock()
-			p.sendEventLocked(l)
-			p.mu.Unlock()
+			buf = appendEventLine(buf, l)
 			// Busy: drain every feedDelay until a nap brings nothing.
 			for {
 				nap.Reset(feedDelay)
 				for napping := true; napping; {
 					select {
 					case <-stop:
+						finish()
 						return
+					case <-reload:
+						// After the events before it: the helper reloads
+						// between them and what comes next.
+						drain()
+						buf = appendLine(buf, export.Line{Reload: true})
+						write()
 					case <-t.C:
 						report()
 					case <-nap.C:
 						napping = false
 					}
 				}
-				p.mu.Lock()
-				n := 0
-				for ; n < cap(sub.C); n++ {
-					select {
-					case l = <-sub.C:
-						p.sendEventLocked(l)
-						continue
-					default:
-					}
-					break
-				}
-				p.flushLocked()
-				p.mu.Unlock()
+				n := drain()
+				write()
 				if n == 0 {
 					break
 				}
 			}
-		case <-t.C:
-			report()
 		}
 	}
 }
 
-// sendEventLocked writes one encoded event (a JSON line) as an
+// appendEventLine appends one encoded event (a JSON line) as an
 // export.Line: {"event":EVENT}.
-func (p *exportProc) sendEventLocked(line []byte) {
-	if p.in == nil || len(line) < 2 {
-		return
+func appendEventLine(buf, line []byte) []byte {
+	if len(line) < 2 {
+		return buf
 	}
-	p.in.WriteString(export.EventLinePrefix)
-	p.in.Write(line[:len(line)-1]) // without its newline
-	p.in.WriteString("}\n")
+	buf = append(buf, export.EventLinePrefix...)
+	buf = append(buf, line[:len(line)-1]...) // without its newline
+	return append(buf, '}', '\n')
 }
 
-func (p *exportProc) sendLocked(l export.Line) {
-	if p.in == nil {
-		return
-	}
+// appendLine appends l as a JSON line.
+func appendLine(buf []byte, l export.Line) []byte {
 	b, err := json.Marshal(&l)
 	if err != nil {
-		return
+		return buf
 	}
-	p.in.Write(append(b, '\n'))
-	if l.Reload {
-		p.flushLocked()
-	}
-}
-
-func (p *exportProc) flushLocked() {
-	if p.in != nil {
-		if err := p.in.Flush(); err != nil && !errors.Is(err, os.ErrClosed) {
-			p.log.Debug("exporter helper pipe", "err", err)
-		}
-	}
+	buf = append(buf, b...)
+	return append(buf, '\n')
 }
 
 func (p *exportProc) cleanupLocked() {
@@ -269,19 +328,18 @@ func (p *exportProc) cleanupLocked() {
 	if p.stop != nil {
 		close(p.stop)
 	}
-	p.cmd, p.in, p.inPipe, p.sub, p.stop = nil, nil, nil, nil, nil
+	p.cmd, p.sub, p.stop, p.reload = nil, nil, nil, nil
 	p.running.Store(false)
 }
 
-// stopLocked ends the helper: it flushes what it has (what it cannot send
+// stopLocked ends the helper: the feed writes what the bus's queue holds
+// and closes the pipe; the helper flushes what it has (what it cannot send
 // stays in the spools) and exits when its stdin closes.
 func (p *exportProc) stopLocked() {
 	if p.cmd == nil {
 		return
 	}
 	cmd, done := p.cmd, p.done
-	p.flushLocked()
-	p.inPipe.Close()
 	p.cleanupLocked()
 	p.mu.Unlock()
 	select {

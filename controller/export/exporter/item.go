@@ -28,7 +28,7 @@ func (it *item) prepare(n needs) {
 		it.raw = clip(eventJSON(&it.ev))
 	}
 	if n.ocsf && it.ocsf == nil {
-		it.ocsf = clip(appendJSON(nil, OCSF(&it.ev)))
+		it.ocsf = clip(appendOCSF(make([]byte, 0, 768), &it.ev))
 	}
 }
 
@@ -36,7 +36,7 @@ func (it *item) prepare(n needs) {
 func (it *item) doc(ocsf bool) []byte {
 	if ocsf {
 		if it.ocsf == nil {
-			return appendJSON(nil, OCSF(&it.ev))
+			return appendOCSF(nil, &it.ev)
 		}
 		return it.ocsf
 	}

@@ -27,6 +27,9 @@ import (
 // ServiceName is the OTel service.name of every span and metric.
 const ServiceName = "darkshell"
 
+// resourceSchemaURL is the semantic conventions' schema of our resources.
+const resourceSchemaURL = semconv.SchemaURL
+
 // scope names the instrumentation.
 var scope = instrumentation.Scope{Name: "github.com/bohica-labs/darkshell/controller/export", Version: protocol.BuildVersion}
 
@@ -102,7 +105,7 @@ func sandboxResource(sandbox string, info SandboxInfo) *resource.Resource {
 			attrs = append(attrs, attribute.String("darkshell.blueprint.name", bp))
 		}
 	}
-	return resource.NewWithAttributes(semconv.SchemaURL, attrs...)
+	return resource.NewWithAttributes(resourceSchemaURL, attrs...)
 }
 
 func (s *traceSink) send(ctx context.Context, recs []record) error {

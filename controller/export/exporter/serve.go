@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bohica-labs/darkshell/controller/events"
 	"github.com/bohica-labs/darkshell/controller/export"
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -67,7 +68,7 @@ func eventLine(line []byte) (it *item, ok bool) {
 		return nil, false
 	}
 	it = &item{raw: clip(raw)}
-	if json.Unmarshal(raw, &it.ev) != nil {
+	if events.DecodeEvent(raw, &it.ev) != nil {
 		return nil, false // e.g. {"event":{...},"more":1}: decoded whole
 	}
 	return it, true

@@ -164,15 +164,20 @@ func newElasticSink(sp *export.Spec) (*httpSink, error) {
 			for _, r := range recs {
 				n += len(r.b) + 80 + len(sp.Index)
 			}
-			b := bytes.NewBuffer(make([]byte, 0, n))
+			b := make([]byte, 0, n)
 			for _, rec := range recs {
 				r := rec.b
 				sum := sha256.Sum256(r)
-				fmt.Fprintf(b, `{"create":{"_index":%q,"_id":%q}}`+"\n", sp.Index, hex.EncodeToString(sum[:16]))
-				b.Write(r)
-				b.WriteByte('\n')
+				// {"create":{"_index":%q,"_id":%q}} as fmt wrote it.
+				b = append(b, `{"create":{"_index":`...)
+				b = strconv.AppendQuote(b, sp.Index)
+				b = append(b, `,"_id":"`...)
+				b = hex.AppendEncode(b, sum[:16])
+				b = append(b, `"}}`+"\n"...)
+				b = append(b, r...)
+				b = append(b, '\n')
 			}
-			return b.Bytes()
+			return b
 		},
 		check: func(status int, resp []byte) error {
 			if status != http.StatusOK {

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -251,5 +254,27 @@ func TestOCSF(t *testing.T) {
 				t.Fatalf("%s lacks %s", b, tt.check)
 			}
 		})
+	}
+}
+
+// TestElasticBodyFormat: the _bulk body is what fmt.Fprintf made of each
+// action line (index Go-quoted, id the document's hash), then the document.
+func TestElasticBodyFormat(t *testing.T) {
+	for _, index := range []string{"darkshell-events", "odd\"index\\é\x01"} {
+		s, err := newElasticSink(&export.Spec{Name: "e", Endpoint: "http://127.0.0.1:1", Index: index})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := []record{{b: []byte(`{"a":1}`)}, {b: []byte(`{"b":"<x>"}`)}}
+		var want bytes.Buffer
+		for _, r := range recs {
+			sum := sha256.Sum256(r.b)
+			fmt.Fprintf(&want, `{"create":{"_index":%q,"_id":%q}}`+"\n", index, hex.EncodeToString(sum[:16]))
+			want.Write(r.b)
+			want.WriteByte('\n')
+		}
+		if got := s.body(recs); !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("index %q:\n got %s\nwant %s", index, got, want.Bytes())
+		}
 	}
 }
