@@ -75,6 +75,7 @@ func TestLatencyModeRuntimeSettingLocal(t *testing.T) {
 // TestLatencyModeForegroundDaemon: `darkshell daemon run` started by hand
 // (without the setting) runs itself again with it, keeping its pid.
 func TestLatencyModeForegroundDaemon(t *testing.T) {
+	requireIntegration(t)
 	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("DARKSHELL_LATENCY_MODE") == "0" {
 		t.Skip("latency mode is off in this environment (GOMAXPROCS or DARKSHELL_LATENCY_MODE=0 set)")
 	}
