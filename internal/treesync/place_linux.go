@@ -85,20 +85,30 @@ func (p *placer) close() {
 }
 
 func (p *placer) place(e *protocol.SyncEntry, data []byte) error {
-	if placeMode.Load() == placeTempRename {
-		return p.placeTemp(e, data)
+	return p.placeAt(path.Dir(e.Path), false, e, data)
+}
+
+// placeAt places e, whose directory is at dir. In a fresh directory (one
+// staged by the receiver: it gets its name once complete) the file is
+// created under its name directly, the cheapest way.
+func (p *placer) placeAt(dir string, fresh bool, e *protocol.SyncEntry, data []byte) error {
+	if fresh {
+		return p.placeFresh(dir, e, data)
 	}
-	dir, name := path.Dir(e.Path), path.Base(e.Path)
+	if placeMode.Load() == placeTempRename {
+		return p.placeTemp(dir, e, data)
+	}
+	name := path.Base(e.Path)
 	dfd, err := p.fds.get(dir)
 	if err != nil {
-		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+		return fmt.Errorf("unable to open directory %q: %w", path.Dir(e.Path), err)
 	}
 	mode := e.Mode & 0o777
 	fd, err := openRetry(dfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, mode)
 	if err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
 			placeMode.Store(placeTempRename)
-			return p.placeTemp(e, data)
+			return p.placeTemp(dir, e, data)
 		}
 		return fmt.Errorf("unable to create %q: %w", e.Path, err)
 	}
@@ -114,7 +124,7 @@ func (p *placer) place(e *protocol.SyncEntry, data []byte) error {
 		case placeTmpfileProc:
 			err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dfd, name, unix.AT_SYMLINK_FOLLOW)
 		default:
-			return p.placeTemp(e, data)
+			return p.placeTemp(dir, e, data)
 		}
 		switch {
 		case err == nil:
@@ -151,13 +161,31 @@ func linkOver(fd int, m int32, dfd int, e *protocol.SyncEntry, name string) erro
 	return fmt.Errorf("unable to put %q in place: %w", e.Path, err)
 }
 
-// placeTemp writes data to a temporary file next to e's path and renames it
-// into place, on raw descriptors.
-func (p *placer) placeTemp(e *protocol.SyncEntry, data []byte) error {
-	dir, name := path.Dir(e.Path), path.Base(e.Path)
+// placeFresh creates e under its name in dir, a staged directory nobody
+// else writes to, and writes it.
+func (p *placer) placeFresh(dir string, e *protocol.SyncEntry, data []byte) error {
 	dfd, err := p.fds.get(dir)
 	if err != nil {
-		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+		return fmt.Errorf("unable to open directory %q: %w", path.Dir(e.Path), err)
+	}
+	fd, err := openRetry(dfd, path.Base(e.Path), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("unable to create %q: %w", e.Path, err)
+	}
+	err = fillFD(fd, e, data)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// placeTemp writes data to a temporary file next to e's path (in dir) and
+// renames it into place, on raw descriptors.
+func (p *placer) placeTemp(dir string, e *protocol.SyncEntry, data []byte) error {
+	name := path.Base(e.Path)
+	dfd, err := p.fds.get(dir)
+	if err != nil {
+		return fmt.Errorf("unable to open directory %q: %w", path.Dir(e.Path), err)
 	}
 	tmp := tempName()
 	fd, err := openRetry(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)

@@ -126,3 +126,46 @@ func TestSmallFilesRead(t *testing.T) {
 		}
 	}
 }
+
+// TestPlaceFresh: in a staged directory a file is created under its name
+// (content, mode, mtime); a name that exists there, a planted symlink
+// too, is an error and nothing is followed or replaced.
+func TestPlaceFresh(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "stage", "sub"), 0o700)
+	os.WriteFile(filepath.Join(outside, "victim"), []byte("keep"), 0o644)
+	os.Symlink(filepath.Join(outside, "victim"), filepath.Join(dir, "stage", "sub", "link"))
+	os.WriteFile(filepath.Join(dir, "stage", "sub", "there"), []byte("old"), 0o644)
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := newPlacer(r)
+	defer p.close()
+	mtime := time.Date(2021, 5, 6, 7, 8, 9, 1000, time.UTC).UnixNano()
+	e := protocol.SyncEntry{Path: "real/sub/new", Mode: 0o751, MtimeNs: mtime}
+	if err := p.placeAt("stage/sub", true, &e, []byte("fresh")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "stage", "sub", "new"))
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o751 || fi.ModTime().UnixNano() != mtime {
+		t.Fatalf("new: %v %v", fi, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "stage", "sub", "new")); string(b) != "fresh" {
+		t.Fatalf("new holds %q", b)
+	}
+	for _, name := range []string{"link", "there"} {
+		e := protocol.SyncEntry{Path: "real/sub/" + name, Mode: 0o644}
+		err := p.placeAt("stage/sub", true, &e, []byte("x"))
+		if err == nil || !strings.Contains(err.Error(), "real/sub/"+name) {
+			t.Fatalf("%s: err %v, want an error naming the entry", name, err)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(outside, "victim")); string(b) != "keep" {
+		t.Fatalf("the symlink was followed: victim holds %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "stage", "sub", "there")); string(b) != "old" {
+		t.Fatalf("an existing file was replaced: %q", b)
+	}
+}

@@ -21,15 +21,23 @@ func newPlacer(top *os.Root) *placer { return &placer{dirs: dirCache{top: top}} 
 
 func (p *placer) close() { p.dirs.close() }
 
-func (p *placer) place(e *protocol.SyncEntry, data []byte) error { return place(&p.dirs, e, data) }
+func (p *placer) place(e *protocol.SyncEntry, data []byte) error {
+	return place(&p.dirs, path.Dir(e.Path), e, data)
+}
 
-// place writes data to a temporary file next to e's path and renames it
-// into place with e's mode and mtime.
-func place(dirs *dirCache, e *protocol.SyncEntry, data []byte) error {
-	dir, name := path.Dir(e.Path), path.Base(e.Path)
+// placeAt places e, whose directory is at dir (a staged one is written
+// the same way here).
+func (p *placer) placeAt(dir string, _ bool, e *protocol.SyncEntry, data []byte) error {
+	return place(&p.dirs, dir, e, data)
+}
+
+// place writes data to a temporary file next to e's path (in dir) and
+// renames it into place with e's mode and mtime.
+func place(dirs *dirCache, dir string, e *protocol.SyncEntry, data []byte) error {
+	name := path.Base(e.Path)
 	dr, err := dirs.get(dir)
 	if err != nil {
-		return fmt.Errorf("unable to open directory %q: %w", dir, err)
+		return fmt.Errorf("unable to open directory %q: %w", path.Dir(e.Path), err)
 	}
 	tmp := tempName()
 	out, err := dr.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
