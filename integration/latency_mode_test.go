@@ -20,8 +20,8 @@ const sysmonSetting = "schedtrace=2147483647"
 // the runtime setting latency mode wants, and no command run in a sandbox
 // inherits it (nor anything they start).
 func TestLatencyModeRuntimeSetting(t *testing.T) {
-	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("DARKSHELL_LATENCY_MODE") == "0" {
-		t.Skip("latency mode is off in this environment (GOMAXPROCS or DARKSHELL_LATENCY_MODE=0 set)")
+	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("DARKSHELL_LATENCY_MODE") == "0" || os.Getenv("DARKSHELL_SYSMON_AWAKE") == "0" {
+		t.Skip("latency mode or its awake sysmon is off in this environment (GOMAXPROCS, DARKSHELL_LATENCY_MODE=0 or DARKSHELL_SYSMON_AWAKE=0 set)")
 	}
 	e := newEnv(t)
 	e.create("s")
@@ -57,7 +57,8 @@ func TestLatencyModeRuntimeSetting(t *testing.T) {
 func TestLatencyModeRuntimeSettingLocal(t *testing.T) {
 	e := newLocalEnv(t)
 	e.createLocal("l")
-	if os.Geteuid() == 0 { // init is not dumpable: only root reads its environment
+	awake := os.Getenv("GOMAXPROCS") == "" && os.Getenv("DARKSHELL_LATENCY_MODE") != "0" && os.Getenv("DARKSHELL_SYSMON_AWAKE") != "0"
+	if os.Geteuid() == 0 && awake { // init is not dumpable: only root reads its environment
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(e.initPID("l")) + "/environ")
 		if err != nil {
 			t.Fatal(err)
@@ -76,8 +77,8 @@ func TestLatencyModeRuntimeSettingLocal(t *testing.T) {
 // (without the setting) runs itself again with it, keeping its pid.
 func TestLatencyModeForegroundDaemon(t *testing.T) {
 	requireIntegration(t)
-	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("DARKSHELL_LATENCY_MODE") == "0" {
-		t.Skip("latency mode is off in this environment (GOMAXPROCS or DARKSHELL_LATENCY_MODE=0 set)")
+	if os.Getenv("GOMAXPROCS") != "" || os.Getenv("DARKSHELL_LATENCY_MODE") == "0" || os.Getenv("DARKSHELL_SYSMON_AWAKE") == "0" {
+		t.Skip("latency mode or its awake sysmon is off in this environment (GOMAXPROCS, DARKSHELL_LATENCY_MODE=0 or DARKSHELL_SYSMON_AWAKE=0 set)")
 	}
 	home := t.TempDir()
 	daemon := exec.Command(filepath.Join(binDir, "darkshell"), "daemon", "run")

@@ -19,13 +19,22 @@ import (
 // exec by about 40 %. Out of the deep sleep, sysmon backs off to one
 // wake-up every 10 ms while nothing needs it.
 //
+// The price is paid while idle: an awake sysmon wakes 100 times a second,
+// which measured 4-4.5 ms of CPU per second per process there (against
+// about 0.5 ms asleep), for the daemon (which an auto-started daemon pays
+// until its 30-minute idle timeout) and each sandbox's sandboxd.
+// DARKSHELL_SYSMON_AWAKE=0 where the processes start (in the daemon's
+// environment for local sandboxes) keeps the deep sleep, for many mostly
+// idle sandboxes on one host, and latency mode's one P.
+//
 // The runtime's one switch for that is a GODEBUG schedtrace period, read
 // only at start-up. A period of 2^31-1 ms (24.8 days) keeps sysmon awake
 // and prints a scheduler summary to stderr only on a fatal error and, on a
 // machine up longer than 24.8 days, once per 24.8 days.
 const sysmonAwake = "schedtrace=2147483647"
 
-// wanted reports whether latency mode is on for a process with env.
+// wanted reports whether latency mode is on, and sysmon to stay awake, for
+// a process with env.
 func wanted(env []string) bool {
 	get := func(k string) string {
 		for _, kv := range slices.Backward(env) {
@@ -35,14 +44,19 @@ func wanted(env []string) bool {
 		}
 		return ""
 	}
-	return get("GOMAXPROCS") == "" && get("DARKSHELL_LATENCY_MODE") != "0" && runtime.NumCPU() >= 2
+	// The opt-outs count from the child's environment or this process's
+	// (the local driver builds init's environment from nothing).
+	off := func(k string) bool { return get(k) == "0" || os.Getenv(k) == "0" }
+	return get("GOMAXPROCS") == "" && !off("DARKSHELL_LATENCY_MODE") && !off("DARKSHELL_SYSMON_AWAKE") &&
+		runtime.NumCPU() >= 2
 }
 
 // Env returns env, the environment of a child that will call LatencyMode
 // (the daemon, a sandboxd agent or init), with the runtime setting latency
 // mode wants added to GODEBUG. The child's LatencyMode removes it again, so
 // nothing it starts inherits it. env is returned as is when latency mode is
-// off for it (GOMAXPROCS set, DARKSHELL_LATENCY_MODE=0, one CPU).
+// off for it (GOMAXPROCS set, DARKSHELL_LATENCY_MODE=0, one CPU) or sysmon
+// may sleep (DARKSHELL_SYSMON_AWAKE=0).
 func Env(env []string) []string {
 	if !wanted(env) {
 		return env

@@ -24,6 +24,7 @@ func TestEnv(t *testing.T) {
 		{"the last GODEBUG wins", []string{"GODEBUG=a=1", "GODEBUG=b=2"}, "b=2," + sysmonAwake},
 		{"GOMAXPROCS set: off", []string{"GOMAXPROCS=4", "GODEBUG=a=1"}, ""},
 		{"opted out", []string{"DARKSHELL_LATENCY_MODE=0"}, ""},
+		{"sysmon may sleep", []string{"DARKSHELL_SYSMON_AWAKE=0", "GODEBUG=a=1"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Env(slices.Clone(tc.in))
@@ -48,6 +49,16 @@ func TestEnv(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEnvParentOptOut: an opt-out in this process's environment holds for
+// children whose environment is built from nothing (local init).
+func TestEnvParentOptOut(t *testing.T) {
+	t.Setenv("DARKSHELL_SYSMON_AWAKE", "0")
+	in := []string{"PATH=/bin"}
+	if got := Env(slices.Clone(in)); !slices.Equal(got, in) {
+		t.Fatalf("Env(%q) = %q with DARKSHELL_SYSMON_AWAKE=0 here, want it unchanged", in, got)
 	}
 }
 
