@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"math"
 	"path"
 	"strconv"
 	"strings"
@@ -125,8 +126,9 @@ func (t *tracker) event(r *probes.Record) (protocol.Event, bool) {
 			}
 			delete(t.procs, r.Pid)
 		}
-		if since != 0 && r.Ts > since {
-			e.DurationNs = int64(r.Ts - since)
+		// A record is untrusted: a span past int64 (a bogus start) is no duration.
+		if d := r.Ts - since; since != 0 && r.Ts > since && d <= math.MaxInt64 {
+			e.DurationNs = int64(d)
 		}
 	case rawFile:
 		if p != nil {
