@@ -111,15 +111,7 @@ func TestExportStarvedHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped = false
-	waitFor(t, 30*time.Second, "every event of the starved time", func() bool {
-		b, _ := os.ReadFile(out)
-		for i := range execs {
-			if !strings.Contains(string(b), fmt.Sprintf("starved-%d.", i)) {
-				return false
-			}
-		}
-		return true
-	})
+	waitForMarks(t, 30*time.Second, "every event of the starved time", out, execs, "starved-%d.")
 	waitFor(t, 10*time.Second, "the helper's report", func() bool { return exportStatus(t, e, "jsonl").Stats.Sent > 0 })
 	if st := exportStatus(t, e, "jsonl"); st.Stats.Dropped != 0 || st.Stats.SpoolDropped != 0 {
 		t.Fatalf("events dropped: %+v", st.Stats)
@@ -218,16 +210,22 @@ func TestExportControlWithFullPipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopped = false
-	waitFor(t, 60*time.Second, "every exec call of the stopped time", func() bool {
-		b, _ := os.ReadFile(out)
-		for i := range marks {
-			if !strings.Contains(string(b), fmt.Sprintf("echo full-%d.;", i)) {
+	waitForMarks(t, 60*time.Second, "every exec call of the stopped time", out, marks, "echo full-%d.;")
+	if helperPID(e.home) != pid {
+		t.Fatalf("the helper was restarted (%s -> %s)", pid, helperPID(e.home))
+	}
+}
+
+// waitForMarks waits until file holds format's mark for every i below n.
+func waitForMarks(t *testing.T, within time.Duration, what, file string, n int, format string) {
+	t.Helper()
+	waitFor(t, within, what, func() bool {
+		b, _ := os.ReadFile(file)
+		for i := range n {
+			if !strings.Contains(string(b), fmt.Sprintf(format, i)) {
 				return false
 			}
 		}
 		return true
 	})
-	if helperPID(e.home) != pid {
-		t.Fatalf("the helper was restarted (%s -> %s)", pid, helperPID(e.home))
-	}
 }

@@ -306,3 +306,16 @@ func (e *env) createLocal(name string, args ...string) {
 		e.t.Fatalf("create %s: exit %d\nstdout: %s\nstderr: %s", name, code, out, errOut)
 	}
 }
+
+// waitForDaemon waits until the daemon of installation home answers on its
+// socket.
+func waitForDaemon(t testing.TB, home string, within time.Duration) {
+	t.Helper()
+	waitFor(t, within, "the daemon", func() bool {
+		c, err := net.Dial("unix", filepath.Join(home, "darkshell.sock"))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+}

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,13 +89,7 @@ func TestLatencyModeForegroundDaemon(t *testing.T) {
 		daemon.Process.Signal(syscall.SIGTERM)
 		daemon.Wait()
 	})
-	waitFor(t, 10*time.Second, "the daemon", func() bool {
-		c, err := net.Dial("unix", filepath.Join(home, "darkshell.sock"))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	waitForDaemon(t, home, 10*time.Second)
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(daemon.Process.Pid) + "/environ")
 	if err != nil {
 		t.Fatal(err)

@@ -851,13 +851,7 @@ func TestLocalNoInheritedFDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	go daemon.Wait()
-	waitFor(t, 5*time.Second, "the daemon", func() bool {
-		c, err := net.Dial("unix", filepath.Join(e.home, "darkshell.sock"))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
+	waitForDaemon(t, e.home, 5*time.Second)
 	e.createLocal("fds")
 	// Positive control: the daemon does hold the file the test leaked to it.
 	if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", daemon.Process.Pid, secretFD)); l != secret {

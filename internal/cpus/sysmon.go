@@ -91,10 +91,8 @@ func withoutSysmon(godebug string) string {
 	}), ",")
 }
 
-// SysmonAwake reports whether this process started with the setting Env
-// adds (LatencyMode removes it from the environment, not from the runtime).
-func SysmonAwake() bool { return startedAwake }
-
+// startedAwake: this process started with the setting Env adds
+// (LatencyMode removes it from the environment, not from the runtime).
 var startedAwake = slices.Contains(strings.Split(os.Getenv("GODEBUG"), ","), sysmonAwake)
 
 // forgetSysmon removes the setting from this process's environment, so

@@ -84,7 +84,7 @@ func TestWithoutSysmon(t *testing.T) {
 func TestLatencyModeForgetsSysmon(t *testing.T) {
 	if os.Getenv("CPUS_TEST_CHILD") == "1" {
 		LatencyMode()
-		os.Stdout.WriteString("awake=" + map[bool]string{true: "yes", false: "no"}[SysmonAwake()] + "\n")
+		os.Stdout.WriteString("awake=" + map[bool]string{true: "yes", false: "no"}[startedAwake] + "\n")
 		out, err := exec.Command("/bin/sh", "-c", `printf 'child GODEBUG=%s\n' "$GODEBUG"`).Output()
 		if err != nil {
 			t.Fatal(err)

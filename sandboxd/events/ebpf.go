@@ -59,7 +59,7 @@ type EBPF struct {
 	// ringbuf.Reader's AvailableBytes is not safe against its Close.
 	rmu    sync.Mutex
 	closed bool          // the reader is closed (under rmu)
-	waits  atomic.Uint64 // idle waits in epoll (tests)
+	waits  atomic.Uint64 // idle waits in the netpoller (tests)
 	track  *tracker
 	log    *slog.Logger
 }
