@@ -153,12 +153,46 @@ func (p *Process) read(f *os.File, stderr bool) {
 		if n > 0 {
 			waited += p.append(stderr, buf[:n])
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			drainReady(f, buf, func(b []byte) { p.append(stderr, b) })
+			return
+		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, syscall.EIO) {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.EIO) {
 				p.log.Debug("output read ended", "err", err)
 			}
 			return
 		}
+	}
+}
+
+// maxLateDrain bounds drainReady: a background process that keeps writing
+// to an inherited pipe after the main process exited cannot hold the exit.
+const maxLateDrain = 1 << 20
+
+// drainReady hands to sink what f holds right now, without waiting for more.
+// A reader scheduled late (a busy sandboxd, one P) can find its drain
+// deadline already passed, and the poller then refuses the read without
+// looking at the pipe: output written before the exit would be lost.
+func drainReady(f *os.File, buf []byte, sink func([]byte)) {
+	if f.SetReadDeadline(time.Time{}) != nil {
+		return
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	for total := 0; total < maxLateDrain; {
+		var n int
+		var rerr error
+		if err := rc.Read(func(fd uintptr) bool {
+			n, rerr = unix.Read(int(fd), buf) // non-blocking: EAGAIN when empty
+			return true
+		}); err != nil || rerr != nil || n <= 0 {
+			return
+		}
+		sink(buf[:n])
+		total += n
 	}
 }
 
