@@ -42,13 +42,29 @@ func (Driver) Stop(ctx context.Context, h *state.Home, sb *state.Sandbox) error 
 	if err != nil {
 		return err
 	}
+	if running(x) && !x.Stopping {
+		x.Stopping = true
+		if sb.Extra, err = json.Marshal(x); err != nil {
+			return err
+		}
+		if err := h.Save(sb); err != nil {
+			return fmt.Errorf("sandbox %s: record the stop: %w", sb.Name, err)
+		}
+	}
+	return finishStop(ctx, sb, x)
+}
+
+// finishStop ends init (if it still runs), removes the cgroups and marks
+// the record stopped.
+func finishStop(ctx context.Context, sb *state.Sandbox, x Extra) error {
 	if err := killInit(ctx, sb.Name, x); err != nil {
 		return err
 	}
 	if err := removeCgroups(x.Cgroups); err != nil {
 		return err
 	}
-	x.Stopped, x.PID, x.StartTime, x.Cgroups, x.Limits = true, 0, 0, nil, nil
+	x.Stopped, x.Stopping, x.PID, x.StartTime, x.Cgroups, x.Limits = true, false, 0, 0, nil, nil
+	var err error
 	sb.Extra, err = json.Marshal(x)
 	return err
 }
@@ -60,6 +76,16 @@ func (Driver) Start(ctx context.Context, h *state.Home, sb *state.Sandbox) error
 	x, err := readExtra(sb)
 	if err != nil {
 		return err
+	}
+	if x.Stopping {
+		// A stop was interrupted (the daemon killed while init ended):
+		// finish it, then start afresh.
+		if err := finishStop(ctx, sb, x); err != nil {
+			return err
+		}
+		if x, err = readExtra(sb); err != nil {
+			return err
+		}
 	}
 	if running(x) {
 		return nil
@@ -99,6 +125,12 @@ func (Driver) Status(ctx context.Context, h *state.Home, sb *state.Sandbox) driv
 		return driver.Status{Phase: driver.PhaseFailed, Reason: err.Error()}
 	case x.Stopped:
 		return driver.Status{Phase: driver.PhaseStopped}
+	case x.Stopping:
+		why := "a stop was interrupted; start finishes it"
+		if running(x) {
+			why = fmt.Sprintf("stopping: init (pid %d) is ending", x.PID)
+		}
+		return driver.Status{Phase: driver.PhaseStopped, Reason: why}
 	case x.PID <= 0:
 		return driver.Status{Phase: driver.PhasePending}
 	case running(x):

@@ -81,6 +81,10 @@ type Extra struct {
 	Limits  []string `json:"limits,omitempty"`
 	// Stopped is set by Stop and cleared by Start.
 	Stopped bool `json:"stopped,omitempty"`
+	// Stopping is saved before Stop signals init, so a daemon killed while
+	// init ends leaves a record that says stopped, not running: the next
+	// Start finishes the stop before it launches.
+	Stopping bool `json:"stopping,omitempty"`
 }
 
 // Driver implements driver.Driver for local sandboxes.
@@ -555,7 +559,7 @@ func (Driver) Connect(ctx context.Context, h *state.Home, sb *state.Sandbox) (*s
 	if err != nil {
 		return nil, err
 	}
-	if x.Stopped {
+	if x.Stopped || x.Stopping {
 		return nil, fmt.Errorf("sandbox %s is stopped (start it with `darkshell sandbox start %s`)", sb.Name, sb.Name)
 	}
 	if !running(x) {
