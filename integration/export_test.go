@@ -59,6 +59,14 @@ type jaeger struct {
 
 func startJaeger(t testing.TB) *jaeger {
 	t.Helper()
+	return startJaegerVerbose(t, "detailed")
+}
+
+// startJaegerVerbose starts Jaeger with its debug exporter (OTLP logs and
+// metrics) at verbosity: "detailed" prints every record (the tests read
+// it), "basic" one line per request.
+func startJaegerVerbose(t testing.TB, verbosity string) *jaeger {
+	t.Helper()
 	j := &jaeger{t: t, bin: backendBin(t, "jaeger", "DARKSHELL_JAEGER"),
 		otlpGRPC: freePort(t), otlpHTTP: freePort(t), q: freePort(t)}
 	dir := t.TempDir()
@@ -110,9 +118,9 @@ exporters:
   jaeger_storage_exporter:
     trace_storage: mem
   debug:
-    verbosity: detailed
+    verbosity: %s
     use_internal_logger: false
-`, j.q, freePort(t), j.otlpGRPC, j.otlpHTTP)
+`, j.q, freePort(t), j.otlpGRPC, j.otlpHTTP, verbosity)
 	if err := os.WriteFile(j.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

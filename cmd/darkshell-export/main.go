@@ -28,6 +28,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: darkshell-export STATE_DIR  (started by the darkshell daemon; reads events on stdin, reports on fd 3)")
 		os.Exit(2)
 	}
+	oneProc()
 	lowerErr := lowerPriority(schedClass(), niceness())
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -9,8 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// defaultNice is the helper's CPU niceness when it runs SCHED_OTHER (the
-// default class). DARKSHELL_EXPORT_NICE overrides it (0: as the daemon).
+// defaultNice is the helper's CPU niceness when it runs SCHED_BATCH (the
+// default class) or SCHED_OTHER. DARKSHELL_EXPORT_NICE overrides it (0: as
+// the daemon).
 const defaultNice = 10
 
 // Scheduling classes of the helper ($DARKSHELL_EXPORT_SCHED).
@@ -30,14 +31,29 @@ const (
 	// wake-up latency), and on a machine busy for long a SCHED_IDLE task
 	// gets about 0.3 % of a core (weight 3 against 1024; nice 10: 110), so
 	// the helper would fall behind and drop where nice 10 keeps up.
+	// schedBatch keeps nice 10's share and gives up wake-up preemption.
 	schedIdle = "idle"
-	// schedNormal (the default): SCHED_OTHER at the niceness of
-	// $DARKSHELL_EXPORT_NICE.
+	// schedBatch (the default): SCHED_BATCH at the niceness of
+	// $DARKSHELL_EXPORT_NICE. It has SCHED_OTHER's CPU share at that
+	// niceness (nice 10: weight 110 against 1024, enough to keep up on a
+	// machine busy for long, unlike SCHED_IDLE), but a helper thread that
+	// wakes never preempts the task on the core: the scheduler treats it
+	// as CPU-bound background work and lets the tick decide. The helper
+	// wakes for every pipe write of the daemon and its runtime's monitor
+	// thread (sysmon) polls every 20-40 µs while it works (perf:
+	// sysmon's nanosleeps were about half of the helper's context
+	// switches during bench-export's traced loops); in SCHED_OTHER each of
+	// those wake-ups may preempt the sandbox's exec path on the core it
+	// lands on, in SCHED_BATCH none does. Any process may move its own
+	// threads between SCHED_OTHER and SCHED_BATCH at the same niceness.
+	schedBatch = "batch"
+	// schedNormal: SCHED_OTHER at the niceness of $DARKSHELL_EXPORT_NICE
+	// (the default before SCHED_BATCH).
 	schedNormal = "normal"
 )
 
 // lowerPriority puts every thread of this process in the scheduling
-// class sched (schedIdle or schedNormal) at niceness nice. Linux keeps
+// class sched (schedBatch, schedIdle or schedNormal) at niceness nice. Linux keeps
 // both per thread and a new thread takes its creator's, so setting the
 // threads that exist (again until none is new) covers those to come, the
 // Go runtime's included.
@@ -46,13 +62,15 @@ func lowerPriority(sched string, nice int) error {
 	switch sched {
 	case schedIdle:
 		attr.Policy = unix.SCHED_IDLE
+	case schedBatch:
+		attr.Policy = unix.SCHED_BATCH
 	case schedNormal:
 		if nice <= 0 {
 			return nil
 		}
 		attr.Policy = unix.SCHED_NORMAL
 	default:
-		return fmt.Errorf("DARKSHELL_EXPORT_SCHED=%q: want %q or %q", sched, schedIdle, schedNormal)
+		return fmt.Errorf("DARKSHELL_EXPORT_SCHED=%q: want %q, %q or %q", sched, schedBatch, schedIdle, schedNormal)
 	}
 	done := map[int]bool{}
 	for range 4 {
@@ -80,12 +98,12 @@ func lowerPriority(sched string, nice int) error {
 	return nil
 }
 
-// schedClass is $DARKSHELL_EXPORT_SCHED, or schedNormal.
+// schedClass is $DARKSHELL_EXPORT_SCHED, or schedBatch.
 func schedClass() string {
 	if v := strings.TrimSpace(os.Getenv("DARKSHELL_EXPORT_SCHED")); v != "" {
 		return strings.ToLower(v)
 	}
-	return schedNormal
+	return schedBatch
 }
 
 // niceness is $DARKSHELL_EXPORT_NICE, or defaultNice.

@@ -69,6 +69,8 @@ func TestLowerPriority(t *testing.T) {
 		policy, wantNi int
 	}{
 		{schedIdle, 10, unix.SCHED_IDLE, -1}, // SCHED_IDLE has no niceness
+		{schedBatch, 10, unix.SCHED_BATCH, 10},
+		{schedBatch, 0, unix.SCHED_BATCH, 0},
 		{schedNormal, 3, unix.SCHED_NORMAL, 3},
 		{schedNormal, 0, unix.SCHED_NORMAL, 0},
 	} {
@@ -106,7 +108,7 @@ func TestLowerPriority(t *testing.T) {
 func TestKnobs(t *testing.T) {
 	t.Setenv("DARKSHELL_EXPORT_SCHED", "")
 	t.Setenv("DARKSHELL_EXPORT_NICE", "")
-	if schedClass() != schedNormal || niceness() != defaultNice {
+	if schedClass() != schedBatch || niceness() != defaultNice {
 		t.Fatalf("defaults: %q %d", schedClass(), niceness())
 	}
 	t.Setenv("DARKSHELL_EXPORT_SCHED", "Idle")

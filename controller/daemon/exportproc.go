@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,10 +49,13 @@ type exportProc struct {
 	err     atomic.Pointer[string] // why the helper does not run
 	running atomic.Bool
 	report  atomic.Pointer[export.Report]
+	// delay is the feed delay (feedDelayFor; 0: feedDelay).
+	delay time.Duration
 }
 
 func newExportProc(h *state.Home, bus *events.Bus, usage func(context.Context) []export.Usage, log *slog.Logger) *exportProc {
-	return &exportProc{home: h, store: export.OpenStore(h), bus: bus, usage: usage, log: log}
+	return &exportProc{home: h, store: export.OpenStore(h), bus: bus, usage: usage, log: log,
+		delay: feedDelayFor(os.Getenv("DARKSHELL_EXPORT_FLUSH"))}
 }
 
 // active reports whether the helper runs (host-side events are published
@@ -167,14 +171,34 @@ func (p *exportProc) readReports(r *os.File) {
 
 // feedDelay is how long an event may wait in the daemon for the pipe
 // write: the events of that time go in one write, and the helper wakes
-// once for them, not once per event (its exporters batch for a second;
-// OTel's batch processors wait seconds).
-const feedDelay = 150 * time.Millisecond
+// once for them, not once per event. The helper's exporters batch for a
+// second too (its DARKSHELL_EXPORT_FLUSH, default 1 s; OTel's batch span
+// processor waits 5 s), so a second here changes what a backend sees
+// little, and each wake-up of the helper costs it a burst of its
+// runtime's monitor thread (sysmon) polling every 20-40 µs before it backs
+// off: at 150 ms that was about one helper wake-up per traced exec in
+// bench-export's exec loops. When DARKSHELL_EXPORT_FLUSH asks for a
+// shorter flush (tests do), the feed follows it (see feedDelayFor).
+const feedDelay = time.Second
+
+// feedDelayFor is the feed delay for a helper flush interval of flush
+// ($DARKSHELL_EXPORT_FLUSH): feedDelay, or flush when it is shorter (never
+// under 10 ms); an event need not wait in the daemon longer than the
+// helper's batches wait.
+func feedDelayFor(flush string) time.Duration {
+	d, err := time.ParseDuration(strings.TrimSpace(flush))
+	if err != nil || d <= 0 || d >= feedDelay {
+		return feedDelay
+	}
+	return max(d, 10*time.Millisecond)
+}
 
 // feedPipeSize is the capacity asked for the helper's stdin pipe (Linux
-// F_SETPIPE_SZ; the default is 64 KiB): room for a feedDelay's events of a
-// busy sandbox in one write. It is a bound like the subscription's queue.
-const feedPipeSize = 256 << 10
+// F_SETPIPE_SZ; the default is 64 KiB, and 1 MiB the most an unprivileged
+// process may ask for by default): room for a feedDelay's events of a busy
+// sandbox (a traced exec is 3-5 lines of 300-600 bytes) in one write. It is
+// a bound like the subscription's queue.
+const feedPipeSize = 1 << 20
 
 // requestReload asks the feed to send a reload line; it never waits.
 func (p *exportProc) requestReload() {
@@ -206,6 +230,10 @@ func (p *exportProc) feed(w io.WriteCloser, sub *events.LineSub, reload <-chan s
 		lost   uint64
 		broken bool
 	)
+	delay := p.delay
+	if delay <= 0 {
+		delay = feedDelay
+	}
 	write := func() {
 		if len(buf) == 0 {
 			return
@@ -270,9 +298,9 @@ func (p *exportProc) feed(w io.WriteCloser, sub *events.LineSub, reload <-chan s
 			write()
 		case l := <-sub.C:
 			buf = appendEventLine(buf, l)
-			// Busy: drain every feedDelay until a nap brings nothing.
+			// Busy: drain every delay until a nap brings nothing.
 			for {
-				nap.Reset(feedDelay)
+				nap.Reset(delay)
 				for napping := true; napping; {
 					select {
 					case <-stop:
