@@ -53,17 +53,7 @@ func TestExportFeedWaitsItsDelay(t *testing.T) {
 		bus.Publish(protocol.Event{Time: time.Now(), Sandbox: "sb", Kind: protocol.KindExec, PID: i + 2})
 		time.Sleep(300 * time.Millisecond)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, lines := w.get(); lines == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			writes, lines := w.get()
-			t.Fatalf("%d lines in %d writes, want 3", lines, writes)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitLines(t, w, 3, 10*time.Second)
 	if writes, _ := w.get(); writes != 1 {
 		t.Fatalf("3 events 300 ms apart took %d pipe writes with a 2 s delay, want 1", writes)
 	}

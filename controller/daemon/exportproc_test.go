@@ -114,17 +114,7 @@ func TestExportPipeBatches(t *testing.T) {
 	for i := range 100 {
 		bus.Publish(protocol.Event{Time: time.Now(), Sandbox: "sb", Kind: protocol.KindExec, PID: i + 2})
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, lines := w.get(); lines == 100 {
-			break
-		}
-		if time.Now().After(deadline) {
-			writes, lines := w.get()
-			t.Fatalf("%d lines in %d writes, want 100", lines, writes)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitLines(t, w, 100, 5*time.Second)
 	// 100 publishes take far less than feedDelay; allow for a slow machine.
 	if writes, _ := w.get(); writes > 5 {
 		t.Fatalf("100 events took %d pipe writes", writes)
@@ -292,3 +282,19 @@ func (w *watchedWriter) Write(b []byte) (int, error) {
 }
 
 func (w *watchedWriter) Close() error { return w.w.Close() }
+
+// waitLines waits until w has taken n lines, failing after timeout.
+func waitLines(t *testing.T, w *countingWriter, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		writes, lines := w.get()
+		if lines == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d lines in %d writes, want %d", lines, writes, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
