@@ -83,6 +83,10 @@ var rsyncStat = regexp.MustCompile(`Total bytes (sent|received): ([0-9,]+)`)
 type benchResult struct {
 	secs float64
 	wire int64
+	// CPU (user + system) of the sending and the receiving process where
+	// known: darkshell's daemon and sandboxd; tar -c with the ssh client
+	// and the remote tar -x (sshd itself is in neither).
+	cpuSend, cpuRecv time.Duration
 }
 
 // BenchmarkSync compares darkshell sync (through the warm daemon API, the
@@ -105,14 +109,22 @@ func BenchmarkSync(b *testing.B) {
 		b.Fatal(err)
 	}
 	exec.Command("sh", "-c", sshCmd+" "+host+" true").Run()
+	cpu := newSyncCPU(e.home, e.sbHome)
 
 	ds := func(dir, local, remote string, include ...string) (benchResult, error) {
+		d0, s0 := cpu.read()
 		t0 := time.Now()
 		r, err := e.c.Sync(ctx, "s", &api.SyncRequest{Direction: dir, Local: local, Remote: remote, Delete: true, Include: include})
 		if err != nil {
 			return benchResult{}, err
 		}
-		return benchResult{time.Since(t0).Seconds(), r.SentBytes + r.RecvBytes}, nil
+		secs := time.Since(t0).Seconds()
+		d1, s1 := cpu.read()
+		res := benchResult{secs: secs, wire: r.SentBytes + r.RecvBytes, cpuSend: d1 - d0, cpuRecv: s1 - s0}
+		if dir == api.SyncPull {
+			res.cpuSend, res.cpuRecv = res.cpuRecv, res.cpuSend
+		}
+		return res, nil
 	}
 	rs := func(from, to string) (benchResult, error) {
 		t0 := time.Now()
@@ -126,12 +138,15 @@ func BenchmarkSync(b *testing.B) {
 			n, _ := strconv.ParseInt(strings.ReplaceAll(m[2], ",", ""), 10, 64)
 			wire += n
 		}
-		return benchResult{d.Seconds(), wire}, nil
+		return benchResult{secs: d.Seconds(), wire: wire}, nil
 	}
 	tarSSH := func(src, dst string) (benchResult, error) {
 		t0 := time.Now()
 		tar := exec.Command("tar", "-C", src, "-cf", "-", ".")
-		ssh := exec.Command("sh", "-c", sshCmd+" "+host+" 'mkdir -p "+dst+" && tar -C "+dst+" -xf -'")
+		// `times` prints the remote tar's CPU (its children's line).
+		ssh := exec.Command("sh", "-c", sshCmd+" "+host+" 'mkdir -p "+dst+" && tar -C "+dst+" -xf - && times'")
+		var sout strings.Builder
+		ssh.Stdout = &sout
 		tout, err := tar.StdoutPipe()
 		if err != nil {
 			return benchResult{}, err
@@ -153,7 +168,9 @@ func BenchmarkSync(b *testing.B) {
 		if err := cmpErr(cerr, terr, serr); err != nil {
 			return benchResult{}, fmt.Errorf("tar | ssh tar: %v", err)
 		}
-		return benchResult{time.Since(t0).Seconds(), n.Load()}, nil
+		return benchResult{secs: time.Since(t0).Seconds(), wire: n.Load(),
+			cpuSend: tar.ProcessState.UserTime() + tar.ProcessState.SystemTime() + ssh.ProcessState.UserTime() + ssh.ProcessState.SystemTime(),
+			cpuRecv: parseTimes(sout.String())}, nil
 	}
 
 	type row struct {
@@ -253,7 +270,11 @@ func BenchmarkSync(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				fmt.Printf("%s: initial upload round %d: %-9s %.3f s (load %s)\n", tr.name, round+1, t.name, res.secs, loadAvg())
+				cpus := ""
+				if res.cpuSend > 0 || res.cpuRecv > 0 {
+					cpus = fmt.Sprintf(" cpu send %.2f s recv %.2f s", res.cpuSend.Seconds(), res.cpuRecv.Seconds())
+				}
+				fmt.Printf("%s: initial upload round %d: %-9s %.3f s%s (load %s)\n", tr.name, round+1, t.name, res.secs, cpus, loadAvg())
 				runs[ti] = append(runs[ti], res)
 			}
 		}

@@ -294,11 +294,12 @@ func TestPushRandom(t *testing.T) {
 	for seed, dirSums := range seedModes(6) {
 		t.Run(fmt.Sprintf("%d/dirsums=%v", seed, dirSums), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 42))
+			raw := seed%2 == 1 // new files without zstd, as to a sandbox on this host
 			src, home := t.TempDir(), t.TempDir()
 			o := &pipeOpener{t: t, home: home}
 			ctx := context.Background()
 			genTree(t, rng, src, 60)
-			sum, err := Push(ctx, o, src, "sandbox", Options{DirSums: dirSums})
+			sum, err := Push(ctx, o, src, "sandbox", Options{DirSums: dirSums, Raw: raw})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -308,7 +309,7 @@ func TestPushRandom(t *testing.T) {
 				t.Errorf("first push summary %+v", sum)
 			}
 			// Nothing changed: nothing sent.
-			sum, err = Push(ctx, o, src, "sandbox", Options{Delete: true, DirSums: dirSums})
+			sum, err = Push(ctx, o, src, "sandbox", Options{Delete: true, DirSums: dirSums, Raw: raw})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -317,7 +318,7 @@ func TestPushRandom(t *testing.T) {
 			}
 			for round := range 3 {
 				editTree(t, rng, src, 15)
-				sum, err := Push(ctx, o, src, dst, Options{Delete: true, DryRun: round == 0, DirSums: dirSums})
+				sum, err := Push(ctx, o, src, dst, Options{Delete: true, DryRun: round == 0, DirSums: dirSums, Raw: raw})
 				if err != nil {
 					t.Fatal(err)
 				}

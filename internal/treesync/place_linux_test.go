@@ -4,11 +4,17 @@ package treesync
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/bohica-labs/darkshell/protocol"
 )
@@ -167,5 +173,130 @@ func TestPlaceFresh(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "stage", "sub", "there")); string(b) != "old" {
 		t.Fatalf("an existing file was replaced: %q", b)
+	}
+}
+
+// restrictiveDefaultACL is a default ACL (user rwx, group and others
+// nothing) in the kernel's xattr form: a file created under it gets its
+// creation mode masked by the ACL, not by the umask.
+func restrictiveDefaultACL() []byte {
+	b := binary.LittleEndian.AppendUint32(nil, 2) // POSIX_ACL_XATTR_VERSION
+	for _, e := range []struct{ tag, perm uint16 }{{0x01, 7}, {0x04, 0}, {0x20, 0}} {
+		b = binary.LittleEndian.AppendUint16(b, e.tag)
+		b = binary.LittleEndian.AppendUint16(b, e.perm)
+		b = binary.LittleEndian.AppendUint32(b, 0xffffffff)
+	}
+	return b
+}
+
+// TestPlaceExactMode: a file is created with its own mode and left without
+// an fchmod only where that mode comes out unchanged: bits the umask takes
+// and directories with a default ACL (which replaces the umask) still get
+// the fchmod, so every placed file ends with its entry's mode. Fresh
+// (staged) and O_TMPFILE placement both.
+func TestPlaceExactMode(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	defer placeMode.Store(placeMode.Load())
+	placeMode.Store(placeTmpfileEmpty)
+	dir := t.TempDir()
+	for _, d := range []string{"plain", "acl"} {
+		os.Mkdir(filepath.Join(dir, d), 0o700)
+	}
+	acl := true
+	if err := unix.Setxattr(filepath.Join(dir, "acl"), "system.posix_acl_default", restrictiveDefaultACL(), 0); err != nil {
+		t.Logf("no default ACL on %s (%v): only the umask cases run", dir, err)
+		acl = false
+	}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := newPlacer(r)
+	defer p.close()
+	if p.umask != 0o022 {
+		t.Fatalf("umask read as %o, want 022", p.umask)
+	}
+	for _, tc := range []struct {
+		dir   string
+		mode  uint32
+		exact bool
+	}{
+		{"plain", 0o644, true},
+		{"plain", 0o755, true},
+		{"plain", 0o400, true},
+		{"plain", 0o666, false}, // the umask takes group and other write
+		{"plain", 0o777, false},
+		{"acl", 0o644, false}, // the ACL would make it 0600
+		{"acl", 0o700, false},
+	} {
+		if tc.dir == "acl" && !acl {
+			continue
+		}
+		dfd, err := p.fds.get(tc.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.exactMode(tc.dir, dfd, tc.mode); got != tc.exact {
+			t.Errorf("exactMode(%s, %o) = %v, want %v", tc.dir, tc.mode, got, tc.exact)
+		}
+		for _, fresh := range []bool{true, false} {
+			name := fmt.Sprintf("f%o-%v", tc.mode, fresh)
+			e := protocol.SyncEntry{Path: tc.dir + "/" + name, Mode: tc.mode, MtimeNs: 1e18}
+			if err := p.placeAt(tc.dir, fresh, &e, []byte("data")); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Lstat(filepath.Join(dir, tc.dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uint32(fi.Mode().Perm()) != tc.mode || fi.ModTime().UnixNano() != 1e18 {
+				t.Errorf("%s: mode %o mtime %d, want %o and 1e18", e.Path, fi.Mode().Perm(), fi.ModTime().UnixNano(), tc.mode)
+			}
+		}
+	}
+}
+
+// TestPlacerCreatesInTurn: a placer with a creation lock makes no new
+// file while another holds it (fresh and O_TMPFILE placing both), and
+// places it once the lock is free.
+func TestPlacerCreatesInTurn(t *testing.T) {
+	defer placeMode.Store(placeMode.Load())
+	placeMode.Store(placeTmpfileEmpty)
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "d"), 0o700)
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var mu sync.Mutex
+	p := newPlacer(r)
+	p.createMu = &mu
+	defer p.close()
+	for _, fresh := range []bool{true, false} {
+		name := fmt.Sprintf("f-%v", fresh)
+		mu.Lock()
+		done := make(chan error, 1)
+		go func() {
+			done <- p.placeAt("d", fresh, &protocol.SyncEntry{Path: "d/" + name, Mode: 0o644}, []byte("x"))
+		}()
+		select {
+		case err := <-done:
+			mu.Unlock()
+			t.Fatalf("fresh=%v: placed (%v) while another creation held the lock", fresh, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if _, err := os.Lstat(filepath.Join(dir, "d", name)); err == nil {
+			t.Fatalf("fresh=%v: the file exists while the lock is held", fresh)
+		}
+		mu.Unlock()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "d", name)); err != nil || string(b) != "x" {
+			t.Fatalf("fresh=%v: %q %v", fresh, b, err)
+		}
 	}
 }

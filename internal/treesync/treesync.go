@@ -543,7 +543,20 @@ func (p *sendPipeline) encoder() {
 	src := newSmallFiles(p.r)
 	defer src.close()
 	for j := range p.work {
-		if p.failed() == nil {
+		if p.failed() == nil && p.raw {
+			// Built in place: no OpWriter buffers and copies.
+			data, skip := src.read(j.e)
+			if skip == "" {
+				ops, err := delta.AppendWholeRaw(smallBufs.get(delta.WholeRawLen(len(data)))[:0], data)
+				if err != nil {
+					smallBufs.put(ops)
+					skip = err.Error()
+				} else {
+					j.ops = ops
+				}
+			}
+			j.skip = skip
+		} else if p.failed() == nil {
 			buf.Reset()
 			if skip := encodeSmall(src, j.e, ow); skip != "" {
 				j.skip = skip
@@ -1432,13 +1445,16 @@ type placeJob struct {
 	fresh bool
 }
 
-// placerPool writes small files into place concurrently.
+// placerPool writes small files into place concurrently. Their creations
+// take turns (createMu, see placer.creating): the rest of a file's
+// placing (its data, mode, mtime) overlaps with the next creation.
 type placerPool struct {
-	jobs    chan placeJob
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	err     error
-	stopped bool
+	jobs     chan placeJob
+	wg       sync.WaitGroup
+	createMu sync.Mutex
+	mu       sync.Mutex
+	err      error
+	stopped  bool
 }
 
 func (rc *receiver) startPlacers() *placerPool {
@@ -1446,9 +1462,11 @@ func (rc *receiver) startPlacers() *placerPool {
 	for range placers {
 		pl.wg.Go(func() {
 			p := newPlacer(rc.r)
+			p.createMu = &pl.createMu
 			defer p.close()
 			for j := range pl.jobs {
 				if pl.failed() != nil {
+					smallBufs.put(j.data)
 					continue // drain
 				}
 				err := p.placeAt(j.dir, j.fresh, j.e, j.data)

@@ -641,3 +641,36 @@ func TestSetCompressOff(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendWholeRaw: AppendWholeRaw builds exactly the op stream WriteWhole
+// writes with compression off (which ApplyLimit accepts and rebuilds), at
+// every literal-chunk boundary, and appends after what dst holds.
+func TestAppendWholeRaw(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, minCompress - 1, 4096, LiteralChunk - 1, LiteralChunk, LiteralChunk + 1, 3*LiteralChunk + 5, MaxLiteral} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(rnd.IntN(4)) // compressible: WriteWhole must not compress it either
+		}
+		var want bytes.Buffer
+		ow := NewOpWriter(&want)
+		ow.SetCompress(false)
+		if _, err := WriteWhole(bytes.NewReader(data), ow); err != nil {
+			t.Fatal(err)
+		}
+		got, err := AppendWholeRaw([]byte("prefix"), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(got, []byte("prefix")) || !bytes.Equal(got[6:], want.Bytes()) {
+			t.Fatalf("%d bytes: AppendWholeRaw differs from WriteWhole (%d vs %d bytes)", n, len(got)-6, want.Len())
+		}
+		if len(got)-6 != WholeRawLen(n) {
+			t.Fatalf("%d bytes: WholeRawLen %d, stream has %d", n, WholeRawLen(n), len(got)-6)
+		}
+		var out bytes.Buffer
+		if _, err := ApplyLimit(bytes.NewReader(nil), 0, 0, NewOpReader(bytes.NewReader(got[6:])), &out, int64(n)); err != nil || !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("%d bytes: apply: %v", n, err)
+		}
+	}
+}

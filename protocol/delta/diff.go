@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
@@ -468,3 +469,38 @@ func WriteWhole(r io.Reader, w *OpWriter) (Stats, error) {
 // chunkPool holds LiteralChunk buffers for WriteWhole, which runs once per
 // file of a tree.
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, LiteralChunk); return &b }}
+
+// WholeRawLen is the length of the op stream AppendWholeRaw makes for a
+// file of n bytes.
+func WholeRawLen(n int) int {
+	chunks := (n + LiteralChunk - 1) / LiteralChunk
+	return frameHeaderLen + headerPayload + chunks*(frameHeaderLen+literalHeader) + n + frameHeaderLen + endPayload
+}
+
+// AppendWholeRaw appends to dst the whole-file op stream of data with
+// uncompressed literals: the bytes WriteWhole writes through an OpWriter
+// with compression off, built in one pass without its buffers and copies
+// (an initial upload to this host sends every file this way).
+func AppendWholeRaw(dst, data []byte) ([]byte, error) {
+	if int64(len(data)) > MaxFileSize {
+		return dst, fmt.Errorf("%w: file larger than %d bytes", ErrLimit, int64(MaxFileSize))
+	}
+	dst = slices.Grow(dst, WholeRawLen(len(data)))
+	dst = append(dst, byte(OpHeader))
+	dst = binary.BigEndian.AppendUint32(dst, headerPayload)
+	dst = append(dst, make([]byte, headerPayload)...) // block size 0, old size 0
+	for p := data; len(p) > 0; {
+		c := p[:min(len(p), LiteralChunk)]
+		p = p[len(c):]
+		dst = append(dst, byte(OpLiteral))
+		dst = binary.BigEndian.AppendUint32(dst, uint32(literalHeader+len(c)))
+		dst = append(dst, litRaw)
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(c)))
+		dst = append(dst, c...)
+	}
+	sum := sha256.Sum256(data)
+	dst = append(dst, byte(OpEnd))
+	dst = binary.BigEndian.AppendUint32(dst, endPayload)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(len(data)))
+	return append(dst, sum[:]...), nil
+}
