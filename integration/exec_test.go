@@ -366,6 +366,92 @@ func TestConcurrentExecs(t *testing.T) {
 	}
 }
 
+// TestExecReuseThroughDaemon: a Go client's execs run one after another on
+// one daemon connection (api.HeaderExecReuse), each with its own output,
+// stderr, stdin and status and nothing of the one before; an exec closed
+// before its exit still kills its process, and the next exec works;
+// concurrent execs each get their own connection.
+func TestExecReuseThroughDaemon(t *testing.T) {
+	e := newEnv(t)
+	e.create("s")
+	ctx := context.Background()
+	st0, err := e.c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(i int) {
+		t.Helper()
+		req := &protocol.ExecStart{Argv: []string{"sh", "-c", `printf "out$1"; printf "err$1" >&2; cat; exit $(($1 % 7))`, "sh", strconv.Itoa(i)}, Stdin: true}
+		p, err := e.c.Exec(ctx, "s", req)
+		if err != nil {
+			t.Fatalf("exec %d: %v", i, err)
+		}
+		defer p.Close()
+		go p.CopyStdin(strings.NewReader(fmt.Sprintf("in%d", i)))
+		var out, errOut bytes.Buffer
+		x, err := p.Wait(&out, &errOut)
+		if err != nil || x.Status() != i%7 || out.String() != fmt.Sprintf("out%din%d", i, i) || errOut.String() != fmt.Sprintf("err%d", i) {
+			t.Fatalf("exec %d: status %+v err %v stdout %q stderr %q", i, x, err, out.String(), errOut.String())
+		}
+	}
+	for i := range 20 {
+		run(i)
+	}
+	st1, err := e.c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if execs, reused := st1.Execs-st0.Execs, st1.ExecsReused-st0.ExecsReused; execs != 20 || reused < 19 {
+		t.Fatalf("20 execs: the daemon served %d, %d on a reused connection; want 19 reused", execs, reused)
+	}
+
+	// Closed before its exit: the process dies, the connection is not
+	// reused, and the next exec runs.
+	p, err := e.c.Exec(ctx, "s", &protocol.ExecStart{Argv: []string{"sleep", "319"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "sleep to start", func() bool { return pidAlive(p.Started.PID) })
+	p.Close()
+	waitFor(t, 5*time.Second, "sleep to be killed", func() bool { return !pidAlive(p.Started.PID) })
+	run(20)
+
+	// Concurrent execs, each on its own connection, then reused.
+	var wg sync.WaitGroup
+	errs := make(chan error, 80)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				res := new(bytes.Buffer)
+				p, err := e.c.Exec(ctx, "s", &protocol.ExecStart{Argv: []string{"echo", fmt.Sprint(g, i)}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				x, err := p.Wait(res, nil)
+				p.Close()
+				if err != nil || x.Status() != 0 || res.String() != fmt.Sprint(g, i)+"\n" {
+					errs <- fmt.Errorf("exec %d/%d: %+v %v %q", g, i, x, err, res.String())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st2, err := e.c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reused := st2.ExecsReused - st1.ExecsReused; reused < 80-16 {
+		t.Errorf("80 concurrent execs: %d on reused connections, want at least %d", reused, 80-16)
+	}
+}
+
 // TestDaemonRestart: killing the daemon loses nothing; a durable process
 // started before is re-attached through the new daemon.
 func TestDaemonRestart(t *testing.T) {

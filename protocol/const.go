@@ -74,6 +74,11 @@ const (
 	FrameDetach        FrameType = 0x88 // empty: client leaves, durable process keeps running
 	FrameInfoReply     FrameType = 0x89 // Info
 	FrameExecListReply FrameType = 0x8A // ExecList
+	// FrameExecDone (empty) is sent only to the controller daemon, on an API
+	// connection that carries one exec after another: the client has read
+	// the exit and sends nothing more for this exec; the next frame opens the
+	// next one. sandboxd never sees it.
+	FrameExecDone FrameType = 0x8B
 )
 
 // Error codes carried by FrameError.

@@ -43,7 +43,7 @@ func TestWireConstants(t *testing.T) {
 		FrameExecStart: 0x10, FrameExecAttach: 0x11, FrameInfo: 0x12, FrameExecList: 0x13,
 		FrameExecStarted: 0x80, FrameStdin: 0x81, FrameStdinEOF: 0x82, FrameStdout: 0x83,
 		FrameStderr: 0x84, FrameSignal: 0x85, FrameResize: 0x86, FrameExit: 0x87,
-		FrameDetach: 0x88, FrameInfoReply: 0x89, FrameExecListReply: 0x8A,
+		FrameDetach: 0x88, FrameInfoReply: 0x89, FrameExecListReply: 0x8A, FrameExecDone: 0x8B,
 		FrameSyncPush: 0x20, FrameSyncPull: 0x21,
 		FrameSyncEntries: 0x90, FrameSyncEntriesEnd: 0x91, FrameSyncNeed: 0x92, FrameSyncNeedEnd: 0x93,
 		FrameSyncFile: 0x94, FrameSyncData: 0x95, FrameSyncDone: 0x96, FrameSyncSummary: 0x97, FrameSyncPlan: 0x98, FrameSyncEntriesZ: 0x99, FrameSyncEntriesB: 0x9a,

@@ -223,6 +223,8 @@ func (t FrameType) String() string {
 		return "info-reply"
 	case FrameExecListReply:
 		return "exec-list-reply"
+	case FrameExecDone:
+		return "exec-done"
 	}
 	if n := syncFrameName(t); n != "" {
 		return n

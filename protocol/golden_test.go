@@ -48,6 +48,7 @@ func goldenCases() []goldenCase {
 		{t: FrameResize, msg: func() Validator { return &ResizeMsg{} }, json: `{"rows":40,"cols":120}`},
 		{t: FrameExit, msg: func() Validator { return &ExitMsg{} }, json: `{"code":3,"duration_ms":12}`},
 		{t: FrameDetach},
+		{t: FrameExecDone},
 		{t: FrameInfoReply, msg: func() Validator { return &Info{} }, json: `{"role":"sandboxd","protocol_min":1,"protocol_max":1,"build_version":"v1.2.3","pid":1}`},
 		{t: FrameExecListReply, msg: func() Validator { return &ExecList{} }, json: `{"processes":[{"id":"p1","pid":42,"argv":["make"],"idempotency_key":"k1","running":false,"attached":false,"exit":{"code":0,"duration_ms":9},"output_bytes":120}]}`},
 		{t: FrameSyncPush, msg: func() Validator { return &SyncRequest{} }, json: `{"root":"/sandbox","delete":true,"checksum":true,"include":["src/**/*.go"],"exclude":["*.o","build/"],"git_ignore":true}`},

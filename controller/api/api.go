@@ -21,6 +21,10 @@ const (
 	// protocol/spec.md describes, starting with the client's exec-start or
 	// exec-attach frame.
 	UpgradeStream = "darkshell-stream"
+	// HeaderExecReuse "1" on an exec upgrade asks to run further execs on
+	// the connection; the daemon's 101 carries it back when it agrees. Each
+	// exec then ends with the client's exec-done frame (docs/api.md).
+	HeaderExecReuse = "Darkshell-Exec-Reuse"
 )
 
 // Error codes in Error.Code.
@@ -138,6 +142,11 @@ type DaemonStatus struct {
 	Home     string    `json:"home"`
 	Sessions []string  `json:"sessions"`
 	Streams  int       `json:"streams"`
+	// Execs counts the exec streams served on upgraded connections since
+	// the daemon started; ExecsReused those of them that ran on a
+	// connection an earlier exec had used (api.HeaderExecReuse).
+	Execs       int64 `json:"execs"`
+	ExecsReused int64 `json:"execs_reused"`
 }
 
 // SyncRequest is the body of POST /v1/sandboxes/{name}/sync.

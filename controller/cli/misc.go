@@ -152,8 +152,8 @@ func (a *app) daemonCmd() *cobra.Command {
 			if a.json() {
 				return a.printJSON(st)
 			}
-			fmt.Fprintf(a.stdout, "daemon running: pid %d, version %s, up %s\nsocket: %s\nwarm sessions: %s\n",
-				st.PID, st.Version, time.Since(st.Started).Round(time.Second), st.Socket, strings.Join(st.Sessions, ", "))
+			fmt.Fprintf(a.stdout, "daemon running: pid %d, version %s, up %s\nsocket: %s\nwarm sessions: %s\nexec streams: %d (%d on reused connections)\n",
+				st.PID, st.Version, time.Since(st.Started).Round(time.Second), st.Socket, strings.Join(st.Sessions, ", "), st.Execs, st.ExecsReused)
 			return nil
 		},
 	}

@@ -50,16 +50,33 @@ type Client struct {
 	opts Options
 	http *http.Client
 
-	spareMu sync.Mutex
-	spare   net.Conn // dialled ahead for the next exec stream
+	spareMu sync.Mutex // guards the spare, idle and closed
+	spare   net.Conn   // dialled ahead for the next exec stream
 	spareAt time.Time
+	idle    map[string][]idleExec // per sandbox: connections that ran an exec and can run the next
 	closed  bool
 	execs   atomic.Int64 // exec streams opened without a spare
 }
 
-// spareMaxAge bounds how long a spare connection waits for its exec: well
-// under the daemon's 10 s limit for a request to arrive.
-const spareMaxAge = 5 * time.Second
+// idleExec is a connection whose exec has ended and whose daemon agreed to
+// run the next exec of the same sandbox on it (api.HeaderExecReuse).
+type idleExec struct {
+	conn net.Conn
+	r    *bufio.Reader
+	at   time.Time
+}
+
+const (
+	// spareMaxAge bounds how long a spare connection waits for its exec:
+	// well under the daemon's 10 s limit for a request to arrive.
+	spareMaxAge = 5 * time.Second
+	// idleMaxAge bounds how long an idle exec connection is kept: well
+	// under the daemon's 30 s wait for the next exec (execreuse.go).
+	idleMaxAge = 20 * time.Second
+	// maxIdlePerSandbox bounds the idle exec connections kept per sandbox
+	// (as many as the program ran at once, up to this).
+	maxIdlePerSandbox = 8
+)
 
 // ErrDaemon wraps failures to reach or start the daemon.
 var ErrDaemon = errors.New("controller daemon unavailable")
@@ -321,9 +338,19 @@ func upgradeErr(conn net.Conn, err error) error {
 // frame in one write, and the first Read consumes the "101 Switching
 // Protocols" (or turns an error response into an error), saving a round
 // trip per exec.
+//
+// A connection whose exec ended cleanly is kept (Proc.Close releases it) and
+// carries the next exec of the same sandbox without a dial or an HTTP
+// request: the exec frames go out at once.
 func (c *Client) upgrade(ctx context.Context, name string) (net.Conn, error) {
+	if conn, r := c.takeIdle(name); conn != nil {
+		u := &upgradeConn{Conn: conn, r: r, c: c, name: name}
+		u.reusable.Store(true)
+		u.once.Do(func() {}) // answered long ago
+		return u, nil
+	}
 	req := "POST /v1/sandboxes/" + url.PathEscape(name) + "/exec HTTP/1.1\r\nHost: darkshell\r\nConnection: Upgrade\r\nUpgrade: " +
-		api.UpgradeStream + "\r\nContent-Length: 0\r\n\r\n"
+		api.UpgradeStream + "\r\n" + api.HeaderExecReuse + ": 1\r\nContent-Length: 0\r\n\r\n"
 	conn, spare := c.takeSpare()
 	if conn == nil {
 		var err error
@@ -331,14 +358,60 @@ func (c *Client) upgrade(ctx context.Context, name string) (net.Conn, error) {
 			return nil, err
 		}
 	}
-	u := &upgradeConn{Conn: conn, r: bufio.NewReaderSize(conn, 64<<10), head: []byte(req)}
+	u := &upgradeConn{Conn: conn, r: bufio.NewReaderSize(conn, 64<<10), head: []byte(req), c: c, name: name}
 	// A program that runs one command (the CLI) needs no spare. The next
 	// one is dialled once the daemon has answered (while the command
-	// runs), not while this request is on its way.
+	// runs), not while this request is on its way; none when a connection
+	// of this sandbox is idle (its last exec ended).
 	if spare || c.execs.Add(1) > 1 {
-		u.answered = c.refillSpare
+		u.answered = func() {
+			if !c.hasIdle(name) {
+				c.refillSpare()
+			}
+		}
 	}
 	return u, nil
+}
+
+// takeIdle returns the newest live idle exec connection of sandbox name,
+// closing those too old or closed by the daemon.
+func (c *Client) takeIdle(name string) (net.Conn, *bufio.Reader) {
+	for {
+		c.spareMu.Lock()
+		l := c.idle[name]
+		if len(l) == 0 {
+			c.spareMu.Unlock()
+			return nil, nil
+		}
+		ie := l[len(l)-1]
+		c.idle[name] = l[:len(l)-1]
+		c.spareMu.Unlock()
+		if time.Since(ie.at) <= idleMaxAge && alive(ie.conn) {
+			return ie.conn, ie.r
+		}
+		ie.conn.Close()
+	}
+}
+
+func (c *Client) hasIdle(name string) bool {
+	c.spareMu.Lock()
+	defer c.spareMu.Unlock()
+	return len(c.idle[name]) > 0
+}
+
+// putIdle keeps a connection whose exec has ended for the next exec of
+// sandbox name.
+func (c *Client) putIdle(name string, conn net.Conn, r *bufio.Reader) {
+	c.spareMu.Lock()
+	defer c.spareMu.Unlock()
+	if c.closed || len(c.idle[name]) >= maxIdlePerSandbox {
+		conn.Close()
+		return
+	}
+	if c.idle == nil {
+		c.idle = map[string][]idleExec{}
+	}
+	c.idle[name] = append(c.idle[name], idleExec{conn, r, time.Now()})
 }
 
 // takeSpare returns the connection dialled ahead for this exec, if a fresh
@@ -406,11 +479,18 @@ func (c *Client) Close() error {
 		c.spare.Close()
 		c.spare = nil
 	}
+	for _, l := range c.idle {
+		for _, ie := range l {
+			ie.conn.Close()
+		}
+	}
+	c.idle = nil
 	return nil
 }
 
 // upgradeConn sends the upgrade request with the first write and reads the
-// response before the first byte of the stream.
+// response before the first byte of the stream. On a reused connection there
+// is no request: the exec's frames go out as they are.
 type upgradeConn struct {
 	net.Conn
 	r    *bufio.Reader
@@ -421,11 +501,50 @@ type upgradeConn struct {
 	head []byte // the HTTP request, not written yet
 
 	answered func() // run once the daemon's answer is read
+
+	c        *Client
+	name     string      // the sandbox
+	reusable atomic.Bool // the daemon runs further execs on this connection
+	released atomic.Bool // Release or Close was called: the exec's use has ended
+}
+
+// doneFrame ends one exec on a reused connection.
+var doneFrame = protocol.AppendFrame(nil, protocol.FrameExecDone, nil)
+
+// Release ends this exec's use of the connection after its exit was read:
+// the daemon is told (exec-done) and the connection waits for the next exec
+// of the same sandbox. A connection that cannot be reused is closed.
+func (u *upgradeConn) Release() error {
+	u.wmu.Lock() // after a write in progress (late stdin), before any other
+	defer u.wmu.Unlock()
+	if u.released.Swap(true) {
+		return nil
+	}
+	if !u.reusable.Load() || u.head != nil || u.r.Buffered() > 0 {
+		return u.Conn.Close()
+	}
+	if _, err := u.Conn.Write(doneFrame); err != nil {
+		return u.Conn.Close()
+	}
+	u.c.putIdle(u.name, u.Conn, u.r)
+	return nil
+}
+
+// Close ends the exec stream: the daemon closes it, killing a non-durable
+// process. After Release it does nothing (the connection has moved on).
+func (u *upgradeConn) Close() error {
+	if u.released.Swap(true) {
+		return nil
+	}
+	return u.Conn.Close()
 }
 
 func (u *upgradeConn) Write(p []byte) (int, error) {
 	u.wmu.Lock()
 	defer u.wmu.Unlock()
+	if u.released.Load() {
+		return 0, net.ErrClosed
+	}
 	if u.head == nil {
 		return u.Conn.Write(p)
 	}
@@ -439,6 +558,9 @@ func (u *upgradeConn) Write(p []byte) (int, error) {
 }
 
 func (u *upgradeConn) Read(p []byte) (int, error) {
+	if u.released.Load() {
+		return 0, net.ErrClosed
+	}
 	u.wmu.Lock()
 	head := u.head != nil
 	u.wmu.Unlock()
@@ -458,7 +580,9 @@ func (u *upgradeConn) Read(p []byte) (int, error) {
 			u.err = fmt.Errorf("%w: no answer to the exec request: %v", ErrDaemon, err)
 			return
 		}
-		if resp.StatusCode != http.StatusSwitchingProtocols {
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			u.reusable.Store(resp.Header.Get(api.HeaderExecReuse) == "1")
+		} else {
 			if err := decode(resp, nil); err != nil {
 				u.err = err
 			} else {

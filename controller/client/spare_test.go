@@ -135,3 +135,129 @@ func TestExecSpareConnection(t *testing.T) {
 	}
 	srv.Close()
 }
+
+// reuseServer is a stand-in for the daemon's reused exec connections (the
+// integration tests use the real daemon): after a 101 that agrees to reuse
+// it answers each opening frame with started and exit, then expects the
+// client's exec-done. It counts accepted connections and served execs.
+func reuseServer(t *testing.T, sock string) (accepted, served *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted, served = new(atomic.Int64), new(atomic.Int64)
+	srv := &http.Server{
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				accepted.Add(1)
+			}
+		},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			conn, brw, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			if r.Header.Get(api.HeaderExecReuse) != "1" {
+				t.Error("the client did not ask for reuse")
+				return
+			}
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream + "\r\nConnection: Upgrade\r\n" + api.HeaderExecReuse + ": 1\r\n\r\n")
+			brw.Flush()
+			for {
+				f, err := protocol.ReadFrame(brw, protocol.MaxPayload)
+				if err != nil {
+					return
+				}
+				if f.Type != protocol.FrameExecStart {
+					t.Errorf("opening frame %s", f.Type)
+					return
+				}
+				served.Add(1)
+				protocol.WriteMsg(conn, protocol.FrameExecStarted, &protocol.ExecStarted{ID: "p-1", PID: 42})
+				protocol.WriteMsg(conn, protocol.FrameExit, &protocol.ExitMsg{Code: 7})
+				if f, err = protocol.ReadFrame(brw, protocol.MaxPayload); err != nil || f.Type != protocol.FrameExecDone {
+					return // closed: the exec was not released
+				}
+			}
+		}),
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return accepted, served
+}
+
+// TestExecReuse: execs that ended cleanly leave their connection for the
+// next exec of the same sandbox; one closed before its exit does not; an
+// idle connection the daemon closed is replaced by a fresh dial.
+func TestExecReuse(t *testing.T) {
+	c, err := New(Options{Home: t.TempDir(), NoAutoStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	accepted, served := reuseServer(t, c.home.Socket())
+	execOnce(t, c) // the first dials
+	for range 9 {
+		execOnce(t, c)
+	}
+	if served.Load() != 10 || accepted.Load() != 1 {
+		t.Fatalf("10 execs: %d served on %d connections, want 1 connection", served.Load(), accepted.Load())
+	}
+	if !c.hasIdle("s") || c.hasIdle("other") {
+		t.Fatal("the idle connection is not kept for its own sandbox only")
+	}
+
+	// Closed before its exit was read: the connection is not kept.
+	p, err := c.Exec(context.Background(), "s", &protocol.ExecStart{Argv: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if c.hasIdle("s") {
+		t.Fatal("a connection whose exit was not read was kept")
+	}
+	if _, err := p.Write([]byte("late")); err == nil {
+		t.Fatal("a closed exec still writes")
+	}
+	execOnce(t, c)
+
+	// The daemon dropped the idle connection, or it is past its age: the
+	// next exec runs on another connection.
+	for _, spoil := range []func(*idleExec){
+		func(ie *idleExec) { ie.conn.(*net.UnixConn).CloseRead() }, // reads its end, as if the daemon had closed it
+		func(ie *idleExec) { ie.at = time.Now().Add(-2 * idleMaxAge) },
+	} {
+		c.spareMu.Lock()
+		if len(c.idle["s"]) != 1 {
+			t.Fatalf("%d idle connections, want 1", len(c.idle["s"]))
+		}
+		old := c.idle["s"][0].conn
+		spoil(&c.idle["s"][0])
+		c.spareMu.Unlock()
+		execOnce(t, c)
+		c.spareMu.Lock()
+		if len(c.idle["s"]) != 1 || c.idle["s"][0].conn == old {
+			t.Fatal("a spoilt idle connection was used")
+		}
+		c.spareMu.Unlock()
+	}
+
+	// A released exec's Proc cannot touch the connection the next exec uses.
+	p, err = c.Exec(context.Background(), "s", &protocol.ExecStart{Argv: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if err := p.CloseStdin(); err == nil {
+		t.Fatal("a released exec still writes")
+	}
+	execOnce(t, c)
+	if served.Load() != 16 {
+		t.Fatalf("served %d execs, want 16", served.Load())
+	}
+}

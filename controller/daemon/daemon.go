@@ -44,8 +44,14 @@ type Daemon struct {
 
 	active   atomic.Int64 // open requests and streams
 	lastSeen atomic.Int64 // unix nanos of the last request end
-	stop     chan struct{}
-	stopOnce sync.Once
+
+	execs, execsReused atomic.Int64 // exec streams served, and those on a reused connection
+	stop               chan struct{}
+	stopOnce           sync.Once
+
+	idleMu     sync.Mutex // guards the two below (execreuse.go)
+	idleConns  map[net.Conn]struct{}
+	idleClosed bool
 }
 
 // New returns a daemon for opts.Home.
@@ -54,7 +60,7 @@ func New(opts Options) *Daemon {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Daemon{opts: opts, log: log, pool: newPool(opts.Home, log), started: time.Now(), stop: make(chan struct{})}
+	d := &Daemon{opts: opts, log: log, pool: newPool(opts.Home, log), started: time.Now(), stop: make(chan struct{}), idleConns: map[net.Conn]struct{}{}}
 	d.bus = events.NewBus(opts.Home.LogDir(), log.With("component", "events"))
 	d.startExport()
 	d.startAlerts()
@@ -124,6 +130,7 @@ loop:
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	srv.Shutdown(sctx)
+	d.closeIdleExecs()
 	d.exp.close()
 	d.warm.close()
 	d.pool.close()

@@ -161,7 +161,8 @@ func (d *Daemon) exportSync(sandbox string, req *apiSyncView, start time.Time, s
 type apiSyncView struct{ direction, local, remote string }
 
 // exitTap reads the frames sandboxd sends on an upgraded exec stream as
-// they pass (io.Writer of a tee) and keeps the started pid and the exit.
+// they pass (io.Writer of a tee) and keeps the started pid and the exit. It
+// stops at the stream's terminal frame (exit or error).
 type exitTap struct {
 	hdr   [protocol.HeaderSize]byte
 	nh    int    // header bytes read
@@ -170,12 +171,21 @@ type exitTap struct {
 	keep  []byte // payload of a frame we decode (started, exit)
 	pid   int
 	exit  *protocol.ExitMsg
+	last  bool // the terminal frame has passed
 	stray bool // lost track of the framing: stop looking
 }
 
 func (t *exitTap) Write(p []byte) (int, error) {
+	t.scan(p)
+	return len(p), nil
+}
+
+// scan follows the frames in p and returns how many of its bytes belong to
+// the stream up to and including its terminal frame: all of p unless the
+// terminal frame ends inside it.
+func (t *exitTap) scan(p []byte) int {
 	n := len(p)
-	for len(p) > 0 && !t.stray {
+	for len(p) > 0 && !t.stray && !t.last {
 		if t.left == 0 && t.nh < len(t.hdr) {
 			c := copy(t.hdr[t.nh:], p)
 			t.nh += c
@@ -205,7 +215,10 @@ func (t *exitTap) Write(p []byte) (int, error) {
 			t.frame()
 		}
 	}
-	return n, nil
+	if t.last {
+		return n - len(p)
+	}
+	return n
 }
 
 func (t *exitTap) frame() {
@@ -217,10 +230,13 @@ func (t *exitTap) frame() {
 			t.pid = m.PID
 		}
 	case protocol.FrameExit:
+		t.last = true
 		var m protocol.ExitMsg
 		if json.Unmarshal(t.keep, &m) == nil {
 			t.exit = &m
 		}
+	case protocol.FrameError:
+		t.last = true
 	}
 }
 

@@ -101,6 +101,7 @@ func (d *Daemon) status(w http.ResponseWriter, r *http.Request) {
 		Version: protocol.BuildVersion, PID: os.Getpid(), Started: d.started,
 		Socket: d.opts.Home.Socket(), Home: d.opts.Home.Dir, Sessions: d.pool.names(),
 		Streams: int(d.active.Load()) - 1,
+		Execs:   d.execs.Load(), ExecsReused: d.execsReused.Load(),
 	})
 }
 
@@ -409,9 +410,11 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 
 // execUpgrade switches the connection to raw exec frames and splices it to a
 // new stream on the sandbox's session. The daemon reads and validates only
-// the opening request frame.
+// the opening request frame. A client that asked for reuse (api.HeaderExecReuse)
+// runs one exec after another on the connection (execreuse.go).
 func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
-	s, err := d.session(r.Context(), r.PathValue("name"))
+	name := r.PathValue("name")
+	s, err := d.session(r.Context(), name)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -425,11 +428,16 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	reuse := r.Header.Get(api.HeaderExecReuse) == "1"
+	head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream +
+		"\r\nConnection: Upgrade\r\n" + api.HeaderVersion + ": " + protocol.BuildVersion + "\r\n"
+	if reuse {
+		head += api.HeaderExecReuse + ": 1\r\n"
+	}
 	// A client that sent its first frame with the request (the Go client
 	// does) gets the 101 with the first frame back (exec-started or an
 	// error), and reads both in one wake-up.
-	conn := &headConn{Conn: raw, head: []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream +
-		"\r\nConnection: Upgrade\r\n" + api.HeaderVersion + ": " + protocol.BuildVersion + "\r\n\r\n")}
+	conn := &headConn{Conn: raw, head: []byte(head + "\r\n")}
 	defer conn.Close()
 	if brw.Reader.Buffered() == 0 {
 		// A client that waits for the 101 before its first frame (a plain
@@ -438,23 +446,37 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if !d.execOne(r.Context(), name, s, conn, brw.Reader, reuse) || !reuse {
+		return
+	}
+	d.execLoop(r.Context(), name, conn, brw.Reader)
+}
+
+// execOne runs the exec whose opening frame comes next on conn. With reuse
+// it reports whether the connection is ready for the next exec; without, the
+// connection is spent (false).
+func (d *Daemon) execOne(ctx context.Context, name string, s *session.Session, conn net.Conn, br *bufio.Reader, reuse bool) bool {
+	d.execs.Add(1)
+	if s == nil {
+		d.execsReused.Add(1)
+	}
 	fw := protocol.NewWriter(conn)
-	f, err := protocol.ReadFrame(brw, protocol.MaxPayload)
+	f, err := protocol.ReadFrame(br, protocol.MaxPayload)
 	if err != nil {
 		code := protocol.CodeBadRequest
 		if errors.Is(err, protocol.ErrFrameTooLarge) {
 			code = protocol.CodeLimit
 		}
 		fw.Error(code, "exec stream: %v", err)
-		return
+		return false
 	}
 	var ended func(int, *protocol.ExitMsg, error)
 	switch f.Type {
 	case protocol.FrameExecStart:
 		var m protocol.ExecStart
 		if err = protocol.DecodeMsg(f, f.Type, &m); err == nil {
-			ended = d.exportExecStart(r.PathValue("name"), &m)
-			if env := d.warm.execEnv(r.PathValue("name"), m.Env); len(env) != len(m.Env) {
+			ended = d.exportExecStart(name, &m)
+			if env := d.warm.execEnv(name, m.Env); len(env) != len(m.Env) {
 				m.Env = env // a claimed sandbox's env (warmpool.go)
 				f.Payload, err = json.Marshal(&m)
 			}
@@ -467,35 +489,57 @@ func (d *Daemon) execUpgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		fw.Error(protocol.CodeBadRequest, "%v", err)
-		return
+		return false
 	}
-	st, err := s.Open(r.Context())
+	if s == nil {
+		if s, err = d.session(ctx, name); err != nil {
+			if ended != nil {
+				ended(0, nil, err)
+			}
+			fw.Error(protocol.CodeInternal, "sandbox %s: %v", name, err)
+			return false
+		}
+	}
+	st, err := s.Open(ctx)
 	if err != nil {
 		if ended != nil {
 			ended(0, nil, err)
 		}
-		fw.Error(protocol.CodeInternal, "sandbox %s: %v", r.PathValue("name"), err)
-		return
+		fw.Error(protocol.CodeInternal, "sandbox %s: %v", name, err)
+		return false
 	}
 	defer st.Close()
 	if err := protocol.WriteFrame(st, f.Type, f.Payload); err != nil {
 		if ended != nil {
 			ended(0, nil, err)
 		}
-		fw.Error(protocol.CodeInternal, "sandbox %s: %v", r.PathValue("name"), err)
-		return
+		fw.Error(protocol.CodeInternal, "sandbox %s: %v", name, err)
+		return false
+	}
+	if reuse {
+		tap := &exitTap{}
+		again := spliceExec(conn, br, st, tap)
+		if ended != nil {
+			ended(tap.pid, tap.exit, tapErr(tap))
+		}
+		return again
 	}
 	if ended == nil {
-		splice(conn, brw.Reader, st)
-		return
+		splice(conn, br, st)
+		return false
 	}
 	tap := &exitTap{}
-	splice(teeConn{conn, tap}, brw.Reader, st)
-	var endErr error
+	splice(teeConn{conn, tap}, br, st)
+	ended(tap.pid, tap.exit, tapErr(tap))
+	return false
+}
+
+// tapErr is the export's error for an exec stream that ended without an exit.
+func tapErr(tap *exitTap) error {
 	if tap.exit == nil {
-		endErr = errors.New("the exec stream ended without an exit")
+		return errors.New("the exec stream ended without an exit")
 	}
-	ended(tap.pid, tap.exit, endErr)
+	return nil
 }
 
 // headConn writes head before the first bytes written to it, in the same

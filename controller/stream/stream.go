@@ -26,7 +26,14 @@ type Proc struct {
 	w      *protocol.Writer
 	mu     sync.Mutex
 	offset int64 // output bytes received so far (stdout+stderr)
+	exited bool  // Wait read the exit: the stream ended cleanly
 	once   sync.Once
+}
+
+// Releaser is a stream that can carry another exec once this one has ended
+// cleanly (a reused daemon API connection): Close releases it instead.
+type Releaser interface {
+	Release() error
 }
 
 // Start sends req on rw and waits for the process to start.
@@ -121,6 +128,9 @@ func (p *Proc) Wait(stdout, stderr io.Writer) (*protocol.ExitMsg, error) {
 			if err := protocol.DecodeMsg(f, protocol.FrameExit, &m); err != nil {
 				return nil, err
 			}
+			p.mu.Lock()
+			p.exited = true
+			p.mu.Unlock()
 			return &m, nil
 		case protocol.FrameError:
 			return nil, protocol.ErrorFromFrame(f)
@@ -159,9 +169,20 @@ func (p *Proc) Detach() error {
 }
 
 // Close closes the stream; a non-durable process is killed by sandboxd.
+// After Wait returned the exit, a stream that can carry the next exec (a
+// Releaser) is released for it instead.
 func (p *Proc) Close() error {
 	var err error
-	p.once.Do(func() { err = p.rw.Close() })
+	p.once.Do(func() {
+		p.mu.Lock()
+		exited := p.exited
+		p.mu.Unlock()
+		if r, ok := p.rw.(Releaser); ok && exited {
+			err = r.Release()
+			return
+		}
+		err = p.rw.Close()
+	})
 	return err
 }
 
