@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"net/http"
@@ -15,14 +14,17 @@ import (
 
 // execServer is a stand-in for the daemon's exec upgrade (the integration
 // tests use the real daemon): it answers every exec stream with a started
-// and an exit frame, and counts the connections it accepted.
-func execServer(t *testing.T, sock string) (accepted *atomic.Int64, srv *http.Server) {
+// and an exit frame, and counts the connections it accepted and the execs
+// it served. With reuse its 101 agrees to reuse (api.HeaderExecReuse), and
+// after each exit it expects the client's exec-done and serves the next
+// exec on the connection.
+func execServer(t *testing.T, sock string, reuse bool) (accepted, served *atomic.Int64, srv *http.Server) {
 	t.Helper()
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	accepted = new(atomic.Int64)
+	accepted, served = new(atomic.Int64), new(atomic.Int64)
 	srv = &http.Server{
 		ReadHeaderTimeout: 300 * time.Millisecond, // closes an unused spare, like the daemon's (longer) limit
 		ConnState: func(_ net.Conn, s http.ConnState) {
@@ -36,18 +38,40 @@ func execServer(t *testing.T, sock string) (accepted *atomic.Int64, srv *http.Se
 				return
 			}
 			defer conn.Close()
-			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream + "\r\nConnection: Upgrade\r\n\r\n")
-			brw.Flush()
-			if _, err := protocol.ReadFrame(bufio.NewReader(brw), protocol.MaxPayload); err != nil {
+			if r.Header.Get(api.HeaderExecReuse) != "1" {
+				t.Error("the client did not ask for reuse")
 				return
 			}
-			protocol.WriteMsg(conn, protocol.FrameExecStarted, &protocol.ExecStarted{ID: "p-1", PID: 42})
-			protocol.WriteMsg(conn, protocol.FrameExit, &protocol.ExitMsg{Code: 7})
+			head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream + "\r\nConnection: Upgrade\r\n"
+			if reuse {
+				head += api.HeaderExecReuse + ": 1\r\n"
+			}
+			brw.WriteString(head + "\r\n")
+			brw.Flush()
+			for {
+				f, err := protocol.ReadFrame(brw, protocol.MaxPayload)
+				if err != nil {
+					return
+				}
+				if f.Type != protocol.FrameExecStart {
+					t.Errorf("opening frame %s", f.Type)
+					return
+				}
+				served.Add(1)
+				protocol.WriteMsg(conn, protocol.FrameExecStarted, &protocol.ExecStarted{ID: "p-1", PID: 42})
+				protocol.WriteMsg(conn, protocol.FrameExit, &protocol.ExitMsg{Code: 7})
+				if !reuse {
+					return
+				}
+				if f, err = protocol.ReadFrame(brw, protocol.MaxPayload); err != nil || f.Type != protocol.FrameExecDone {
+					return // closed: the exec was not released
+				}
+			}
 		}),
 	}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	return accepted, srv
+	return accepted, served, srv
 }
 
 func execOnce(t *testing.T, c *Client) {
@@ -103,7 +127,7 @@ func TestExecSpareConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	accepted, srv := execServer(t, c.home.Socket())
+	accepted, _, srv := execServer(t, c.home.Socket(), false)
 
 	execOnce(t, c)
 	waitAccepted(t, accepted, 1) // no spare for a one-shot client (the CLI)
@@ -136,58 +160,6 @@ func TestExecSpareConnection(t *testing.T) {
 	srv.Close()
 }
 
-// reuseServer is a stand-in for the daemon's reused exec connections (the
-// integration tests use the real daemon): after a 101 that agrees to reuse
-// it answers each opening frame with started and exit, then expects the
-// client's exec-done. It counts accepted connections and served execs.
-func reuseServer(t *testing.T, sock string) (accepted, served *atomic.Int64) {
-	t.Helper()
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted, served = new(atomic.Int64), new(atomic.Int64)
-	srv := &http.Server{
-		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
-				accepted.Add(1)
-			}
-		},
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			conn, brw, err := w.(http.Hijacker).Hijack()
-			if err != nil {
-				return
-			}
-			defer conn.Close()
-			if r.Header.Get(api.HeaderExecReuse) != "1" {
-				t.Error("the client did not ask for reuse")
-				return
-			}
-			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.UpgradeStream + "\r\nConnection: Upgrade\r\n" + api.HeaderExecReuse + ": 1\r\n\r\n")
-			brw.Flush()
-			for {
-				f, err := protocol.ReadFrame(brw, protocol.MaxPayload)
-				if err != nil {
-					return
-				}
-				if f.Type != protocol.FrameExecStart {
-					t.Errorf("opening frame %s", f.Type)
-					return
-				}
-				served.Add(1)
-				protocol.WriteMsg(conn, protocol.FrameExecStarted, &protocol.ExecStarted{ID: "p-1", PID: 42})
-				protocol.WriteMsg(conn, protocol.FrameExit, &protocol.ExitMsg{Code: 7})
-				if f, err = protocol.ReadFrame(brw, protocol.MaxPayload); err != nil || f.Type != protocol.FrameExecDone {
-					return // closed: the exec was not released
-				}
-			}
-		}),
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	return accepted, served
-}
-
 // TestExecReuse: execs that ended cleanly leave their connection for the
 // next exec of the same sandbox; one closed before its exit does not; an
 // idle connection the daemon closed is replaced by a fresh dial.
@@ -197,7 +169,7 @@ func TestExecReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	accepted, served := reuseServer(t, c.home.Socket())
+	accepted, served, _ := execServer(t, c.home.Socket(), true)
 	execOnce(t, c) // the first dials
 	for range 9 {
 		execOnce(t, c)
