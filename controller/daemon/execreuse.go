@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/bohica-labs/darkshell/protocol"
@@ -73,40 +74,33 @@ func (d *Daemon) closeIdleExecs() {
 // exec-done. It reports whether both ended there, so that conn can carry the
 // next exec; otherwise it has closed conn.
 func spliceExec(conn net.Conn, br *bufio.Reader, st net.Conn, tap *exitTap) bool {
+	out := execOut{conn: conn, tap: tap, over: new(atomic.Bool)}
 	in := make(chan bool, 1)
-	go func() { in <- forwardUntilDone(st, br) }()
-	out := make(chan bool, 1)
 	go func() {
-		buf := bufPool.Get().(*[]byte)
-		_, err := io.CopyBuffer(execOut{conn, tap}, st, *buf)
-		bufPool.Put(buf)
-		out <- err == errExecOver
-	}()
-	select {
-	case ok := <-out:
-		st.Close()
-		if ok && <-in {
-			return true
+		ok := forwardUntilDone(st, br)
+		if !ok || !out.over.Load() {
+			// The client is gone, or gave up before the terminal frame:
+			// closing the stream kills a non-durable process, and the
+			// copy below ends.
+			st.Close()
 		}
-		conn.Close()
-		if !ok {
-			<-in
-		}
-		return false
-	case ok := <-in:
-		// The client is done or gone. Done before the terminal frame is a
-		// client that gave up: closing the stream kills a non-durable
-		// process, and sandboxd's side then ends.
-		st.Close()
 		if !ok {
 			conn.Close()
 		}
-		if <-out && ok {
-			return true
-		}
-		conn.Close()
-		return false
+		in <- ok
+	}()
+	buf := bufPool.Get().(*[]byte)
+	_, err := io.CopyBuffer(out, st, *buf)
+	bufPool.Put(buf)
+	st.Close()
+	if err == errExecOver && <-in {
+		return true
 	}
+	conn.Close()
+	if err != errExecOver {
+		<-in
+	}
+	return false
 }
 
 // execOut writes sandboxd's frames to the client up to the terminal one,
@@ -114,10 +108,14 @@ func spliceExec(conn net.Conn, br *bufio.Reader, st net.Conn, tap *exitTap) bool
 type execOut struct {
 	conn net.Conn
 	tap  *exitTap
+	over *atomic.Bool // the terminal frame went out
 }
 
 func (w execOut) Write(p []byte) (int, error) {
 	n := w.tap.scan(p)
+	if w.tap.last {
+		w.over.Store(true) // before the client can see it and answer
+	}
 	if _, err := w.conn.Write(p[:n]); err != nil {
 		return 0, err
 	}
