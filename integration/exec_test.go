@@ -404,6 +404,10 @@ func TestExecReuseThroughDaemon(t *testing.T) {
 	if execs, reused := st1.Execs-st0.Execs, st1.ExecsReused-st0.ExecsReused; execs != 20 || reused < 19 {
 		t.Fatalf("20 execs: the daemon served %d, %d on a reused connection; want 19 reused", execs, reused)
 	}
+	out, _, code := e.ds("daemon", "status")
+	if want := fmt.Sprintf("exec streams: %d (%d on reused connections)", st1.Execs, st1.ExecsReused); code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("daemon status (exit %d) does not say %q:\n%s", code, want, out)
+	}
 
 	// Closed before its exit: the process dies, the connection is not
 	// reused, and the next exec runs.
