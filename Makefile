@@ -115,7 +115,7 @@ test-short: ## Fast inner loop: unit tests only, no real sshd
 test-unit: build
 	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
 	# allocation guards skip under -race (it changes escape analysis): run them without it
-	$(GO) test -count=1 -run 'Allocs$$' ./mcpproxy/
+	$(GO) test -count=1 -run 'Allocs$$' ./mcpproxy/ ./internal/treesync/
 
 .PHONY: test-integration
 test-integration: build ## End-to-end tests against a real sshd on loopback (all but the kubernetes cluster tests)

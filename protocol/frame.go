@@ -18,7 +18,12 @@ type Frame struct {
 // ReadFrame reads one frame. A payload longer than limit (or MaxPayload when
 // limit is 0) is refused with ErrFrameTooLarge without reading it; a stream
 // that ends inside a frame gives ErrTruncated.
-func ReadFrame(r io.Reader, limit int) (Frame, error) {
+func ReadFrame(r io.Reader, limit int) (Frame, error) { return ReadFrameBuf(r, limit, nil) }
+
+// ReadFrameBuf is ReadFrame reading the payload into buf when it fits
+// (then the payload is valid only until buf is reused), so a reader of
+// many data frames allocates none.
+func ReadFrameBuf(r io.Reader, limit int, buf []byte) (Frame, error) {
 	if limit <= 0 || limit > MaxPayload {
 		limit = MaxPayload
 	}
@@ -37,7 +42,12 @@ func ReadFrame(r io.Reader, limit int) (Frame, error) {
 	if n > uint32(limit) {
 		return Frame{}, fmt.Errorf("%w: %s frame of %d bytes, limit %d", ErrFrameTooLarge, t, n, limit)
 	}
-	p := make([]byte, n)
+	var p []byte
+	if uint32(cap(buf)) >= n {
+		p = buf[:n]
+	} else {
+		p = make([]byte, n)
+	}
 	if _, err := io.ReadFull(r, p); err != nil {
 		return Frame{}, fmt.Errorf("%w: %s payload: %v", ErrTruncated, t, err)
 	}

@@ -121,3 +121,30 @@ func TestExitStatus(t *testing.T) {
 		t.Errorf("status %d", s)
 	}
 }
+
+// TestReadFrameBuf: a payload that fits is read into the caller's buffer
+// (no allocation per data frame), a bigger one into a fresh one; limits and
+// truncation are checked as by ReadFrame.
+func TestReadFrameBuf(t *testing.T) {
+	buf := make([]byte, 8)
+	in := AppendFrame(nil, FrameStdout, []byte("abcdef"))
+	in = AppendFrame(in, FrameStdout, []byte("0123456789"))
+	r := bytes.NewReader(in)
+	f, err := ReadFrameBuf(r, 0, buf)
+	if err != nil || string(f.Payload) != "abcdef" || &f.Payload[0] != &buf[0] {
+		t.Fatalf("fitting frame: %q (in buf: %v), %v", f.Payload, err == nil && &f.Payload[0] == &buf[0], err)
+	}
+	f, err = ReadFrameBuf(r, 0, buf)
+	if err != nil || string(f.Payload) != "0123456789" || &f.Payload[0] == &buf[0] {
+		t.Fatalf("bigger frame: %q, %v", f.Payload, err)
+	}
+	if string(buf[:6]) != "abcdef" {
+		t.Fatalf("a bigger frame wrote into the buffer: %q", buf)
+	}
+	if _, err := ReadFrameBuf(bytes.NewReader(AppendFrame(nil, FrameInfo, make([]byte, 100))), 99, make([]byte, 200)); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("over the limit with room in buf: %v", err)
+	}
+	if _, err := ReadFrameBuf(bytes.NewReader([]byte{0x83, 0x00, 0x00, 0x00, 0x09, 'a'}), 0, buf); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("truncated: %v", err)
+	}
+}

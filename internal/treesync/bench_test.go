@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"testing"
 )
 
@@ -104,11 +105,15 @@ func BenchmarkNoChange(b *testing.B) {
 // sender and receiver in one process over a unix socket; skipped without
 // it. TREESYNC_CPUPROFILE=file writes a profile; TREESYNC_RAW=1 sends new
 // files uncompressed (Options.Raw, what the daemon does for a peer on this
-// host).
+// host); TREESYNC_PLACERS=N runs N placers.
 func BenchmarkInitial(b *testing.B) {
 	src := os.Getenv("TREESYNC_CORPUS")
 	if src == "" {
 		b.Skip("TREESYNC_CORPUS not set")
+	}
+	if n, err := strconv.Atoi(os.Getenv("TREESYNC_PLACERS")); err == nil && n > 0 {
+		defer func(n int) { placers = n }(placers)
+		placers = n
 	}
 	if p := os.Getenv("TREESYNC_CPUPROFILE"); p != "" {
 		f, err := os.Create(p)

@@ -300,3 +300,63 @@ func TestPlacerCreatesInTurn(t *testing.T) {
 		}
 	}
 }
+
+// TestPlacerPoolBatches: small files reach the placers in batches, handed
+// over once a batch is full or on flush; stop hands over the rest, so
+// every file is placed exactly once with its content.
+func TestPlacerPoolBatches(t *testing.T) {
+	dir := t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	rc := &receiver{r: root}
+	pl := rc.startPlacers()
+	defer pl.stop()
+	entries := make([]protocol.SyncEntry, 2*batchFiles+3)
+	add := func(i int) {
+		entries[i] = protocol.SyncEntry{Path: fmt.Sprintf("f%03d", i), Type: protocol.SyncFile, Mode: 0o644, MtimeNs: 1e18}
+		data := smallBufs.get(8)[:0]
+		data = fmt.Appendf(data, "file %d", i)
+		entries[i].Size = int64(len(data))
+		pl.add(placeJob{e: &entries[i], data: data, dir: "."})
+	}
+	placed := func() int {
+		n := 0
+		for i := range entries {
+			if _, err := os.Lstat(filepath.Join(dir, fmt.Sprintf("f%03d", i))); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	for i := range batchFiles - 1 {
+		add(i)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := placed(); n != 0 {
+		t.Fatalf("%d files placed before their batch was handed over", n)
+	}
+	add(batchFiles - 1) // full: handed over
+	for i := batchFiles; i < batchFiles+2; i++ {
+		add(i)
+	}
+	pl.flush()
+	for i := batchFiles + 2; i < len(entries); i++ {
+		add(i)
+	}
+	if err := pl.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := placed(); n != len(entries) {
+		t.Fatalf("%d of %d files placed", n, len(entries))
+	}
+	for i := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("f%03d", i)))
+		if err != nil || string(b) != fmt.Sprintf("file %d", i) {
+			t.Fatalf("f%03d: %q, %v", i, b, err)
+		}
+	}
+	pl.flush() // after stop: nothing to hand over, and no send on the closed channel
+}

@@ -131,6 +131,11 @@ func (p *prefetcher) Read(b []byte) (int, error) {
 	return n, nil
 }
 
+// empty reports whether a Read may have to wait for the source (nothing
+// read ahead is left). Only the reader calls it, so "not empty" stays true
+// until it reads.
+func (p *prefetcher) empty() bool { return len(p.cur) == 0 && len(p.ch) == 0 }
+
 func (p *prefetcher) close() { p.once.Do(func() { close(p.stop) }) }
 
 // splitRW reads from r and writes to w.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/bohica-labs/darkshell/protocol"
@@ -90,3 +91,58 @@ func TestPrefetcher(t *testing.T) {
 type errReader struct{ err error }
 
 func (e *errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestConnReadAllocs: a conn reads a run of data frames with the same
+// bytes coming out and without allocating a payload per frame; a frame of
+// another type inside the data is refused.
+func TestConnReadAllocs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var in, want bytes.Buffer
+	b := newFrameBatcher(protocol.NewWriter(&in), protocol.FrameSyncData)
+	for range 64 {
+		p := make([]byte, 1+rng.IntN(2*protocol.DataChunk))
+		for j := range p {
+			p[j] = byte(rng.Uint32())
+		}
+		want.Write(p)
+		b.Write(p)
+	}
+	b.Flush()
+	stream := in.Bytes()
+	c := newConn(splitRW{bytes.NewReader(stream), io.Discard})
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("read back: %v, equal %v", err, bytes.Equal(got, want.Bytes()))
+	}
+	frames := float64(len(stream)) / protocol.DataChunk
+	c = newConn(splitRW{bytes.NewReader(protocol.AppendFrame(nil, protocol.FrameSyncNeed, []byte("{}"))), io.Discard})
+	if _, err := c.Read(got); !errors.Is(err, protocol.ErrUnexpectedFrame) {
+		t.Fatalf("a need frame inside data: %v", err)
+	}
+	if raceEnabled {
+		t.Skip("allocation counts differ under -race (make test-unit runs the Allocs tests again without it)")
+	}
+	// Bytes, not allocations: a frame's 5-byte header escapes through
+	// io.ReadFull; a payload per frame would add 32 KiB each.
+	read := func() uint64 {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		c := newConn(splitRW{bytes.NewReader(stream), io.Discard})
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&m1)
+		return m1.TotalAlloc - m0.TotalAlloc
+	}
+	base := func() uint64 {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		newConn(splitRW{bytes.NewReader(nil), io.Discard})
+		runtime.ReadMemStats(&m1)
+		return m1.TotalAlloc - m0.TotalAlloc
+	}()
+	// newConn's buffers, plus the one reused payload and a header each.
+	if n := read(); n > base+protocol.DataChunk+uint64(frames)*64 {
+		t.Fatalf("%d bytes allocated reading %.0f data frames (newConn alone: %d)", n, frames, base)
+	}
+}

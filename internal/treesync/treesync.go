@@ -165,6 +165,10 @@ type conn struct {
 	br  *bufio.Reader
 	w   *protocol.Writer
 	buf []byte // unread bytes of the current data frame
+	// data holds the payload of the current data frame (reused: a fresh
+	// 32 KiB payload per frame allocated, and zeroed, every byte a sync
+	// received once more).
+	data []byte
 
 	// Reused per file (allocating them per file dominated small files).
 	dw   *frameBatcher   // data frames out
@@ -187,11 +191,14 @@ func newConn(rw io.ReadWriter) *conn {
 }
 
 // next reads the next frame; a FrameError becomes a *protocol.RemoteError.
-func (c *conn) next() (protocol.Frame, error) {
+func (c *conn) next() (protocol.Frame, error) { return c.nextBuf(nil) }
+
+// nextBuf is next reading the payload into buf when it fits.
+func (c *conn) nextBuf(buf []byte) (protocol.Frame, error) {
 	if len(c.buf) > 0 {
 		return protocol.Frame{}, fmt.Errorf("%w: %d unread bytes of data", protocol.ErrBadFrame, len(c.buf))
 	}
-	f, err := protocol.ReadFrame(c.br, protocol.MaxPayload)
+	f, err := protocol.ReadFrameBuf(c.br, protocol.MaxPayload, buf)
 	if errors.Is(err, io.EOF) {
 		return f, fmt.Errorf("%w: the peer closed the sync stream early", protocol.ErrTruncated)
 	}
@@ -207,7 +214,10 @@ func (c *conn) next() (protocol.Frame, error) {
 // Read reads data frames (FrameSyncData); any other frame is an error.
 func (c *conn) Read(p []byte) (int, error) {
 	for len(c.buf) == 0 {
-		f, err := c.next()
+		if c.data == nil {
+			c.data = make([]byte, protocol.DataChunk)
+		}
+		f, err := c.nextBuf(c.data)
 		if err != nil {
 			return 0, err
 		}
@@ -386,6 +396,9 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 		if err := out.failed(); err != nil {
 			return nil, err
 		}
+		if c.br.Buffered() == 0 {
+			out.flush() // the next read may wait for the receiver
+		}
 		f, err := c.next()
 		if err != nil {
 			return nil, err
@@ -437,13 +450,17 @@ func Send(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*pro
 // ahead, in parallel (reading and zstd dominate an initial upload): a
 // writer goroutine emits each answer when it is ready, coalescing ready
 // small files into few stream writes; big files and deltas are streamed by
-// the writer itself.
+// the writer itself. Small files travel in batches (up to sendBatchFiles
+// files or sendBatchData bytes): an encoder takes a batch and the writer
+// waits for it as one, so a GOROOT's 15,000 files cost a few hundred
+// goroutine wake-ups, not several per file.
 type sendPipeline struct {
 	c     *conn
 	r     *os.Root
 	m     *Meter
-	queue chan *sendJob // in need order, to the writer
-	work  chan *sendJob // small whole files, to the encoders
+	queue chan *sendBatch // in need order, to the writer
+	work  chan *sendBatch // small whole files, to the encoders
+	pend  *sendBatch      // small files not yet handed over (Send's goroutine only)
 	wg    sync.WaitGroup
 	done  chan struct{} // the writer has finished
 	raw   bool          // whole files without zstd (Options.Raw)
@@ -459,11 +476,24 @@ type sendJob struct {
 	e      *protocol.SyncEntry
 	sig    *delta.Signature
 	async  bool
-	ready  chan struct{}
 	weight int64 // of the budget (async)
 	skip   string
 	ops    []byte // encoded op stream (async)
 }
+
+// sendBatch is a run of small files encoded ahead (async), or one file the
+// writer streams itself.
+type sendBatch struct {
+	jobs  []*sendJob
+	async bool
+	data  int64         // summed sizes (async)
+	ready chan struct{} // closed once every job is encoded
+}
+
+const (
+	sendBatchFiles = 16
+	sendBatchData  = 1 << 20
+)
 
 // pipelineDepth bounds the answers encoded ahead of the writer,
 // asyncSend the size of a file encoded ahead and asyncBudget the summed
@@ -475,8 +505,8 @@ const (
 )
 
 func startSendPipeline(c *conn, r *os.Root, m *Meter, raw bool) *sendPipeline {
-	p := &sendPipeline{c: c, r: r, m: m, raw: raw, queue: make(chan *sendJob, pipelineDepth),
-		work: make(chan *sendJob, pipelineDepth), done: make(chan struct{}),
+	p := &sendPipeline{c: c, r: r, m: m, raw: raw, queue: make(chan *sendBatch, pipelineDepth),
+		work: make(chan *sendBatch, pipelineDepth), done: make(chan struct{}),
 		budget: semaphore.NewWeighted(asyncBudget)}
 	for range max(2, cpus.Max()) {
 		p.wg.Go(p.encoder)
@@ -486,15 +516,36 @@ func startSendPipeline(c *conn, r *os.Root, m *Meter, raw bool) *sendPipeline {
 }
 
 func (p *sendPipeline) add(idx int, e *protocol.SyncEntry, sig *delta.Signature) {
-	j := &sendJob{idx: idx, e: e, sig: sig, ready: make(chan struct{})}
+	j := &sendJob{idx: idx, e: e, sig: sig}
 	if sig == nil && e.Size <= asyncSend {
 		j.async, j.weight = true, max(e.Size, 4096)
-		_ = p.budget.Acquire(context.Background(), j.weight) // released by the writer
-		p.work <- j
-	} else {
-		close(j.ready)
+		// Released by the writer. The pending batch (at most
+		// sendBatchData plus one file) holds far less than the budget, so
+		// what blocks here waits for batches already handed over.
+		_ = p.budget.Acquire(context.Background(), j.weight)
+		if p.pend == nil {
+			p.pend = &sendBatch{async: true, jobs: make([]*sendJob, 0, sendBatchFiles), ready: make(chan struct{})}
+		}
+		p.pend.jobs = append(p.pend.jobs, j)
+		p.pend.data += e.Size
+		if len(p.pend.jobs) >= sendBatchFiles || p.pend.data >= sendBatchData {
+			p.flush()
+		}
+		return
 	}
-	p.queue <- j
+	p.flush() // in need order
+	b := &sendBatch{jobs: []*sendJob{j}, ready: make(chan struct{})}
+	close(b.ready)
+	p.queue <- b
+}
+
+// flush hands the pending small files to the encoders and the writer.
+func (p *sendPipeline) flush() {
+	if b := p.pend; b != nil {
+		p.pend = nil
+		p.work <- b
+		p.queue <- b
+	}
 }
 
 func (p *sendPipeline) setErr(err error) {
@@ -513,6 +564,7 @@ func (p *sendPipeline) failed() error {
 
 // finish waits until every queued answer and sync-done are written.
 func (p *sendPipeline) finish() error {
+	p.flush()
 	p.end()
 	<-p.done
 	return p.failed()
@@ -542,7 +594,17 @@ func (p *sendPipeline) encoder() {
 	ow.SetCompress(!p.raw)
 	src := newSmallFiles(p.r)
 	defer src.close()
-	for j := range p.work {
+	for b := range p.work {
+		for _, j := range b.jobs {
+			p.encode(src, &buf, ow, j)
+		}
+		close(b.ready)
+	}
+}
+
+// encode encodes the small whole file of j into j.ops (or sets j.skip).
+func (p *sendPipeline) encode(src *smallFiles, buf *bytes.Buffer, ow *delta.OpWriter, j *sendJob) {
+	{
 		if p.failed() == nil && p.raw {
 			// Built in place: no OpWriter buffers and copies.
 			data, skip := src.read(j.e)
@@ -564,7 +626,6 @@ func (p *sendPipeline) encoder() {
 				j.ops = append(smallBufs.get(buf.Len())[:0], buf.Bytes()...)
 			}
 		}
-		close(j.ready)
 	}
 }
 
@@ -595,27 +656,31 @@ func (p *sendPipeline) writer() {
 		return err
 	}
 	for {
-		var j *sendJob
+		var b *sendBatch
 		select {
-		case j = <-p.queue:
+		case b = <-p.queue:
 		default:
 			// Nothing queued: send what is batched before waiting.
 			if err := flush(); err != nil {
 				p.setErr(err)
 			}
-			j = <-p.queue
+			b = <-p.queue
 		}
-		if j == nil {
+		if b == nil {
 			break // queue closed
 		}
 		if p.failed() != nil {
-			<-j.ready
-			if j.async {
-				p.budget.Release(j.weight)
+			<-b.ready
+			for _, j := range b.jobs {
+				if j.async {
+					p.budget.Release(j.weight)
+				}
+				smallBufs.put(j.ops)
 			}
 			continue // drain
 		}
-		if !j.async {
+		if !b.async {
+			j := b.jobs[0]
 			if err := flush(); err == nil {
 				err = sendFile(c, p.r, j.idx, j.e, j.sig, p.m, p.raw)
 				if err != nil {
@@ -628,33 +693,35 @@ func (p *sendPipeline) writer() {
 			continue
 		}
 		select {
-		case <-j.ready:
+		case <-b.ready:
 		default:
 			if err := flush(); err != nil {
 				p.setErr(err)
 			}
-			<-j.ready
+			<-b.ready
 		}
-		h, err := json.Marshal(&protocol.SyncFileHeader{Index: j.idx, Skip: j.skip})
-		if err != nil {
-			p.budget.Release(j.weight)
-			p.setErr(err)
-			continue
-		}
-		batch = protocol.AppendFrame(batch, protocol.FrameSyncFile, h)
-		for ops := j.ops; len(ops) > 0; {
-			n := min(len(ops), protocol.DataChunk)
-			batch = protocol.AppendFrame(batch, protocol.FrameSyncData, ops[:n])
-			ops = ops[n:]
-		}
-		smallBufs.put(j.ops)
-		j.ops = nil
-		p.budget.Release(j.weight)
-		p.m.bytes(int(j.e.Size))
-		p.m.file()
-		if len(batch) >= 256<<10 {
-			if err := flush(); err != nil {
+		for _, j := range b.jobs {
+			h, err := json.Marshal(&protocol.SyncFileHeader{Index: j.idx, Skip: j.skip})
+			if err != nil {
+				p.budget.Release(j.weight)
 				p.setErr(err)
+				continue
+			}
+			batch = protocol.AppendFrame(batch, protocol.FrameSyncFile, h)
+			for ops := j.ops; len(ops) > 0; {
+				n := min(len(ops), protocol.DataChunk)
+				batch = protocol.AppendFrame(batch, protocol.FrameSyncData, ops[:n])
+				ops = ops[n:]
+			}
+			smallBufs.put(j.ops)
+			j.ops = nil
+			p.budget.Release(j.weight)
+			p.m.bytes(int(j.e.Size))
+			p.m.file()
+			if len(batch) >= 256<<10 {
+				if err := flush(); err != nil {
+					p.setErr(err)
+				}
 			}
 		}
 	}
@@ -816,6 +883,7 @@ type receiver struct {
 	// each directory of a staged subtree to where it is until then.
 	phys   map[string]string
 	staged []stagedDir
+	pf     *prefetcher // the stream's read-ahead
 }
 
 // stagedDir is a new directory built as tmp in parent, to be renamed to
@@ -868,7 +936,7 @@ func Receive(ctx context.Context, rw io.ReadWriter, root string, opt Options) (*
 	start := time.Now()
 	pf := newPrefetcher(rw)
 	defer pf.close()
-	rc := &receiver{c: newConn(splitRW{pf, rw}), opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
+	rc := &receiver{c: newConn(splitRW{pf, rw}), pf: pf, opt: opt, verified: map[string]bool{".": true}, touched: map[string]bool{},
 		flt: NewFilter(opt), protect: map[string]bool{}, phys: map[string]string{}}
 	// An existing target is scanned while the list arrives.
 	var err error
@@ -1362,6 +1430,11 @@ func (rc *receiver) transfer(ctx context.Context, needs []need) error {
 		if err := pl.failed(); err != nil {
 			return err
 		}
+		if rc.pf != nil && rc.pf.empty() && c.br.Buffered() == 0 {
+			// The next read may wait for the sender: hand what is
+			// batched to the placers first.
+			pl.flush()
+		}
 		f, err := c.next()
 		if err != nil {
 			return err
@@ -1420,9 +1493,10 @@ func (rc *receiver) transfer(ctx context.Context, needs []need) error {
 			}
 			rc.touched[path.Dir(e.Path)] = true
 			dir, fresh := rc.physDir(path.Dir(e.Path))
-			pl.jobs <- placeJob{e: e, data: data, dir: dir, fresh: fresh}
+			pl.add(placeJob{e: e, data: data, dir: dir, fresh: fresh})
 			continue
 		}
+		pl.flush() // the placers work while this file streams in
 		if err := rc.receiveFile(e, s); err != nil {
 			return err
 		}
@@ -1434,8 +1508,20 @@ func (rc *receiver) transfer(ctx context.Context, needs []need) error {
 // by placers, several at a time (file creation dominates small files).
 const smallFile = 1 << 20
 
-// placers is the number of goroutines writing small files.
-const placers = 6
+// placers is the number of goroutines writing small files. Their
+// creations take turns (see placerPool), so two suffice to overlap one
+// file's creation with another's data, mode and mtime; more only parked
+// and woke each other on the creation lock (a futex wake-up each time).
+var placers = 2
+
+// A batch of small files goes to a placer at once once it holds
+// batchFiles files or batchData bytes, or when the receiver may have to
+// wait for the sender (a wake-up per file cost more CPU than placing the
+// file's data).
+const (
+	batchFiles = 32
+	batchData  = 1 << 20
+)
 
 type placeJob struct {
 	e    *protocol.SyncEntry
@@ -1449,7 +1535,9 @@ type placeJob struct {
 // take turns (createMu, see placer.creating): the rest of a file's
 // placing (its data, mode, mtime) overlaps with the next creation.
 type placerPool struct {
-	jobs     chan placeJob
+	jobs     chan []placeJob
+	batch    []placeJob // not yet handed over (add, flush)
+	batchLen int        // data bytes in batch
 	wg       sync.WaitGroup
 	createMu sync.Mutex
 	mu       sync.Mutex
@@ -1458,32 +1546,52 @@ type placerPool struct {
 }
 
 func (rc *receiver) startPlacers() *placerPool {
-	pl := &placerPool{jobs: make(chan placeJob, 2*placers)}
+	pl := &placerPool{jobs: make(chan []placeJob, 2*placers)}
 	for range placers {
 		pl.wg.Go(func() {
 			p := newPlacer(rc.r)
 			p.createMu = &pl.createMu
 			defer p.close()
-			for j := range pl.jobs {
-				if pl.failed() != nil {
-					smallBufs.put(j.data)
-					continue // drain
-				}
-				err := p.placeAt(j.dir, j.fresh, j.e, j.data)
-				smallBufs.put(j.data)
-				if err != nil {
-					pl.mu.Lock()
-					if pl.err == nil {
-						pl.err = err
+			for b := range pl.jobs {
+				for _, j := range b {
+					if pl.failed() != nil {
+						smallBufs.put(j.data)
+						continue // drain
 					}
-					pl.mu.Unlock()
-					continue
+					err := p.placeAt(j.dir, j.fresh, j.e, j.data)
+					smallBufs.put(j.data)
+					if err != nil {
+						pl.mu.Lock()
+						if pl.err == nil {
+							pl.err = err
+						}
+						pl.mu.Unlock()
+						continue
+					}
+					rc.opt.Meter.file()
 				}
-				rc.opt.Meter.file()
 			}
 		})
 	}
 	return pl
+}
+
+// add queues j, handing the batch to a placer once it is full.
+func (pl *placerPool) add(j placeJob) {
+	pl.batch = append(pl.batch, j)
+	pl.batchLen += len(j.data)
+	if len(pl.batch) >= batchFiles || pl.batchLen >= batchData {
+		pl.flush()
+	}
+}
+
+// flush hands the batched files to a placer.
+func (pl *placerPool) flush() {
+	if len(pl.batch) == 0 || pl.stopped {
+		return
+	}
+	pl.jobs <- pl.batch
+	pl.batch, pl.batchLen = make([]placeJob, 0, batchFiles), 0
 }
 
 func (pl *placerPool) failed() error {
@@ -1495,6 +1603,7 @@ func (pl *placerPool) failed() error {
 // stop waits for the queued files and returns the first error.
 func (pl *placerPool) stop() error {
 	if !pl.stopped {
+		pl.flush()
 		pl.stopped = true
 		close(pl.jobs)
 		pl.wg.Wait()

@@ -1,0 +1,5 @@
+//go:build race
+
+package treesync
+
+const raceEnabled = true
