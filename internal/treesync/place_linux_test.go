@@ -42,13 +42,7 @@ func TestPlacer(t *testing.T) {
 			os.WriteFile(filepath.Join(dir, "sub", "old"), []byte("old content"), 0o600)
 			os.WriteFile(filepath.Join(outside, "victim"), []byte("keep"), 0o644)
 			os.Symlink(filepath.Join(outside, "victim"), filepath.Join(dir, "sub", "link"))
-			r, err := os.OpenRoot(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			p := newPlacer(r)
-			defer p.close()
+			p := testPlacer(t, dir)
 			mtime := time.Date(2020, 1, 2, 3, 4, 5, 6000, time.UTC).UnixNano()
 			for _, e := range []protocol.SyncEntry{
 				{Path: "top", Mode: 0o644, MtimeNs: mtime},
@@ -94,13 +88,7 @@ func TestPlacerUsesTmpfile(t *testing.T) {
 	defer placeMode.Store(placeMode.Load())
 	placeMode.Store(placeTmpfileEmpty)
 	dir := t.TempDir()
-	r, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	p := newPlacer(r)
-	defer p.close()
+	p := testPlacer(t, dir)
 	if err := p.place(&protocol.SyncEntry{Path: "f", Mode: 0o644}, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +104,7 @@ func TestSmallFilesRead(t *testing.T) {
 	os.Mkdir(filepath.Join(dir, "d"), 0o755)
 	os.WriteFile(filepath.Join(dir, "d", "f"), []byte("hello"), 0o644)
 	os.Symlink("f", filepath.Join(dir, "d", "l"))
-	r, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := testRoot(t, dir)
 	s := newSmallFiles(r)
 	defer s.close()
 	if b, skip := s.read(&protocol.SyncEntry{Path: "d/f", Size: 5}); skip != "" || string(b) != "hello" {
@@ -142,13 +126,7 @@ func TestPlaceFresh(t *testing.T) {
 	os.WriteFile(filepath.Join(outside, "victim"), []byte("keep"), 0o644)
 	os.Symlink(filepath.Join(outside, "victim"), filepath.Join(dir, "stage", "sub", "link"))
 	os.WriteFile(filepath.Join(dir, "stage", "sub", "there"), []byte("old"), 0o644)
-	r, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	p := newPlacer(r)
-	defer p.close()
+	p := testPlacer(t, dir)
 	mtime := time.Date(2021, 5, 6, 7, 8, 9, 1000, time.UTC).UnixNano()
 	e := protocol.SyncEntry{Path: "real/sub/new", Mode: 0o751, MtimeNs: mtime}
 	if err := p.placeAt("stage/sub", true, &e, []byte("fresh")); err != nil {
@@ -208,13 +186,7 @@ func TestPlaceExactMode(t *testing.T) {
 		t.Logf("no default ACL on %s (%v): only the umask cases run", dir, err)
 		acl = false
 	}
-	r, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	p := newPlacer(r)
-	defer p.close()
+	p := testPlacer(t, dir)
 	if p.umask != 0o022 {
 		t.Fatalf("umask read as %o, want 022", p.umask)
 	}
@@ -266,11 +238,7 @@ func TestPlacerCreatesInTurn(t *testing.T) {
 	placeMode.Store(placeTmpfileEmpty)
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "d"), 0o700)
-	r, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := testRoot(t, dir)
 	var mu sync.Mutex
 	p := newPlacer(r)
 	p.createMu = &mu
@@ -306,12 +274,7 @@ func TestPlacerCreatesInTurn(t *testing.T) {
 // every file is placed exactly once with its content.
 func TestPlacerPoolBatches(t *testing.T) {
 	dir := t.TempDir()
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	rc := &receiver{r: root}
+	rc := &receiver{r: testRoot(t, dir)}
 	pl := rc.startPlacers()
 	defer pl.stop()
 	entries := make([]protocol.SyncEntry, 2*batchFiles+3)
@@ -359,4 +322,23 @@ func TestPlacerPoolBatches(t *testing.T) {
 		}
 	}
 	pl.flush() // after stop: nothing to hand over, and no send on the closed channel
+}
+
+// testRoot opens dir as a root, closed when the test ends.
+func testRoot(t *testing.T, dir string) *os.Root {
+	t.Helper()
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// testPlacer is a placer on dir, closed when the test ends.
+func testPlacer(t *testing.T, dir string) *placer {
+	t.Helper()
+	p := newPlacer(testRoot(t, dir))
+	t.Cleanup(p.close)
+	return p
 }
